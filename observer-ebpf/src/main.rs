@@ -1,0 +1,23 @@
+//! nhi-observer kernel programs.
+//!
+//! Program types used: tp_btf (raw syscall exit). No kprobes, fentry or LSM:
+//! they are unavailable on the machines we test on (see DESIGN.md).
+//! Minimum kernel: 5.8 (ring buffer), with BTF (tp_btf, offsets).
+#![no_std]
+#![no_main]
+
+mod kernel;
+mod maps;
+mod probes;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any reachable panic; this is never called.
+    loop {}
+}
+
+/// GPL-compatible: `bpf_probe_read_*` are GPL-only helpers.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
