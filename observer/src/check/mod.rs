@@ -1,0 +1,197 @@
+//! `nhi-observer check`: can the agent run on this host, and what will it
+//! see? Each finding is a line in plain words; the verdict is the exit code.
+use std::{fmt, path::Path};
+
+use aya::{
+    maps::MapType,
+    programs::ProgramType,
+    sys::{is_map_supported, is_program_supported},
+};
+use caps::{CapSet, Capability};
+
+use crate::probes::{self, ProbeOptions, Probes, offsets};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    /// The agent runs, but something is not seen.
+    Warn,
+    /// The agent cannot run.
+    Fail,
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Ok => "ok  ",
+            Self::Warn => "warn",
+            Self::Fail => "FAIL",
+        })
+    }
+}
+
+#[derive(Debug)]
+pub struct Finding {
+    pub status: Status,
+    pub topic: &'static str,
+    pub detail: String,
+}
+
+fn finding(status: Status, topic: &'static str, detail: impl Into<String>) -> Finding {
+    Finding { status, topic, detail: detail.into() }
+}
+
+pub fn run(ring_bytes: u32) -> Vec<Finding> {
+    let mut out = vec![kernel(), btf(), cgroup_v2(), capabilities()];
+    out.extend(program_types());
+    out.push(probes_attach(ring_bytes));
+    out
+}
+
+/// Exit status for a list of findings: 0 when the agent can run.
+pub fn can_run(findings: &[Finding]) -> bool {
+    findings.iter().all(|f| f.status != Status::Fail)
+}
+
+pub fn print(findings: &[Finding]) {
+    for f in findings {
+        println!("{} {:<14} {}", f.status, f.topic, f.detail);
+    }
+    if can_run(findings) {
+        println!("verdict: nhi-observer can run on this host");
+    } else {
+        println!("verdict: nhi-observer cannot run on this host (see FAIL lines)");
+    }
+}
+
+fn kernel() -> Finding {
+    let release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "unknown".into());
+    match parse_version(&release) {
+        Some(v) if v >= (5, 8) => finding(Status::Ok, "kernel", format!("{release} (5.8 or later needed for the BPF ring buffer)")),
+        Some(_) => finding(Status::Fail, "kernel", format!("{release} is older than 5.8: no BPF ring buffer")),
+        None => finding(Status::Warn, "kernel", format!("cannot parse kernel release `{release}`")),
+    }
+}
+
+fn parse_version(release: &str) -> Option<(u32, u32)> {
+    let mut it = release.split(|c: char| !c.is_ascii_digit());
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+fn btf() -> Finding {
+    let path = Path::new(offsets::VMLINUX_BTF);
+    if !path.exists() {
+        return finding(Status::Fail, "btf", format!("{} is missing: the kernel needs CONFIG_DEBUG_INFO_BTF=y", path.display()));
+    }
+    match offsets::resolve_file(path) {
+        Ok(_) => finding(Status::Ok, "btf", format!("{} present; kernel structure offsets resolved", path.display())),
+        Err(e) => finding(
+            Status::Warn,
+            "btf",
+            format!("{} present but offsets did not resolve ({e}): no inode, resolved path, executable or parent in events", path.display()),
+        ),
+    }
+}
+
+/// The cgroup v2 mount point, if any (from /proc/self/mountinfo).
+pub fn cgroup2_mount() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    text.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        (right.split_whitespace().next()? == "cgroup2").then(|| left.split_whitespace().nth(4).map(str::to_owned))?
+    })
+}
+
+fn cgroup_v2() -> Finding {
+    match cgroup2_mount() {
+        Some(m) => finding(Status::Ok, "cgroup v2", format!("mounted at {m}")),
+        None => finding(Status::Warn, "cgroup v2", "not mounted: workload identity from cgroups and cgroup network hooks will be unavailable"),
+    }
+}
+
+fn capabilities() -> Finding {
+    let eff = match caps::read(None, CapSet::Effective) {
+        Ok(c) => c,
+        Err(e) => return finding(Status::Warn, "capabilities", format!("cannot read capabilities: {e}")),
+    };
+    let has = |c| eff.contains(&c);
+    let bpf_ok = has(Capability::CAP_SYS_ADMIN) || (has(Capability::CAP_BPF) && has(Capability::CAP_PERFMON));
+    let wanted = [
+        (Capability::CAP_DAC_READ_SEARCH, "read credential files of every user"),
+        (Capability::CAP_SYS_PTRACE, "read /proc/<pid> of every process"),
+        (Capability::CAP_SYS_RESOURCE, "raise the locked-memory limit on kernels before 5.11"),
+    ];
+    let missing: Vec<String> =
+        wanted.iter().filter(|(c, _)| !has(*c)).map(|(c, why)| format!("{c} ({why})")).collect();
+    match (bpf_ok, missing.is_empty()) {
+        (false, _) => finding(
+            Status::Fail,
+            "capabilities",
+            "missing CAP_BPF+CAP_PERFMON (or CAP_SYS_ADMIN): cannot load probes; run as root or grant them",
+        ),
+        (true, true) => finding(Status::Ok, "capabilities", "all needed capabilities are effective"),
+        (true, false) => finding(Status::Warn, "capabilities", format!("missing {}", missing.join(", "))),
+    }
+}
+
+fn program_types() -> Vec<Finding> {
+    let types: &[(&str, ProgramType, &str)] = &[
+        ("fentry/fexit", ProgramType::Tracing, "not used"),
+        ("tracepoint", ProgramType::TracePoint, "not used yet"),
+        ("raw tracepoint", ProgramType::RawTracePoint, "not used yet"),
+        ("cgroup_skb", ProgramType::CgroupSkb, "not used yet"),
+        ("cgroup_sock_addr", ProgramType::CgroupSockAddr, "not used yet"),
+        ("sock_ops", ProgramType::SockOps, "not used yet"),
+    ];
+    let mut out: Vec<Finding> = types
+        .iter()
+        .map(|(name, ty, role)| match is_program_supported(*ty) {
+            Ok(true) => finding(Status::Ok, "program type", format!("{name}: loads ({role})")),
+            Ok(false) => finding(Status::Warn, "program type", format!("{name}: not supported by this kernel ({role})")),
+            Err(e) => finding(Status::Warn, "program type", format!("{name}: refused ({e}; {role})")),
+        })
+        .collect();
+    out.push(if kprobes_available() {
+        finding(Status::Ok, "program type", "kprobe: kprobes available (not used)")
+    } else {
+        finding(Status::Ok, "program type", "kprobe: absent, CONFIG_KPROBES off (not used)")
+    });
+    out.push(match is_map_supported(MapType::RingBuf) {
+        Ok(true) => finding(Status::Ok, "map type", "ring buffer: supported"),
+        Ok(false) => finding(Status::Fail, "map type", "ring buffer: not supported (kernel 5.8+ needed)"),
+        Err(e) => finding(Status::Warn, "map type", format!("ring buffer: probe failed: {e}")),
+    });
+    out
+}
+
+fn kprobes_available() -> bool {
+    ["/sys/kernel/tracing/kprobe_events", "/sys/kernel/debug/tracing/kprobe_events"]
+        .iter()
+        .any(|p| Path::new(p).exists())
+}
+
+fn probes_attach(ring_bytes: u32) -> Finding {
+    let attached = Probes::load(&ProbeOptions { ring_bytes }).and_then(|mut p| p.attach().map(|()| p));
+    let names: Vec<String> =
+        probes::PROGRAM_LIST.iter().map(|(name, kind, hook)| format!("{name} ({kind} on {hook})")).collect();
+    match attached {
+        // Dropping the probes detaches them again.
+        Ok(_probes) => finding(Status::Ok, "probes", format!("load and attach: {}", names.join(", "))),
+        Err(e) => finding(Status::Fail, "probes", format!("cannot load or attach: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_versions() {
+        assert_eq!(parse_version("6.18.44-fc-v595"), Some((6, 18)));
+        assert_eq!(parse_version("5.8.0"), Some((5, 8)));
+        assert_eq!(parse_version("garbage"), None);
+        assert!((5, 10) >= (5, 8) && (4, 19) < (5, 8));
+    }
+}

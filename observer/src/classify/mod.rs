@@ -1,0 +1,3 @@
+//! Classification: which credential a watched path is. The catalog holds the
+//! watch patterns the kernel filter is built from.
+pub mod catalog;

@@ -1,0 +1,169 @@
+//! Configuration: an optional TOML file (`--config`) and command-line flags,
+//! resolved into one validated [`Config`] before any BPF is loaded. Flags win
+//! over the file; the file wins over built-in defaults. Every field is
+//! optional: the agent runs with no file at all.
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::{
+    classify::catalog::{self, PathPattern, WatchRule},
+    export::jsonl::Target,
+};
+
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/nhi-observer";
+pub const DEFAULT_RING_BYTES: u32 = 8 << 20;
+
+/// The configuration file. Unknown keys are an error, so a typo never
+/// silently falls back to a default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Directory for the agent's state. Default: `/var/lib/nhi-observer`.
+    pub state_dir: Option<PathBuf>,
+    /// Where JSON lines go: `-` for standard output, or a file path to
+    /// append to. Default: `-`.
+    pub jsonl: Option<String>,
+    /// Size of the kernel-to-agent ring buffer in bytes: a power of two of
+    /// at least 4096. Default: 8 MiB (about 6,000 file events in flight).
+    pub ring_buffer_bytes: Option<u32>,
+    /// Extra paths to watch, on top of the built-in catalog.
+    #[serde(default)]
+    pub watch: Vec<WatchConfig>,
+}
+
+/// One extra watched path.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchConfig {
+    /// Short name, reported as `nhi.rule`.
+    pub name: String,
+    /// Credential kind, reported as `nhi.kind`. Default: `unknown`.
+    pub kind: Option<String>,
+    /// Path pattern: `~/x` (every home), `/abs/path`, a trailing `/` for a
+    /// whole directory, a trailing `*` for a name prefix.
+    pub path: String,
+}
+
+/// Command-line overrides.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    pub config: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+    pub jsonl: Option<String>,
+    pub ring_buffer_bytes: Option<u32>,
+}
+
+/// The validated configuration the agent runs with.
+#[derive(Debug)]
+pub struct Config {
+    pub state_dir: PathBuf,
+    pub jsonl: Target,
+    pub ring_bytes: u32,
+    pub rules: Vec<WatchRule>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("ring_buffer_bytes = {0}: must be a power of two between 4096 and 1 GiB")]
+    RingSize(u32),
+    #[error("watch rule `{name}`: {source}")]
+    Pattern { name: String, source: catalog::PatternError },
+    #[error("watch rule name `{0}` is used twice")]
+    DuplicateName(String),
+    #[error("state_dir must be an absolute path, got {0}")]
+    RelativeStateDir(PathBuf),
+}
+
+impl Config {
+    pub fn resolve(o: Overrides) -> Result<Self, ConfigError> {
+        let file = match &o.config {
+            Some(path) => load(path)?,
+            None => FileConfig::default(),
+        };
+        let state_dir = o.state_dir.or(file.state_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        if !state_dir.is_absolute() {
+            return Err(ConfigError::RelativeStateDir(state_dir));
+        }
+        let jsonl: Target = o.jsonl.or(file.jsonl).unwrap_or_else(|| "-".into()).parse().unwrap_or(Target::Stdout);
+        let ring_bytes = o.ring_buffer_bytes.or(file.ring_buffer_bytes).unwrap_or(DEFAULT_RING_BYTES);
+        if !ring_bytes.is_power_of_two() || !(4096..=1 << 30).contains(&ring_bytes) {
+            return Err(ConfigError::RingSize(ring_bytes));
+        }
+        let mut rules = catalog::builtin_rules();
+        for w in file.watch {
+            if rules.iter().any(|r| r.name == w.name) {
+                return Err(ConfigError::DuplicateName(w.name));
+            }
+            let pattern =
+                PathPattern::parse(&w.path).map_err(|source| ConfigError::Pattern { name: w.name.clone(), source })?;
+            let id = u32::try_from(rules.len() + 1).unwrap_or(u32::MAX);
+            rules.push(WatchRule { id, name: w.name, kind: w.kind.unwrap_or_else(|| "unknown".into()), pattern });
+        }
+        Ok(Self { state_dir, jsonl, ring_bytes, rules })
+    }
+}
+
+fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn with_file(text: &str) -> Result<Config, ConfigError> {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        Config::resolve(Overrides { config: Some(f.path().to_owned()), ..Default::default() })
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let c = Config::resolve(Overrides::default()).unwrap();
+        assert_eq!(c.state_dir, Path::new(DEFAULT_STATE_DIR));
+        assert_eq!(c.jsonl, Target::Stdout);
+        assert_eq!(c.ring_bytes, DEFAULT_RING_BYTES);
+        assert!(c.rules.iter().any(|r| r.name == "aws-shared-credentials"));
+    }
+
+    #[test]
+    fn file_extends_catalog_and_flags_win() {
+        let c = with_file("jsonl = \"/tmp/x.jsonl\"\n[[watch]]\nname = \"vault\"\npath = \"~/.vault-token\"\n").unwrap();
+        assert_eq!(c.jsonl, Target::File("/tmp/x.jsonl".into()));
+        let r = c.rules.iter().find(|r| r.name == "vault").unwrap();
+        assert_eq!(r.kind, "unknown");
+        assert!(c.rules.iter().all(|x| x.id != 0));
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(b"jsonl = \"/tmp/x.jsonl\"\n").unwrap();
+        let c = Config::resolve(Overrides {
+            config: Some(f.path().to_owned()),
+            jsonl: Some("-".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.jsonl, Target::Stdout);
+    }
+
+    #[test]
+    fn bad_config_is_a_clear_error() {
+        assert!(matches!(with_file("jsnol = 1"), Err(ConfigError::Parse { .. })));
+        assert!(matches!(with_file("ring_buffer_bytes = 5000"), Err(ConfigError::RingSize(5000))));
+        assert!(matches!(with_file("[[watch]]\nname = \"x\"\npath = \"rel\"\n"), Err(ConfigError::Pattern { .. })));
+        assert!(matches!(
+            with_file("[[watch]]\nname = \"kubeconfig\"\npath = \"/x\"\n"),
+            Err(ConfigError::DuplicateName(_))
+        ));
+        assert!(matches!(with_file("state_dir = \"rel\""), Err(ConfigError::RelativeStateDir(_))));
+        let missing = Config::resolve(Overrides { config: Some("/nonexistent/x.toml".into()), ..Default::default() });
+        assert!(matches!(missing, Err(ConfigError::Read { .. })));
+    }
+}

@@ -1,0 +1,101 @@
+//! Owned, decoded events: what every stage after `decode` works on.
+use std::ffi::OsString;
+
+use observer_common::{MatchKind, OpenSyscall};
+
+#[derive(Debug, Clone)]
+pub enum Event {
+    FileOpen(FileOpen),
+}
+
+/// The task an event happened in, as the kernel saw it at that moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Task {
+    pub tgid: u32,
+    pub pid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub cgroup_id: u64,
+    pub start_boot_ns: u64,
+    pub comm: String,
+}
+
+/// A path rebuilt from dentries in the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalkedPath {
+    pub path: OsString,
+    /// False when the walk stopped early: `path` then starts with `…`.
+    pub complete: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct FileOpen {
+    pub boot_ns: u64,
+    pub task: Task,
+    pub syscall: OpenSyscall,
+    /// fd, or -errno.
+    pub ret: i64,
+    pub dev: u64,
+    pub ino: u64,
+    pub open_flags: u32,
+    /// Mode bits for a created file.
+    pub mode: u32,
+    pub rule_id: u32,
+    pub match_kind: MatchKind,
+    /// The path as the process passed it.
+    pub path: OsString,
+    pub path_truncated: bool,
+    /// The opened file's path from its dentries (successful opens only).
+    pub resolved: Option<WalkedPath>,
+    /// The executable, from `mm->exe_file` (None for kernel threads or when
+    /// kernel offsets are unavailable).
+    pub exe: Option<WalkedPath>,
+}
+
+/// How a file was opened, from its flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+    ReadWrite,
+}
+
+impl FileOpen {
+    pub fn access(&self) -> Access {
+        match self.open_flags & libc::O_ACCMODE as u32 {
+            0 => Access::Read,
+            1 => Access::Write,
+            _ => Access::ReadWrite,
+        }
+    }
+
+    pub fn creates(&self) -> bool {
+        self.open_flags & libc::O_CREAT as u32 != 0
+    }
+}
+
+impl Access {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Write => "write",
+            Self::ReadWrite => "read_write",
+        }
+    }
+}
+
+impl std::fmt::Display for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+pub fn syscall_name(s: OpenSyscall) -> &'static str {
+    match s {
+        OpenSyscall::Open => "open",
+        OpenSyscall::OpenAt => "openat",
+        OpenSyscall::OpenAt2 => "openat2",
+        OpenSyscall::Creat => "creat",
+    }
+}

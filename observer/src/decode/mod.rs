@@ -1,0 +1,130 @@
+//! Decode: ring-buffer records to owned events. This is the only code that
+//! reads raw bytes from the kernel. It never panics; every record it cannot
+//! decode is reported as a [`DecodeError`], which the reader counts by kind.
+use std::{ffi::OsString, os::unix::ffi::OsStringExt};
+
+use observer_common::{
+    EventHeader, EventKind, FileOpenEvent, MatchKind, OpenSyscall, TaskInfo, WALK_BUF_LEN,
+    event_flags,
+};
+
+mod event;
+pub use event::*;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("record shorter than its header")]
+    ShortHeader,
+    #[error("unknown event kind {0}")]
+    UnknownKind(u32),
+    #[error("record of {got} bytes, {kind:?} needs {want}")]
+    Short { kind: EventKind, got: usize, want: usize },
+    #[error("unknown value {value} for {field}")]
+    BadValue { field: &'static str, value: u32 },
+}
+
+impl DecodeError {
+    /// Low-cardinality reason, for counters.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::ShortHeader => "short_header",
+            Self::UnknownKind(_) => "unknown_kind",
+            Self::Short { .. } => "short_record",
+            Self::BadValue { .. } => "bad_value",
+        }
+    }
+}
+
+/// Reads a `T` from the start of `bytes`, if it is long enough.
+fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
+    (bytes.len() >= size_of::<T>())
+        // SAFETY: length checked; T is a #[repr(C)] integer-only ABI type
+        // (every bit pattern valid); read_unaligned has no alignment need.
+        .then(|| unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+    let header: EventHeader = read(bytes).ok_or(DecodeError::ShortHeader)?;
+    match EventKind::from_u32(header.kind) {
+        Some(EventKind::FileOpen) => decode_file_open(bytes).map(Event::FileOpen),
+        None => Err(DecodeError::UnknownKind(header.kind)),
+    }
+}
+
+fn decode_file_open(bytes: &[u8]) -> Result<FileOpen, DecodeError> {
+    let raw: FileOpenEvent = read(bytes).ok_or(DecodeError::Short {
+        kind: EventKind::FileOpen,
+        got: bytes.len(),
+        want: size_of::<FileOpenEvent>(),
+    })?;
+    let syscall = OpenSyscall::from_u32(raw.syscall)
+        .ok_or(DecodeError::BadValue { field: "syscall", value: raw.syscall })?;
+    let match_kind = MatchKind::from_u32(raw.match_kind)
+        .ok_or(DecodeError::BadValue { field: "match_kind", value: raw.match_kind })?;
+    let resolved = (raw.flags & event_flags::RESOLVED_VALID != 0).then(|| {
+        walked_path(&raw.resolved, raw.resolved_len, raw.flags & event_flags::RESOLVED_TRUNCATED == 0)
+    });
+    let exe = (raw.flags & event_flags::EXE_VALID != 0)
+        .then(|| walked_path(&raw.exe, raw.exe_len, raw.flags & event_flags::EXE_TRUNCATED == 0));
+    Ok(FileOpen {
+        boot_ns: raw.header.boot_ns,
+        task: task(&raw.task),
+        syscall,
+        ret: raw.ret,
+        dev: raw.dev,
+        ino: raw.ino,
+        open_flags: raw.open_flags,
+        mode: raw.mode,
+        rule_id: raw.rule_id,
+        match_kind,
+        path: cstr(&raw.path),
+        path_truncated: raw.flags & event_flags::PATH_TRUNCATED != 0,
+        resolved,
+        exe,
+    })
+}
+
+fn task(t: &TaskInfo) -> Task {
+    Task {
+        tgid: t.tgid,
+        pid: t.pid,
+        ppid: t.ppid,
+        uid: t.uid,
+        gid: t.gid,
+        cgroup_id: t.cgroup_id,
+        start_boot_ns: t.start_boot_ns,
+        comm: String::from_utf8_lossy(cstr_bytes(&t.comm)).into_owned(),
+    }
+}
+
+fn cstr_bytes(b: &[u8]) -> &[u8] {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    &b[..end]
+}
+
+fn cstr(b: &[u8]) -> OsString {
+    OsString::from_vec(cstr_bytes(b).to_vec())
+}
+
+/// Turns a kernel dentry walk (names child first, each NUL-terminated) into a
+/// path. An incomplete walk keeps the names it has, under a leading `…`.
+pub fn walked_path(buf: &[u8; WALK_BUF_LEN], len: u16, complete: bool) -> WalkedPath {
+    let used = &buf[..usize::from(len).min(WALK_BUF_LEN)];
+    let mut names: Vec<&[u8]> = used.split(|&c| c == 0).filter(|n| !n.is_empty()).collect();
+    names.reverse();
+    let mut path = Vec::with_capacity(used.len() + 4);
+    if !complete {
+        path.extend_from_slice("…".as_bytes());
+    }
+    for name in &names {
+        path.push(b'/');
+        path.extend_from_slice(name);
+    }
+    if path.is_empty() {
+        path.push(b'/');
+    }
+    WalkedPath { path: OsString::from_vec(path), complete }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,21 @@
+//! Enrich: what the kernel event does not carry, looked up once per event
+//! from the host. Input: decoded events. Output: the same events with gaps
+//! filled from /proc where the process is still alive; a gap that cannot be
+//! filled stays empty (records never carry a guess).
+use std::{ffi::OsString, path::PathBuf};
+
+use crate::decode::{Event, WalkedPath};
+
+/// Fills in the executable from `/proc/<tgid>/exe` when the kernel could not
+/// capture it (no kernel offsets). Processes that have exited stay unknown.
+pub fn enrich(event: &mut Event) {
+    match event {
+        Event::FileOpen(ev) => {
+            if ev.exe.is_none()
+                && let Ok(path) = std::fs::read_link(PathBuf::from(format!("/proc/{}/exe", ev.task.tgid)))
+            {
+                ev.exe = Some(WalkedPath { path: OsString::from(path), complete: true });
+            }
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Export: records in the data-contract shape (DESIGN.md), and sinks.
+pub mod jsonl;
+pub mod record;

@@ -1,0 +1,120 @@
+//! Kernel structure offsets from the running kernel's BTF, for the programs'
+//! field walks (see `observer_common::KernelOffsets`).
+//!
+//! Input: a BTF blob (normally `/sys/kernel/btf/vmlinux`). Output: a
+//! validated `KernelOffsets`. A field that does not resolve is an error: the
+//! caller then loads the programs with `valid = 0` and says what is lost.
+use std::path::Path;
+
+use btfparse::{Offset, Readable, TypeInformation};
+use observer_common::KernelOffsets;
+
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+#[derive(Debug, thiserror::Error)]
+pub enum OffsetsError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("cannot parse BTF: {0:?}")]
+    Parse(btfparse::Error),
+    #[error("type `{0}` not found in BTF")]
+    NoType(&'static str),
+    #[error("field `{ty}.{field}` not found in BTF: {err}")]
+    NoField { ty: &'static str, field: &'static str, err: String },
+    #[error("field `{ty}.{field}` is a bit field")]
+    BitField { ty: &'static str, field: &'static str },
+}
+
+struct Buffer(Vec<u8>);
+
+impl Readable for Buffer {
+    fn read(&self, offset: u64, buffer: &mut [u8]) -> btfparse::Result<()> {
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        let end = start.checked_add(buffer.len());
+        match end.and_then(|end| self.0.get(start..end)) {
+            Some(src) => {
+                buffer.copy_from_slice(src);
+                Ok(())
+            }
+            None => Err(btfparse::Error::new(btfparse::ErrorKind::EOF, "read past the end of the BTF blob")),
+        }
+    }
+}
+
+/// Resolves the offsets from the BTF file at `path`.
+pub fn resolve_file(path: &Path) -> Result<KernelOffsets, OffsetsError> {
+    let blob = std::fs::read(path)
+        .map_err(|source| OffsetsError::Read { path: path.display().to_string(), source })?;
+    resolve(blob)
+}
+
+/// Resolves the offsets from a BTF blob.
+pub fn resolve(blob: Vec<u8>) -> Result<KernelOffsets, OffsetsError> {
+    let info = TypeInformation::new(&Buffer(blob)).map_err(OffsetsError::Parse)?;
+    let off = |ty: &'static str, field: &'static str| -> Result<u32, OffsetsError> {
+        let tid = info.id_of(ty).ok_or(OffsetsError::NoType(ty))?;
+        match info.offset_of(tid, field) {
+            Ok((_, Offset::ByteOffset(o))) => Ok(o),
+            Ok((_, Offset::BitOffsetAndSize(..))) => Err(OffsetsError::BitField { ty, field }),
+            Err(err) => Err(OffsetsError::NoField { ty, field, err: format!("{err:?}") }),
+        }
+    };
+    Ok(KernelOffsets {
+        valid: 1,
+        task_real_parent: off("task_struct", "real_parent")?,
+        task_tgid: off("task_struct", "tgid")?,
+        task_mm: off("task_struct", "mm")?,
+        task_group_leader: off("task_struct", "group_leader")?,
+        task_start_boottime: off("task_struct", "start_boottime")?,
+        task_files: off("task_struct", "files")?,
+        mm_exe_file: off("mm_struct", "exe_file")?,
+        file_f_path: off("file", "f_path")?,
+        file_f_inode: off("file", "f_inode")?,
+        path_mnt: off("path", "mnt")?,
+        path_dentry: off("path", "dentry")?,
+        dentry_d_parent: off("dentry", "d_parent")?,
+        dentry_d_name: off("dentry", "d_name")?,
+        qstr_name: off("qstr", "name")?,
+        mount_mnt: off("mount", "mnt")?,
+        mount_mnt_parent: off("mount", "mnt_parent")?,
+        mount_mnt_mountpoint: off("mount", "mnt_mountpoint")?,
+        vfsmount_mnt_root: off("vfsmount", "mnt_root")?,
+        inode_i_ino: off("inode", "i_ino")?,
+        inode_i_sb: off("inode", "i_sb")?,
+        super_block_s_dev: off("super_block", "s_dev")?,
+        files_fdt: off("files_struct", "fdt")?,
+        fdtable_fd: off("fdtable", "fd")?,
+        fdtable_max_fds: off("fdtable", "max_fds")?,
+        _pad0: 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Guards the field walks: if BTF parsing picked a wrong type of the same
+    /// name, offsets would point into unrelated memory. The kernel's own
+    /// layout fixes a few of them (`struct path` is two pointers).
+    #[test]
+    fn resolves_running_kernel_offsets() {
+        if !Path::new(VMLINUX_BTF).exists() {
+            assert!(std::env::var_os("CI").is_none(), "CI needs {VMLINUX_BTF}");
+            eprintln!("no {VMLINUX_BTF}: nothing to resolve on this machine");
+            return;
+        }
+        let o = resolve_file(Path::new(VMLINUX_BTF)).expect("offsets resolve");
+        assert_eq!(o.valid, 1);
+        assert_eq!(o.path_mnt, 0);
+        assert_eq!(o.path_dentry, 8);
+        assert_eq!(o.qstr_name, 8, "qstr is {{ hash_len: u64, name: *const u8 }}");
+        assert!(o.task_files > 0 && o.task_mm > 0 && o.task_tgid > 0);
+        assert_ne!(o.task_real_parent, o.task_group_leader);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(resolve(vec![0x9f, 0xeb, 1, 0, 24, 0, 0, 0]).is_err());
+        assert!(resolve(Vec::new()).is_err());
+    }
+}

@@ -1,0 +1,64 @@
+//! `run` and `test`.
+use std::{os::unix::process::CommandExt as _, path::PathBuf, process::Command};
+
+use anyhow::Context as _;
+
+use crate::setup::{self, status};
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().map(PathBuf::from).unwrap_or_default()
+}
+
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    setup::ensure()?;
+    let root = workspace_root();
+    status(Command::new("cargo").current_dir(&root).args(["build", "--release", "--package", "nhi-observer"]))?;
+    let bin = root.join("target/release/nhi-observer");
+    let mut cmd = if is_root() {
+        Command::new(&bin)
+    } else {
+        eprintln!("xtask: the agent loads eBPF programs: running it with sudo");
+        let mut c = Command::new("sudo");
+        c.arg("-E").arg(&bin);
+        c
+    };
+    cmd.arg("run").args(args);
+    // Replace xtask so signals (Ctrl-C) go straight to the agent.
+    Err(cmd.exec()).with_context(|| format!("starting {}", bin.display()))
+}
+
+pub fn test(lint: bool, args: &[String]) -> anyhow::Result<()> {
+    setup::ensure()?;
+    let root = workspace_root();
+    if lint {
+        // Host crates (the workspace's default members)...
+        status(Command::new("cargo").current_dir(&root).args(["clippy", "--all-targets", "--", "-D", "warnings"]))
+            .context("clippy found problems in the agent crates")?;
+        // ...and the kernel programs, for the target they are built for.
+        status(
+            Command::new("cargo")
+                .current_dir(root.join("observer-ebpf"))
+                .args(["+nightly", "clippy", "--target", "bpfel-unknown-none", "-Z", "build-std=core", "--bins"])
+                .args(["--", "-D", "warnings"])
+                .env("CARGO_ENCODED_RUSTFLAGS", format!("--cfg=bpf_target_arch=\"{}\"", std::env::consts::ARCH)),
+        )
+        .context("clippy found problems in the eBPF programs")?;
+    }
+    // Default members: the eBPF crate only builds for the BPF target (the
+    // agent's build script builds it).
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(&root).arg("test").args(args);
+    if !is_root() {
+        // Test binaries that load probes need root; build as the user, run
+        // the binaries through sudo.
+        eprintln!("xtask: running test binaries with sudo (probe tests need root)");
+        cmd.env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER", "sudo -E")
+            .env("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER", "sudo -E");
+    }
+    status(&mut cmd).context("tests failed")
+}
