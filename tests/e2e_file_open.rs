@@ -119,14 +119,13 @@ fn sigint_detaches_probes_and_flushes_output() {
         return;
     }
     let _serial = serial();
-    let before: Vec<u32> = loaded_program_ids();
     let home = temp_home();
     let cred = home.path().join(".aws/config");
     fs::create_dir_all(cred.parent().unwrap()).unwrap();
     fs::write(&cred, "[default]\nregion = eu-west-1\n").unwrap();
     let agent = Agent::start(&[]);
-    let during: Vec<u32> = loaded_program_ids().into_iter().filter(|id| !before.contains(id)).collect();
-    assert!(!during.is_empty(), "the agent loaded no programs?");
+    let during = agent_program_ids(agent.pid());
+    assert!(!during.is_empty(), "the agent holds no BPF programs?");
     fs::read(&cred).unwrap();
     // Signal at once: the record must still reach the file (final drain + flush).
     let (status, records, stderr) = agent.stop(Signal::SIGINT);
@@ -153,4 +152,16 @@ fn sigint_detaches_probes_and_flushes_output() {
 
 fn loaded_program_ids() -> Vec<u32> {
     aya::programs::loaded_programs().filter_map(Result::ok).map(|p| p.id()).collect()
+}
+
+/// Ids of the BPF programs a process holds, from its fds' fdinfo
+/// (`prog_id:` lines): precise even when other agents run on the host.
+fn agent_program_ids(pid: u32) -> Vec<u32> {
+    let dir = format!("/proc/{pid}/fdinfo");
+    std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter_map(|info| info.lines().find_map(|l| l.strip_prefix("prog_id:").and_then(|v| v.trim().parse().ok())))
+        .collect()
 }

@@ -175,7 +175,7 @@ fn kprobes_available() -> bool {
 fn probes_attach(ring_bytes: u32) -> Finding {
     let attached = Probes::load(&ProbeOptions { ring_bytes }).and_then(|mut p| p.attach().map(|()| p));
     let names: Vec<String> =
-        probes::PROGRAM_LIST.iter().map(|(name, kind, hook)| format!("{name} ({kind} on {hook})")).collect();
+        probes::PROGRAM_LIST.iter().map(|(name, hook)| format!("{name} ({} on {})", hook.kind(), hook.target())).collect();
     match attached {
         // Dropping the probes detaches them again.
         Ok(_probes) => finding(Status::Ok, "probes", format!("load and attach: {}", names.join(", "))),

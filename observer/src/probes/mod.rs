@@ -9,7 +9,7 @@ use std::path::Path;
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{LpmTrie, MapData, PerCpuArray, RingBuf},
-    programs::BtfTracePoint,
+    programs::{BtfTracePoint, ProgramError},
 };
 use observer_common::{COUNTER_SLOTS, Counter, EventKind, KernelOffsets, PathKeyData, PathRule, counter_index};
 
@@ -21,8 +21,30 @@ pub mod rules;
 /// The kernel programs, built by build.rs for the BPF target.
 static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/observer-probes"));
 
-/// Programs, with their kind and the hook they attach to.
-pub const PROGRAM_LIST: &[(&str, &str, &str)] = &[("sys_exit", "tp_btf", "sys_exit")];
+/// How a program attaches. Add a variant (and its arms in `load_one` and
+/// `attach_one`) for a new program type.
+#[derive(Debug, Clone, Copy)]
+pub enum Hook {
+    /// BTF-enabled raw tracepoint, by tracepoint name.
+    TpBtf(&'static str),
+}
+
+impl Hook {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::TpBtf(_) => "tp_btf",
+        }
+    }
+
+    pub fn target(&self) -> &'static str {
+        match self {
+            Self::TpBtf(tp) => tp,
+        }
+    }
+}
+
+/// Every program in the object, by function name, with its hook.
+pub const PROGRAM_LIST: &[(&str, Hook)] = &[("sys_exit", Hook::TpBtf("sys_exit"))];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -30,8 +52,8 @@ pub enum ProbeError {
     Btf { path: String, source: aya::BtfError },
     #[error("loading the eBPF object failed: {0}")]
     Load(Box<aya::EbpfError>),
-    #[error("program `{name}` ({kind} on {hook}): {source}")]
-    Program { name: &'static str, kind: &'static str, hook: &'static str, source: Box<aya::programs::ProgramError> },
+    #[error("program `{name}` ({} on {}): {source}", hook.kind(), hook.target())]
+    Program { name: &'static str, hook: Hook, source: Box<aya::programs::ProgramError> },
     #[error("map `{0}` is missing from the eBPF object")]
     NoMap(&'static str),
     #[error("map `{name}`: {source}")]
@@ -63,28 +85,41 @@ impl Probes {
             .load(PROGRAMS)
             .map_err(|e| ProbeError::Load(Box::new(e)))?;
         let mut probes = Self { ebpf };
-        for &(name, kind, hook) in PROGRAM_LIST {
-            let perr = |source| ProbeError::Program { name, kind, hook, source: Box::new(source) };
-            let program: &mut BtfTracePoint = probes
-                .ebpf
-                .program_mut(name)
-                .ok_or(ProbeError::NoMap(name))?
-                .try_into()
-                .map_err(perr)?;
-            program.load(hook, &btf).map_err(perr)?;
+        for &(name, hook) in PROGRAM_LIST {
+            probes
+                .load_one(name, hook, &btf)
+                .map_err(|source| ProbeError::Program { name, hook, source: Box::new(source) })?;
         }
         Ok(probes)
     }
 
+    fn load_one(&mut self, name: &'static str, hook: Hook, btf: &Btf) -> Result<(), ProgramError> {
+        let program = self.ebpf.program_mut(name).ok_or(ProgramError::NotLoaded)?;
+        match hook {
+            Hook::TpBtf(tp) => {
+                let p: &mut BtfTracePoint = program.try_into()?;
+                p.load(tp, btf)
+            }
+        }
+    }
+
     /// Attaches every loaded program.
     pub fn attach(&mut self) -> Result<(), ProbeError> {
-        for &(name, kind, hook) in PROGRAM_LIST {
-            let perr = |source| ProbeError::Program { name, kind, hook, source: Box::new(source) };
-            let program: &mut BtfTracePoint =
-                self.ebpf.program_mut(name).ok_or(ProbeError::NoMap(name))?.try_into().map_err(perr)?;
-            program.attach().map_err(perr)?;
+        for &(name, hook) in PROGRAM_LIST {
+            self.attach_one(name, hook)
+                .map_err(|source| ProbeError::Program { name, hook, source: Box::new(source) })?;
         }
         Ok(())
+    }
+
+    fn attach_one(&mut self, name: &'static str, hook: Hook) -> Result<(), ProgramError> {
+        let program = self.ebpf.program_mut(name).ok_or(ProgramError::NotLoaded)?;
+        match hook {
+            Hook::TpBtf(_) => {
+                let p: &mut BtfTracePoint = program.try_into()?;
+                p.attach().map(drop)
+            }
+        }
     }
 
     /// Replaces the kernel's path watch list with `rules`. Takes effect at

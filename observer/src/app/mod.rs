@@ -5,7 +5,6 @@
 //! reader after a last drain, let the sink write and flush what it holds,
 //! then drop the probes, which detaches them.
 use std::{
-    collections::HashMap,
     sync::{Arc, mpsc as std_mpsc},
     thread,
     time::Duration,
@@ -19,18 +18,16 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    clock::BootClock,
     config::Config,
     decode::Event,
-    enrich,
-    export::{
-        jsonl::JsonLines,
-        record::{self, Context},
-    },
+    export::jsonl::JsonLines,
     probes::{ProbeOptions, Probes},
     ringbuf,
     stats::Stats,
 };
+
+mod pipeline;
+pub use pipeline::Pipeline;
 
 /// Events between the reader and the sink. Full: the reader waits and the
 /// kernel ring absorbs the burst (and counts what it cannot).
@@ -49,15 +46,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let reader = tokio::spawn(ringbuf::run(ring, tx, stats.clone(), shutdown.clone()));
 
     let mut sink = JsonLines::open(&cfg.jsonl).with_context(|| format!("opening JSON lines output {:?}", cfg.jsonl))?;
-    let rules: HashMap<u32, (String, String)> =
-        cfg.rules.iter().map(|r| (r.id, (r.name.clone(), r.kind.clone()))).collect();
+    let mut pipeline = Pipeline::new(&cfg);
     let (done_tx, done_rx) = std_mpsc::channel();
     let sink_stats = stats.clone();
     let sink_shutdown = shutdown.clone();
     let sink_thread = thread::Builder::new()
         .name("nhi-sink".into())
         .spawn(move || {
-            let result = sink_loop(rx, &mut sink, &rules, &sink_stats);
+            let result = sink_loop(rx, &mut pipeline, &mut sink, &sink_stats);
             sink_shutdown.cancel();
             let _ = done_tx.send(());
             result
@@ -113,25 +109,21 @@ fn ensure_state_dir(dir: &std::path::Path) -> anyhow::Result<()> {
         .with_context(|| format!("creating state directory {}", dir.display()))
 }
 
+/// The sink thread: events through the pipeline, records to the sink.
 fn sink_loop(
     mut rx: mpsc::Receiver<Event>,
+    pipeline: &mut Pipeline,
     sink: &mut JsonLines,
-    rules: &HashMap<u32, (String, String)>,
     stats: &Stats,
 ) -> std::io::Result<()> {
-    let host_name = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
-    let mut clock = BootClock::new();
-    let mut handle = |mut event: Event, sink: &mut JsonLines| -> std::io::Result<()> {
+    let mut records = Vec::new();
+    let mut handle = |event: Event, sink: &mut JsonLines| -> std::io::Result<()> {
         Stats::add(&stats.events_received, 1);
-        enrich::enrich(&mut event);
-        let Event::FileOpen(ev) = &event;
-        let cx = Context {
-            host_name: &host_name,
-            time: clock.wall_time(ev.boot_ns),
-            rule: rules.get(&ev.rule_id).map(|(n, k)| (n.as_str(), k.as_str())),
-        };
-        sink.write(&record::from_event(&event, &cx))?;
-        Stats::add(&stats.records_written, 1);
+        pipeline.on_event(event, &mut records);
+        for record in records.drain(..) {
+            sink.write(&record)?;
+            Stats::add(&stats.records_written, 1);
+        }
         Ok(())
     };
     let result = (|| {
@@ -154,4 +146,3 @@ fn sink_loop(
         other => other,
     }
 }
-

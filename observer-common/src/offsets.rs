@@ -1,0 +1,44 @@
+//! Kernel structure offsets handed to the programs before load.
+
+/// Kernel structure offsets, resolved by the agent from the running kernel's
+/// BTF and handed to the programs as a read-only global before load (our
+/// substitute for CO-RE, which Rust eBPF lacks). `valid == 0` means the agent
+/// could not resolve them: the programs then skip every field walk and send
+/// what the helpers alone give.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    pub valid: u32,
+
+    // task and process (probes/files.rs, probes/process.rs)
+    pub task_real_parent: u32,
+    pub task_tgid: u32,
+    pub task_mm: u32,
+    pub task_group_leader: u32,
+    pub task_start_boottime: u32,
+    pub task_files: u32,
+    pub mm_exe_file: u32,
+
+    // files, paths and mounts (probes/files.rs)
+    pub file_f_path: u32,
+    pub file_f_inode: u32,
+    pub path_mnt: u32,
+    pub path_dentry: u32,
+    pub dentry_d_parent: u32,
+    pub dentry_d_name: u32,
+    pub qstr_name: u32,
+    pub mount_mnt: u32,
+    pub mount_mnt_parent: u32,
+    pub mount_mnt_mountpoint: u32,
+    pub vfsmount_mnt_root: u32,
+    pub inode_i_ino: u32,
+    pub inode_i_sb: u32,
+    pub super_block_s_dev: u32,
+    pub files_fdt: u32,
+    pub fdtable_fd: u32,
+    pub fdtable_max_fds: u32,
+
+    // Keep the struct a multiple of 8 bytes.
+    pub _pad0: u32,
+}
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 26 * 4);
