@@ -157,7 +157,7 @@ mod tests {
     fn bad_config_is_a_clear_error() {
         assert!(matches!(with_file("jsnol = 1"), Err(ConfigError::Parse { .. })));
         assert!(matches!(with_file("ring_buffer_bytes = 5000"), Err(ConfigError::RingSize(5000))));
-        assert!(matches!(with_file("[[watch]]\nname = \"x\"\npath = \"rel\"\n"), Err(ConfigError::Pattern { .. })));
+        assert!(matches!(with_file("[[watch]]\nname = \"x\"\npath = \"rel/x\"\n"), Err(ConfigError::Pattern { .. })));
         assert!(matches!(
             with_file("[[watch]]\nname = \"kubeconfig\"\npath = \"/x\"\n"),
             Err(ConfigError::DuplicateName(_))

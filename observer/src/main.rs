@@ -16,6 +16,7 @@ mod enrich;
 mod export;
 mod probes;
 mod ringbuf;
+mod secret;
 mod stats;
 
 const EX_USAGE: u8 = 64;

@@ -7,7 +7,10 @@
 //! - `~/x` — `x` under every user's home (`/root`, `/home/<user>`);
 //! - `/x` — an absolute path;
 //! - a trailing `/` — everything below that directory;
-//! - a trailing `*` — every name that starts with the text before it.
+//! - a trailing `*` — every name that starts with the text before it;
+//! - `name` (no `/`) — a file of that name in any directory;
+//! - `*suffix` (no `/`) — a file whose name ends with `suffix`, anywhere
+//!   (e.g. `*.pem`).
 //!
 //! `/var/run/...` and `/run/...` are the same directory on every modern
 //! distribution; a pattern under either is watched under both.
@@ -15,11 +18,19 @@ use std::fmt;
 
 /// Longest pattern (after `~` normalisation) the kernel can match.
 pub const MAX_PATTERN_LEN: usize = observer_common::PATH_KEY_LEN - 1;
+/// Longest file name or suffix a basename/suffix pattern may hold.
+pub const MAX_NAME_PATTERN_LEN: usize = 63;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PatternKind {
+    /// The whole path.
     Exact,
+    /// A path prefix (directory or name prefix).
     Prefix,
+    /// The file name, in any directory.
+    Basename,
+    /// The end of the file name, in any directory.
+    Suffix,
 }
 
 /// A parsed path pattern.
@@ -44,6 +55,10 @@ pub enum PatternError {
     Nul(String),
     #[error("pattern `{0}` contains `.` or `..` components")]
     DotComponent(String),
+    #[error("pattern `{0}`: a name or suffix pattern holds at most {MAX_NAME_PATTERN_LEN} bytes")]
+    NameTooLong(String),
+    #[error("pattern `{0}`: without a `/`, `*` may only start a suffix pattern (`*.pem`)")]
+    BadNameWildcard(String),
 }
 
 impl PathPattern {
@@ -53,6 +68,9 @@ impl PathPattern {
         }
         if raw.contains('\0') {
             return Err(PatternError::Nul(raw.escape_debug().to_string()));
+        }
+        if !raw.contains('/') {
+            return Self::parse_name(raw);
         }
         if !(raw.starts_with('/') || raw.starts_with("~/")) {
             return Err(PatternError::NotAbsolute(raw.to_owned()));
@@ -70,6 +88,24 @@ impl PathPattern {
         }
         if text.len() > MAX_PATTERN_LEN {
             return Err(PatternError::TooLong(raw.to_owned()));
+        }
+        Ok(Self { text: text.to_owned(), kind })
+    }
+
+    /// `name` or `*suffix`: matched on the file name wherever it is.
+    fn parse_name(raw: &str) -> Result<Self, PatternError> {
+        let (text, kind) = match raw.strip_prefix('*') {
+            Some(suffix) => (suffix, PatternKind::Suffix),
+            None => (raw, PatternKind::Basename),
+        };
+        if text.is_empty() || text.contains('*') {
+            return Err(PatternError::BadNameWildcard(raw.to_owned()));
+        }
+        if kind == PatternKind::Basename && (text == "." || text == "..") {
+            return Err(PatternError::DotComponent(raw.to_owned()));
+        }
+        if text.len() > MAX_NAME_PATTERN_LEN {
+            return Err(PatternError::NameTooLong(raw.to_owned()));
         }
         Ok(Self { text: text.to_owned(), kind })
     }
@@ -92,9 +128,12 @@ impl PathPattern {
     /// matches: the kernel's LPM-trie semantics, spelled out for tests.
     #[cfg(test)]
     pub fn matches(&self, normalised: &str) -> bool {
+        let name = normalised.rsplit('/').next().unwrap_or(normalised);
         match self.kind {
             PatternKind::Exact => normalised == self.text,
             PatternKind::Prefix => normalised.starts_with(&self.text),
+            PatternKind::Basename => name == self.text,
+            PatternKind::Suffix => name.ends_with(&self.text),
         }
     }
 }
@@ -103,6 +142,7 @@ impl fmt::Display for PathPattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.kind {
             PatternKind::Prefix if !self.text.ends_with('/') => write!(f, "{}*", self.text),
+            PatternKind::Suffix => write!(f, "*{}", self.text),
             _ => f.write_str(&self.text),
         }
     }
@@ -188,6 +228,18 @@ mod tests {
         assert_eq!(PathPattern::parse("~/.aws/credentials").unwrap().kind, PatternKind::Exact);
         assert_eq!(PathPattern::parse("").unwrap_err(), PatternError::Empty);
         assert!(matches!(PathPattern::parse("aws/creds"), Err(PatternError::NotAbsolute(_))));
+        let b = PathPattern::parse(".git-credentials").unwrap();
+        assert_eq!(b.kind, PatternKind::Basename);
+        assert!(b.matches("~/.git-credentials") && b.matches("/srv/app/.git-credentials"));
+        assert!(!b.matches("/srv/app/.git-credentials.bak"));
+        let x = PathPattern::parse("*.pem").unwrap();
+        assert_eq!((x.kind.clone(), x.text.as_str()), (PatternKind::Suffix, ".pem"));
+        assert!(x.matches("/etc/ssl/private/server.pem") && !x.matches("/etc/ssl/pem/readme"));
+        assert_eq!(x.to_string(), "*.pem");
+        assert!(matches!(PathPattern::parse("*"), Err(PatternError::BadNameWildcard(_))));
+        assert!(matches!(PathPattern::parse("id_*"), Err(PatternError::BadNameWildcard(_))));
+        assert!(matches!(PathPattern::parse(".."), Err(PatternError::DotComponent(_))));
+        assert!(matches!(PathPattern::parse(&"n".repeat(64)), Err(PatternError::NameTooLong(_))));
         assert!(matches!(PathPattern::parse("/a/*/b"), Err(PatternError::InnerWildcard(_))));
         assert!(matches!(PathPattern::parse("/a/../b"), Err(PatternError::DotComponent(_))));
         assert!(matches!(PathPattern::parse(&format!("/{}", "a".repeat(300))), Err(PatternError::TooLong(_))));

@@ -11,6 +11,10 @@ use crate::classify::catalog::{PatternKind, WatchRule};
 pub fn path_keys(rules: &[WatchRule]) -> Vec<(Key<PathKeyData>, PathRule)> {
     let mut out: Vec<(Key<PathKeyData>, PathRule)> = Vec::new();
     for rule in rules {
+        // Basename and suffix patterns are not in the path trie.
+        if !matches!(rule.pattern.kind, PatternKind::Exact | PatternKind::Prefix) {
+            continue;
+        }
         for pattern in rule.pattern.spellings() {
             let mut bytes = pattern.text.into_bytes();
             if pattern.kind == PatternKind::Exact {
