@@ -64,6 +64,10 @@ pub enum Counter {
     ReserveFailed = 0,
     /// An event was emitted.
     Emitted = 1,
+    /// An event was folded into the count of an earlier one (de-dup).
+    DedupSuppressed = 2,
+    /// The sensor took its slow path (no typed access, helper reads).
+    SlowPath = 3,
 }
 
 pub const COUNTER_SLOTS: u32 = 4;
@@ -125,4 +129,14 @@ mod pod {
     unsafe impl aya::Pod for PathRule {}
     // SAFETY: as above.
     unsafe impl aya::Pod for KernelOffsets {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for InodeKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for InodeRule {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for DedupKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for DedupValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for FileSensorConfig {}
 }

@@ -37,8 +37,21 @@ pub struct KernelOffsets {
     pub files_fdt: u32,
     pub fdtable_fd: u32,
     pub fdtable_max_fds: u32,
-
-    // Keep the struct a multiple of 8 bytes.
-    pub _pad0: u32,
+    /// `files_struct::fd_array`, the inline table of the first fds.
+    pub files_fd_array: u32,
+    /// `dentry::d_name.len`, `dentry::d_inode`.
+    pub dentry_d_name_len: u32,
+    pub dentry_d_inode: u32,
+    /// The dentry's inline name (`d_shortname`, `d_iname` before 6.14),
+    /// and its size in bytes (40 on 64-bit kernels).
+    pub dentry_d_iname: u32,
+    pub dname_inline_len: u32,
+    /// `task_struct::fs`, `fs_struct::pwd` (the cwd, a `struct path`).
+    pub task_fs: u32,
+    pub fs_pwd: u32,
+    /// BTF type id of `struct kiocb` (the cast target for fd-table slots)
+    /// and the offset of its `ki_filp`.
+    pub btf_kiocb: u32,
+    pub kiocb_ki_filp: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 26 * 4);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 34 * 4);

@@ -27,6 +27,16 @@ pub struct FileConfig {
     /// Size of the kernel-to-agent ring buffer in bytes: a power of two of
     /// at least 4096. Default: 8 MiB (about 6,000 file events in flight).
     pub ring_buffer_bytes: Option<u32>,
+    /// Repeated opens of one file by one process (same access, same
+    /// outcome) within this window become one record with a count
+    /// (`nhi.access.count`). 0 reports every open. Default: 1000.
+    pub dedup_interval_ms: Option<u64>,
+    /// How often the watch list is re-resolved against the file system
+    /// (new homes, rotated files), in seconds. Default: 60.
+    pub rescan_interval_secs: Option<u64>,
+    /// How often an `nhi.agent.stats` record (loss and de-dup counters) is
+    /// written, in seconds; one is always written at shutdown. Default: 60.
+    pub stats_interval_secs: Option<u64>,
     /// Extra paths to watch, on top of the built-in catalog.
     #[serde(default)]
     pub watch: Vec<WatchConfig>,
@@ -41,12 +51,13 @@ pub struct WatchConfig {
     /// Credential kind, reported as `nhi.kind`. Default: `unknown`.
     pub kind: Option<String>,
     /// Path pattern: `~/x` (every home), `/abs/path`, a trailing `/` for a
-    /// whole directory, a trailing `*` for a name prefix.
+    /// whole directory, a trailing `*` for a name prefix, `name` for a file
+    /// name in any directory, `*suffix` for a name ending.
     pub path: String,
 }
 
 /// Command-line overrides.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Overrides {
     pub config: Option<PathBuf>,
     pub state_dir: Option<PathBuf>,
@@ -60,6 +71,9 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub jsonl: Target,
     pub ring_bytes: u32,
+    pub dedup: std::time::Duration,
+    pub rescan_every: std::time::Duration,
+    pub stats_every: std::time::Duration,
     pub rules: Vec<WatchRule>,
 }
 
@@ -77,6 +91,8 @@ pub enum ConfigError {
     DuplicateName(String),
     #[error("state_dir must be an absolute path, got {0}")]
     RelativeStateDir(PathBuf),
+    #[error("{0} must be at least 1")]
+    ZeroInterval(&'static str),
 }
 
 impl Config {
@@ -94,6 +110,13 @@ impl Config {
         if !ring_bytes.is_power_of_two() || !(4096..=1 << 30).contains(&ring_bytes) {
             return Err(ConfigError::RingSize(ring_bytes));
         }
+        let secs = |v: Option<u64>, default: u64, name| match v.unwrap_or(default) {
+            0 => Err(ConfigError::ZeroInterval(name)),
+            n => Ok(std::time::Duration::from_secs(n)),
+        };
+        let rescan_every = secs(file.rescan_interval_secs, 60, "rescan_interval_secs")?;
+        let stats_every = secs(file.stats_interval_secs, 60, "stats_interval_secs")?;
+        let dedup = std::time::Duration::from_millis(file.dedup_interval_ms.unwrap_or(1000));
         let mut rules = catalog::builtin_rules();
         for w in file.watch {
             if rules.iter().any(|r| r.name == w.name) {
@@ -104,7 +127,7 @@ impl Config {
             let id = u32::try_from(rules.len() + 1).unwrap_or(u32::MAX);
             rules.push(WatchRule { id, name: w.name, kind: w.kind.unwrap_or_else(|| "unknown".into()), pattern });
         }
-        Ok(Self { state_dir, jsonl, ring_bytes, rules })
+        Ok(Self { state_dir, jsonl, ring_bytes, dedup, rescan_every, stats_every, rules })
     }
 }
 
@@ -133,6 +156,7 @@ mod tests {
         assert_eq!(c.jsonl, Target::Stdout);
         assert_eq!(c.ring_bytes, DEFAULT_RING_BYTES);
         assert!(c.rules.iter().any(|r| r.name == "aws-shared-credentials"));
+        assert_eq!(c.dedup, std::time::Duration::from_secs(1));
     }
 
     #[test]
@@ -163,6 +187,8 @@ mod tests {
             Err(ConfigError::DuplicateName(_))
         ));
         assert!(matches!(with_file("state_dir = \"rel\""), Err(ConfigError::RelativeStateDir(_))));
+        assert!(matches!(with_file("stats_interval_secs = 0"), Err(ConfigError::ZeroInterval(_))));
+        assert_eq!(with_file("dedup_interval_ms = 0").unwrap().dedup, std::time::Duration::ZERO);
         let missing = Config::resolve(Overrides { config: Some("/nonexistent/x.toml".into()), ..Default::default() });
         assert!(matches!(missing, Err(ConfigError::Read { .. })));
     }

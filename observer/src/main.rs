@@ -76,12 +76,13 @@ fn main() -> ExitCode {
             if check::can_run(&findings) { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
         Command::Run(args) => {
-            let cfg = match config::Config::resolve(config::Overrides {
+            let overrides = config::Overrides {
                 config: args.config,
                 state_dir: args.state_dir,
                 jsonl: args.jsonl,
                 ring_buffer_bytes: args.ring_buffer_bytes,
-            }) {
+            };
+            let cfg = match config::Config::resolve(overrides.clone()) {
                 Ok(cfg) => cfg,
                 Err(e) => {
                     tracing::error!("configuration: {e}");
@@ -95,7 +96,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(app::run(cfg)) {
+            match runtime.block_on(app::run(cfg, overrides)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");

@@ -11,6 +11,10 @@ use std::{
 pub struct Stats {
     pub events_received: AtomicU64,
     pub records_written: AtomicU64,
+    /// Kernel candidates no watch rule confirmed (name-gate false positives).
+    pub candidates_rejected: AtomicU64,
+    /// Inodes in the kernel's watch list.
+    pub watched_inodes: AtomicU64,
     decode_errors: Mutex<BTreeMap<&'static str, u64>>,
 }
 
@@ -31,5 +35,9 @@ impl Stats {
 
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn set(counter: &AtomicU64, n: u64) {
+        counter.store(n, Ordering::Relaxed);
     }
 }

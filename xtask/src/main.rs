@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod setup;
 mod tasks;
 
@@ -37,6 +38,14 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Overhead benchmarks, as ratios against a baseline in the same run.
+    Bench {
+        /// Which benchmark: `files` (credential-file sensor).
+        name: String,
+        /// Rounds of interleaved setups.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -45,6 +54,7 @@ fn main() -> ExitCode {
         Cmd::Setup => setup::ensure(),
         Cmd::Run { args } => tasks::run(&args),
         Cmd::Test { no_lint, args } => tasks::test(!no_lint, &args),
+        Cmd::Bench { name, rounds } => setup::ensure().and_then(|()| bench::run(&name, rounds)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

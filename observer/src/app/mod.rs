@@ -1,9 +1,12 @@
 //! `run`: wires the stages, in a fixed order.
 //!
-//! Start: state dir, load probes, fill the watch list, spawn the reader and
-//! the sink, attach. Stop (SIGINT, SIGTERM, or a failing stage): stop the
-//! reader after a last drain, let the sink write and flush what it holds,
-//! then drop the probes, which detaches them.
+//! Start: state dir, load probes, resolve and load the watch list, spawn the
+//! reader, the ticker and the sink, attach. While running: rescan the watch
+//! list periodically, add inodes the pipeline confirms, reload the config on
+//! SIGHUP (watch list and de-dup window; no BPF reload). Stop (SIGINT,
+//! SIGTERM, or a failing stage): stop the reader after a last drain, let the
+//! sink write the last de-dup tails and a final stats record and flush, then
+//! drop the probes, which detaches them.
 use std::{
     sync::{Arc, mpsc as std_mpsc},
     thread,
@@ -18,35 +21,45 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::Config,
-    decode::Event,
+    classify::watch::{self, WatchList},
+    config::{Config, Overrides},
     export::jsonl::JsonLines,
     probes::{ProbeOptions, Probes},
     ringbuf,
     stats::Stats,
 };
 
+mod dedup;
 mod pipeline;
-pub use pipeline::Pipeline;
+pub use pipeline::{Input, Pipeline};
 
-/// Events between the reader and the sink. Full: the reader waits and the
+/// Inputs between the reader and the sink. Full: the reader waits and the
 /// kernel ring absorbs the burst (and counts what it cannot).
 const CHANNEL_CAPACITY: usize = 4096;
 
-pub async fn run(cfg: Config) -> anyhow::Result<()> {
+pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
+    // Handlers first: a signal that arrives while we start must be a clean
+    // shutdown, not the default action (death without a flush).
+    let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     ensure_state_dir(&cfg.state_dir)?;
-    let mut probes = Probes::load(&ProbeOptions { ring_bytes: cfg.ring_bytes }).context("loading probes")?;
-    let n = probes.set_rules(&cfg.rules).context("filling the watch list")?;
-    tracing::info!(rules = cfg.rules.len(), keys = n, "watch list loaded");
-    let ring = probes.take_events().context("opening the event ring buffer")?;
-
+    let dedup_ns = u64::try_from(cfg.dedup.as_nanos()).unwrap_or(u64::MAX);
+    let mut probes =
+        Probes::load(&ProbeOptions { ring_bytes: cfg.ring_bytes, dedup_ns }).context("loading probes")?;
     let stats = Arc::new(Stats::default());
+    let watch = load_watch(&mut probes, cfg.rules.clone(), &stats).context("loading the watch list")?;
+    let ring = probes.take_events().context("opening the event ring buffer")?;
+    let kernel = probes.take_kernel_state().context("opening the kernel counters")?;
+
     let shutdown = CancellationToken::new();
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-    let reader = tokio::spawn(ringbuf::run(ring, tx, stats.clone(), shutdown.clone()));
+    let reader = tokio::spawn(ringbuf::run(ring, tx.clone(), stats.clone(), shutdown.clone()));
+    let ticker = tokio::spawn(tick(tx.clone(), shutdown.clone()));
 
     let mut sink = JsonLines::open(&cfg.jsonl).with_context(|| format!("opening JSON lines output {:?}", cfg.jsonl))?;
-    let mut pipeline = Pipeline::new(&cfg);
+    let (inode_tx, mut inode_rx) = mpsc::unbounded_channel();
+    let mut pipeline = Pipeline::new(watch, Some(kernel), stats.clone(), inode_tx, cfg.stats_every);
     let (done_tx, done_rx) = std_mpsc::channel();
     let sink_stats = stats.clone();
     let sink_shutdown = shutdown.clone();
@@ -63,28 +76,55 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     probes.attach().context("attaching probes")?;
     tracing::info!("probes attached; watching");
 
-    let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    tokio::select! {
-        _ = sigint.recv() => tracing::info!("SIGINT: shutting down"),
-        _ = sigterm.recv() => tracing::info!("SIGTERM: shutting down"),
-        () = shutdown.cancelled() => tracing::info!("a stage stopped: shutting down"),
+    let mut rescan = tokio::time::interval(cfg.rescan_every);
+    rescan.tick().await; // the first tick is immediate: we just loaded
+    let mut rules = cfg.rules.clone();
+    loop {
+        tokio::select! {
+            _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break }
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break }
+            () = shutdown.cancelled() => { tracing::info!("a stage stopped: shutting down"); break }
+            _ = sighup.recv() => match Config::resolve(overrides.clone()) {
+                Ok(new) => {
+                    if new.state_dir != cfg.state_dir || new.jsonl != cfg.jsonl || new.ring_bytes != cfg.ring_bytes {
+                        tracing::warn!("SIGHUP: state_dir, jsonl and ring_buffer_bytes changes need a restart; applying the rest");
+                    }
+                    if new.dedup != cfg.dedup {
+                        tracing::warn!("SIGHUP: dedup_interval_ms changes need a restart");
+                    }
+                    rules = new.rules;
+                    reload(&mut probes, &rules, &stats, &tx, "SIGHUP").await;
+                }
+                Err(e) => tracing::error!("SIGHUP: configuration not reloaded, keeping the current one: {e}"),
+            },
+            _ = rescan.tick() => reload(&mut probes, &rules, &stats, &tx, "rescan").await,
+            Some(entry) = inode_rx.recv() => {
+                let mut new = vec![entry];
+                while let Ok(e) = inode_rx.try_recv() {
+                    new.push(e);
+                }
+                match probes.add_inodes(&new) {
+                    Ok(()) => tracing::debug!(n = new.len(), "learned credential inodes"),
+                    Err(e) => tracing::warn!(error = %e, "cannot add learned inodes to the watch list"),
+                }
+            }
+        }
     }
     shutdown.cancel();
+    drop(tx);
     let reader_result = tokio::time::timeout(Duration::from_secs(10), reader).await;
-    // The reader owned the only sender: the sink now sees the end of input.
+    let _ = ticker.await;
+    // The reader and ticker held the last senders: the sink now sees the end.
     let sink_result = tokio::task::spawn_blocking(move || {
         let _ = done_rx.recv_timeout(Duration::from_secs(10));
         sink_thread.join()
     })
     .await;
-    let kernel = probes.counters().ok();
     drop(probes);
     tracing::info!(
         events = Stats::get(&stats.events_received),
         records = Stats::get(&stats.records_written),
         decode_errors = ?stats.decode_errors(),
-        kernel_counters = ?kernel,
         "stopped; probes detached"
     );
     match reader_result {
@@ -100,6 +140,43 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
 }
 
+/// Resolves `rules` over the file system and loads them into the kernel.
+fn load_watch(probes: &mut Probes, rules: Vec<crate::classify::catalog::WatchRule>, stats: &Stats) -> anyhow::Result<Arc<WatchList>> {
+    let entries = watch::expand(&rules, &watch::home_dirs());
+    let loaded = probes.set_watch(&rules, entries.clone())?;
+    Stats::set(&stats.watched_inodes, loaded.inodes as u64);
+    tracing::info!(rules = rules.len(), path_keys = loaded.path_keys, inodes = loaded.inodes, "watch list loaded");
+    Ok(Arc::new(WatchList::new(rules, &entries)))
+}
+
+/// Re-resolves the watch list and hands it to the pipeline, in order with
+/// the events.
+async fn reload(
+    probes: &mut Probes,
+    rules: &[crate::classify::catalog::WatchRule],
+    stats: &Stats,
+    tx: &mpsc::Sender<Input>,
+    why: &str,
+) {
+    match load_watch(probes, rules.to_vec(), stats) {
+        Ok(watch) => {
+            let _ = tx.send(Input::Watch(watch)).await;
+        }
+        Err(e) => tracing::error!(why, "watch list not updated: {e:#}"),
+    }
+}
+
+/// One `Input::Tick` a second until shutdown; never blocks on a full queue.
+async fn tick(tx: mpsc::Sender<Input>, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = every.tick() => { let _ = tx.try_send(Input::Tick); }
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
 fn ensure_state_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
@@ -109,17 +186,15 @@ fn ensure_state_dir(dir: &std::path::Path) -> anyhow::Result<()> {
         .with_context(|| format!("creating state directory {}", dir.display()))
 }
 
-/// The sink thread: events through the pipeline, records to the sink.
+/// The sink thread: inputs through the pipeline, records to the sink.
 fn sink_loop(
-    mut rx: mpsc::Receiver<Event>,
+    mut rx: mpsc::Receiver<Input>,
     pipeline: &mut Pipeline,
     sink: &mut JsonLines,
     stats: &Stats,
 ) -> std::io::Result<()> {
     let mut records = Vec::new();
-    let mut handle = |event: Event, sink: &mut JsonLines| -> std::io::Result<()> {
-        Stats::add(&stats.events_received, 1);
-        pipeline.on_event(event, &mut records);
+    let write = |records: &mut Vec<_>, sink: &mut JsonLines| -> std::io::Result<()> {
         for record in records.drain(..) {
             sink.write(&record)?;
             Stats::add(&stats.records_written, 1);
@@ -127,14 +202,18 @@ fn sink_loop(
         Ok(())
     };
     let result = (|| {
-        while let Some(event) = rx.blocking_recv() {
-            handle(event, sink)?;
+        while let Some(input) = rx.blocking_recv() {
+            pipeline.on_input(input, &mut records);
+            write(&mut records, sink)?;
             // Write everything already queued, then flush once.
-            while let Ok(event) = rx.try_recv() {
-                handle(event, sink)?;
+            while let Ok(input) = rx.try_recv() {
+                pipeline.on_input(input, &mut records);
+                write(&mut records, sink)?;
             }
             sink.flush()?;
         }
+        pipeline.finish(&mut records);
+        write(&mut records, sink)?;
         sink.flush()
     })();
     match result {

@@ -125,8 +125,7 @@ impl PathPattern {
     }
 
     /// Whether `normalised` (a path with its home prefix replaced by `~`)
-    /// matches: the kernel's LPM-trie semantics, spelled out for tests.
-    #[cfg(test)]
+    /// matches; the kernel's semantics, for confirming its candidates.
     pub fn matches(&self, normalised: &str) -> bool {
         let name = normalised.rsplit('/').next().unwrap_or(normalised);
         match self.kind {
@@ -188,8 +187,7 @@ pub fn builtin_rules() -> Vec<WatchRule> {
 }
 
 /// Replaces a leading `/root` or `/home/<user>` by `~`, as the kernel does
-/// (`probes/files.rs` in observer-ebpf); spelled out for tests.
-#[cfg(test)]
+/// (`probes/files.rs` in observer-ebpf).
 pub fn normalise_home(path: &str) -> std::borrow::Cow<'_, str> {
     if let Some(rest) = path.strip_prefix("/root/") {
         return format!("~/{rest}").into();

@@ -46,11 +46,16 @@ pub struct FileOpen {
     /// The path as the process passed it.
     pub path: OsString,
     pub path_truncated: bool,
-    /// The opened file's path from its dentries (successful opens only).
+    /// The opened file's path from its dentries; for a failed relative
+    /// open, the directory it was looked up in (`resolved_is_base`).
     pub resolved: Option<WalkedPath>,
+    pub resolved_is_base: bool,
     /// The executable, from `mm->exe_file` (None for kernel threads or when
     /// kernel offsets are unavailable).
     pub exe: Option<WalkedPath>,
+    /// Opens of this de-duplication key so far in the kernel (monotonic);
+    /// 0 when de-duplication is off.
+    pub dedup_total: u64,
 }
 
 /// How a file was opened, from its flags.

@@ -80,7 +80,9 @@ fn decode_file_open(bytes: &[u8]) -> Result<FileOpen, DecodeError> {
         path: cstr(&raw.path),
         path_truncated: raw.flags & event_flags::PATH_TRUNCATED != 0,
         resolved,
+        resolved_is_base: raw.flags & event_flags::RESOLVED_IS_BASE != 0,
         exe,
+        dedup_total: raw.dedup_total,
     })
 }
 

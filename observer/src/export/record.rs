@@ -9,6 +9,9 @@ use observer_common::MatchKind;
 use crate::decode::{Event, FileOpen, syscall_name};
 
 pub const EVENT_CREDENTIAL_ACCESS: &str = "nhi.credential.access";
+/// The agent's own counters: events lost, folded, rejected (JSON lines;
+/// OTLP metrics later).
+pub const EVENT_AGENT_STATS: &str = "nhi.agent.stats";
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -60,6 +63,17 @@ pub struct Record {
     pub attributes: Vec<(&'static str, Value)>,
 }
 
+impl Record {
+    /// Sets `nhi.access.count`: how many opens this record stands for.
+    pub fn set_count(&mut self, count: u64) {
+        let v = Value::Int(i64::try_from(count).unwrap_or(i64::MAX));
+        match self.attributes.iter_mut().find(|(k, _)| *k == "nhi.access.count") {
+            Some((_, slot)) => *slot = v,
+            None => self.attributes.push(("nhi.access.count", v)),
+        }
+    }
+}
+
 /// JSON: `{"time": RFC 3339, "event.name": .., <attributes>..}`, flat, so
 /// that `jq`, Loki and Vector read it without nesting.
 impl Serialize for Record {
@@ -105,7 +119,14 @@ fn file_open(ev: &FileOpen, cx: &Context<'_>) -> Record {
     let requested = ev.path.to_string_lossy().into_owned();
     match &ev.resolved {
         Some(r) => {
-            a.push(("file.path", r.path.to_string_lossy().into_owned().into()));
+            let resolved = r.path.to_string_lossy();
+            let path = if ev.resolved_is_base {
+                // A failed relative open: its directory joined with the name.
+                format!("{}/{requested}", resolved.trim_end_matches('/'))
+            } else {
+                resolved.into_owned()
+            };
+            a.push(("file.path", path.into()));
             if !r.complete {
                 a.push(("nhi.file.path_truncated", true.into()));
             }
@@ -147,6 +168,9 @@ fn file_open(ev: &FileOpen, cx: &Context<'_>) -> Record {
 fn match_name(m: MatchKind) -> &'static str {
     match m {
         MatchKind::Path => "path",
+        MatchKind::Inode => "inode",
+        MatchKind::Dir => "directory",
+        MatchKind::Name => "name",
     }
 }
 

@@ -1,12 +1,24 @@
-//! Watch rules to kernel map entries (`PATH_RULES`, an LPM trie).
+//! Watch rules to kernel map entries.
 //!
-//! Key layout (see `observer_common::PathKeyData`): the normalised path
-//! bytes; exact rules include the terminating NUL so they only match a path
-//! that ends there, prefix rules do not.
+//! - `PATH_RULES` (LPM trie, failed opens): the normalised path bytes; exact
+//!   rules include the terminating NUL so they only match a path that ends
+//!   there, prefix rules do not.
+//! - `NAME_GATE` (bitmap): exact names (basename rules and the last
+//!   component of exact path rules), name prefixes (the last component of
+//!   `prefix*` rules) and suffixes (`*suffix` rules), hashed exactly as the
+//!   kernel hashes the name of an opened file.
+//! - `INODE_GATE` + `WATCHED_INODES`: from [`crate::classify::watch`]'s
+//!   expansion of the rules over the file system.
 use aya::maps::lpm_trie::Key;
-use observer_common::{PATH_KEY_LEN, PathKeyData, PathRule};
+use observer_common::{
+    GATE_AFFIX_MAX, GATE_EXACT, GATE_NAME_MAX, GATE_PREFIX, GATE_SUFFIX, GATE_WORDS, PATH_KEY_LEN, PathKeyData,
+    PathRule, gate_affix_bit, gate_inode_bit, gate_name_bit,
+};
 
-use crate::classify::catalog::{PatternKind, WatchRule};
+use crate::classify::{
+    catalog::{PatternKind, WatchRule},
+    watch::InodeEntry,
+};
 
 pub fn path_keys(rules: &[WatchRule]) -> Vec<(Key<PathKeyData>, PathRule)> {
     let mut out: Vec<(Key<PathKeyData>, PathRule)> = Vec::new();
@@ -43,10 +55,127 @@ pub fn same_key(a: &Key<PathKeyData>, b: &Key<PathKeyData>) -> bool {
     la == lb && a.data()[..n.min(PATH_KEY_LEN)] == b.data()[..n.min(PATH_KEY_LEN)]
 }
 
+/// A gate bitmap, as the kernel's array of u64 words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bitmap(pub Vec<u64>);
+
+impl Default for Bitmap {
+    fn default() -> Self {
+        Self(vec![0; GATE_WORDS as usize])
+    }
+}
+
+impl Bitmap {
+    pub fn set(&mut self, bit: u32) {
+        self.0[(bit / 64) as usize] |= 1 << (bit % 64);
+    }
+
+    #[cfg(test)]
+    pub fn test(&self, bit: u32) -> bool {
+        self.0[(bit / 64) as usize] & (1 << (bit % 64)) != 0
+    }
+}
+
+/// The name gate: its bitmap and the prefix/suffix lengths the kernel must
+/// test (bit n = length n).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NameGate {
+    pub bits: Bitmap,
+    pub prefix_lens: u32,
+    pub suffix_lens: u32,
+}
+
+/// Little-endian words of a name, zero-padded; `None` past the gate's limit.
+pub fn name_words(name: &[u8]) -> Option<[u64; GATE_NAME_MAX / 8]> {
+    if name.is_empty() || name.len() > GATE_NAME_MAX {
+        return None;
+    }
+    let mut bytes = [0u8; GATE_NAME_MAX];
+    bytes[..name.len()].copy_from_slice(name);
+    let mut words = [0u64; GATE_NAME_MAX / 8];
+    for (w, chunk) in words.iter_mut().zip(bytes.chunks_exact(8)) {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(chunk);
+        *w = u64::from_le_bytes(b);
+    }
+    Some(words)
+}
+
+fn affix_word(bytes: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    b[..bytes.len()].copy_from_slice(bytes);
+    u64::from_le_bytes(b)
+}
+
+impl NameGate {
+    pub fn build(rules: &[WatchRule]) -> Self {
+        let mut gate = NameGate::default();
+        let max_affix = GATE_AFFIX_MAX as usize;
+        for rule in rules {
+            let text = rule.pattern.text.as_bytes();
+            match rule.pattern.kind {
+                PatternKind::Exact | PatternKind::Basename => {
+                    let name = text.rsplit(|&c| c == b'/').next().unwrap_or(text);
+                    gate.add_exact(name);
+                }
+                PatternKind::Prefix => {
+                    let tail = text.rsplit(|&c| c == b'/').next().unwrap_or(&[]);
+                    if !tail.is_empty() {
+                        let p = &tail[..tail.len().min(max_affix)];
+                        gate.bits.set(gate_affix_bit(GATE_PREFIX, p.len() as u64, affix_word(p)));
+                        gate.prefix_lens |= 1 << p.len();
+                    }
+                }
+                PatternKind::Suffix => {
+                    let s = &text[text.len().saturating_sub(max_affix)..];
+                    gate.bits.set(gate_affix_bit(GATE_SUFFIX, s.len() as u64, affix_word(s)));
+                    gate.suffix_lens |= 1 << s.len();
+                }
+            }
+        }
+        gate
+    }
+
+    fn add_exact(&mut self, name: &[u8]) {
+        if let Some(words) = name_words(name) {
+            self.bits.set(gate_name_bit(GATE_EXACT, name.len() as u64, &words));
+        }
+    }
+
+    /// What the kernel computes for a file name: whether it passes (the
+    /// kernel's side spelled out, for tests).
+    #[cfg(test)]
+    pub fn passes(&self, name: &[u8]) -> bool {
+        let Some(words) = name_words(name) else { return false };
+        if self.bits.test(gate_name_bit(GATE_EXACT, name.len() as u64, &words)) {
+            return true;
+        }
+        (1..=GATE_AFFIX_MAX as usize).filter(|&n| n <= name.len()).any(|n| {
+            (self.prefix_lens & (1 << n) != 0
+                && self.bits.test(gate_affix_bit(GATE_PREFIX, n as u64, affix_word(&name[..n]))))
+                || (self.suffix_lens & (1 << n) != 0
+                    && self.bits.test(gate_affix_bit(GATE_SUFFIX, n as u64, affix_word(&name[name.len() - n..]))))
+        })
+    }
+}
+
+/// The inode gate's bitmap for a set of watched inodes.
+pub fn inode_gate(entries: &[InodeEntry]) -> Bitmap {
+    let mut bits = Bitmap::default();
+    for e in entries {
+        bits.set(gate_inode_bit(e.key.dev as u64, e.key.ino));
+    }
+    bits
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::classify::catalog::builtin_rules;
+    use crate::classify::catalog::{PathPattern, builtin_rules};
+
+    fn rule(id: u32, pattern: &str) -> WatchRule {
+        WatchRule { id, name: format!("r{id}"), kind: "test".into(), pattern: PathPattern::parse(pattern).unwrap() }
+    }
 
     #[test]
     fn exact_keys_end_in_nul_prefix_keys_do_not() {
@@ -60,5 +189,41 @@ mod tests {
         assert!(find(b"~/.ssh/id_").is_some());
         assert!(find(b"/run/secrets/kubernetes.io/serviceaccount/token\0").is_some());
         assert!(find(b"/var/run/secrets/kubernetes.io/serviceaccount/token\0").is_some());
+    }
+
+    #[test]
+    fn name_gate_passes_what_the_rules_name_and_little_else() {
+        let rules = [
+            rule(1, "~/.aws/credentials"),
+            rule(2, "~/.ssh/id_*"),
+            rule(3, "*.pem"),
+            rule(4, ".git-credentials"),
+            rule(5, "/etc/kubernetes/pki/"),
+            rule(6, "*.verylongsuffix"),
+        ];
+        let gate = NameGate::build(&rules);
+        for yes in ["credentials", "id_rsa", "id_ed25519", "server.pem", ".pem", ".git-credentials", "x.verylongsuffix", "ongsuffix"] {
+            assert!(gate.passes(yes.as_bytes()), "{yes} must pass");
+        }
+        // Long names fall back to the first/last 8 bytes: "maybe" is fine.
+        let mut false_positives = 0;
+        for no in ["config", "main.rs", "id", "pem", "credential", "readme.md", "Cargo.toml", "lib.rs", "token"] {
+            false_positives += usize::from(gate.passes(no.as_bytes()));
+        }
+        assert_eq!(false_positives, 0);
+        assert_eq!(gate.prefix_lens, 1 << 3);
+        assert_eq!(gate.suffix_lens, 1 << 4 | 1 << 8);
+        assert!(!gate.passes(&[b'a'; 65]));
+    }
+
+    /// Guards the shared hash: the kernel hashes the name words of an
+    /// opened file with `gate_name_bit`; if the agent padded or ordered
+    /// bytes differently, nothing would ever pass.
+    #[test]
+    fn name_words_are_little_endian_and_zero_padded() {
+        let w = name_words(b"credentials").unwrap();
+        assert_eq!(w[0], u64::from_le_bytes(*b"credenti"));
+        assert_eq!(w[1], u64::from_le_bytes([b'a', b'l', b's', 0, 0, 0, 0, 0]));
+        assert!(w[2..].iter().all(|&x| x == 0));
     }
 }

@@ -1,0 +1,106 @@
+//! `cargo xtask bench <name>`: whole-system overhead benchmarks. Each runs a
+//! workload without the agent (baseline), with the floor program, and with
+//! the agent, interleaved in one invocation, and prints medians and ratios
+//! against the baseline of the same run (never absolute timings).
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, anyhow, bail};
+
+pub mod files;
+
+/// A helper process (agent or floor program) that runs during a measurement.
+pub struct Background {
+    child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+impl Background {
+    /// Spawns `cmd` and waits for a line containing `ready` on its stdout or
+    /// stderr.
+    pub fn start(mut cmd: Command, ready: &str) -> anyhow::Result<Self> {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {cmd:?}"))?;
+        let (tx, rx) = mpsc::channel::<String>();
+        for stream in [
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let tx = tx.clone();
+            thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left.max(Duration::from_millis(1))) {
+                Ok(line) if line.contains(ready) => break,
+                Ok(line) => seen.push(line),
+                Err(_) => {
+                    let _ = child.kill();
+                    bail!("{cmd:?} did not report `{ready}`; output:\n{}", seen.join("\n"));
+                }
+            }
+        }
+        let stdin = child.stdin.take();
+        Ok(Self { child, stdin })
+    }
+
+    /// Closes stdin (the floor program exits on that), then sends SIGTERM
+    /// (the agent's clean shutdown) if it is still running.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while self.child.try_wait()?.is_none() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
+        if self.child.try_wait()?.is_none() {
+            // SAFETY: plain kill(2) on our own, still running, child.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        }
+        let status = self.child.wait()?;
+        if !status.success() {
+            return Err(anyhow!("background process exited with {status}"));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn median(xs: &mut [f64]) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 { xs[n / 2] } else { (xs[n / 2 - 1] + xs[n / 2]) / 2.0 }
+}
+
+pub fn run(name: &str, rounds: usize) -> anyhow::Result<()> {
+    match name {
+        "files" => files::run(rounds),
+        other => bail!("unknown benchmark `{other}`; available: files"),
+    }
+}
