@@ -77,13 +77,18 @@ pub const GATE_WORDS: u32 = GATE_BITS / 64;
 /// Longest file name the name gate hashes (the catalog's name patterns
 /// are at most this long minus one).
 pub const GATE_NAME_MAX: usize = 64;
+/// Words of a name the exact-name hash covers (an inline dentry name holds
+/// at most 39 bytes; longer names are hashed by their first 40 bytes).
+pub const GATE_HASH_WORDS: usize = 5;
 /// Name-gate entry kinds, mixed into the hash.
 pub const GATE_EXACT: u64 = 1;
 pub const GATE_PREFIX: u64 = 2;
 pub const GATE_SUFFIX: u64 = 3;
-/// Name prefixes and suffixes the gate tests, one length per bit (bit n =
-/// length n, 1..=8): the agent sets `GateConfig::prefix_lens`/`suffix_lens`.
+/// Longest name prefix or suffix the gate tests (one word).
 pub const GATE_AFFIX_MAX: u32 = 8;
+/// Distinct prefix (and suffix) lengths the gate tests per open; rules with
+/// other lengths are tested through a shorter kept length.
+pub const GATE_AFFIX_LENS: usize = 4;
 
 /// Mixes one 64-bit word into a running gate hash (both sides use this
 /// exact function; it is not cryptographic, only well spread).
@@ -93,13 +98,13 @@ pub const fn gate_mix(h: u64, w: u64) -> u64 {
     x ^ (x >> 29)
 }
 
-/// Bit index of a name-gate entry: `kind`, length and the name's bytes as
-/// little-endian words, zero-padded past `len`.
+/// Bit index of an exact-name gate entry: the length and the name's first
+/// [`GATE_HASH_WORDS`] words (little-endian, zero past `len`).
 #[inline(always)]
-pub const fn gate_name_bit(kind: u64, len: u64, words: &[u64; GATE_NAME_MAX / 8]) -> u32 {
-    let mut h = gate_mix(kind, len);
+pub const fn gate_name_bit(len: u64, words: &[u64; GATE_NAME_MAX / 8]) -> u32 {
+    let mut h = gate_mix(GATE_EXACT, len);
     let mut i = 0;
-    while i < words.len() {
+    while i < GATE_HASH_WORDS {
         h = gate_mix(h, words[i]);
         i += 1;
     }
@@ -113,10 +118,11 @@ pub const fn gate_affix_bit(kind: u64, len: u64, word: u64) -> u32 {
     (gate_mix(gate_mix(kind, len), word) % GATE_BITS as u64) as u32
 }
 
-/// Bit index of an inode-gate entry.
+/// Bit index of an inode-gate entry: the inode number alone, so the kernel
+/// reads the device only when the bit is set.
 #[inline(always)]
-pub const fn gate_inode_bit(dev: u64, ino: u64) -> u32 {
-    (gate_mix(gate_mix(7, dev), ino) % GATE_BITS as u64) as u32
+pub const fn gate_inode_bit(ino: u64) -> u32 {
+    (gate_mix(7, ino) % GATE_BITS as u64) as u32
 }
 
 /// Key of `WATCHED_INODES`.
@@ -173,18 +179,22 @@ pub struct DedupValue {
 }
 const _: () = assert!(core::mem::size_of::<DedupValue>() == 24);
 
-/// Load-time settings of the file sensor (a read-only global).
+/// Settings of the file sensor (`FILE_CFG`, changeable at runtime).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FileSensorConfig {
     /// Fold repeated opens of one key within this window into a count;
     /// 0 turns de-duplication off.
     pub dedup_ns: u64,
-    /// Name-gate prefix and suffix lengths to test (bit n = length n).
-    pub prefix_lens: u32,
-    pub suffix_lens: u32,
+    /// Name-gate prefix and suffix lengths to test, ascending, 0-terminated.
+    pub prefix_lens: [u8; GATE_AFFIX_LENS],
+    pub suffix_lens: [u8; GATE_AFFIX_LENS],
+    /// Non-zero when some rule watches a directory (the parent-directory
+    /// gate is skipped otherwise).
+    pub dir_rules: u32,
+    pub _pad0: u32,
 }
-const _: () = assert!(core::mem::size_of::<FileSensorConfig>() == 16);
+const _: () = assert!(core::mem::size_of::<FileSensorConfig>() == 24);
 
 /// A credential-file open (open, openat, openat2, creat), successful or not.
 #[repr(C)]

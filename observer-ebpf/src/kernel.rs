@@ -14,7 +14,7 @@
 use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_kernel, generated,
 };
-use observer_common::{KernelOffsets, TaskInfo, WALK_BUF_LEN, WALK_MAX_DEPTH};
+use observer_common::{GATE_HASH_WORDS, KernelOffsets, TaskInfo, WALK_BUF_LEN, WALK_MAX_DEPTH};
 
 #[unsafe(no_mangle)]
 pub static OFFSETS: KernelOffsets = KernelOffsets {
@@ -190,44 +190,45 @@ fn rdonly_cast(obj: u64, btf_id: u32) -> u64 {
     ret
 }
 
-/// Device and inode number of a file.
+/// A file's inode and inode number (the device is read separately, only
+/// when needed: [`inode_dev`]).
 #[inline(always)]
-pub fn file_dev_ino<const TYPED: bool>(file: u64) -> (u64, u64) {
-    let Some(inode) = get::<TYPED, u64>(file, off!(file_f_inode)) else {
-        return (0, 0);
-    };
-    inode_dev_ino::<TYPED>(inode)
+pub fn file_inode<const TYPED: bool>(file: u64) -> (u64, u64) {
+    let inode = get::<TYPED, u64>(file, off!(file_f_inode)).unwrap_or(0);
+    (inode, get::<TYPED, u64>(inode, off!(inode_i_ino)).unwrap_or(0))
 }
 
+/// A dentry's inode and inode number.
 #[inline(always)]
-fn inode_dev_ino<const TYPED: bool>(inode: u64) -> (u64, u64) {
-    let ino = get::<TYPED, u64>(inode, off!(inode_i_ino)).unwrap_or(0);
-    let dev = get::<TYPED, u64>(inode, off!(inode_i_sb))
+pub fn dentry_inode<const TYPED: bool>(dentry: u64) -> (u64, u64) {
+    let inode = get::<TYPED, u64>(dentry, off!(dentry_d_inode)).unwrap_or(0);
+    (inode, get::<TYPED, u64>(inode, off!(inode_i_ino)).unwrap_or(0))
+}
+
+/// The device (`super_block::s_dev`) of an inode.
+#[inline(always)]
+pub fn inode_dev<const TYPED: bool>(inode: u64) -> u64 {
+    get::<TYPED, u64>(inode, off!(inode_i_sb))
         .and_then(|sb| get::<TYPED, u32>(sb, off!(super_block_s_dev)))
-        .unwrap_or(0);
-    (dev as u64, ino)
+        .unwrap_or(0) as u64
 }
 
-/// The file's dentry and that of its parent directory.
+/// The file's dentry.
 #[inline(always)]
-pub fn file_dentries<const TYPED: bool>(file: u64) -> (u64, u64) {
-    let dentry = get::<TYPED, u64>(file, off!(file_f_path) + off!(path_dentry)).unwrap_or(0);
-    let parent = get::<TYPED, u64>(dentry, off!(dentry_d_parent)).unwrap_or(0);
-    (dentry, parent)
+pub fn file_dentry<const TYPED: bool>(file: u64) -> u64 {
+    get::<TYPED, u64>(file, off!(file_f_path) + off!(path_dentry)).unwrap_or(0)
 }
 
-/// (dev, ino) of a dentry's inode.
+/// A dentry's parent directory.
 #[inline(always)]
-pub fn dentry_dev_ino<const TYPED: bool>(dentry: u64) -> (u64, u64) {
-    let Some(inode) = get::<TYPED, u64>(dentry, off!(dentry_d_inode)) else {
-        return (0, 0);
-    };
-    inode_dev_ino::<TYPED>(inode)
+pub fn dentry_parent<const TYPED: bool>(dentry: u64) -> u64 {
+    get::<TYPED, u64>(dentry, off!(dentry_d_parent)).unwrap_or(0)
 }
 
-/// A dentry's name as little-endian words, zero past its length, plus the
-/// length. Short names come from the inline name with typed loads; longer
-/// ones (up to 64 bytes) through one helper read. `None` for longer names.
+/// A dentry's name as little-endian words, plus its length. Short names
+/// come from the inline name with typed loads (words 0..5), longer ones (up
+/// to 64 bytes) through one helper read. The hashed words are zeroed past
+/// the length; words past those are stale. `None` for longer names.
 #[inline(always)]
 pub fn dentry_name_words<const TYPED: bool>(dentry: u64, words: &mut [u64; 8]) -> Option<u32> {
     let len = get::<TYPED, u32>(dentry, off!(dentry_d_name_len))?;
@@ -241,13 +242,6 @@ pub fn dentry_name_words<const TYPED: bool>(dentry: u64, words: &mut [u64; 8]) -
         words[2] = ld(base, 16);
         words[3] = ld(base, 24);
         words[4] = ld(base, 32);
-        // Volatile: three zero stores would otherwise become a `memset` call.
-        // SAFETY: in-bounds writes to our own array.
-        unsafe {
-            core::ptr::write_volatile(&mut words[5], 0);
-            core::ptr::write_volatile(&mut words[6], 0);
-            core::ptr::write_volatile(&mut words[7], 0);
-        }
     } else {
         let name = get::<TYPED, u64>(dentry, off!(dentry_d_name) + off!(qstr_name))?;
         // SAFETY: 64 bytes into our 64-byte array; the helper checks `name`.
@@ -262,18 +256,19 @@ pub fn dentry_name_words<const TYPED: bool>(dentry: u64, words: &mut [u64; 8]) -
     Some(len)
 }
 
-/// `NAME_MASKS[len][i]` keeps the bytes of word `i` that lie before `len`.
-/// A table instead of comparisons: every comparison on the length would
-/// split the verifier's states, and over eight words they never merge.
+/// `NAME_MASKS[len][i]` keeps the bytes of word `i` that lie before `len`
+/// (the words the name gate hashes). A table instead of comparisons: every
+/// comparison on the length would split the verifier's states, and over
+/// several words they never merge.
 #[unsafe(no_mangle)]
-static NAME_MASKS: [[u64; 8]; 65] = name_masks();
+static NAME_MASKS: [[u64; GATE_HASH_WORDS]; 65] = name_masks();
 
-const fn name_masks() -> [[u64; 8]; 65] {
-    let mut t = [[0u64; 8]; 65];
+const fn name_masks() -> [[u64; GATE_HASH_WORDS]; 65] {
+    let mut t = [[0u64; GATE_HASH_WORDS]; 65];
     let mut len = 0;
     while len <= 64 {
         let mut i = 0;
-        while i < 8 {
+        while i < GATE_HASH_WORDS {
             let start = i * 8;
             t[len][i] = if len <= start {
                 0
@@ -302,14 +297,15 @@ pub fn opaque(x: u64) -> u64 {
     v
 }
 
-/// Zeroes every byte at or past `len` (names are compared as whole words).
+/// Zeroes every byte at or past `len` in the hashed words (names are
+/// compared as whole words; words past those are not looked at).
 #[inline(always)]
 pub fn mask_words(words: &mut [u64; 8], len: u32) {
     let Some(masks) = NAME_MASKS.get(opaque(len as u64) as usize) else {
         return;
     };
     let mut i = 0;
-    while i < 8 {
+    while i < GATE_HASH_WORDS {
         words[i] &= masks[i];
         i += 1;
     }

@@ -58,7 +58,13 @@ pub static FILE_CFG: Array<FileSensorConfig> = Array::with_max_entries(1, 0);
 /// The file sensor's settings (all zero until the agent sets them).
 #[inline(always)]
 pub fn file_cfg() -> FileSensorConfig {
-    FILE_CFG.get(0).copied().unwrap_or(FileSensorConfig { dedup_ns: 0, prefix_lens: 0, suffix_lens: 0 })
+    FILE_CFG.get(0).copied().unwrap_or(FileSensorConfig {
+        dedup_ns: 0,
+        prefix_lens: [0; observer_common::GATE_AFFIX_LENS],
+        suffix_lens: [0; observer_common::GATE_AFFIX_LENS],
+        dir_rules: 0,
+        _pad0: 0,
+    })
 }
 
 /// Tests bit `bit` of a gate bitmap.

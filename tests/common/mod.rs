@@ -107,6 +107,18 @@ impl Agent {
         }
     }
 
+    /// Waits until `needle` has been logged `n` times.
+    pub fn wait_for_log_count(&mut self, needle: &str, n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.stderr.iter().filter(|l| l.contains(needle)).count() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "`{needle}` not logged {n} times in {timeout:?}; stderr:\n{}", self.stderr.join("\n"));
+            if let Ok(line) = self.stderr_lines.recv_timeout(left.min(Duration::from_millis(100))) {
+                self.stderr.push(line);
+            }
+        }
+    }
+
     fn drain_stderr(&mut self, wait: Duration) {
         while let Ok(line) = self.stderr_lines.recv_timeout(wait) {
             self.stderr.push(line);
@@ -185,4 +197,47 @@ pub fn str_attr<'a>(r: &'a Value, key: &str) -> Option<&'a str> {
 
 pub fn int_attr(r: &Value, key: &str) -> Option<i64> {
     r.get(key).and_then(Value::as_i64)
+}
+
+/// Writes `toml` as a config file in `dir` and returns the flags that use it.
+pub fn config_args(dir: &Path, toml: &str) -> Vec<String> {
+    let path = dir.join("config.toml");
+    std::fs::write(&path, toml).expect("write config");
+    vec!["--config".into(), path.to_string_lossy().into_owned()]
+}
+
+/// Runs a Python script (python3 from PATH) with `args`; returns its pid
+/// and output. Python's `os`/`ctypes` reach every open-family syscall.
+pub fn python(script: &str, args: &[&str]) -> (u32, std::process::Output) {
+    let child = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("python3 output");
+    assert!(out.status.success(), "python failed: {}", String::from_utf8_lossy(&out.stderr));
+    (pid, out)
+}
+
+/// Records of one event name.
+pub fn named<'a>(records: &'a [Value], name: &str) -> Vec<&'a Value> {
+    records.iter().filter(|r| str_attr(r, "event.name") == Some(name)).collect()
+}
+
+/// The agent's final `nhi.agent.stats` record (written at shutdown).
+pub fn final_stats(records: &[Value]) -> &Value {
+    named(records, "nhi.agent.stats").pop().expect("no nhi.agent.stats record")
+}
+
+/// Sum of `nhi.access.count` over records matching `pred`.
+pub fn access_count(records: &[Value], pred: impl Fn(&Value) -> bool) -> i64 {
+    named(records, "nhi.credential.access")
+        .into_iter()
+        .filter(|r| pred(r))
+        .map(|r| int_attr(r, "nhi.access.count").unwrap_or(0))
+        .sum()
 }

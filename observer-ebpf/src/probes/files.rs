@@ -21,7 +21,7 @@
 //! `FILE_CFG.dedup_ns` are folded into a monotonic count (`DEDUP`).
 use aya_ebpf::{helpers::generated, macros::btf_tracepoint, programs::BtfTracePointContext};
 use observer_common::{
-    Counter, DedupKey, DedupValue, EventHeader, EventKind, FileOpenEvent, GATE_AFFIX_MAX, GATE_EXACT,
+    Counter, DedupKey, DedupValue, EventHeader, EventKind, FileOpenEvent, FileSensorConfig, GATE_AFFIX_LENS,
     GATE_PREFIX, GATE_SUFFIX, INODE_DIR, INODE_FILE, InodeKey, MatchKind, OpenSyscall, PATH_KEY_LEN, PATH_LEN,
     event_flags, gate_affix_bit, gate_inode_bit, gate_name_bit,
 };
@@ -184,23 +184,35 @@ fn on_sys_exit(regs: u64, ret: i64) -> Option<()> {
 /// A successful open: gates on the file itself.
 #[inline(always)]
 fn on_opened<const TYPED: bool>(args: &OpenArgs, ret: i64, file: u64) -> Option<()> {
-    let (dev, ino) = kernel::file_dev_ino::<TYPED>(file);
-    let (dentry, parent) = kernel::file_dentries::<TYPED>(file);
-    let hit = if let Some(rule_id) = watched(dev, ino, INODE_FILE) {
+    let (inode, ino) = kernel::file_inode::<TYPED>(file);
+    let dentry = kernel::file_dentry::<TYPED>(file);
+    let cfg = file_cfg();
+    let hit = if let Some(rule_id) = watched::<TYPED>(inode, ino, INODE_FILE) {
         Hit { rule_id, how: MatchKind::Inode }
     } else {
-        let (pdev, pino) = kernel::dentry_dev_ino::<TYPED>(parent);
-        if let Some(rule_id) = watched(pdev, pino, INODE_DIR) {
+        let dir = if cfg.dir_rules != 0 {
+            let parent = kernel::dentry_parent::<TYPED>(dentry);
+            let (pinode, pino) = kernel::dentry_inode::<TYPED>(parent);
+            watched::<TYPED>(pinode, pino, INODE_DIR)
+        } else {
+            None
+        };
+        if let Some(rule_id) = dir {
             Hit { rule_id, how: MatchKind::Dir }
         } else {
-            let words = &mut scratch()?.words;
+            // Not zeroed (that would be a `memset` call): every word the gate
+            // reads is written first (see `dentry_name_words`).
+            let mut words = core::mem::MaybeUninit::<[u64; 8]>::uninit();
+            // SAFETY: see above; the array is plain integers.
+            let words = unsafe { words.assume_init_mut() };
             let len = kernel::dentry_name_words::<TYPED>(dentry, words)?;
-            if !name_gate(words, len) {
+            if !name_gate(words, len, &cfg) {
                 return None;
             }
             Hit { rule_id: 0, how: MatchKind::Name }
         }
     };
+    let dev = kernel::inode_dev::<TYPED>(inode);
     report(args, ret, hit, Some((file, dev, ino)))
 }
 
@@ -224,52 +236,62 @@ fn report(args: &OpenArgs, ret: i64, hit: Hit, file: Option<(u64, u64, u64)>) ->
     (emit_file_open() == 0).then_some(())
 }
 
-/// Rule id of a watched (dev, ino) of the given kind.
+/// Rule id of a watched inode of the given kind. The gate bit depends on
+/// the inode number alone, so the device is read only past the gate.
 #[inline(always)]
-fn watched(dev: u64, ino: u64, what: u32) -> Option<u32> {
-    if !gate_test(&INODE_GATE, gate_inode_bit(dev, ino)) {
+fn watched<const TYPED: bool>(inode: u64, ino: u64, what: u32) -> Option<u32> {
+    if !gate_test(&INODE_GATE, gate_inode_bit(ino)) {
         return None;
     }
+    let dev = kernel::inode_dev::<TYPED>(inode);
     let key = InodeKey { ino, dev: dev as u32, _pad0: 0 };
     // SAFETY: read-only use of the value right away.
     let rule = unsafe { WATCHED_INODES.get(key) }?;
     (rule.what == what).then_some(rule.rule_id)
 }
 
-/// The name gate: exact names, then each configured prefix and suffix
-/// length. `words` is the name, zero past `len`.
+/// The name gate: the exact name, then each configured prefix and suffix
+/// length. `words` is the name, zero past `len` in the hashed words.
 ///
 /// No comparison here involves `len` (see `kernel::NAME_MASKS` for why). A
 /// name shorter than a prefix length cannot match that prefix (its padding
 /// is NUL, which no pattern holds), so the length is not checked; a suffix
 /// longer than the name reads padding and at worst makes a candidate.
 #[inline(always)]
-fn name_gate(words: &[u64; 8], len: u32) -> bool {
-    if gate_test(&NAME_GATE, gate_name_bit(GATE_EXACT, len as u64, words)) {
+fn name_gate(words: &[u64; 8], len: u32, cfg: &FileSensorConfig) -> bool {
+    if gate_test(&NAME_GATE, gate_name_bit(len as u64, words)) {
         return true;
     }
-    let cfg = file_cfg();
-    let (prefix_lens, suffix_lens) = (cfg.prefix_lens, cfg.suffix_lens);
+    let mut i = 0;
+    while i < GATE_AFFIX_LENS {
+        // A fresh copy: a branch on the configuration itself would split
+        // the verifier's states at every iteration (see `kernel::opaque`).
+        let n = kernel::opaque(cfg.prefix_lens[i] as u64) as u32;
+        if n == 0 {
+            break;
+        }
+        let w = words[0] & low_bytes(n);
+        if gate_test(&NAME_GATE, gate_affix_bit(GATE_PREFIX, n as u64, w)) {
+            return true;
+        }
+        i += 1;
+    }
+    if cfg.suffix_lens[0] == 0 {
+        return false;
+    }
     let tail = last8(words, len);
-    let mut n: u32 = 1;
-    while n <= GATE_AFFIX_MAX {
-        // Test fresh copies: a branch on the configuration itself would
-        // split the verifier's states at every iteration (see `opaque`).
-        let (prefix_lens, suffix_lens) = (kernel::opaque(prefix_lens as u64), kernel::opaque(suffix_lens as u64));
-        if prefix_lens & (1 << n) != 0 {
-            let w = words[0] & low_bytes(n);
-            if gate_test(&NAME_GATE, gate_affix_bit(GATE_PREFIX, n as u64, w)) {
-                return true;
-            }
+    let mut i = 0;
+    while i < GATE_AFFIX_LENS {
+        let n = kernel::opaque(cfg.suffix_lens[i] as u64) as u32;
+        if n == 0 {
+            break;
         }
-        if suffix_lens & (1 << n) != 0 {
-            // The last n bytes are the top n bytes of the last eight.
-            let w = (tail >> ((8 - n) * 8)) & low_bytes(n);
-            if gate_test(&NAME_GATE, gate_affix_bit(GATE_SUFFIX, n as u64, w)) {
-                return true;
-            }
+        // The last n bytes are the top n bytes of the last eight.
+        let w = (tail >> ((8 - n) * 8)) & low_bytes(n);
+        if gate_test(&NAME_GATE, gate_affix_bit(GATE_SUFFIX, n as u64, w)) {
+            return true;
         }
-        n += 1;
+        i += 1;
     }
     false
 }
@@ -361,7 +383,7 @@ fn match_string(args: &OpenArgs) -> Option<Hit> {
         return None;
     }
     kernel::mask_words(&mut s.words, name_len as u32);
-    name_gate(&s.words, name_len as u32).then_some(Hit { rule_id: 0, how: MatchKind::Name })
+    name_gate(&s.words, name_len as u32, &file_cfg()).then_some(Hit { rule_id: 0, how: MatchKind::Name })
 }
 
 /// Looks the path up in `PATH_RULES`, with a leading `/root` or

@@ -172,7 +172,16 @@ impl Probes {
         let path_keys = self.set_path_rules(rules)?;
         let gate = rules::NameGate::build(rules);
         self.write_bitmap("NAME_GATE", &gate.bits)?;
-        let cfg = FileSensorConfig { dedup_ns: self.dedup_ns, prefix_lens: gate.prefix_lens, suffix_lens: gate.suffix_lens };
+        let dir_rules = rules
+            .iter()
+            .any(|r| r.pattern.kind == crate::classify::catalog::PatternKind::Prefix && r.pattern.text.ends_with('/'));
+        let cfg = FileSensorConfig {
+            dedup_ns: self.dedup_ns,
+            prefix_lens: gate.prefix_lens,
+            suffix_lens: gate.suffix_lens,
+            dir_rules: u32::from(dir_rules),
+            _pad0: 0,
+        };
         let map = self.ebpf.map_mut("FILE_CFG").ok_or(ProbeError::NoMap("FILE_CFG"))?;
         let mut array: Array<&mut MapData, FileSensorConfig> = Array::try_from(map).map_err(map_err("FILE_CFG"))?;
         array.set(0, cfg, 0).map_err(map_err("FILE_CFG"))?;

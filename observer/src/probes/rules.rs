@@ -11,7 +11,7 @@
 //!   expansion of the rules over the file system.
 use aya::maps::lpm_trie::Key;
 use observer_common::{
-    GATE_AFFIX_MAX, GATE_EXACT, GATE_NAME_MAX, GATE_PREFIX, GATE_SUFFIX, GATE_WORDS, PATH_KEY_LEN, PathKeyData,
+    GATE_AFFIX_LENS, GATE_AFFIX_MAX, GATE_NAME_MAX, GATE_PREFIX, GATE_SUFFIX, GATE_WORDS, PATH_KEY_LEN, PathKeyData,
     PathRule, gate_affix_bit, gate_inode_bit, gate_name_bit,
 };
 
@@ -77,12 +77,30 @@ impl Bitmap {
 }
 
 /// The name gate: its bitmap and the prefix/suffix lengths the kernel must
-/// test (bit n = length n).
+/// test (ascending, 0-terminated, at most [`GATE_AFFIX_LENS`] each).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NameGate {
     pub bits: Bitmap,
-    pub prefix_lens: u32,
-    pub suffix_lens: u32,
+    pub prefix_lens: [u8; GATE_AFFIX_LENS],
+    pub suffix_lens: [u8; GATE_AFFIX_LENS],
+}
+
+/// The lengths the kernel will test for a set of wanted affix lengths: the
+/// [`GATE_AFFIX_LENS`] smallest. A longer affix is tested through the
+/// longest kept length below it (a shorter prefix or suffix of it: more
+/// candidates, never a miss).
+fn kept_lengths(mut wanted: Vec<usize>) -> [u8; GATE_AFFIX_LENS] {
+    wanted.sort_unstable();
+    wanted.dedup();
+    let mut out = [0u8; GATE_AFFIX_LENS];
+    for (slot, n) in out.iter_mut().zip(wanted) {
+        *slot = u8::try_from(n).unwrap_or(0);
+    }
+    out
+}
+
+fn tested_length(kept: &[u8; GATE_AFFIX_LENS], n: usize) -> usize {
+    kept.iter().map(|&k| usize::from(k)).filter(|&k| k != 0 && k <= n).max().unwrap_or(n)
 }
 
 /// Little-endian words of a name, zero-padded; `None` past the gate's limit.
@@ -109,36 +127,43 @@ fn affix_word(bytes: &[u8]) -> u64 {
 
 impl NameGate {
     pub fn build(rules: &[WatchRule]) -> Self {
-        let mut gate = NameGate::default();
         let max_affix = GATE_AFFIX_MAX as usize;
+        let mut exact: Vec<&[u8]> = Vec::new();
+        let mut prefixes: Vec<&[u8]> = Vec::new();
+        let mut suffixes: Vec<&[u8]> = Vec::new();
         for rule in rules {
             let text = rule.pattern.text.as_bytes();
+            let tail = text.rsplit(|&c| c == b'/').next().unwrap_or(text);
             match rule.pattern.kind {
-                PatternKind::Exact | PatternKind::Basename => {
-                    let name = text.rsplit(|&c| c == b'/').next().unwrap_or(text);
-                    gate.add_exact(name);
-                }
-                PatternKind::Prefix => {
-                    let tail = text.rsplit(|&c| c == b'/').next().unwrap_or(&[]);
-                    if !tail.is_empty() {
-                        let p = &tail[..tail.len().min(max_affix)];
-                        gate.bits.set(gate_affix_bit(GATE_PREFIX, p.len() as u64, affix_word(p)));
-                        gate.prefix_lens |= 1 << p.len();
-                    }
-                }
-                PatternKind::Suffix => {
-                    let s = &text[text.len().saturating_sub(max_affix)..];
-                    gate.bits.set(gate_affix_bit(GATE_SUFFIX, s.len() as u64, affix_word(s)));
-                    gate.suffix_lens |= 1 << s.len();
-                }
+                PatternKind::Exact | PatternKind::Basename => exact.push(tail),
+                // `dir/` rules have no name; their directories are watched.
+                PatternKind::Prefix if !tail.is_empty() => prefixes.push(&tail[..tail.len().min(max_affix)]),
+                PatternKind::Prefix => {}
+                PatternKind::Suffix => suffixes.push(&text[text.len().saturating_sub(max_affix)..]),
             }
+        }
+        let mut gate = NameGate {
+            prefix_lens: kept_lengths(prefixes.iter().map(|p| p.len()).collect()),
+            suffix_lens: kept_lengths(suffixes.iter().map(|s| s.len()).collect()),
+            ..NameGate::default()
+        };
+        for name in exact {
+            gate.add_exact(name);
+        }
+        for p in prefixes {
+            let n = tested_length(&gate.prefix_lens, p.len());
+            gate.bits.set(gate_affix_bit(GATE_PREFIX, n as u64, affix_word(&p[..n])));
+        }
+        for s in suffixes {
+            let n = tested_length(&gate.suffix_lens, s.len());
+            gate.bits.set(gate_affix_bit(GATE_SUFFIX, n as u64, affix_word(&s[s.len() - n..])));
         }
         gate
     }
 
     fn add_exact(&mut self, name: &[u8]) {
         if let Some(words) = name_words(name) {
-            self.bits.set(gate_name_bit(GATE_EXACT, name.len() as u64, &words));
+            self.bits.set(gate_name_bit(name.len() as u64, &words));
         }
     }
 
@@ -147,15 +172,18 @@ impl NameGate {
     #[cfg(test)]
     pub fn passes(&self, name: &[u8]) -> bool {
         let Some(words) = name_words(name) else { return false };
-        if self.bits.test(gate_name_bit(GATE_EXACT, name.len() as u64, &words)) {
+        if self.bits.test(gate_name_bit(name.len() as u64, &words)) {
             return true;
         }
-        (1..=GATE_AFFIX_MAX as usize).filter(|&n| n <= name.len()).any(|n| {
-            (self.prefix_lens & (1 << n) != 0
-                && self.bits.test(gate_affix_bit(GATE_PREFIX, n as u64, affix_word(&name[..n]))))
-                || (self.suffix_lens & (1 << n) != 0
-                    && self.bits.test(gate_affix_bit(GATE_SUFFIX, n as u64, affix_word(&name[name.len() - n..]))))
-        })
+        let lens = |kept: &[u8; GATE_AFFIX_LENS]| {
+            kept.iter().map(|&n| usize::from(n)).take_while(|&n| n != 0).filter(|&n| n <= name.len()).collect::<Vec<_>>()
+        };
+        lens(&self.prefix_lens)
+            .into_iter()
+            .any(|n| self.bits.test(gate_affix_bit(GATE_PREFIX, n as u64, affix_word(&name[..n]))))
+            || lens(&self.suffix_lens)
+                .into_iter()
+                .any(|n| self.bits.test(gate_affix_bit(GATE_SUFFIX, n as u64, affix_word(&name[name.len() - n..]))))
     }
 }
 
@@ -163,7 +191,7 @@ impl NameGate {
 pub fn inode_gate(entries: &[InodeEntry]) -> Bitmap {
     let mut bits = Bitmap::default();
     for e in entries {
-        bits.set(gate_inode_bit(e.key.dev as u64, e.key.ino));
+        bits.set(gate_inode_bit(e.key.ino));
     }
     bits
 }
@@ -211,9 +239,24 @@ mod tests {
             false_positives += usize::from(gate.passes(no.as_bytes()));
         }
         assert_eq!(false_positives, 0);
-        assert_eq!(gate.prefix_lens, 1 << 3);
-        assert_eq!(gate.suffix_lens, 1 << 4 | 1 << 8);
+        assert_eq!(gate.prefix_lens, [3, 0, 0, 0]);
+        assert_eq!(gate.suffix_lens, [4, 8, 0, 0]);
         assert!(!gate.passes(&[b'a'; 65]));
+    }
+
+    /// More distinct lengths than the kernel tests: longer affixes are
+    /// tested through a shorter kept length, so nothing is missed.
+    #[test]
+    fn surplus_affix_lengths_fall_back_to_shorter_ones() {
+        let rules: Vec<_> = ["*.a", "*.ab", "*.abc", "*.abcd", "*.abcdef", "/x/p1*", "/x/p12*", "/x/p123*", "/x/p1234*", "/x/p123456*"]
+            .iter()
+            .enumerate()
+            .map(|(i, p)| rule(i as u32 + 1, p))
+            .collect();
+        let gate = NameGate::build(&rules);
+        assert_eq!(gate.suffix_lens, [2, 3, 4, 5]);
+        assert_eq!(gate.prefix_lens, [2, 3, 4, 5]);
+        assert!(gate.passes(b"x.abcdef") && gate.passes(b"p123456-key"));
     }
 
     /// Guards the shared hash: the kernel hashes the name words of an

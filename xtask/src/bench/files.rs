@@ -19,7 +19,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use super::{Background, median};
+use super::{Background, BpfStats, median};
 use crate::setup::{output, status};
 
 const LOOP_ITERS: usize = 100_000;
@@ -66,6 +66,9 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
 
     let mut loop_ns: [Vec<f64>; 3] = Default::default();
     let mut tree_ms: [Vec<f64>; 3] = Default::default();
+    // ns per program run, per setup (floor, agent), while the loop runs.
+    let mut prog_ns: [Vec<f64>; 3] = Default::default();
+    let _stats = BpfStats::enable();
     // Warm the page cache once so the first setup is not penalised.
     read_tree(&tree)?;
     for round in 0..rounds {
@@ -83,7 +86,13 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
             };
             open_loop(&files, LOOP_ITERS / 10); // warm-up
             for _ in 0..REPS {
+                let before = bg.as_ref().map(Background::prog_stats);
                 loop_ns[i].push(open_loop(&files, LOOP_ITERS));
+                if let (Some((t0, n0)), Some((t1, n1))) = (before, bg.as_ref().map(Background::prog_stats))
+                    && n1 > n0
+                {
+                    prog_ns[i].push((t1 - t0) as f64 / (n1 - n0) as f64);
+                }
                 tree_ms[i].push(read_tree(&tree)?);
             }
             if let Some(bg) = bg {
@@ -108,6 +117,11 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
     };
     let (lf, la) = report("open+close loop, 16 non-credential files", "ns/iter", &mut loop_ns, "agent - floor <= 3 pp");
     let (_, ta) = report(&format!("read source tree, {tree_files} files"), "ms", &mut tree_ms, "agent <= 2%");
+    let (pf, pa) = (median(&mut prog_ns[1]), median(&mut prog_ns[2]));
+    println!(
+        "program time per syscall exit during the open loop (kernel BPF stats, median): floor {pf:.1} ns, agent {pa:.1} ns ({:+.1} ns)",
+        pa - pf
+    );
     println!(
         "verdict: open loop {} ({:+.2} pp over floor); tree {} ({:+.2}%)",
         if la - lf <= 3.0 { "meets target" } else { "MISSES target" },

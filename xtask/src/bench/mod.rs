@@ -64,6 +64,12 @@ impl Background {
 
     /// Closes stdin (the floor program exits on that), then sends SIGTERM
     /// (the agent's clean shutdown) if it is still running.
+    /// Run time and run count of the BPF programs this process holds
+    /// (kernel BPF statistics, from its fds' fdinfo).
+    pub fn prog_stats(&self) -> (u64, u64) {
+        prog_stats(self.child.id())
+    }
+
     pub fn stop(mut self) -> anyhow::Result<()> {
         drop(self.stdin.take());
         let deadline = Instant::now() + Duration::from_secs(2);
@@ -86,6 +92,47 @@ impl Drop for Background {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Sum of `run_time_ns` and `run_cnt` over the BPF programs `pid` holds.
+pub fn prog_stats(pid: u32) -> (u64, u64) {
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return (0, 0) };
+    let mut total = (0, 0);
+    for e in rd.filter_map(Result::ok) {
+        let Ok(info) = std::fs::read_to_string(e.path()) else { continue };
+        if !info.contains("prog_id:") {
+            continue;
+        }
+        let field = |name: &str| {
+            info.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<u64>().ok())).unwrap_or(0)
+        };
+        total.0 += field("run_time_ns:");
+        total.1 += field("run_cnt:");
+    }
+    total
+}
+
+/// Turns on the kernel's BPF run-time statistics for as long as it lives.
+pub struct BpfStats(Option<String>);
+
+const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+impl BpfStats {
+    pub fn enable() -> Self {
+        let old = std::fs::read_to_string(BPF_STATS).ok();
+        if std::fs::write(BPF_STATS, "1").is_err() {
+            eprintln!("bench: cannot enable {BPF_STATS}; program costs will read 0");
+        }
+        Self(old)
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        if let Some(old) = &self.0 {
+            let _ = std::fs::write(BPF_STATS, old.trim());
+        }
     }
 }
 
