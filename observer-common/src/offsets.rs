@@ -38,7 +38,29 @@ pub struct KernelOffsets {
     pub fdtable_fd: u32,
     pub fdtable_max_fds: u32,
 
+    // processes, terminals and cgroups (probes/process.rs). Resolved apart
+    // from the fields above: `process_valid == 0` disables only the process
+    // programs' field reads, not the file sensor's.
+    pub process_valid: u32,
+    pub task_pid: u32,
+    pub task_signal: u32,
+    pub task_cgroups: u32,
+    pub task_exit_code: u32,
+    pub signal_live: u32,
+    pub signal_tty: u32,
+    pub tty_name: u32,
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
+    pub mm_env_start: u32,
+    pub mm_env_end: u32,
+    pub bprm_filename: u32,
+    pub css_set_dfl_cgrp: u32,
+    pub cgroup_kn: u32,
+    pub cgroup_root: u32,
+    pub cgroup_root_hierarchy_id: u32,
+    pub kernfs_node_id: u32,
+
     // Keep the struct a multiple of 8 bytes.
     pub _pad0: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 26 * 4);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 44 * 4);

@@ -40,6 +40,24 @@ static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     files_fdt: 0,
     fdtable_fd: 0,
     fdtable_max_fds: 0,
+    process_valid: 0,
+    task_pid: 0,
+    task_signal: 0,
+    task_cgroups: 0,
+    task_exit_code: 0,
+    signal_live: 0,
+    signal_tty: 0,
+    tty_name: 0,
+    mm_arg_start: 0,
+    mm_arg_end: 0,
+    mm_env_start: 0,
+    mm_env_end: 0,
+    bprm_filename: 0,
+    css_set_dfl_cgrp: 0,
+    cgroup_kn: 0,
+    cgroup_root: 0,
+    cgroup_root_hierarchy_id: 0,
+    kernfs_node_id: 0,
     _pad0: 0,
 });
 
@@ -118,6 +136,19 @@ pub fn file_dev_ino(o: &KernelOffsets, file: u64) -> (u64, u64) {
         .and_then(|sb| read::<u32>(sb, o.super_block_s_dev))
         .unwrap_or(0);
     (dev as u64, ino)
+}
+
+/// The cgroup v2 id of `task` (`task->cgroups->dfl_cgrp->kn->id`), as
+/// `bpf_get_current_cgroup_id` would return it in that task's context.
+#[inline(always)]
+pub fn task_cgroup_id(o: &KernelOffsets, task: u64) -> Option<u64> {
+    if o.process_valid == 0 {
+        return None;
+    }
+    let css_set = read::<u64>(task, o.task_cgroups)?;
+    let cgroup = read::<u64>(css_set, o.css_set_dfl_cgrp)?;
+    let kn = read::<u64>(cgroup, o.cgroup_kn)?;
+    read::<u64>(kn, o.kernfs_node_id)
 }
 
 /// The current task's executable file (`mm->exe_file`), if any.

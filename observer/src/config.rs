@@ -2,13 +2,18 @@
 //! resolved into one validated [`Config`] before any BPF is loaded. Flags win
 //! over the file; the file wins over built-in defaults. Every field is
 //! optional: the agent runs with no file at all.
-use std::path::{Path, PathBuf};
+use std::{
+    num::NonZeroUsize,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use serde::Deserialize;
 
 use crate::{
     classify::catalog::{self, PathPattern, WatchRule},
     export::jsonl::Target,
+    identity::IdentityConfig,
 };
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/nhi-observer";
@@ -30,7 +35,30 @@ pub struct FileConfig {
     /// Extra paths to watch, on top of the built-in catalog.
     #[serde(default)]
     pub watch: Vec<WatchConfig>,
+    /// Process table and workload identity.
+    #[serde(default)]
+    pub process: ProcessConfig,
 }
+
+/// The `[process]` section: the process table behind workload identity.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessConfig {
+    /// Emit each process's arguments (`process.command_args`), with values
+    /// that look like secrets masked. Default: false.
+    pub capture_args: Option<bool>,
+    /// Most processes the table holds; the least recently used go first.
+    /// Default: 32768.
+    pub table_capacity: Option<usize>,
+    /// Seconds between checks of the table against /proc, which remove
+    /// processes whose exit the agent missed. Default: 60.
+    pub reconcile_interval_secs: Option<u64>,
+    /// Seconds between `identity stats` log lines (table size, evictions).
+    /// Default: 60.
+    pub stats_interval_secs: Option<u64>,
+}
+
+pub const DEFAULT_TABLE_CAPACITY: usize = 32_768;
 
 /// One extra watched path.
 #[derive(Debug, Deserialize)]
@@ -52,6 +80,8 @@ pub struct Overrides {
     pub state_dir: Option<PathBuf>,
     pub jsonl: Option<String>,
     pub ring_buffer_bytes: Option<u32>,
+    /// `--capture-args`: on if given (else the file decides).
+    pub capture_args: bool,
 }
 
 /// The validated configuration the agent runs with.
@@ -61,6 +91,7 @@ pub struct Config {
     pub jsonl: Target,
     pub ring_bytes: u32,
     pub rules: Vec<WatchRule>,
+    pub identity: IdentityConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +108,10 @@ pub enum ConfigError {
     DuplicateName(String),
     #[error("state_dir must be an absolute path, got {0}")]
     RelativeStateDir(PathBuf),
+    #[error("process.table_capacity = {0}: must be between 64 and 4194304")]
+    TableCapacity(usize),
+    #[error("process.{0} must be at least 1 second")]
+    Interval(&'static str),
 }
 
 impl Config {
@@ -104,7 +139,22 @@ impl Config {
             let id = u32::try_from(rules.len() + 1).unwrap_or(u32::MAX);
             rules.push(WatchRule { id, name: w.name, kind: w.kind.unwrap_or_else(|| "unknown".into()), pattern });
         }
-        Ok(Self { state_dir, jsonl, ring_bytes, rules })
+        let p = file.process;
+        let capacity = p.table_capacity.unwrap_or(DEFAULT_TABLE_CAPACITY);
+        let table_capacity = NonZeroUsize::new(capacity)
+            .filter(|_| (64..=1 << 22).contains(&capacity))
+            .ok_or(ConfigError::TableCapacity(capacity))?;
+        let secs = |v: Option<u64>, name| match v.unwrap_or(60) {
+            0 => Err(ConfigError::Interval(name)),
+            n => Ok(Duration::from_secs(n)),
+        };
+        let identity = IdentityConfig {
+            capture_args: o.capture_args || p.capture_args.unwrap_or(false),
+            table_capacity,
+            reconcile_interval: secs(p.reconcile_interval_secs, "reconcile_interval_secs")?,
+            stats_interval: secs(p.stats_interval_secs, "stats_interval_secs")?,
+        };
+        Ok(Self { state_dir, jsonl, ring_bytes, rules, identity })
     }
 }
 
@@ -133,6 +183,18 @@ mod tests {
         assert_eq!(c.jsonl, Target::Stdout);
         assert_eq!(c.ring_bytes, DEFAULT_RING_BYTES);
         assert!(c.rules.iter().any(|r| r.name == "aws-shared-credentials"));
+        assert!(!c.identity.capture_args, "argv capture is opt-in");
+        assert_eq!(c.identity.table_capacity.get(), DEFAULT_TABLE_CAPACITY);
+    }
+
+    #[test]
+    fn process_section_and_flag() {
+        let c = with_file("[process]\ncapture_args = true\ntable_capacity = 128\nstats_interval_secs = 2\n").unwrap();
+        assert!(c.identity.capture_args);
+        assert_eq!(c.identity.table_capacity.get(), 128);
+        assert_eq!(c.identity.stats_interval, Duration::from_secs(2));
+        let c = Config::resolve(Overrides { capture_args: true, ..Default::default() }).unwrap();
+        assert!(c.identity.capture_args);
     }
 
     #[test]
@@ -163,6 +225,9 @@ mod tests {
             Err(ConfigError::DuplicateName(_))
         ));
         assert!(matches!(with_file("state_dir = \"rel\""), Err(ConfigError::RelativeStateDir(_))));
+        assert!(matches!(with_file("[process]\ntable_capacity = 3"), Err(ConfigError::TableCapacity(3))));
+        assert!(matches!(with_file("[process]\nstats_interval_secs = 0"), Err(ConfigError::Interval(_))));
+        assert!(matches!(with_file("[process]\ncapture_argz = true"), Err(ConfigError::Parse { .. })));
         let missing = Config::resolve(Overrides { config: Some("/nonexistent/x.toml".into()), ..Default::default() });
         assert!(matches!(missing, Err(ConfigError::Read { .. })));
     }

@@ -11,6 +11,12 @@ use std::{
 pub struct Stats {
     pub events_received: AtomicU64,
     pub records_written: AtomicU64,
+    /// Process table (identity): entries now, and removals since start.
+    pub process_table_size: AtomicU64,
+    pub process_table_evicted: AtomicU64,
+    pub process_table_reconciled: AtomicU64,
+    /// Environment credentials found at exec.
+    pub env_credentials: AtomicU64,
     decode_errors: Mutex<BTreeMap<&'static str, u64>>,
 }
 
@@ -31,5 +37,10 @@ impl Stats {
 
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Sets a gauge.
+    pub fn set(gauge: &AtomicU64, v: u64) {
+        gauge.store(v, Ordering::Relaxed);
     }
 }

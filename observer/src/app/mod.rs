@@ -46,14 +46,15 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let reader = tokio::spawn(ringbuf::run(ring, tx, stats.clone(), shutdown.clone()));
 
     let mut sink = JsonLines::open(&cfg.jsonl).with_context(|| format!("opening JSON lines output {:?}", cfg.jsonl))?;
-    let mut pipeline = Pipeline::new(&cfg);
+    let mut pipeline = Pipeline::new(&cfg, stats.clone());
+    let runtime = tokio::runtime::Handle::current();
     let (done_tx, done_rx) = std_mpsc::channel();
     let sink_stats = stats.clone();
     let sink_shutdown = shutdown.clone();
     let sink_thread = thread::Builder::new()
         .name("nhi-sink".into())
         .spawn(move || {
-            let result = sink_loop(rx, &mut pipeline, &mut sink, &sink_stats);
+            let result = sink_loop(&runtime, rx, &mut pipeline, &mut sink, &sink_stats);
             sink_shutdown.cancel();
             let _ = done_tx.send(());
             result
@@ -83,6 +84,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     tracing::info!(
         events = Stats::get(&stats.events_received),
         records = Stats::get(&stats.records_written),
+        process_table = Stats::get(&stats.process_table_size),
+        process_table_evicted = Stats::get(&stats.process_table_evicted),
+        process_table_reconciled = Stats::get(&stats.process_table_reconciled),
+        env_credentials = Stats::get(&stats.env_credentials),
         decode_errors = ?stats.decode_errors(),
         kernel_counters = ?kernel,
         "stopped; probes detached"
@@ -109,15 +114,20 @@ fn ensure_state_dir(dir: &std::path::Path) -> anyhow::Result<()> {
         .with_context(|| format!("creating state directory {}", dir.display()))
 }
 
+/// How often the sink thread wakes without events, for the stages'
+/// periodic work (process-table reconciliation and stats).
+const MAINTAIN_EVERY: Duration = Duration::from_secs(1);
+
 /// The sink thread: events through the pipeline, records to the sink.
 fn sink_loop(
+    runtime: &tokio::runtime::Handle,
     mut rx: mpsc::Receiver<Event>,
     pipeline: &mut Pipeline,
     sink: &mut JsonLines,
     stats: &Stats,
 ) -> std::io::Result<()> {
     let mut records = Vec::new();
-    let mut handle = |event: Event, sink: &mut JsonLines| -> std::io::Result<()> {
+    let mut handle = |event: Event, pipeline: &mut Pipeline, sink: &mut JsonLines| -> std::io::Result<()> {
         Stats::add(&stats.events_received, 1);
         pipeline.on_event(event, &mut records);
         for record in records.drain(..) {
@@ -126,14 +136,26 @@ fn sink_loop(
         }
         Ok(())
     };
+    let mut last_maintain = std::time::Instant::now();
     let result = (|| {
-        while let Some(event) = rx.blocking_recv() {
-            handle(event, sink)?;
-            // Write everything already queued, then flush once.
-            while let Ok(event) = rx.try_recv() {
-                handle(event, sink)?;
+        loop {
+            let next = runtime.block_on(async { tokio::time::timeout(MAINTAIN_EVERY, rx.recv()).await });
+            match next {
+                Ok(Some(event)) => {
+                    handle(event, pipeline, sink)?;
+                    // Write everything already queued, then flush once.
+                    while let Ok(event) = rx.try_recv() {
+                        handle(event, pipeline, sink)?;
+                    }
+                    sink.flush()?;
+                }
+                Ok(None) => break,
+                Err(_idle) => {}
             }
-            sink.flush()?;
+            if last_maintain.elapsed() >= MAINTAIN_EVERY {
+                last_maintain = std::time::Instant::now();
+                pipeline.maintain();
+            }
         }
         sink.flush()
     })();

@@ -44,7 +44,14 @@ impl Hook {
 }
 
 /// Every program in the object, by function name, with its hook.
-pub const PROGRAM_LIST: &[(&str, Hook)] = &[("sys_exit", Hook::TpBtf("sys_exit"))];
+pub const PROGRAM_LIST: &[(&str, Hook)] = &[
+    ("sys_exit", Hook::TpBtf("sys_exit")),
+    // Process table and workload identity (probes/process.rs).
+    ("sched_process_exec", Hook::TpBtf("sched_process_exec")),
+    ("sched_process_fork", Hook::TpBtf("sched_process_fork")),
+    ("sched_process_exit", Hook::TpBtf("sched_process_exit")),
+    ("cgroup_mkdir", Hook::TpBtf("cgroup_mkdir")),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -163,6 +170,19 @@ impl Probes {
         Ok(KernelCounters {
             file_open_emitted: get(EventKind::FileOpen, Counter::Emitted)?,
             file_open_reserve_failed: get(EventKind::FileOpen, Counter::ReserveFailed)?,
+            process_emitted: [EventKind::ProcessExec, EventKind::ProcessFork, EventKind::ProcessExit, EventKind::CgroupMkdir]
+                .into_iter()
+                .map(|k| get(k, Counter::Emitted))
+                .sum::<Result<u64, _>>()?,
+            process_reserve_failed: [
+                EventKind::ProcessExec,
+                EventKind::ProcessFork,
+                EventKind::ProcessExit,
+                EventKind::CgroupMkdir,
+            ]
+            .into_iter()
+            .map(|k| get(k, Counter::ReserveFailed))
+            .sum::<Result<u64, _>>()?,
         })
     }
 }
@@ -175,4 +195,9 @@ pub struct KernelCounters {
     pub file_open_emitted: u64,
     /// File events lost because the ring buffer was full.
     pub file_open_reserve_failed: u64,
+    /// Exec, fork, exit and cgroup records emitted.
+    pub process_emitted: u64,
+    /// Exec, fork, exit and cgroup records lost because the ring was full:
+    /// the process table then reconciles against /proc.
+    pub process_reserve_failed: u64,
 }

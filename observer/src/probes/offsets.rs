@@ -51,14 +51,52 @@ pub fn resolve_file(path: &Path) -> Result<KernelOffsets, OffsetsError> {
 /// Resolves the offsets from a BTF blob.
 pub fn resolve(blob: Vec<u8>) -> Result<KernelOffsets, OffsetsError> {
     let info = TypeInformation::new(&Buffer(blob)).map_err(OffsetsError::Parse)?;
-    let off = |ty: &'static str, field: &'static str| -> Result<u32, OffsetsError> {
-        let tid = info.id_of(ty).ok_or(OffsetsError::NoType(ty))?;
-        match info.offset_of(tid, field) {
-            Ok((_, Offset::ByteOffset(o))) => Ok(o),
-            Ok((_, Offset::BitOffsetAndSize(..))) => Err(OffsetsError::BitField { ty, field }),
-            Err(err) => Err(OffsetsError::NoField { ty, field, err: format!("{err:?}") }),
-        }
-    };
+    let mut offsets = resolve_files(&info)?;
+    match resolve_process(&info, &mut offsets) {
+        Ok(()) => offsets.process_valid = 1,
+        Err(e) => tracing::warn!(
+            error = %e,
+            "process offsets unavailable: no exec arguments, environment credentials, terminals, forks, exits or cgroup names"
+        ),
+    }
+    Ok(offsets)
+}
+
+fn field_offset(info: &TypeInformation, ty: &'static str, field: &'static str) -> Result<u32, OffsetsError> {
+    let tid = info.id_of(ty).ok_or(OffsetsError::NoType(ty))?;
+    match info.offset_of(tid, field) {
+        Ok((_, Offset::ByteOffset(o))) => Ok(o),
+        Ok((_, Offset::BitOffsetAndSize(..))) => Err(OffsetsError::BitField { ty, field }),
+        Err(err) => Err(OffsetsError::NoField { ty, field, err: format!("{err:?}") }),
+    }
+}
+
+/// The process section (probes/process.rs). Optional: without it the file
+/// sensor still works.
+fn resolve_process(info: &TypeInformation, o: &mut KernelOffsets) -> Result<(), OffsetsError> {
+    let off = |ty, field| field_offset(info, ty, field);
+    o.task_pid = off("task_struct", "pid")?;
+    o.task_signal = off("task_struct", "signal")?;
+    o.task_cgroups = off("task_struct", "cgroups")?;
+    o.task_exit_code = off("task_struct", "exit_code")?;
+    o.signal_live = off("signal_struct", "live")?;
+    o.signal_tty = off("signal_struct", "tty")?;
+    o.tty_name = off("tty_struct", "name")?;
+    o.mm_arg_start = off("mm_struct", "arg_start")?;
+    o.mm_arg_end = off("mm_struct", "arg_end")?;
+    o.mm_env_start = off("mm_struct", "env_start")?;
+    o.mm_env_end = off("mm_struct", "env_end")?;
+    o.bprm_filename = off("linux_binprm", "filename")?;
+    o.css_set_dfl_cgrp = off("css_set", "dfl_cgrp")?;
+    o.cgroup_kn = off("cgroup", "kn")?;
+    o.cgroup_root = off("cgroup", "root")?;
+    o.cgroup_root_hierarchy_id = off("cgroup_root", "hierarchy_id")?;
+    o.kernfs_node_id = off("kernfs_node", "id")?;
+    Ok(())
+}
+
+fn resolve_files(info: &TypeInformation) -> Result<KernelOffsets, OffsetsError> {
+    let off = |ty, field| field_offset(info, ty, field);
     Ok(KernelOffsets {
         valid: 1,
         task_real_parent: off("task_struct", "real_parent")?,
@@ -85,7 +123,7 @@ pub fn resolve(blob: Vec<u8>) -> Result<KernelOffsets, OffsetsError> {
         files_fdt: off("files_struct", "fdt")?,
         fdtable_fd: off("fdtable", "fd")?,
         fdtable_max_fds: off("fdtable", "max_fds")?,
-        _pad0: 0,
+        ..KernelOffsets::default()
     })
 }
 
@@ -110,6 +148,10 @@ mod tests {
         assert_eq!(o.qstr_name, 8, "qstr is {{ hash_len: u64, name: *const u8 }}");
         assert!(o.task_files > 0 && o.task_mm > 0 && o.task_tgid > 0);
         assert_ne!(o.task_real_parent, o.task_group_leader);
+        assert_eq!(o.process_valid, 1, "process offsets resolve on this kernel");
+        assert_eq!(o.mm_arg_end, o.mm_arg_start + 8, "mm_struct keeps arg_start, arg_end adjacent");
+        assert_eq!(o.mm_env_end, o.mm_env_start + 8);
+        assert!(o.task_pid + 4 == o.task_tgid, "task_struct: pid then tgid");
     }
 
     #[test]
