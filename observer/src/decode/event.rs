@@ -14,25 +14,11 @@ pub enum Event {
     CgroupMkdir(CgroupMkdir),
 }
 
-impl Event {
-    /// The task the event happened in, for the events that have one.
-    pub fn task(&self) -> Option<&Task> {
-        match self {
-            Self::FileOpen(e) => Some(&e.task),
-            Self::ProcessExec(e) => Some(&e.task),
-            Self::ProcessFork(e) => Some(&e.parent),
-            Self::ProcessExit(e) => Some(&e.task),
-            Self::CgroupMkdir(_) => None,
-        }
-    }
-}
-
 /// A successful exec, as the kernel saw it in the new program's context.
 #[derive(Debug, Clone)]
 pub struct ProcessExec {
     pub boot_ns: u64,
     pub task: Task,
-    pub old_pid: u32,
     /// The path passed to exec (for a script, the script).
     pub filename: OsString,
     /// The executable (for a script, its interpreter).
@@ -51,7 +37,6 @@ pub struct ProcessExec {
 /// A new process (not a thread).
 #[derive(Debug, Clone)]
 pub struct ProcessFork {
-    pub boot_ns: u64,
     pub parent: Task,
     pub child_tgid: u32,
     pub child_start_boot_ns: u64,
@@ -63,13 +48,11 @@ pub struct ProcessFork {
 pub struct ProcessExit {
     pub boot_ns: u64,
     pub task: Task,
-    pub exit_code: u32,
 }
 
 /// A cgroup v2 directory was created.
 #[derive(Debug, Clone)]
 pub struct CgroupMkdir {
-    pub boot_ns: u64,
     pub cgroup_id: u64,
     /// From the hierarchy root, e.g. `/system.slice/x.service`.
     pub path: String,

@@ -118,7 +118,6 @@ fn decode_exec(bytes: &[u8]) -> Result<ProcessExec, DecodeError> {
     Ok(ProcessExec {
         boot_ns: raw.header.boot_ns,
         task: task(&raw.task),
-        old_pid: raw.old_pid,
         filename: cstr(&raw.filename),
         exe,
         tty,
@@ -132,7 +131,6 @@ fn decode_exec(bytes: &[u8]) -> Result<ProcessExec, DecodeError> {
 fn decode_fork(bytes: &[u8]) -> Result<ProcessFork, DecodeError> {
     let raw: ProcessForkEvent = fixed(EventKind::ProcessFork, bytes)?;
     Ok(ProcessFork {
-        boot_ns: raw.header.boot_ns,
         parent: task(&raw.parent),
         child_tgid: raw.child_tgid,
         child_start_boot_ns: raw.child_start_boot_ns,
@@ -142,13 +140,12 @@ fn decode_fork(bytes: &[u8]) -> Result<ProcessFork, DecodeError> {
 
 fn decode_exit(bytes: &[u8]) -> Result<ProcessExit, DecodeError> {
     let raw: ProcessExitEvent = fixed(EventKind::ProcessExit, bytes)?;
-    Ok(ProcessExit { boot_ns: raw.header.boot_ns, task: task(&raw.task), exit_code: raw.exit_code })
+    Ok(ProcessExit { boot_ns: raw.header.boot_ns, task: task(&raw.task) })
 }
 
 fn decode_cgroup_mkdir(bytes: &[u8]) -> Result<CgroupMkdir, DecodeError> {
     let raw: CgroupMkdirEvent = fixed(EventKind::CgroupMkdir, bytes)?;
     Ok(CgroupMkdir {
-        boot_ns: raw.header.boot_ns,
         cgroup_id: raw.cgroup_id,
         path: String::from_utf8_lossy(cstr_bytes(&raw.path)).into_owned(),
         path_truncated: raw.flags & cgroup_flags::PATH_TRUNCATED != 0,

@@ -129,6 +129,10 @@ impl Identity {
         e.parent = parent_key.or_else(|| self.table.key_of(ev.task.ppid).filter(|k| k.tgid != key.tgid));
         fill_from_task(&mut e, &ev.task);
         e.exe = ev.exe.as_ref().map(|w| w.path.to_string_lossy().into_owned());
+        let filename = ev.filename.to_string_lossy();
+        if !filename.is_empty() && e.exe.as_deref() != Some(&*filename) {
+            e.exec_path = Some(filename.into_owned());
+        }
         e.tty = ev.tty.as_deref().map(proc::kernel_tty_name);
         if self.cfg.capture_args {
             e.args = Some(Arc::from(args::mask(&ev.args)));
@@ -285,10 +289,6 @@ impl Identity {
         Stats::set(&s.process_table_evicted, self.table.counters.evicted);
         Stats::set(&s.process_table_reconciled, self.table.counters.reconciled);
     }
-
-    pub fn table_len(&self) -> usize {
-        self.table.len()
-    }
 }
 
 fn key_of(task: &Task) -> ProcKey {
@@ -326,6 +326,9 @@ impl Workload {
             }
             if let Some(exe) = &p.exe {
                 put("process.executable.path", exe.clone().into());
+            }
+            if let Some(path) = &p.exec_path {
+                put("nhi.process.exec_path", path.clone().into());
             }
             if let Some(args) = &p.args {
                 put("process.command_args", args.to_vec().into());

@@ -44,6 +44,9 @@ pub struct ProcessEntry {
     pub parent: Option<ProcKey>,
     pub comm: String,
     pub exe: Option<String>,
+    /// The path given to exec when it is not the executable: a script (the
+    /// executable is its interpreter) or a symlink.
+    pub exec_path: Option<String>,
     /// Masked argv (only when argument capture is on).
     pub args: Option<Arc<[String]>>,
     pub args_truncated: bool,
@@ -67,6 +70,7 @@ impl ProcessEntry {
             parent: None,
             comm: String::new(),
             exe: None,
+            exec_path: None,
             args: None,
             args_truncated: false,
             uid: 0,
@@ -175,6 +179,7 @@ impl ProcessTable {
     }
 
     /// Looks at an entry without touching its recency.
+    #[cfg(test)]
     pub fn peek(&self, key: &ProcKey) -> Option<&ProcessEntry> {
         self.entries.peek(key)
     }
