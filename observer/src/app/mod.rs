@@ -61,11 +61,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         })
         .context("starting the sink thread")?;
 
-    probes.attach().context("attaching probes")?;
-    tracing::info!("probes attached; watching");
-
+    // Handlers before "attached": whoever waits for that line (a test, an
+    // init system) may signal at once, and must not hit the default action.
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    probes.attach().context("attaching probes")?;
+    tracing::info!("probes attached; watching");
     tokio::select! {
         _ = sigint.recv() => tracing::info!("SIGINT: shutting down"),
         _ = sigterm.recv() => tracing::info!("SIGTERM: shutting down"),
