@@ -226,6 +226,9 @@ pub struct TestCgroup {
     /// Path from the cgroup2 root, as the agent reports it (`/a/b`).
     pub path: String,
     created: Vec<PathBuf>,
+    /// The unique test root: emptied parents up to it go with the last
+    /// cgroup under it, whatever the drop order.
+    top: PathBuf,
 }
 
 impl TestCgroup {
@@ -243,7 +246,8 @@ impl TestCgroup {
                 created.push(dir.clone());
             }
         }
-        TestCgroup { dir, path, created }
+        let top = mount.join(root);
+        TestCgroup { dir, path, created, top }
     }
 
     /// Moves a running process into this cgroup.
@@ -279,6 +283,15 @@ impl TestCgroup {
             let _ = std::fs::remove_dir(dir);
         }
         self.created.clear();
+        // Parents other cgroups of this test created, once they are empty.
+        let mut dir = self.dir.parent().map(Path::to_path_buf);
+        while let Some(d) = dir.filter(|d| d.starts_with(&self.top)) {
+            match std::fs::remove_dir(&d) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => break,
+                _ => {}
+            }
+            dir = d.parent().map(Path::to_path_buf);
+        }
     }
 }
 
