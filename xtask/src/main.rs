@@ -4,10 +4,12 @@
 //!   the nightly rustc's own LLVM (the recipe in DESIGN.md). Fast when done.
 //! - `run`: setup, build, then run the agent on this host (root, or sudo).
 //! - `test`: setup, clippy, then the whole test suite as root.
+//! - `bench`: the agent's overhead on process creation, as ratios.
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod setup;
 mod tasks;
 
@@ -37,6 +39,13 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Overhead of the running agent on process creation: the same workload
+    /// without, with and again without the agent; prints the ratios (root).
+    Bench {
+        /// Iterations per run.
+        #[arg(long, default_value_t = 2000)]
+        iterations: u32,
+    },
 }
 
 fn main() -> ExitCode {
@@ -45,6 +54,7 @@ fn main() -> ExitCode {
         Cmd::Setup => setup::ensure(),
         Cmd::Run { args } => tasks::run(&args),
         Cmd::Test { no_lint, args } => tasks::test(!no_lint, &args),
+        Cmd::Bench { iterations } => tasks::bench(iterations),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
