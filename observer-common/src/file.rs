@@ -148,10 +148,14 @@ const _: () = assert!(core::mem::size_of::<InodeRule>() == 8);
 pub const INODE_FILE: u32 = 1;
 pub const INODE_DIR: u32 = 2;
 
-/// De-duplication key: the same process, file, access and outcome.
+/// De-duplication key: the same process, file, access and outcome. The
+/// process is (tgid, start time): a new process that reuses a pid is not
+/// folded into the old one's count.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct DedupKey {
+    /// `TaskInfo::start_boot_ns` of the process.
+    pub start_ns: u64,
     pub tgid: u32,
     /// Access class: `O_ACCMODE` bits | `O_CREAT` presence << 2.
     pub access: u32,
@@ -163,7 +167,7 @@ pub struct DedupKey {
     pub errno: u32,
     pub _pad0: u32,
 }
-const _: () = assert!(core::mem::size_of::<DedupKey>() == 32);
+const _: () = assert!(core::mem::size_of::<DedupKey>() == 40);
 
 /// De-duplication state: counts are monotonic, so the agent derives exact
 /// per-record counts by subtraction and never writes to the map.

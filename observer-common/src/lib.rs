@@ -26,8 +26,10 @@ pub const PATH_KEY_LEN: usize = 256;
 
 mod file;
 mod offsets;
+mod process;
 pub use file::*;
 pub use offsets::*;
+pub use process::*;
 
 /// Ring-buffer record kinds. Numbers are part of the ABI: never reuse one.
 /// Each probe family owns a range, so families grow independently.
@@ -40,6 +42,10 @@ pub enum EventKind {
     // 16..=31: network (probes/net.rs).
 
     // 32..=47: processes and workload identity (probes/process.rs).
+    ProcessExec = 32,
+    ProcessFork = 33,
+    ProcessExit = 34,
+    CgroupMkdir = 35,
 }
 
 impl EventKind {
@@ -47,6 +53,10 @@ impl EventKind {
         match v {
             1 => Some(Self::FileOpen),
 
+            32 => Some(Self::ProcessExec),
+            33 => Some(Self::ProcessFork),
+            34 => Some(Self::ProcessExit),
+            35 => Some(Self::CgroupMkdir),
             _ => None,
         }
     }
@@ -139,4 +149,12 @@ mod pod {
     unsafe impl aya::Pod for DedupValue {}
     // SAFETY: as above.
     unsafe impl aya::Pod for FileSensorConfig {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for ProcessExecEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for ProcessForkEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for ProcessExitEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for CgroupMkdirEvent {}
 }

@@ -53,5 +53,27 @@ pub struct KernelOffsets {
     /// and the offset of its `ki_filp`.
     pub btf_kiocb: u32,
     pub kiocb_ki_filp: u32,
+
+    // processes, terminals and cgroups (probes/process.rs). Resolved apart
+    // from the fields above: `process_valid == 0` disables only the process
+    // programs' field reads, not the file sensor's.
+    pub process_valid: u32,
+    pub task_pid: u32,
+    pub task_signal: u32,
+    pub task_cgroups: u32,
+    pub task_exit_code: u32,
+    pub signal_live: u32,
+    pub signal_tty: u32,
+    pub tty_name: u32,
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
+    pub mm_env_start: u32,
+    pub mm_env_end: u32,
+    pub bprm_filename: u32,
+    pub css_set_dfl_cgrp: u32,
+    pub cgroup_kn: u32,
+    pub cgroup_root: u32,
+    pub cgroup_root_hierarchy_id: u32,
+    pub kernfs_node_id: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 34 * 4);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 52 * 4);

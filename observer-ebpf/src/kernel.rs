@@ -52,6 +52,24 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     fs_pwd: 0,
     btf_kiocb: 0,
     kiocb_ki_filp: 0,
+    process_valid: 0,
+    task_pid: 0,
+    task_signal: 0,
+    task_cgroups: 0,
+    task_exit_code: 0,
+    signal_live: 0,
+    signal_tty: 0,
+    tty_name: 0,
+    mm_arg_start: 0,
+    mm_arg_end: 0,
+    mm_env_start: 0,
+    mm_env_end: 0,
+    bprm_filename: 0,
+    css_set_dfl_cgrp: 0,
+    cgroup_kn: 0,
+    cgroup_root: 0,
+    cgroup_root_hierarchy_id: 0,
+    kernfs_node_id: 0,
 };
 
 /// One field of [`OFFSETS`], loaded so that the verifier sees its value.
@@ -99,6 +117,17 @@ pub fn task_btf() -> u64 {
     unsafe { generated::bpf_get_current_task_btf() as u64 }
 }
 
+/// Start time of the current process (`group_leader->start_boottime`), as
+/// in [`TaskInfo::start_boot_ns`]; 0 without kernel offsets.
+#[inline(always)]
+pub fn process_start_ns() -> u64 {
+    if off!(valid) == 0 {
+        return 0;
+    }
+    let leader: u64 = ld(task_btf(), off!(task_group_leader));
+    ld::<u64>(leader, off!(task_start_boottime))
+}
+
 /// Fills `info` with the current task's identity.
 #[inline(always)]
 pub fn current_task_info(info: &mut TaskInfo) {
@@ -122,8 +151,7 @@ pub fn current_task_info(info: &mut TaskInfo) {
         let task = task_btf();
         let parent: u64 = ld(task, off!(task_real_parent));
         info.ppid = ld::<u32>(parent, off!(task_tgid));
-        let leader: u64 = ld(task, off!(task_group_leader));
-        info.start_boot_ns = ld::<u64>(leader, off!(task_start_boottime));
+        info.start_boot_ns = process_start_ns();
     }
 }
 
@@ -346,6 +374,43 @@ pub fn file_path(file: u64) -> Option<(u64, u64)> {
     let dentry = read::<u64>(file, off!(file_f_path) + off!(path_dentry))?;
     let mnt = read::<u64>(file, off!(file_f_path) + off!(path_mnt))?;
     Some((mnt, dentry))
+}
+
+/// The offsets as one value, for code that reads through helpers only
+/// (probes/process.rs); typed loads use [`off!`] field by field.
+#[inline(always)]
+pub fn offsets() -> KernelOffsets {
+    // SAFETY: a plain read of a static.
+    unsafe { core::ptr::read_volatile(&OFFSETS) }
+}
+
+/// Untyped current task pointer (for helper reads).
+#[inline(always)]
+pub fn current_task() -> u64 {
+    // SAFETY: plain helper call.
+    unsafe { aya_ebpf::helpers::bpf_get_current_task() }
+}
+
+/// The cgroup v2 id of `task` (`task->cgroups->dfl_cgrp->kn->id`), as
+/// `bpf_get_current_cgroup_id` would return it in that task's context.
+#[inline(always)]
+pub fn task_cgroup_id(o: &KernelOffsets, task: u64) -> Option<u64> {
+    if o.process_valid == 0 {
+        return None;
+    }
+    let css_set = read::<u64>(task, o.task_cgroups)?;
+    let cgroup = read::<u64>(css_set, o.css_set_dfl_cgrp)?;
+    let kn = read::<u64>(cgroup, o.cgroup_kn)?;
+    read::<u64>(kn, o.kernfs_node_id)
+}
+
+/// [`walk_path`] of a file's path.
+#[inline(always)]
+pub fn walk_file_path(file: u64, buf: &mut [u8; WALK_BUF_LEN]) -> Walk {
+    match file_path(file) {
+        Some((mnt, dentry)) => walk_path(mnt, dentry, buf),
+        None => Walk { len: 0, complete: false },
+    }
 }
 
 /// Outcome of [`walk_path`].

@@ -2,13 +2,18 @@
 //! resolved into one validated [`Config`] before any BPF is loaded. Flags win
 //! over the file; the file wins over built-in defaults. Every field is
 //! optional: the agent runs with no file at all.
-use std::path::{Path, PathBuf};
+use std::{
+    num::NonZeroUsize,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use serde::Deserialize;
 
 use crate::{
     classify::catalog::{self, PathPattern, WatchRule},
     export::jsonl::Target,
+    identity::IdentityConfig,
 };
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/nhi-observer";
@@ -40,7 +45,27 @@ pub struct FileConfig {
     /// Extra paths to watch, on top of the built-in catalog.
     #[serde(default)]
     pub watch: Vec<WatchConfig>,
+    /// Process table and workload identity.
+    #[serde(default)]
+    pub process: ProcessConfig,
 }
+
+/// The `[process]` section: the process table behind workload identity.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessConfig {
+    /// Emit each process's arguments (`process.command_args`), with values
+    /// that look like secrets masked. Default: false.
+    pub capture_args: Option<bool>,
+    /// Most processes the table holds; the least recently used go first.
+    /// Default: 32768.
+    pub table_capacity: Option<usize>,
+    /// Seconds between checks of the table against /proc, which remove
+    /// processes whose exit the agent missed. Default: 60.
+    pub reconcile_interval_secs: Option<u64>,
+}
+
+pub const DEFAULT_TABLE_CAPACITY: usize = 32_768;
 
 /// One extra watched path.
 #[derive(Debug, Deserialize)]
@@ -63,6 +88,8 @@ pub struct Overrides {
     pub state_dir: Option<PathBuf>,
     pub jsonl: Option<String>,
     pub ring_buffer_bytes: Option<u32>,
+    /// `--capture-args`: on if given (else the file decides).
+    pub capture_args: bool,
 }
 
 /// The validated configuration the agent runs with.
@@ -71,10 +98,11 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub jsonl: Target,
     pub ring_bytes: u32,
-    pub dedup: std::time::Duration,
-    pub rescan_every: std::time::Duration,
-    pub stats_every: std::time::Duration,
+    pub dedup: Duration,
+    pub rescan_every: Duration,
+    pub stats_every: Duration,
     pub rules: Vec<WatchRule>,
+    pub identity: IdentityConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +121,8 @@ pub enum ConfigError {
     RelativeStateDir(PathBuf),
     #[error("{0} must be at least 1")]
     ZeroInterval(&'static str),
+    #[error("process.table_capacity = {0}: must be between 64 and 4194304")]
+    TableCapacity(usize),
 }
 
 impl Config {
@@ -112,11 +142,11 @@ impl Config {
         }
         let secs = |v: Option<u64>, default: u64, name| match v.unwrap_or(default) {
             0 => Err(ConfigError::ZeroInterval(name)),
-            n => Ok(std::time::Duration::from_secs(n)),
+            n => Ok(Duration::from_secs(n)),
         };
         let rescan_every = secs(file.rescan_interval_secs, 60, "rescan_interval_secs")?;
         let stats_every = secs(file.stats_interval_secs, 60, "stats_interval_secs")?;
-        let dedup = std::time::Duration::from_millis(file.dedup_interval_ms.unwrap_or(1000));
+        let dedup = Duration::from_millis(file.dedup_interval_ms.unwrap_or(1000));
         let mut rules = catalog::builtin_rules();
         for w in file.watch {
             if rules.iter().any(|r| r.name == w.name) {
@@ -127,7 +157,20 @@ impl Config {
             let id = u32::try_from(rules.len() + 1).unwrap_or(u32::MAX);
             rules.push(WatchRule { id, name: w.name, kind: w.kind.unwrap_or_else(|| "unknown".into()), pattern });
         }
-        Ok(Self { state_dir, jsonl, ring_bytes, dedup, rescan_every, stats_every, rules })
+        let p = file.process;
+        let capacity = p.table_capacity.unwrap_or(DEFAULT_TABLE_CAPACITY);
+        let table_capacity = NonZeroUsize::new(capacity)
+            .filter(|_| (64..=1 << 22).contains(&capacity))
+            .ok_or(ConfigError::TableCapacity(capacity))?;
+        let identity = IdentityConfig {
+            capture_args: o.capture_args || p.capture_args.unwrap_or(false),
+            table_capacity,
+            reconcile_interval: secs(p.reconcile_interval_secs, 60, "process.reconcile_interval_secs")?,
+            // One stats cadence for the agent: the `identity stats` log line
+            // follows the `nhi.agent.stats` records.
+            stats_interval: stats_every,
+        };
+        Ok(Self { state_dir, jsonl, ring_bytes, dedup, rescan_every, stats_every, rules, identity })
     }
 }
 
@@ -157,6 +200,18 @@ mod tests {
         assert_eq!(c.ring_bytes, DEFAULT_RING_BYTES);
         assert!(c.rules.iter().any(|r| r.name == "aws-shared-credentials"));
         assert_eq!(c.dedup, std::time::Duration::from_secs(1));
+        assert!(!c.identity.capture_args, "argv capture is opt-in");
+        assert_eq!(c.identity.table_capacity.get(), DEFAULT_TABLE_CAPACITY);
+    }
+
+    #[test]
+    fn process_section_and_flag() {
+        let c = with_file("[process]\ncapture_args = true\ntable_capacity = 128\nreconcile_interval_secs = 2\n").unwrap();
+        assert!(c.identity.capture_args);
+        assert_eq!(c.identity.table_capacity.get(), 128);
+        assert_eq!(c.identity.reconcile_interval, Duration::from_secs(2));
+        let c = Config::resolve(Overrides { capture_args: true, ..Default::default() }).unwrap();
+        assert!(c.identity.capture_args);
     }
 
     #[test]
@@ -189,6 +244,9 @@ mod tests {
         assert!(matches!(with_file("state_dir = \"rel\""), Err(ConfigError::RelativeStateDir(_))));
         assert!(matches!(with_file("stats_interval_secs = 0"), Err(ConfigError::ZeroInterval(_))));
         assert_eq!(with_file("dedup_interval_ms = 0").unwrap().dedup, std::time::Duration::ZERO);
+        assert!(matches!(with_file("[process]\ntable_capacity = 3"), Err(ConfigError::TableCapacity(3))));
+        assert!(matches!(with_file("[process]\nreconcile_interval_secs = 0"), Err(ConfigError::ZeroInterval(_))));
+        assert!(matches!(with_file("[process]\ncapture_argz = true"), Err(ConfigError::Parse { .. })));
         let missing = Config::resolve(Overrides { config: Some("/nonexistent/x.toml".into()), ..Default::default() });
         assert!(matches!(missing, Err(ConfigError::Read { .. })));
     }

@@ -14,6 +14,7 @@ mod config;
 mod decode;
 mod enrich;
 mod export;
+mod identity;
 mod probes;
 mod ringbuf;
 mod secret;
@@ -64,6 +65,10 @@ struct RunArgs {
     /// Kernel ring-buffer size in bytes [default: 8 MiB].
     #[arg(long)]
     ring_buffer_bytes: Option<u32>,
+    /// Emit process arguments (`process.command_args`), secret-looking
+    /// values masked [default: off, or `capture_args` in the config].
+    #[arg(long)]
+    capture_args: bool,
 }
 
 fn main() -> ExitCode {
@@ -81,6 +86,7 @@ fn main() -> ExitCode {
                 state_dir: args.state_dir,
                 jsonl: args.jsonl,
                 ring_buffer_bytes: args.ring_buffer_bytes,
+                capture_args: args.capture_args,
             };
             let cfg = match config::Config::resolve(overrides.clone()) {
                 Ok(cfg) => cfg,

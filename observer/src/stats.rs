@@ -15,6 +15,12 @@ pub struct Stats {
     pub candidates_rejected: AtomicU64,
     /// Inodes in the kernel's watch list.
     pub watched_inodes: AtomicU64,
+    /// Process table (identity): entries now, and removals since start.
+    pub process_table_size: AtomicU64,
+    pub process_table_evicted: AtomicU64,
+    pub process_table_reconciled: AtomicU64,
+    /// Environment credentials found at exec.
+    pub env_credentials: AtomicU64,
     decode_errors: Mutex<BTreeMap<&'static str, u64>>,
 }
 
@@ -37,7 +43,8 @@ impl Stats {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
-    pub fn set(counter: &AtomicU64, n: u64) {
-        counter.store(n, Ordering::Relaxed);
+    /// Sets a gauge.
+    pub fn set(gauge: &AtomicU64, v: u64) {
+        gauge.store(v, Ordering::Relaxed);
     }
 }

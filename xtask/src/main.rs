@@ -4,6 +4,7 @@
 //!   the nightly rustc's own LLVM (the recipe in DESIGN.md). Fast when done.
 //! - `run`: setup, build, then run the agent on this host (root, or sudo).
 //! - `test`: setup, clippy, then the whole test suite as root.
+//! - `bench`: the agent's overhead on process creation, as ratios.
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -38,13 +39,18 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Overhead benchmarks, as ratios against a baseline in the same run.
+    /// Overhead benchmarks, as ratios against baselines in the same run:
+    /// `files` (credential-file sensor: open loop and a source tree),
+    /// `process` (process creation with and without the agent).
     Bench {
-        /// Which benchmark: `files` (credential-file sensor).
+        /// Which benchmark: `files` or `process`.
         name: String,
-        /// Rounds of interleaved setups.
+        /// `files`: rounds of interleaved setups.
         #[arg(long, default_value_t = 5)]
         rounds: usize,
+        /// `process`: iterations per run.
+        #[arg(long, default_value_t = 2000)]
+        iterations: u32,
     },
 }
 
@@ -54,7 +60,7 @@ fn main() -> ExitCode {
         Cmd::Setup => setup::ensure(),
         Cmd::Run { args } => tasks::run(&args),
         Cmd::Test { no_lint, args } => tasks::test(!no_lint, &args),
-        Cmd::Bench { name, rounds } => setup::ensure().and_then(|()| bench::run(&name, rounds)),
+        Cmd::Bench { name, rounds, iterations } => setup::ensure().and_then(|()| bench::run(&name, rounds, iterations)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -126,6 +126,37 @@ fn cargo_home() -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(home).join(".cargo"))
 }
 
+/// Tools the end-to-end tests run, with the Debian package of each.
+const TEST_TOOLS: &[(&str, &str)] = &[("unshare", "util-linux"), ("script", "bsdutils"), ("mount", "mount")];
+
+/// Installs the tools the end-to-end tests need when missing (Debian and
+/// derivatives: apt-get, as root or through sudo). Idempotent and instant
+/// when all are present.
+pub fn ensure_test_tools() -> anyhow::Result<()> {
+    let missing: Vec<&str> = TEST_TOOLS.iter().filter(|(t, _)| which(t).is_err()).map(|(_, p)| *p).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("setup: installing {} for the end-to-end tests", missing.join(", "));
+    if which("apt-get").is_err() {
+        bail!("the tests need {} (missing), and there is no apt-get here to install them", missing.join(", "));
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() == 0 };
+    let apt = |args: &[&str]| {
+        let mut c = if root { Command::new("apt-get") } else { Command::new("sudo") };
+        if !root {
+            c.arg("apt-get");
+        }
+        c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        status(&mut c)
+    };
+    apt(&["update", "-q"])?;
+    let mut install = vec!["install", "-y", "-q", "--no-install-recommends"];
+    install.extend(&missing);
+    apt(&install).with_context(|| format!("cannot install {}", missing.join(", ")))
+}
+
 pub fn which(program: &str) -> anyhow::Result<PathBuf> {
     let paths = env::var_os("PATH").unwrap_or_default();
     env::split_paths(&paths)

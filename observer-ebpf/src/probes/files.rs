@@ -464,9 +464,10 @@ fn dedup(p: &Pending, now: u64) -> Option<u64> {
         return Some(0);
     }
     let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
+    let start_ns = kernel::process_start_ns();
     let access = (p.flags & O_ACCMODE) | (((p.flags & O_CREAT) != 0) as u32) << 2;
     let (dev, ino, errno) = if ret < 0 { (0, path_hash(), (-ret) as u32) } else { (dev, ino, 0) };
-    let key = DedupKey { tgid, access, dev, ino, errno, _pad0: 0 };
+    let key = DedupKey { start_ns, tgid, access, dev, ino, errno, _pad0: 0 };
     if let Some(v) = DEDUP.get_ptr_mut(key) {
         // SAFETY: a live map value; the count is added atomically because
         // threads of one process may hit the key on several CPUs at once.

@@ -2,3 +2,4 @@
 //! over a function returning `Option`, so `?` works and nothing panics.
 pub mod files;
 pub mod floor;
+pub mod process;

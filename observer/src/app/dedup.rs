@@ -33,7 +33,7 @@ pub struct Dedup {
 pub fn key_of(ev: &FileOpen) -> DedupKey {
     use std::os::unix::ffi::OsStrExt;
     let access = (ev.open_flags & 0o3) | u32::from(ev.creates()) << 2;
-    let tgid = ev.task.tgid;
+    let (tgid, start_ns) = (ev.task.tgid, ev.task.start_boot_ns);
     if ev.ret < 0 {
         let bytes = ev.path.as_bytes();
         let bytes = &bytes[..bytes.len().min(observer_common::PATH_LEN - 1)];
@@ -41,9 +41,9 @@ pub fn key_of(ev: &FileOpen) -> DedupKey {
         for &c in bytes {
             h = (h ^ u64::from(c)).wrapping_mul(0x100_0000_01b3);
         }
-        DedupKey { tgid, access, dev: 0, ino: h, errno: u32::try_from(-ev.ret).unwrap_or(0), _pad0: 0 }
+        DedupKey { start_ns, tgid, access, dev: 0, ino: h, errno: u32::try_from(-ev.ret).unwrap_or(0), _pad0: 0 }
     } else {
-        DedupKey { tgid, access, dev: ev.dev, ino: ev.ino, errno: 0, _pad0: 0 }
+        DedupKey { start_ns, tgid, access, dev: ev.dev, ino: ev.ino, errno: 0, _pad0: 0 }
     }
 }
 
@@ -104,5 +104,67 @@ impl Dedup {
 
     pub fn len(&self) -> usize {
         self.keys.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsString;
+
+    use observer_common::{MatchKind, OpenSyscall};
+
+    use super::*;
+    use crate::decode::Task;
+
+    fn open(tgid: u32, start: u64, total: u64) -> FileOpen {
+        FileOpen {
+            boot_ns: 0,
+            task: Task { tgid, pid: tgid, ppid: 1, uid: 0, gid: 0, cgroup_id: 0, start_boot_ns: start, comm: "t".into() },
+            syscall: OpenSyscall::OpenAt,
+            ret: 3,
+            dev: 1,
+            ino: 2,
+            open_flags: 0,
+            mode: 0,
+            rule_id: 1,
+            match_kind: MatchKind::Inode,
+            path: OsString::from("/x"),
+            path_truncated: false,
+            resolved: None,
+            resolved_is_base: false,
+            exe: None,
+            dedup_total: total,
+        }
+    }
+
+    fn record() -> Record {
+        Record { time: std::time::SystemTime::UNIX_EPOCH, event_name: "t", attributes: Vec::new() }
+    }
+
+    /// Regression: a new process that reuses a pid used to share the old
+    /// one's de-dup key, so its opens were folded into the old count.
+    #[test]
+    fn pid_reuse_is_a_new_key() {
+        assert_ne!(key_of(&open(10, 1_000, 1)), key_of(&open(10, 2_000, 1)));
+    }
+
+    #[test]
+    fn counts_are_differences_of_the_kernel_totals() {
+        let mut d = Dedup::default();
+        assert_eq!(d.on_event(&open(10, 1, 1), &record()), 1);
+        let mut out = Vec::new();
+        // Kernel folded 4 more: the sweep reports them once.
+        let v = DedupValue { emitted_ns: 0, last_ns: 5, total: 5 };
+        d.sweep(|_| Some(v), |_| std::time::SystemTime::UNIX_EPOCH, &mut out);
+        assert_eq!(out.iter().map(|(_, n)| n).sum::<u64>(), 4);
+        out.clear();
+        d.sweep(|_| Some(v), |_| std::time::SystemTime::UNIX_EPOCH, &mut out);
+        assert!(out.is_empty(), "nothing new, nothing reported");
+        // The next emitted event carries total 7: one more folded, plus it.
+        assert_eq!(d.on_event(&open(10, 1, 7), &record()), 2);
+        // Evicted in the kernel and restarted: counts restart too.
+        assert_eq!(d.on_event(&open(10, 1, 1), &record()), 1);
+        // De-dup off: every record is one open.
+        assert_eq!(d.on_event(&open(11, 1, 0), &record()), 1);
     }
 }

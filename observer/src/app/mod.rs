@@ -59,7 +59,7 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
 
     let mut sink = JsonLines::open(&cfg.jsonl).with_context(|| format!("opening JSON lines output {:?}", cfg.jsonl))?;
     let (inode_tx, mut inode_rx) = mpsc::unbounded_channel();
-    let mut pipeline = Pipeline::new(watch, Some(kernel), stats.clone(), inode_tx, cfg.stats_every);
+    let mut pipeline = Pipeline::new(&cfg, watch, Some(kernel), stats.clone(), inode_tx);
     let (done_tx, done_rx) = std_mpsc::channel();
     let sink_stats = stats.clone();
     let sink_shutdown = shutdown.clone();
@@ -124,6 +124,10 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
     tracing::info!(
         events = Stats::get(&stats.events_received),
         records = Stats::get(&stats.records_written),
+        process_table = Stats::get(&stats.process_table_size),
+        process_table_evicted = Stats::get(&stats.process_table_evicted),
+        process_table_reconciled = Stats::get(&stats.process_table_reconciled),
+        env_credentials = Stats::get(&stats.env_credentials),
         decode_errors = ?stats.decode_errors(),
         "stopped; probes detached"
     );

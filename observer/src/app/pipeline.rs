@@ -1,25 +1,28 @@
-//! The per-event chain: enrich -> classify (confirm against the watch list)
-//! -> de-dup accounting -> records. Single-threaded (it runs on the sink
-//! thread), so stages keep state without locks.
+//! The per-event chain: enrich -> identity -> classify (confirm against the
+//! watch list) -> de-dup accounting -> records. Single-threaded (it runs on
+//! the sink thread), so stages keep state without locks.
 //!
 //! Input: [`Input`]s in order (events, ticks, watch-list updates). Output:
 //! records in the data-contract shape, and newly seen credential inodes for
-//! the kernel's watch list.
+//! the kernel's watch list. Every record of an event that has a task goes
+//! through `Identity::annotate`, the one workload-identity lookup.
 use std::{
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use observer_common::{INODE_FILE, InodeKey, InodeRule};
+use observer_common::{INODE_FILE, InodeKey, InodeRule, MatchKind};
 use tokio::sync::mpsc;
 
 use super::dedup::Dedup;
 use crate::{
     classify::watch::{InodeEntry, Via, WatchList},
     clock::BootClock,
+    config::Config,
     decode::{Event, FileOpen},
     enrich,
     export::record::{self, Context, Record},
+    identity::{Identity, env},
     probes::KernelState,
     stats::Stats,
 };
@@ -28,7 +31,7 @@ use crate::{
 #[allow(clippy::large_enum_variant, reason = "events are the traffic; boxing them would allocate per event")]
 pub enum Input {
     Event(Event),
-    /// Once a second: de-dup tails, periodic stats.
+    /// Once a second: de-dup tails, process-table upkeep, periodic stats.
     Tick,
     /// A new watch list (start, rescan, SIGHUP).
     Watch(Arc<WatchList>),
@@ -38,6 +41,7 @@ pub struct Pipeline {
     host_name: String,
     clock: BootClock,
     watch: Arc<WatchList>,
+    identity: Identity,
     kernel: Option<KernelState>,
     dedup: Dedup,
     stats: Arc<Stats>,
@@ -48,23 +52,25 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// Builds the stages; loads the process table from /proc.
     pub fn new(
+        cfg: &Config,
         watch: Arc<WatchList>,
         kernel: Option<KernelState>,
         stats: Arc<Stats>,
         new_inodes: mpsc::UnboundedSender<InodeEntry>,
-        stats_every: Duration,
     ) -> Self {
         let host_name = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
         Self {
             host_name,
             clock: BootClock::new(),
             watch,
+            identity: Identity::new(cfg.identity.clone(), stats.clone()),
             kernel,
             dedup: Dedup::default(),
             stats,
             new_inodes,
-            stats_every,
+            stats_every: cfg.stats_every,
             last_stats: Instant::now(),
         }
     }
@@ -76,6 +82,7 @@ impl Pipeline {
             Input::Watch(watch) => self.watch = watch,
             Input::Tick => {
                 self.sweep(out);
+                self.identity.maintain();
                 if self.last_stats.elapsed() >= self.stats_every {
                     self.last_stats = Instant::now();
                     out.push(self.stats_record());
@@ -100,7 +107,7 @@ impl Pipeline {
                     return;
                 };
                 let rule = self.watch.rule(rule_id);
-                if via != Via::Kernel || ev.match_kind == observer_common::MatchKind::Path {
+                if via != Via::Kernel || ev.match_kind == MatchKind::Path {
                     self.learn_inode(ev, rule_id);
                 }
                 let cx = Context {
@@ -108,11 +115,31 @@ impl Pipeline {
                     time: self.clock.wall_time(ev.boot_ns),
                     rule: rule.map(|r| (r.name.as_str(), r.kind.as_str())),
                 };
-                let mut record = record::from_event(&event, &cx);
+                let Some(mut record) = record::from_event(&event, &cx) else { return };
+                self.identity.annotate(&ev.task, &mut record.attributes);
                 let count = self.dedup.on_event(ev, &record);
                 record.set_count(count);
                 out.push(record);
             }
+            Event::ProcessExec(ev) => {
+                self.identity.on_exec(ev);
+                let (environment, cut) = self.identity.exec_environment(ev);
+                let creds = env::credentials(&environment, cut);
+                if creds.is_empty() {
+                    return;
+                }
+                Stats::add(&self.stats.env_credentials, creds.len() as u64);
+                let time = self.clock.wall_time(ev.boot_ns);
+                for cred in &creds {
+                    let id = env::derive_id(cred, &creds);
+                    let mut rec = env::record(ev, cred, id, &self.host_name, time);
+                    self.identity.annotate(&ev.task, &mut rec.attributes);
+                    out.push(rec);
+                }
+            }
+            Event::ProcessFork(ev) => self.identity.on_fork(ev),
+            Event::ProcessExit(ev) => self.identity.on_exit(ev),
+            Event::CgroupMkdir(ev) => self.identity.on_cgroup_mkdir(ev),
         }
     }
 
@@ -144,19 +171,24 @@ impl Pipeline {
     fn stats_record(&mut self) -> Record {
         let kernel = self.kernel.as_ref().and_then(|k| k.counters().ok()).unwrap_or_default();
         let s = &self.stats;
+        let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX).into();
         let attributes = vec![
             ("host.name", self.host_name.clone().into()),
-            ("nhi.file.events.emitted", (kernel.file_open_emitted as i64).into()),
-            ("nhi.file.events.lost", (kernel.file_open_reserve_failed as i64).into()),
-            ("nhi.file.opens.folded", (kernel.file_open_dedup_suppressed as i64).into()),
-            ("nhi.file.opens.slow_path", (kernel.file_open_slow_path as i64).into()),
-            ("nhi.agent.events.received", (Stats::get(&s.events_received) as i64).into()),
-            ("nhi.agent.candidates.rejected", (Stats::get(&s.candidates_rejected) as i64).into()),
-            ("nhi.agent.records.written", (Stats::get(&s.records_written) as i64).into()),
-            ("nhi.agent.decode_errors", (s.decode_errors().values().sum::<u64>() as i64).into()),
-            ("nhi.agent.dedup.keys", (self.dedup.len() as i64).into()),
-            ("nhi.watch.rules", (self.watch.rules().len() as i64).into()),
-            ("nhi.watch.inodes", (Stats::get(&s.watched_inodes) as i64).into()),
+            ("nhi.file.events.emitted", int(kernel.file_open_emitted)),
+            ("nhi.file.events.lost", int(kernel.file_open_reserve_failed)),
+            ("nhi.file.opens.folded", int(kernel.file_open_dedup_suppressed)),
+            ("nhi.file.opens.slow_path", int(kernel.file_open_slow_path)),
+            ("nhi.process.events.emitted", int(kernel.process_emitted)),
+            ("nhi.process.events.lost", int(kernel.process_reserve_failed)),
+            ("nhi.agent.events.received", int(Stats::get(&s.events_received))),
+            ("nhi.agent.candidates.rejected", int(Stats::get(&s.candidates_rejected))),
+            ("nhi.agent.records.written", int(Stats::get(&s.records_written))),
+            ("nhi.agent.decode_errors", int(s.decode_errors().values().sum::<u64>())),
+            ("nhi.agent.dedup.keys", int(self.dedup.len() as u64)),
+            ("nhi.agent.process_table.size", int(Stats::get(&s.process_table_size))),
+            ("nhi.agent.process_table.evicted", int(Stats::get(&s.process_table_evicted))),
+            ("nhi.watch.rules", int(self.watch.rules().len() as u64)),
+            ("nhi.watch.inodes", int(Stats::get(&s.watched_inodes))),
         ];
         Record { time: std::time::SystemTime::now(), event_name: record::EVENT_AGENT_STATS, attributes }
     }

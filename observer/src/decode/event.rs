@@ -3,9 +3,60 @@ use std::ffi::OsString;
 
 use observer_common::{MatchKind, OpenSyscall};
 
+use crate::secret::Secret;
+
 #[derive(Debug, Clone)]
 pub enum Event {
     FileOpen(FileOpen),
+    ProcessExec(ProcessExec),
+    ProcessFork(ProcessFork),
+    ProcessExit(ProcessExit),
+    CgroupMkdir(CgroupMkdir),
+}
+
+/// A successful exec, as the kernel saw it in the new program's context.
+#[derive(Debug, Clone)]
+pub struct ProcessExec {
+    pub boot_ns: u64,
+    pub task: Task,
+    /// The path passed to exec (for a script, the script).
+    pub filename: OsString,
+    /// The executable (for a script, its interpreter).
+    pub exe: Option<WalkedPath>,
+    /// Controlling terminal name as the kernel has it (`pts3`).
+    pub tty: Option<String>,
+    /// argv, NUL-separated. May hold secrets (`--password=...`): masked
+    /// before anything leaves the agent, and only when argv capture is on.
+    pub args: Secret,
+    pub args_truncated: bool,
+    /// The environment, NUL-separated `NAME=value`. Holds secrets.
+    pub env: Secret,
+    pub env_truncated: bool,
+}
+
+/// A new process (not a thread).
+#[derive(Debug, Clone)]
+pub struct ProcessFork {
+    pub parent: Task,
+    pub child_tgid: u32,
+    pub child_start_boot_ns: u64,
+    pub child_cgroup_id: u64,
+}
+
+/// The last thread of a process exited.
+#[derive(Debug, Clone)]
+pub struct ProcessExit {
+    pub boot_ns: u64,
+    pub task: Task,
+}
+
+/// A cgroup v2 directory was created.
+#[derive(Debug, Clone)]
+pub struct CgroupMkdir {
+    pub cgroup_id: u64,
+    /// From the hierarchy root, e.g. `/system.slice/x.service`.
+    pub path: String,
+    pub path_truncated: bool,
 }
 
 /// The task an event happened in, as the kernel saw it at that moment.

@@ -18,6 +18,14 @@ pub enum Value {
     Str(String),
     Int(i64),
     Bool(bool),
+    /// A string array (OpenTelemetry `string[]`, e.g. `process.command_args`).
+    StrList(Vec<String>),
+}
+
+impl From<Vec<String>> for Value {
+    fn from(v: Vec<String>) -> Self {
+        Self::StrList(v)
+    }
 }
 
 impl From<&str> for Value {
@@ -52,6 +60,7 @@ impl Serialize for Value {
             Self::Str(v) => s.serialize_str(v),
             Self::Int(v) => s.serialize_i64(*v),
             Self::Bool(v) => s.serialize_bool(*v),
+            Self::StrList(v) => v.serialize(s),
         }
     }
 }
@@ -88,7 +97,7 @@ impl Serialize for Record {
     }
 }
 
-fn rfc3339(t: SystemTime) -> String {
+pub fn rfc3339(t: SystemTime) -> String {
     time::OffsetDateTime::from(t)
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
@@ -102,9 +111,12 @@ pub struct Context<'a> {
     pub rule: Option<(&'a str, &'a str)>,
 }
 
-pub fn from_event(event: &Event, cx: &Context<'_>) -> Record {
+/// The record for a sensor event; `None` for events that only feed the
+/// agent's state (process lifecycle, cgroups).
+pub fn from_event(event: &Event, cx: &Context<'_>) -> Option<Record> {
     match event {
-        Event::FileOpen(ev) => file_open(ev, cx),
+        Event::FileOpen(ev) => Some(file_open(ev, cx)),
+        Event::ProcessExec(_) | Event::ProcessFork(_) | Event::ProcessExit(_) | Event::CgroupMkdir(_) => None,
     }
 }
 

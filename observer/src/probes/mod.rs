@@ -49,7 +49,14 @@ impl Hook {
 
 /// Every program the agent runs, by function name, with its hook. (The
 /// object also holds `sys_exit_floor`, which only the benchmark loads.)
-pub const PROGRAM_LIST: &[(&str, Hook)] = &[("sys_exit", Hook::TpBtf("sys_exit"))];
+pub const PROGRAM_LIST: &[(&str, Hook)] = &[
+    ("sys_exit", Hook::TpBtf("sys_exit")),
+    // Process table and workload identity (probes/process.rs).
+    ("sched_process_exec", Hook::TpBtf("sched_process_exec")),
+    ("sched_process_fork", Hook::TpBtf("sched_process_fork")),
+    ("sched_process_exit", Hook::TpBtf("sched_process_exit")),
+    ("cgroup_mkdir", Hook::TpBtf("cgroup_mkdir")),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -100,11 +107,16 @@ impl KernelState {
             Ok(values.iter().sum())
         };
         let k = EventKind::FileOpen;
+        const PROCESS: [EventKind; 4] =
+            [EventKind::ProcessExec, EventKind::ProcessFork, EventKind::ProcessExit, EventKind::CgroupMkdir];
+        let sum = |counter| PROCESS.into_iter().map(|k| get(k, counter)).sum::<Result<u64, ProbeError>>();
         Ok(KernelCounters {
             file_open_emitted: get(k, Counter::Emitted)?,
             file_open_reserve_failed: get(k, Counter::ReserveFailed)?,
             file_open_dedup_suppressed: get(k, Counter::DedupSuppressed)?,
             file_open_slow_path: get(k, Counter::SlowPath)?,
+            process_emitted: sum(Counter::Emitted)?,
+            process_reserve_failed: sum(Counter::ReserveFailed)?,
         })
     }
 }
@@ -293,4 +305,9 @@ pub struct KernelCounters {
     pub file_open_dedup_suppressed: u64,
     /// Opens that took the helper-based slow path (grown fd table).
     pub file_open_slow_path: u64,
+    /// Exec, fork, exit and cgroup records emitted.
+    pub process_emitted: u64,
+    /// Exec, fork, exit and cgroup records lost because the ring was full:
+    /// the process table then reconciles against /proc.
+    pub process_reserve_failed: u64,
 }

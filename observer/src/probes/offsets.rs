@@ -83,7 +83,7 @@ pub fn resolve(blob: Vec<u8>) -> Result<KernelBtf, OffsetsError> {
         .ok()
         .and_then(|s| u32::try_from(s).ok())
         .ok_or(OffsetsError::NoType("dentry inline name size"))?;
-    let offsets = KernelOffsets {
+    let mut offsets = KernelOffsets {
         valid: 1,
         task_real_parent: off("task_struct", "real_parent")?,
         task_tgid: off("task_struct", "tgid")?,
@@ -118,8 +118,49 @@ pub fn resolve(blob: Vec<u8>) -> Result<KernelBtf, OffsetsError> {
         fs_pwd: off("fs_struct", "pwd")?,
         btf_kiocb,
         kiocb_ki_filp: off("kiocb", "ki_filp")?,
+        ..KernelOffsets::default()
     };
+    match resolve_process(&info, &mut offsets) {
+        Ok(()) => offsets.process_valid = 1,
+        Err(e) => tracing::warn!(
+            error = %e,
+            "process offsets unavailable: no exec arguments, environment credentials, terminals, forks, exits or cgroup names"
+        ),
+    }
     Ok(KernelBtf { offsets, rdonly_cast })
+}
+
+fn field_offset(info: &TypeInformation, ty: &'static str, field: &'static str) -> Result<u32, OffsetsError> {
+    let tid = info.id_of(ty).ok_or(OffsetsError::NoType(ty))?;
+    match info.offset_of(tid, field) {
+        Ok((_, Offset::ByteOffset(o))) => Ok(o),
+        Ok((_, Offset::BitOffsetAndSize(..))) => Err(OffsetsError::BitField { ty, field }),
+        Err(err) => Err(OffsetsError::NoField { ty, field, err: format!("{err:?}") }),
+    }
+}
+
+/// The process section (probes/process.rs). Optional: without it the file
+/// sensor still works.
+fn resolve_process(info: &TypeInformation, o: &mut KernelOffsets) -> Result<(), OffsetsError> {
+    let off = |ty, field| field_offset(info, ty, field);
+    o.task_pid = off("task_struct", "pid")?;
+    o.task_signal = off("task_struct", "signal")?;
+    o.task_cgroups = off("task_struct", "cgroups")?;
+    o.task_exit_code = off("task_struct", "exit_code")?;
+    o.signal_live = off("signal_struct", "live")?;
+    o.signal_tty = off("signal_struct", "tty")?;
+    o.tty_name = off("tty_struct", "name")?;
+    o.mm_arg_start = off("mm_struct", "arg_start")?;
+    o.mm_arg_end = off("mm_struct", "arg_end")?;
+    o.mm_env_start = off("mm_struct", "env_start")?;
+    o.mm_env_end = off("mm_struct", "env_end")?;
+    o.bprm_filename = off("linux_binprm", "filename")?;
+    o.css_set_dfl_cgrp = off("css_set", "dfl_cgrp")?;
+    o.cgroup_kn = off("cgroup", "kn")?;
+    o.cgroup_root = off("cgroup", "root")?;
+    o.cgroup_root_hierarchy_id = off("cgroup_root", "hierarchy_id")?;
+    o.kernfs_node_id = off("kernfs_node", "id")?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -147,6 +188,10 @@ mod tests {
         assert_eq!(o.dentry_d_name_len, o.dentry_d_name + 4, "qstr.len follows qstr.hash");
         assert!(o.dname_inline_len >= 32 && o.dname_inline_len.is_multiple_of(8), "{}", o.dname_inline_len);
         assert!(o.btf_kiocb > 0);
+        assert_eq!(o.process_valid, 1, "process offsets resolve on this kernel");
+        assert_eq!(o.mm_arg_end, o.mm_arg_start + 8, "mm_struct keeps arg_start, arg_end adjacent");
+        assert_eq!(o.mm_env_end, o.mm_env_start + 8);
+        assert!(o.task_pid + 4 == o.task_tgid, "task_struct: pid then tgid");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::{
 use anyhow::{Context as _, anyhow, bail};
 
 pub mod files;
+pub mod process;
 
 /// A helper process (agent or floor program) that runs during a measurement.
 pub struct Background {
@@ -145,9 +146,10 @@ pub fn median(xs: &mut [f64]) -> f64 {
     if n % 2 == 1 { xs[n / 2] } else { (xs[n / 2 - 1] + xs[n / 2]) / 2.0 }
 }
 
-pub fn run(name: &str, rounds: usize) -> anyhow::Result<()> {
+pub fn run(name: &str, rounds: usize, iterations: u32) -> anyhow::Result<()> {
     match name {
         "files" => files::run(rounds),
-        other => bail!("unknown benchmark `{other}`; available: files"),
+        "process" => crate::tasks::bench_process(iterations),
+        other => bail!("unknown benchmark `{other}`; available: files, process"),
     }
 }
