@@ -58,12 +58,12 @@ struct SubscriptionUser {
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
 struct ServicePrincipal {
-    #[serde(alias = "servicePrincipalId")]
+    #[serde(alias = "servicePrincipalId", alias = "clientId")]
     client_id: Option<String>,
     #[serde(alias = "servicePrincipalTenant")]
     tenant: Option<String>,
+    #[serde(rename = "userId")]
     user_id: Option<String>,
     #[serde(rename = "_authority")]
     authority: Option<String>,

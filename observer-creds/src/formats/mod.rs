@@ -200,7 +200,14 @@ fn auto(bytes: &[u8], kind: &str, keyed: &Keyed) -> ParseResult {
         return ssh::private_key(bytes, keyed);
     }
     if trimmed.starts_with("-----BEGIN") {
+        // A PEM key is an SSH key or a TLS key by where it lives.
+        if kind.starts_with("ssh.") {
+            return ssh::private_key(bytes, keyed);
+        }
         return x509::tls(bytes, keyed);
+    }
+    if trimmed.starts_with("ssh-") || trimmed.starts_with("ecdsa-sha2-") || trimmed.starts_with("sk-ssh-") {
+        return ssh::private_key(bytes, keyed);
     }
     if text.is_none() {
         // DER certificate or PKCS#12: binary.

@@ -7,7 +7,7 @@
 //! by the SHA-256 of its public key info (`spki-sha256:`), which its
 //! certificates carry too. Encrypted keys and password-protected PKCS#12
 //! get a keyed fingerprint of their (encrypted) bytes.
-use der::{Decode, Encode, asn1::OctetString};
+use der::{Decode, Encode, Tagged, asn1::OctetString};
 use sha2::{Digest, Sha256};
 use x509_cert::{
     Certificate,
@@ -164,13 +164,18 @@ fn pkcs12(pfx: &pkcs12::pfx::Pfx, whole: &[u8], keyed: &Keyed) -> ParseResult {
         let inner = ci.content.decode_as::<OctetString>().map_err(mal("safeContents"))?;
         let bags = pkcs12::safe_bag::SafeContents::from_der(inner.as_bytes()).map_err(mal("safeBag"))?;
         for bag in bags {
+            // pkcs12 0.1 keeps the `[0] EXPLICIT` wrapper around bagValue.
+            let value = match der::asn1::AnyRef::from_der(&bag.bag_value) {
+                Ok(any) if any.tag().is_context_specific() => any.value(),
+                _ => &bag.bag_value[..],
+            };
             if bag.bag_id == pkcs12::PKCS_12_CERT_BAG_OID {
-                let cb = pkcs12::cert_type::CertBag::from_der(&bag.bag_value).map_err(mal("certBag"))?;
+                let cb = pkcs12::cert_type::CertBag::from_der(value).map_err(mal("certBag"))?;
                 if cb.cert_id == pkcs12::PKCS_12_X509_CERT_OID {
                     out.push(certificate(cb.cert_value.as_bytes())?);
                 }
             } else if bag.bag_id == pkcs12::PKCS_12_KEY_BAG_OID {
-                let der = Secret::new(bag.bag_value.clone());
+                let der = Secret::new(value);
                 out.extend(key(keys::from_pkcs8(der.expose()))?);
             } else if bag.bag_id == pkcs12::PKCS_12_PKCS8_KEY_BAG_OID {
                 encrypted = true;
