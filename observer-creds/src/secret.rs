@@ -30,6 +30,12 @@ impl From<String> for Secret {
 }
 
 impl Secret {
+    /// The bytes, writable: for filling a fresh buffer in place (key
+    /// generation, reads) so no copy exists outside the `Secret`.
+    pub fn expose_mut(&mut self) -> &mut [u8] {
+        &mut self.0
+    }
+
     /// The bytes as text, if they are UTF-8 (most tokens and passwords).
     pub fn expose_str(&self) -> Option<&str> {
         std::str::from_utf8(&self.0).ok()

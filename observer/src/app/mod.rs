@@ -1,7 +1,8 @@
 //! `run`: wires the stages, in a fixed order.
 //!
-//! Start: state dir, load probes, fill the watch list, spawn the reader and
-//! the sink, attach. Stop (SIGINT, SIGTERM, or a failing stage): stop the
+//! Start: state dir and fingerprint key, load probes, fill the watch list,
+//! spawn the reader and the sink, attach, then scan for credential files at
+//! rest on a thread of its own (its findings reach the pipeline when done). Stop (SIGINT, SIGTERM, or a failing stage): stop the
 //! reader after a last drain, let the sink write and flush what it holds,
 //! then drop the probes, which detaches them.
 use std::{
@@ -18,16 +19,17 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    classify::key,
     config::Config,
     decode::Event,
     export::jsonl::JsonLines,
     probes::{ProbeOptions, Probes},
-    ringbuf,
+    ringbuf, scan,
     stats::Stats,
 };
 
 mod pipeline;
-pub use pipeline::Pipeline;
+pub use pipeline::{Pipeline, ScanHandoff};
 
 /// Events between the reader and the sink. Full: the reader waits and the
 /// kernel ring absorbs the burst (and counts what it cannot).
@@ -35,9 +37,14 @@ const CHANNEL_CAPACITY: usize = 4096;
 
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     ensure_state_dir(&cfg.state_dir)?;
+    let keyed = Arc::new(match &cfg.fingerprint_key_file {
+        Some(path) => key::load(path)?,
+        None => key::load_or_create(&cfg.state_dir)?,
+    });
     let mut probes = Probes::load(&ProbeOptions { ring_bytes: cfg.ring_bytes }).context("loading probes")?;
-    let n = probes.set_rules(&cfg.rules).context("filling the watch list")?;
-    tracing::info!(rules = cfg.rules.len(), keys = n, "watch list loaded");
+    let kernel_rules = cfg.catalog.kernel_rules();
+    let n = probes.set_rules(&kernel_rules).context("filling the watch list")?;
+    tracing::info!(rules = kernel_rules.len(), keys = n, "watch list loaded");
     let ring = probes.take_events().context("opening the event ring buffer")?;
 
     let stats = Arc::new(Stats::default());
@@ -46,7 +53,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let reader = tokio::spawn(ringbuf::run(ring, tx, stats.clone(), shutdown.clone()));
 
     let mut sink = JsonLines::open(&cfg.jsonl).with_context(|| format!("opening JSON lines output {:?}", cfg.jsonl))?;
-    let mut pipeline = Pipeline::new(&cfg);
+    let scan_handoff = ScanHandoff::default();
+    let mut pipeline = Pipeline::new(&cfg, keyed.clone(), stats.clone(), scan_handoff.clone());
     let (done_tx, done_rx) = std_mpsc::channel();
     let sink_stats = stats.clone();
     let sink_shutdown = shutdown.clone();
@@ -62,6 +70,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
     probes.attach().context("attaching probes")?;
     tracing::info!("probes attached; watching");
+    if cfg.scan_at_start {
+        start_scan(&cfg, keyed, scan_handoff)?;
+    }
 
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
@@ -84,6 +95,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         events = Stats::get(&stats.events_received),
         records = Stats::get(&stats.records_written),
         decode_errors = ?stats.decode_errors(),
+        classify = ?stats.classify_counts(),
         kernel_counters = ?kernel,
         "stopped; probes detached"
     );
@@ -98,6 +110,30 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         Ok(Ok(Err(e))) => Err(e).context("writing JSON lines"),
         _ => Err(anyhow::anyhow!("the sink thread failed")),
     }
+}
+
+/// The at-rest scan, on its own thread so that start is not delayed; the
+/// pipeline picks its result up on the next event.
+fn start_scan(cfg: &Config, keyed: Arc<observer_creds::Keyed>, handoff: ScanHandoff) -> anyhow::Result<()> {
+    let catalog = cfg.catalog.clone();
+    let opts = scan::ScanOptions { roots: scan::roots(&[], &cfg.scan_roots), max_bytes: cfg.max_credential_bytes };
+    thread::Builder::new()
+        .name("nhi-scan".into())
+        .spawn(move || {
+            let report = scan::scan(&catalog, &keyed, &opts, &mut |_, _| {});
+            tracing::info!(
+                files = report.found.len(),
+                identities = report.identities(),
+                files_seen = report.files_seen,
+                walk_errors = report.walk_errors,
+                "at-rest scan done"
+            );
+            if let Ok(mut slot) = handoff.lock() {
+                *slot = Some(report);
+            }
+        })
+        .map(drop)
+        .context("starting the scan thread")
 }
 
 fn ensure_state_dir(dir: &std::path::Path) -> anyhow::Result<()> {

@@ -9,6 +9,8 @@ use observer_common::MatchKind;
 use crate::decode::{Event, FileOpen, syscall_name};
 
 pub const EVENT_CREDENTIAL_ACCESS: &str = "nhi.credential.access";
+/// A known credential file changed: its identities before and after.
+pub const EVENT_CREDENTIAL_ROTATION: &str = "nhi.credential.rotation";
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -58,6 +60,17 @@ pub struct Record {
     pub time: SystemTime,
     pub event_name: &'static str,
     pub attributes: Vec<(&'static str, Value)>,
+}
+
+impl Record {
+    /// Replaces the value of `key`, or adds it.
+    pub fn set(&mut self, key: &'static str, value: impl Into<Value>) {
+        let value = value.into();
+        match self.attributes.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => *v = value,
+            None => self.attributes.push((key, value)),
+        }
+    }
 }
 
 /// JSON: `{"time": RFC 3339, "event.name": .., <attributes>..}`, flat, so
