@@ -54,8 +54,15 @@ impl Agent {
     /// Starts `nhi-observer run` writing JSON lines to a file, and waits
     /// until it reports its probes attached.
     pub fn start(extra_args: &[&str]) -> Agent {
+        Self::start_with_log(extra_args, "info")
+    }
+
+    /// As [`Agent::start`], with the `NHI_OBSERVER_LOG` filter given.
+    pub fn start_with_log(extra_args: &[&str], log: &str) -> Agent {
         let state_dir = tempfile::tempdir().expect("state dir");
         let jsonl = state_dir.path().join("out.jsonl");
+        // Kept in the state dir, so tests can search everything the agent wrote.
+        let stdout = std::fs::File::create(state_dir.path().join("agent.stdout")).expect("stdout file");
         let mut child = Command::new(env!("CARGO_BIN_EXE_nhi-observer"))
             .arg("run")
             .arg("--state-dir")
@@ -63,9 +70,9 @@ impl Agent {
             .arg("--jsonl")
             .arg(&jsonl)
             .args(extra_args)
-            .env("NHI_OBSERVER_LOG", "info")
+            .env("NHI_OBSERVER_LOG", log)
             .env("NHI_OBSERVER_LOG_FORMAT", "json")
-            .stdout(Stdio::null())
+            .stdout(Stdio::from(stdout))
             .stderr(Stdio::piped())
             .spawn()
             .expect("start nhi-observer");
@@ -131,6 +138,14 @@ impl Agent {
         }
     }
 
+    /// As [`Agent::stop`], and hands over the state directory (which
+    /// `stop` deletes) so a test can inspect every file the agent left.
+    pub fn stop_keeping_state(mut self, signal: Signal) -> (ExitStatus, Vec<Value>, Vec<String>, tempfile::TempDir) {
+        let state = std::mem::replace(&mut self.state_dir, tempfile::tempdir().expect("temp dir"));
+        let (status, records, stderr) = self.stop(signal);
+        (status, records, stderr, state)
+    }
+
     /// Sends `signal` and waits for the agent to exit.
     pub fn stop(mut self, signal: Signal) -> (ExitStatus, Vec<Value>, Vec<String>) {
         kill(Pid::from_raw(self.child.id() as i32), signal).expect("signal agent");
@@ -177,6 +192,19 @@ pub fn which(program: &str) -> PathBuf {
         .find(|p| p.is_file())
         .and_then(|p| p.canonicalize().ok())
         .unwrap_or_else(|| panic!("{program} not found on PATH"))
+}
+
+/// Files in a directory tree, recursively (for searching every output).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() { stack.push(p) } else { out.push(p) }
+        }
+    }
+    out
 }
 
 pub fn str_attr<'a>(r: &'a Value, key: &str) -> Option<&'a str> {

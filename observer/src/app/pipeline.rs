@@ -6,7 +6,9 @@
 //! and yields one `nhi.credential.access` record per identity it holds,
 //! each with its `nhi.id`; a file with none yields one file-level record
 //! with `nhi.unparsed.reason`; a failed open yields the file-level record
-//! alone; a change of a known file first yields `nhi.credential.rotation`.
+//! alone, as does a write-only open (its content is not written yet); a
+//! change of a known file that held identities first yields
+//! `nhi.credential.rotation`.
 use std::sync::{Arc, Mutex};
 
 use observer_creds::{Keyed, Parsed};
@@ -83,7 +85,11 @@ impl Pipeline {
                     rule: rule.map(|r| (r.name.as_str(), r.kind.as_str())),
                 };
                 let base = record::from_event(&event, &cx);
-                let (Some(rule), Some(path), true) = (rule, path, ev.ret >= 0) else {
+                // A write-only open comes before the content it writes: the
+                // next read shows it (and a change of known content then is
+                // a rotation). Failed opens have nothing to read.
+                let readable = ev.ret >= 0 && ev.access() != crate::decode::Access::Write;
+                let (Some(rule), Some(path), true) = (rule, path, readable) else {
                     out.push(base);
                     return;
                 };

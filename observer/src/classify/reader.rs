@@ -133,7 +133,13 @@ impl Reader {
         };
         let content = keyed.id("content", bytes.expose());
         let parsed = observer_creds::parse(access.format, &bytes, access.kind, keyed);
-        let previous = self.cache.get(&key).filter(|e| e.content != content).map(|e| e.parsed.clone());
+        // A rotation is a change of content that held identities; a file
+        // filled after being created empty is being provisioned.
+        let previous = self
+            .cache
+            .get(&key)
+            .filter(|e| e.content != content && !e.parsed.identities.is_empty())
+            .map(|e| e.parsed.clone());
         if self.cache.len() >= MAX_CACHE_ENTRIES && !self.cache.contains_key(&key) {
             self.cache.clear();
         }
@@ -282,6 +288,13 @@ mod tests {
         f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5)).unwrap();
         let touched = r.classify(&access(&path), &k);
         assert!(touched.read && touched.rotated_from.is_none());
+        // Empty, then filled: provisioning, not rotation.
+        let fresh = dir.path().join("fresh");
+        std::fs::write(&fresh, "").unwrap();
+        assert!(r.classify(&access(&fresh), &k).parsed.identities.is_empty());
+        std::fs::write(&fresh, "[a]\naws_access_key_id = AKIACCCCCCCCCCCCCCCC\n").unwrap();
+        let filled = r.classify(&access(&fresh), &k);
+        assert!(filled.read && filled.rotated_from.is_none() && filled.parsed.identities.len() == 1);
     }
 
     #[test]

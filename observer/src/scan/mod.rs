@@ -75,7 +75,8 @@ impl ScanReport {
 /// The roots to walk: `paths` if given, else the defaults plus `extra`.
 pub fn roots(paths: &[PathBuf], extra: &[PathBuf]) -> Vec<PathBuf> {
     if !paths.is_empty() {
-        return paths.to_vec();
+        // Absolute, so that catalog patterns and reads see real paths.
+        return paths.iter().map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())).collect();
     }
     DEFAULT_ROOTS.iter().map(PathBuf::from).chain(extra.iter().cloned()).collect()
 }
