@@ -3,11 +3,14 @@
 //! - `setup`: the nightly `rust-src` component and `bpf-linker` built against
 //!   the nightly rustc's own LLVM (the recipe in DESIGN.md). Fast when done.
 //! - `run`: setup, build, then run the agent on this host (root, or sudo).
-//! - `test`: setup, clippy, then the whole test suite as root.
+//! - `test`: setup, clippy, then the whole test suite as root, then a short
+//!   run of every fuzz target (`fuzz/`).
+//! - `fuzz`: build the fuzz targets and run each for a while.
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod fuzz;
 mod setup;
 mod tasks;
 
@@ -34,8 +37,19 @@ enum Cmd {
         /// Skip clippy.
         #[arg(long)]
         no_lint: bool,
+        /// Skip the short fuzz runs.
+        #[arg(long)]
+        no_fuzz: bool,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Build every fuzz target and run each for SECONDS (seeded with the
+    /// fixture corpus). A crash fails with the reproducer's path.
+    Fuzz {
+        #[arg(long, default_value_t = 60)]
+        seconds: u32,
+        /// Only targets whose name contains this.
+        filter: Option<String>,
     },
 }
 
@@ -44,7 +58,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Setup => setup::ensure(),
         Cmd::Run { args } => tasks::run(&args),
-        Cmd::Test { no_lint, args } => tasks::test(!no_lint, &args),
+        Cmd::Test { no_lint, no_fuzz, args } => tasks::test(!no_lint, &args).and_then(|()| {
+            if no_fuzz { Ok(()) } else { fuzz::run(fuzz::SMOKE_SECONDS, None) }
+        }),
+        Cmd::Fuzz { seconds, filter } => fuzz::run(seconds, filter.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -20,7 +20,7 @@ pub fn private_key(bytes: &[u8], keyed: &Keyed) -> ParseResult {
     for b in blocks {
         let r = match (b.label, &b.der) {
             ("OPENSSH PRIVATE KEY", _) => openssh(b.text, keyed),
-            (_, None) => Err(Unparsed::Malformed(format!("PEM block `{}` is not valid base64", b.label))),
+            (_, None) => Err(Unparsed::Malformed("a PEM block is not valid base64".into())),
             (_, Some(der)) if b.encrypted_header || b.label == "ENCRYPTED PRIVATE KEY" => Ok(vec![
                 Identity::new("ssh.private_key", keyed.id("ssh.private_key", der.expose()))
                     .with("nhi.key.encrypted", "true"),

@@ -37,7 +37,7 @@ fn pem_bundle(text: &str, keyed: &Keyed) -> ParseResult {
     for b in blocks {
         let result = match (b.label, &b.der) {
             ("OPENSSH PRIVATE KEY", _) => ssh::openssh(b.text, keyed),
-            (_, None) => Err(Unparsed::Malformed(format!("PEM block `{}` is not valid base64", b.label))),
+            (_, None) => Err(Unparsed::Malformed("a PEM block is not valid base64".into())),
             ("CERTIFICATE" | "TRUSTED CERTIFICATE" | "X509 CERTIFICATE", Some(der)) => {
                 certificate(der.expose()).map(|i| vec![i])
             }

@@ -158,27 +158,33 @@ impl Reader {
             // Our own namespace: the path as is.
             Some(ns) if Some(ns) == self.own_mount_ns => Ok((ns, open_plain(access.path)?)),
             Some(ns) => Ok((ns, open_in_root(access.pid, access.path)?)),
-            // The process is gone (short-lived `cat`): read the host's file
+            // The process is gone (short-lived `cat`): read the file as we
+            // see it, or as the host's init does (the agent in a container),
             // only if it is the very inode the kernel saw opened.
             None => {
-                let f = open_plain(access.path)?;
-                let m = f.metadata().map_err(|e| Unparsed::Unreadable(e.kind().to_string()))?;
-                let st = Stat::of(&m);
-                match access.kernel_inode {
-                    Some((dev, ino)) if st.kernel_dev() == dev && st.ino == ino => {
-                        Ok((self.own_mount_ns.unwrap_or(0), f))
-                    }
-                    _ => Err(Unparsed::Unreadable(
-                        "the process exited before its file could be read in its mount namespace".into(),
-                    )),
+                let inode_matches = |f: &File| {
+                    let st = f.metadata().map(|m| Stat::of(&m)).ok();
+                    matches!((st, access.kernel_inode), (Some(st), Some((dev, ino))) if st.kernel_dev() == dev && st.ino == ino)
+                };
+                if let Ok(f) = open_plain(access.path)
+                    && inode_matches(&f)
+                {
+                    return Ok((self.own_mount_ns.unwrap_or(0), f));
                 }
+                if let Some(init_ns) = mount_ns("1").filter(|ns| Some(*ns) != self.own_mount_ns)
+                    && let Ok(f) = open_in_root(1, access.path)
+                    && inode_matches(&f)
+                {
+                    return Ok((init_ns, f));
+                }
+                Err(Unparsed::Unreadable("the process exited before its file could be read in its mount namespace".into()))
             }
         }
     }
 }
 
 /// The mount namespace inode of `/proc/<pid>`, if the process exists.
-fn mount_ns(pid: &str) -> Option<u64> {
+pub fn mount_ns(pid: &str) -> Option<u64> {
     std::fs::metadata(format!("/proc/{pid}/ns/mnt")).ok().map(|m| m.ino())
 }
 

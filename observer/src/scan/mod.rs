@@ -7,6 +7,10 @@
 //! plain function, so the agent calls it at start and `nhi-observer scan`
 //! prints it.
 //!
+//! When the scanner runs in another mount namespace than the host's init
+//! (the agent in a container, or under systemd's PrivateTmp), it walks the
+//! host's tree through `/proc/1/root` and reports host paths.
+//!
 //! Invariants: symlinks are not followed (a link's target is found where
 //! it lives, once); one file system error never stops the walk (counted);
 //! caches, VCS and toolchain directories that hold thousands of test
@@ -86,8 +90,13 @@ pub fn scan(catalog: &Catalog, keyed: &Keyed, opts: &ScanOptions, progress: &mut
     let mut report = ScanReport::default();
     let mut reader = Reader::new(opts.max_bytes);
     let mut seen = std::collections::HashSet::new();
+    let host_root = host_root();
     for root in &opts.roots {
-        let walk = walkdir::WalkDir::new(root).follow_links(false).max_depth(MAX_DEPTH).into_iter();
+        let walk_root = match &host_root {
+            Some(h) => h.join(root.strip_prefix("/").unwrap_or(root)),
+            None => root.clone(),
+        };
+        let walk = walkdir::WalkDir::new(&walk_root).follow_links(false).max_depth(MAX_DEPTH).into_iter();
         for entry in walk.filter_entry(|e| !prune(e)) {
             let entry = match entry {
                 Ok(e) => e,
@@ -103,17 +112,23 @@ pub fn scan(catalog: &Catalog, keyed: &Keyed, opts: &ScanOptions, progress: &mut
                 continue;
             }
             report.files_seen += 1;
-            progress(entry.path(), &report);
-            let Some(text) = entry.path().to_str() else { continue };
+            // The path as the host sees it.
+            let path = match &host_root {
+                Some(h) => Path::new("/").join(entry.path().strip_prefix(h).unwrap_or(entry.path())),
+                None => entry.path().to_owned(),
+            };
+            progress(&path, &report);
+            let Some(text) = path.to_str() else { continue };
             let Some(rule) = catalog.match_path(text) else { continue };
             // Overlapping roots (a path given twice): one result per file.
-            if !seen.insert(entry.path().to_owned()) {
+            if !seen.insert(path.clone()) {
                 continue;
             }
-            let access = Access { pid: 0, path: entry.path(), kernel_inode: None, format: rule.format, kind: &rule.kind };
+            let pid = if host_root.is_some() { 1 } else { 0 };
+            let access = Access { pid, path: &path, kernel_inode: None, format: rule.format, kind: &rule.kind };
             let c = reader.classify(&access, keyed);
             report.found.push(Found {
-                path: entry.path().to_owned(),
+                path: path.clone(),
                 rule: rule.name.clone(),
                 kind: rule.kind.clone(),
                 format: rule.format,
@@ -123,6 +138,12 @@ pub fn scan(catalog: &Catalog, keyed: &Keyed, opts: &ScanOptions, progress: &mut
         }
     }
     report
+}
+
+/// `/proc/1/root` when we are not in the host init's mount namespace.
+fn host_root() -> Option<PathBuf> {
+    let init = crate::classify::reader::mount_ns("1")?;
+    (Some(init) != crate::classify::reader::mount_ns("self")).then(|| PathBuf::from("/proc/1/root"))
 }
 
 fn prune(e: &walkdir::DirEntry) -> bool {
