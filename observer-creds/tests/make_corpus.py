@@ -278,6 +278,8 @@ credential_process = /opt/bin/get-creds --secret SYNTHETIC-PROCESS-SECRET-5
     case("k8s/serviceaccount/token", "jwt", [("kubernetes.service_account_token", "payments/api",
          {"nhi.k8s.service_account.uid": "sa-uid-1", "nhi.k8s.token.pod": "api-7d4b9", "nhi.credential.expires_at": "2030-01-01T00:00:00Z"})],
          kind="kubernetes.service_account_token", secrets=[sa_token.split(".")[2]])
+    write("k8s/pod-volume/token", sa_token)
+    case("k8s/pod-volume/token", "token", [("kubernetes.service_account_token", "payments/api")], kind="opaque.token")
     irsa = jwt(dict(sa_claims, aud=["sts.amazonaws.com"], iss="https://oidc.eks.eu-west-1.amazonaws.com/id/SYNTHETIC"))
     write("k8s/eks-irsa-token", irsa)
     case("k8s/eks-irsa-token", "jwt", [("aws.eks.irsa_token", "payments/api", {"nhi.jwt.audience": "sts.amazonaws.com"})],
@@ -432,7 +434,7 @@ password = SYNTHETIC-PYPI-PASSWORD-34
          secrets=["SYNTHETIC-PG-PASSWORD-37", "SYNTHETIC\\:PG"])
     write("terraform/credentials.tfrc.json", json.dumps({"credentials": {"app.terraform.io": {"token": "SYNTHETICTF.atlasv1.SYNTHETICTERRAFORMTOKEN39"}}}))
     case("terraform/credentials.tfrc.json", "terraform-credentials", [
-        ("terraform.token", keyed("terraform.token", "SYNTHETICTF.atlasv1.SYNTHETICTERRAFORMTOKEN39"), {"server.address": "app.terraform.io"})],
+        ("terraform.token", keyed("terraform.token", "SYNTHETICTF.atlasv1.SYNTHETICTERRAFORMTOKEN39"), {"nhi.server.address": "app.terraform.io"})],
         secrets=["SYNTHETICTF.atlasv1.SYNTHETICTERRAFORMTOKEN39"])
     write("dotenv/.env", """# app settings
 APP_ENV=production

@@ -32,12 +32,12 @@ pub fn hosts(bytes: &[u8], keyed: &Keyed) -> ParseResult {
             users.insert(0, u.clone());
         }
         for user in &users {
-            out.push(Identity::new("github.cli_login", format!("{user}@{host}")).with("server.address", host.clone()));
+            out.push(Identity::new("github.cli_login", format!("{user}@{host}")).with("nhi.server.address", host.clone()));
         }
         if users.is_empty()
             && let Some(id) = h.oauth_token.as_ref().and_then(|t| tokens::identity(t.expose(), "github.oauth_token", keyed))
         {
-            out.push(id.with("server.address", host.clone()));
+            out.push(id.with("nhi.server.address", host.clone()));
         }
     }
     Ok(out)

@@ -27,7 +27,7 @@ pub fn parse(bytes: &[u8], keyed: &Keyed) -> ParseResult {
             password.map(decode).and_then(|p| tokens::identity(p.expose(), "git.token", keyed))
         };
         if let Some(id) = id {
-            out.push(id.with("server.address", host));
+            out.push(id.with("nhi.server.address", host));
         }
     }
     if out.is_empty() && bad > 0 {

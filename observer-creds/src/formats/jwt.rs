@@ -87,7 +87,14 @@ pub fn token_identity(token: &str, kind: &str, keyed: &Keyed) -> Result<Identity
         None => (claims.legacy_namespace.clone(), claims.legacy_name.clone(), claims.legacy_uid.clone(), None, None),
     };
     let id = if let (Some(ns), Some(name)) = (ns, name) {
-        Identity::new(pick(kind, "kubernetes.service_account_token"), format!("{ns}/{name}"))
+        // The rule's kind when it names a service-account token flavour
+        // (EKS IRSA, pod identity), else the generic one.
+        let sa_kind = if kind.starts_with("kubernetes.") || kind.starts_with("aws.eks.") {
+            kind
+        } else {
+            "kubernetes.service_account_token"
+        };
+        Identity::new(sa_kind, format!("{ns}/{name}"))
             .with("nhi.k8s.service_account.uid", uid.unwrap_or_default())
             .with("nhi.k8s.token.pod", pod.unwrap_or_default())
             .with("nhi.k8s.token.pod_uid", pod_uid.unwrap_or_default())

@@ -16,10 +16,10 @@ pub fn netrc(bytes: &[u8], keyed: &Keyed) -> ParseResult {
     let flush = |host: Option<&str>, login: Option<&str>, password: Option<&str>, out: &mut Vec<Identity>| {
         let Some(host) = host else { return };
         match (login.filter(|l| !l.is_empty()), password) {
-            (Some(l), _) => out.push(Identity::new("netrc.login", format!("{l}@{host}")).with("server.address", host)),
+            (Some(l), _) => out.push(Identity::new("netrc.login", format!("{l}@{host}")).with("nhi.server.address", host)),
             (None, Some(p)) => {
                 if let Some(id) = tokens::identity(p.as_bytes(), "netrc.password", keyed) {
-                    out.push(id.with("server.address", host));
+                    out.push(id.with("nhi.server.address", host));
                 }
             }
             (None, None) => {}

@@ -18,8 +18,8 @@ pub fn parse(bytes: &[u8]) -> ParseResult {
         let (host, port, db, user) = (&fields[0], &fields[1], &fields[2], &fields[3]);
         out.push(
             Identity::new("postgres.password", format!("{user}@{host}:{port}/{db}"))
-                .with("server.address", host.clone())
-                .with("db.user", user.clone()),
+                .with("nhi.server.address", host.clone())
+                .with("nhi.db.user", user.clone()),
         );
     }
     if out.is_empty() && bad > 0 {

@@ -23,13 +23,13 @@ pub fn parse(bytes: &[u8], keyed: &Keyed) -> ParseResult {
         match (get("username"), get("password")) {
             (Some("__token__") | None, Some(p)) => {
                 if let Some(id) = tokens::identity(p.as_bytes(), "pypi.token", keyed) {
-                    out.push(id.with("nhi.pypi.index", section).with("server.address", host));
+                    out.push(id.with("nhi.pypi.index", section).with("nhi.server.address", host));
                 }
             }
             (Some(user), _) => out.push(
                 Identity::new("pypi.login", format!("{user}@{host}"))
                     .with("nhi.pypi.index", section)
-                    .with("server.address", host),
+                    .with("nhi.server.address", host),
             ),
             (None, None) => {}
         }

@@ -26,7 +26,7 @@ pub fn credentials(bytes: &[u8], keyed: &Keyed) -> ParseResult {
     let mut out = Vec::new();
     for (host, e) in creds {
         if let Some(id) = e.token.as_ref().and_then(|t| tokens::identity(t.expose(), "terraform.token", keyed)) {
-            out.push(id.with("server.address", host));
+            out.push(id.with("nhi.server.address", host));
         }
     }
     Ok(out)

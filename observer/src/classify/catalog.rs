@@ -364,7 +364,7 @@ mod tests {
         // Exact beats suffix: a kubeconfig under /etc/kubernetes is not TLS.
         assert_eq!(name("/etc/kubernetes/admin.conf"), Some("kubeconfig"));
         assert_eq!(name("/run/secrets/kubernetes.io/serviceaccount/token"), Some("k8s-service-account-token"));
-        assert_eq!(name("/var/lib/kubelet/pods/u/volumes/kubernetes.io~projected/kube-api-access-x/token"), Some("k8s-pod-volume-token"));
+        assert_eq!(name("/var/lib/kubelet/pods/u/volumes/kubernetes.io~projected/kube-api-access-x/token"), Some("token-file"));
         assert_eq!(name("/etc/ssl/certs/ca-certificates.crt"), None);
         assert_eq!(name("/usr/lib/python3/dist-packages/certifi/cacert.pem"), None);
         assert_eq!(name("/etc/passwd"), None);
