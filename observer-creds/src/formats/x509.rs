@@ -81,7 +81,8 @@ fn der_file(bytes: &[u8], keyed: &Keyed) -> ParseResult {
         return key(keys::from_sec1(bytes, None));
     }
     if std::str::from_utf8(bytes).is_ok() {
-        return Err(Unparsed::Malformed("neither PEM nor DER".into()));
+        // Text without a PEM block (a placeholder, notes): no key material.
+        return Ok(Vec::new());
     }
     Err(Unparsed::Malformed("binary, but not a DER certificate, key or PKCS#12".into()))
 }

@@ -34,7 +34,12 @@ pub mod output;
 pub const DEFAULT_ROOTS: &[&str] = &["/root", "/home", "/etc", "/var/lib/kubelet/pods", "/run/secrets"];
 
 /// Directory names never descended into.
-const PRUNE_NAMES: &[&str] = &[".git", ".hg", ".svn", "node_modules", ".rustup", "__pycache__", ".npm", ".cache"];
+/// Version control, package caches and language toolchains: thousands of
+/// files, test keys and certificates among them, no live credential.
+const PRUNE_NAMES: &[&str] = &[
+    ".git", ".hg", ".svn", "node_modules", ".rustup", "__pycache__", ".npm", ".cache", ".pyenv", ".nvm", ".rbenv",
+    ".sdkman", "site-packages", "dist-packages",
+];
 /// Deeper than this, no credential tool writes.
 const MAX_DEPTH: usize = 16;
 

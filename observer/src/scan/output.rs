@@ -68,6 +68,11 @@ fn file_json(f: &Found) -> Value {
 pub fn table(report: &ScanReport) -> Table {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic);
+    // A terminal of unknown or tiny width would squeeze ids into slivers:
+    // full rows are more useful then.
+    if t.width().is_none_or(|w| w < 80) {
+        t.set_content_arrangement(ContentArrangement::Disabled);
+    }
     t.set_header(["path", "rule", "kind", "identity"]);
     for f in &report.found {
         let path = f.path.to_string_lossy();
