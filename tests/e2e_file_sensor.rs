@@ -346,14 +346,14 @@ fn watch_list_changes_at_runtime_without_reloading_programs() {
     }
     let _serial = serial();
     let home = temp_home();
-    let token = home.path().join(".vault-token");
-    fs::write(&token, "hvs.synthetic").unwrap();
+    let token = home.path().join(".deploy-key");
+    fs::write(&token, "synthetic").unwrap();
     let state = tempfile::tempdir().unwrap();
     let args = config_args(state.path(), "");
     let mut agent = Agent::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let before = program_ids(agent.pid());
     let (first, _) = python(LOOP, &[token.to_str().unwrap(), "1", "r"]);
-    fs::write(state.path().join("config.toml"), "[[watch]]\nname = \"vault-token\"\nkind = \"vault.token\"\npath = \"~/.vault-token\"\n").unwrap();
+    fs::write(state.path().join("config.toml"), "[[watch]]\nname = \"deploy-key\"\nkind = \"app.deploy_key\"\npath = \"~/.deploy-key\"\n").unwrap();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(agent.pid() as i32), Signal::SIGHUP).unwrap();
     agent.wait_for_log_count("watch list loaded", 2, Duration::from_secs(10));
     let (second, _) = python(LOOP, &[token.to_str().unwrap(), "1", "r"]);
@@ -364,8 +364,8 @@ fn watch_list_changes_at_runtime_without_reloading_programs() {
     assert!(records_for_pid(&records, first).is_empty(), "not watched before the reload");
     let r = records_for_pid(&records, second);
     assert_eq!(r.len(), 1, "{records:#?}");
-    assert_eq!(str_attr(r[0], "nhi.rule"), Some("vault-token"));
-    assert_eq!(str_attr(r[0], "nhi.kind"), Some("vault.token"));
+    assert_eq!(str_attr(r[0], "nhi.rule"), Some("deploy-key"));
+    assert_eq!(str_attr(r[0], "nhi.kind"), Some("app.deploy_key"));
 }
 
 /// Directory rules (everything below) and suffix rules (any file ending

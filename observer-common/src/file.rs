@@ -196,7 +196,9 @@ pub struct FileSensorConfig {
     /// Non-zero when some rule watches a directory (the parent-directory
     /// gate is skipped otherwise).
     pub dir_rules: u32,
-    pub _pad0: u32,
+    /// The agent's own process: its reads of credential files (to classify
+    /// them) are not accesses, and must not take ring space.
+    pub agent_tgid: u32,
 }
 const _: () = assert!(core::mem::size_of::<FileSensorConfig>() == 24);
 

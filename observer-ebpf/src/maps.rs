@@ -63,7 +63,7 @@ pub fn file_cfg() -> FileSensorConfig {
         prefix_lens: [0; observer_common::GATE_AFFIX_LENS],
         suffix_lens: [0; observer_common::GATE_AFFIX_LENS],
         dir_rules: 0,
-        _pad0: 0,
+        agent_tgid: 0,
     })
 }
 

@@ -11,13 +11,15 @@ use std::{
 use serde::Deserialize;
 
 use crate::{
-    classify::catalog::{self, PathPattern, WatchRule},
+    classify::catalog::{self, Catalog, WatchEntry},
     export::jsonl::Target,
     identity::IdentityConfig,
 };
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/nhi-observer";
 pub const DEFAULT_RING_BYTES: u32 = 8 << 20;
+/// Credential files larger than this are reported unparsed, not read.
+pub const DEFAULT_MAX_CREDENTIAL_BYTES: u64 = 1 << 20;
 
 /// The configuration file. Unknown keys are an error, so a typo never
 /// silently falls back to a default.
@@ -42,9 +44,28 @@ pub struct FileConfig {
     /// How often an `nhi.agent.stats` record (loss and de-dup counters) is
     /// written, in seconds; one is always written at shutdown. Default: 60.
     pub stats_interval_secs: Option<u64>,
-    /// Extra paths to watch, on top of the built-in catalog.
+    /// Extra credential paths, on top of the built-in catalog (same shape:
+    /// `name`, `kind`, `path` or `paths`, `format`, `kernel`).
     #[serde(default)]
-    pub watch: Vec<WatchConfig>,
+    pub watch: Vec<WatchEntry>,
+    /// Path patterns never treated as credentials, on top of the built-in
+    /// trust-store exclusions.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Extra directories `scan` (and the agent's scan at start) walks, on
+    /// top of the homes, `/etc`, `/var/lib/kubelet/pods` and `/run/secrets`.
+    #[serde(default)]
+    pub scan_roots: Vec<PathBuf>,
+    /// Scan for credential files at start (feeds the identity cache and the
+    /// kernel's watched inodes). Default: true.
+    pub scan_at_start: Option<bool>,
+    /// Largest credential file read, in bytes. Default: 1 MiB.
+    pub max_credential_bytes: Option<u64>,
+    /// Key for the keyed fingerprints of opaque tokens. Default:
+    /// `<state_dir>/fingerprint.key`, generated at first start. Point every
+    /// host of a fleet at one copy of the same key so that the same token on
+    /// two hosts has the same `nhi.id`.
+    pub fingerprint_key_file: Option<PathBuf>,
     /// Process table and workload identity.
     #[serde(default)]
     pub process: ProcessConfig,
@@ -67,20 +88,6 @@ pub struct ProcessConfig {
 
 pub const DEFAULT_TABLE_CAPACITY: usize = 32_768;
 
-/// One extra watched path.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WatchConfig {
-    /// Short name, reported as `nhi.rule`.
-    pub name: String,
-    /// Credential kind, reported as `nhi.kind`. Default: `unknown`.
-    pub kind: Option<String>,
-    /// Path pattern: `~/x` (every home), `/abs/path`, a trailing `/` for a
-    /// whole directory, a trailing `*` for a name prefix, `name` for a file
-    /// name in any directory, `*suffix` for a name ending.
-    pub path: String,
-}
-
 /// Command-line overrides.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
@@ -101,8 +108,12 @@ pub struct Config {
     pub dedup: Duration,
     pub rescan_every: Duration,
     pub stats_every: Duration,
-    pub rules: Vec<WatchRule>,
+    pub catalog: Catalog,
     pub identity: IdentityConfig,
+    pub scan_roots: Vec<PathBuf>,
+    pub scan_at_start: bool,
+    pub max_credential_bytes: u64,
+    pub fingerprint_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -113,10 +124,10 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("ring_buffer_bytes = {0}: must be a power of two between 4096 and 1 GiB")]
     RingSize(u32),
-    #[error("watch rule `{name}`: {source}")]
-    Pattern { name: String, source: catalog::PatternError },
-    #[error("watch rule name `{0}` is used twice")]
-    DuplicateName(String),
+    #[error("{0}")]
+    Catalog(#[from] catalog::CatalogError),
+    #[error("scan root {0} must be an absolute path")]
+    RelativeScanRoot(PathBuf),
     #[error("state_dir must be an absolute path, got {0}")]
     RelativeStateDir(PathBuf),
     #[error("{0} must be at least 1")]
@@ -147,15 +158,10 @@ impl Config {
         let rescan_every = secs(file.rescan_interval_secs, 60, "rescan_interval_secs")?;
         let stats_every = secs(file.stats_interval_secs, 60, "stats_interval_secs")?;
         let dedup = Duration::from_millis(file.dedup_interval_ms.unwrap_or(1000));
-        let mut rules = catalog::builtin_rules();
-        for w in file.watch {
-            if rules.iter().any(|r| r.name == w.name) {
-                return Err(ConfigError::DuplicateName(w.name));
-            }
-            let pattern =
-                PathPattern::parse(&w.path).map_err(|source| ConfigError::Pattern { name: w.name.clone(), source })?;
-            let id = u32::try_from(rules.len() + 1).unwrap_or(u32::MAX);
-            rules.push(WatchRule { id, name: w.name, kind: w.kind.unwrap_or_else(|| "unknown".into()), pattern });
+        let mut catalog = Catalog::builtin()?;
+        catalog.extend(file.watch, &file.exclude)?;
+        if let Some(root) = file.scan_roots.iter().find(|r| !r.is_absolute()) {
+            return Err(ConfigError::RelativeScanRoot(root.clone()));
         }
         let p = file.process;
         let capacity = p.table_capacity.unwrap_or(DEFAULT_TABLE_CAPACITY);
@@ -170,7 +176,20 @@ impl Config {
             // follows the `nhi.agent.stats` records.
             stats_interval: stats_every,
         };
-        Ok(Self { state_dir, jsonl, ring_bytes, dedup, rescan_every, stats_every, rules, identity })
+        Ok(Self {
+            state_dir,
+            jsonl,
+            ring_bytes,
+            dedup,
+            rescan_every,
+            stats_every,
+            catalog,
+            identity,
+            scan_roots: file.scan_roots,
+            scan_at_start: file.scan_at_start.unwrap_or(true),
+            max_credential_bytes: file.max_credential_bytes.unwrap_or(DEFAULT_MAX_CREDENTIAL_BYTES),
+            fingerprint_key_file: file.fingerprint_key_file,
+        })
     }
 }
 
@@ -198,7 +217,9 @@ mod tests {
         assert_eq!(c.state_dir, Path::new(DEFAULT_STATE_DIR));
         assert_eq!(c.jsonl, Target::Stdout);
         assert_eq!(c.ring_bytes, DEFAULT_RING_BYTES);
-        assert!(c.rules.iter().any(|r| r.name == "aws-shared-credentials"));
+        assert!(c.catalog.rules.iter().any(|r| r.name == "aws-shared-credentials"));
+        assert!(c.scan_at_start);
+        assert_eq!(c.max_credential_bytes, DEFAULT_MAX_CREDENTIAL_BYTES);
         assert_eq!(c.dedup, std::time::Duration::from_secs(1));
         assert!(!c.identity.capture_args, "argv capture is opt-in");
         assert_eq!(c.identity.table_capacity.get(), DEFAULT_TABLE_CAPACITY);
@@ -218,9 +239,19 @@ mod tests {
     fn file_extends_catalog_and_flags_win() {
         let c = with_file("jsonl = \"/tmp/x.jsonl\"\n[[watch]]\nname = \"vault\"\npath = \"~/.vault-token\"\n").unwrap();
         assert_eq!(c.jsonl, Target::File("/tmp/x.jsonl".into()));
-        let r = c.rules.iter().find(|r| r.name == "vault").unwrap();
+        let r = c.catalog.rules.iter().find(|r| r.name == "vault").unwrap();
         assert_eq!(r.kind, "unknown");
-        assert!(c.rules.iter().all(|x| x.id != 0));
+        assert_eq!(r.format, observer_creds::Format::Auto);
+        assert!(c.catalog.rules.iter().all(|x| x.id != 0));
+        let c = with_file(
+            "exclude = [\"/srv/x/\"]\nscan_roots = [\"/srv\"]\n[[watch]]\nname = \"app-token\"\nkind = \"app.token\"\npaths = [\"/srv/app/token\", \"*.apptoken\"]\nformat = \"token\"\nkernel = false\n",
+        )
+        .unwrap();
+        let rules: Vec<_> = c.catalog.rules.iter().filter(|r| r.name == "app-token").collect();
+        assert_eq!(rules.len(), 2);
+        assert!(rules.iter().all(|r| r.format == observer_creds::Format::Token && !r.kernel));
+        assert_eq!(c.scan_roots, [PathBuf::from("/srv")]);
+        assert!(c.catalog.excluded("/srv/x/a.pem"));
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(b"jsonl = \"/tmp/x.jsonl\"\n").unwrap();
         let c = Config::resolve(Overrides {
@@ -236,11 +267,19 @@ mod tests {
     fn bad_config_is_a_clear_error() {
         assert!(matches!(with_file("jsnol = 1"), Err(ConfigError::Parse { .. })));
         assert!(matches!(with_file("ring_buffer_bytes = 5000"), Err(ConfigError::RingSize(5000))));
-        assert!(matches!(with_file("[[watch]]\nname = \"x\"\npath = \"rel/x\"\n"), Err(ConfigError::Pattern { .. })));
+        assert!(matches!(
+            with_file("[[watch]]\nname = \"x\"\npath = \"rel/x\"\n"),
+            Err(ConfigError::Catalog(catalog::CatalogError::Pattern { .. }))
+        ));
         assert!(matches!(
             with_file("[[watch]]\nname = \"kubeconfig\"\npath = \"/x\"\n"),
-            Err(ConfigError::DuplicateName(_))
+            Err(ConfigError::Catalog(catalog::CatalogError::DuplicateName(_)))
         ));
+        assert!(matches!(
+            with_file("[[watch]]\nname = \"x\"\npath = \"/x\"\nformat = \"xml\"\n"),
+            Err(ConfigError::Catalog(catalog::CatalogError::Format { .. }))
+        ));
+        assert!(matches!(with_file("scan_roots = [\"rel\"]"), Err(ConfigError::RelativeScanRoot(_))));
         assert!(matches!(with_file("state_dir = \"rel\""), Err(ConfigError::RelativeStateDir(_))));
         assert!(matches!(with_file("stats_interval_secs = 0"), Err(ConfigError::ZeroInterval(_))));
         assert_eq!(with_file("dedup_interval_ms = 0").unwrap().dedup, std::time::Duration::ZERO);

@@ -22,6 +22,9 @@ pub struct Stats {
     /// Environment credentials found at exec.
     pub env_credentials: AtomicU64,
     decode_errors: Mutex<BTreeMap<&'static str, u64>>,
+    /// Classification outcomes (reads, cache hits, rotations, unparsed
+    /// reasons, skipped self/excluded events).
+    classify: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Stats {
@@ -33,6 +36,16 @@ impl Stats {
 
     pub fn decode_errors(&self) -> BTreeMap<&'static str, u64> {
         self.decode_errors.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    pub fn count(&self, what: &'static str) {
+        if let Ok(mut m) = self.classify.lock() {
+            *m.entry(what).or_default() += 1;
+        }
+    }
+
+    pub fn classify_counts(&self) -> BTreeMap<&'static str, u64> {
+        self.classify.lock().map(|m| m.clone()).unwrap_or_default()
     }
 
     pub fn get(counter: &AtomicU64) -> u64 {

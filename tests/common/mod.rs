@@ -54,8 +54,15 @@ impl Agent {
     /// Starts `nhi-observer run` writing JSON lines to a file, and waits
     /// until it reports its probes attached.
     pub fn start(extra_args: &[&str]) -> Agent {
+        Self::start_with_log(extra_args, "info")
+    }
+
+    /// As [`Agent::start`], with the `NHI_OBSERVER_LOG` filter given.
+    pub fn start_with_log(extra_args: &[&str], log: &str) -> Agent {
         let state_dir = tempfile::tempdir().expect("state dir");
         let jsonl = state_dir.path().join("out.jsonl");
+        // Kept in the state dir, so tests can search everything the agent wrote.
+        let stdout = std::fs::File::create(state_dir.path().join("agent.stdout")).expect("stdout file");
         let mut child = Command::new(env!("CARGO_BIN_EXE_nhi-observer"))
             .arg("run")
             .arg("--state-dir")
@@ -63,9 +70,9 @@ impl Agent {
             .arg("--jsonl")
             .arg(&jsonl)
             .args(extra_args)
-            .env("NHI_OBSERVER_LOG", "info")
+            .env("NHI_OBSERVER_LOG", log)
             .env("NHI_OBSERVER_LOG_FORMAT", "json")
-            .stdout(Stdio::null())
+            .stdout(Stdio::from(stdout))
             .stderr(Stdio::piped())
             .spawn()
             .expect("start nhi-observer");
@@ -143,6 +150,14 @@ impl Agent {
         }
     }
 
+    /// As [`Agent::stop`], and hands over the state directory (which
+    /// `stop` deletes) so a test can inspect every file the agent left.
+    pub fn stop_keeping_state(mut self, signal: Signal) -> (ExitStatus, Vec<Value>, Vec<String>, tempfile::TempDir) {
+        let state = std::mem::replace(&mut self.state_dir, tempfile::tempdir().expect("temp dir"));
+        let (status, records, stderr) = self.stop(signal);
+        (status, records, stderr, state)
+    }
+
     /// Sends `signal` and waits for the agent to exit.
     pub fn stop(mut self, signal: Signal) -> (ExitStatus, Vec<Value>, Vec<String>) {
         kill(Pid::from_raw(self.child.id() as i32), signal).expect("signal agent");
@@ -191,6 +206,19 @@ pub fn which(program: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("{program} not found on PATH"))
 }
 
+/// Files in a directory tree, recursively (for searching every output).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() { stack.push(p) } else { out.push(p) }
+        }
+    }
+    out
+}
+
 pub fn str_attr<'a>(r: &'a Value, key: &str) -> Option<&'a str> {
     r.get(key).and_then(Value::as_str)
 }
@@ -208,9 +236,11 @@ pub fn config_args(dir: &Path, toml: &str) -> Vec<String> {
 
 /// Runs a Python script (python3 from PATH) with `args`; returns its pid
 /// and output. Python's `os`/`ctypes` reach every open-family syscall.
+/// Isolated and without `site` (`-I -S`): no site-packages start-up files,
+/// so the process opens only what the script opens.
 pub fn python(script: &str, args: &[&str]) -> (u32, std::process::Output) {
     let child = Command::new("python3")
-        .arg("-c")
+        .args(["-I", "-S", "-c"])
         .arg(script)
         .args(args)
         .stdout(Stdio::piped())

@@ -3,13 +3,16 @@
 //! - `setup`: the nightly `rust-src` component and `bpf-linker` built against
 //!   the nightly rustc's own LLVM (the recipe in DESIGN.md). Fast when done.
 //! - `run`: setup, build, then run the agent on this host (root, or sudo).
-//! - `test`: setup, clippy, then the whole test suite as root.
-//! - `bench`: the agent's overhead on process creation, as ratios.
+//! - `test`: setup, clippy, then the whole test suite as root, then a short
+//!   run of every fuzz target (`fuzz/`).
+//! - `bench`: overhead benchmarks, as ratios against baselines in one run.
+//! - `fuzz`: build the fuzz targets and run each for a while.
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod fuzz;
 mod setup;
 mod tasks;
 
@@ -36,6 +39,9 @@ enum Cmd {
         /// Skip clippy.
         #[arg(long)]
         no_lint: bool,
+        /// Skip the short fuzz runs.
+        #[arg(long)]
+        no_fuzz: bool,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -52,6 +58,14 @@ enum Cmd {
         #[arg(long, default_value_t = 2000)]
         iterations: u32,
     },
+    /// Build every fuzz target and run each for SECONDS (seeded with the
+    /// fixture corpus). A crash fails with the reproducer's path.
+    Fuzz {
+        #[arg(long, default_value_t = 60)]
+        seconds: u32,
+        /// Only targets whose name contains this.
+        filter: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -59,8 +73,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Setup => setup::ensure(),
         Cmd::Run { args } => tasks::run(&args),
-        Cmd::Test { no_lint, args } => tasks::test(!no_lint, &args),
+        Cmd::Test { no_lint, no_fuzz, args } => tasks::test(!no_lint, &args).and_then(|()| {
+            if no_fuzz { Ok(()) } else { fuzz::run(fuzz::SMOKE_SECONDS, None) }
+        }),
         Cmd::Bench { name, rounds, iterations } => setup::ensure().and_then(|()| bench::run(&name, rounds, iterations)),
+        Cmd::Fuzz { seconds, filter } => fuzz::run(seconds, filter.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -27,6 +27,16 @@ pub fn ensure() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// cargo-fuzz, for the fuzz targets' short runs in `cargo xtask test`.
+pub fn ensure_cargo_fuzz() -> anyhow::Result<()> {
+    if output("cargo", &["fuzz", "--version"]).is_ok() {
+        return Ok(());
+    }
+    eprintln!("setup: installing cargo-fuzz from crates.io (a few minutes, once)");
+    status(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
+        .context("cannot install cargo-fuzz; it needs network access to crates.io")
+}
+
 fn ensure_nightly() -> anyhow::Result<()> {
     if output("rustc", &[&format!("+{NIGHTLY}"), "--version"]).is_ok() {
         return Ok(());

@@ -512,6 +512,9 @@ pub extern "C" fn emit_file_open() -> i32 {
 #[inline(always)]
 fn emit() -> Option<()> {
     let p = scratch()?.pending;
+    if (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32 == file_cfg().agent_tgid {
+        return None;
+    }
     // SAFETY: plain helper call.
     let now = unsafe { generated::bpf_ktime_get_boot_ns() };
     let total = dedup(&p, now)?;

@@ -18,8 +18,9 @@ pub const MAX_TRACKED: usize = 16384;
 struct Tracked {
     /// Opens already reported in records.
     reported: u64,
-    /// The key's last record, re-emitted with the tail count.
-    last: Record,
+    /// The key's last records (one per identity), re-emitted with the tail
+    /// count.
+    last: Vec<Record>,
     seen_tick: u64,
 }
 
@@ -48,8 +49,8 @@ pub fn key_of(ev: &FileOpen) -> DedupKey {
 }
 
 impl Dedup {
-    /// The count an event's record stands for, and remembers the record.
-    pub fn on_event(&mut self, ev: &FileOpen, record: &Record) -> u64 {
+    /// The count an event's records stand for; remembers the records.
+    pub fn on_event(&mut self, ev: &FileOpen, records: &[Record]) -> u64 {
         if ev.dedup_total == 0 {
             return 1; // de-duplication off
         }
@@ -67,7 +68,7 @@ impl Dedup {
         if self.keys.len() >= MAX_TRACKED && !self.keys.contains_key(&key) {
             self.evict_oldest();
         }
-        self.keys.insert(key, Tracked { reported: total, last: record.clone(), seen_tick: tick });
+        self.keys.insert(key, Tracked { reported: total, last: records.to_vec(), seen_tick: tick });
         count
     }
 
@@ -78,16 +79,19 @@ impl Dedup {
         &mut self,
         mut lookup: impl FnMut(&DedupKey) -> Option<DedupValue>,
         mut wall: impl FnMut(u64) -> std::time::SystemTime,
-        out: &mut Vec<(Record, u64)>,
+        out: &mut Vec<(Vec<Record>, u64)>,
     ) {
         self.tick += 1;
         let tick = self.tick;
         self.keys.retain(|key, t| {
             let Some(v) = lookup(key) else { return false };
             if v.total > t.reported {
-                let mut r = t.last.clone();
-                r.time = wall(v.last_ns);
-                out.push((r, v.total - t.reported));
+                let time = wall(v.last_ns);
+                let records = t.last.iter().cloned().map(|mut r| {
+                    r.time = time;
+                    r
+                });
+                out.push((records.collect(), v.total - t.reported));
                 t.reported = v.total;
                 t.seen_tick = tick;
             }
@@ -137,8 +141,8 @@ mod tests {
         }
     }
 
-    fn record() -> Record {
-        Record { time: std::time::SystemTime::UNIX_EPOCH, event_name: "t", attributes: Vec::new() }
+    fn record() -> [Record; 1] {
+        [Record { time: std::time::SystemTime::UNIX_EPOCH, event_name: "t", attributes: Vec::new() }]
     }
 
     /// Regression: a new process that reuses a pid used to share the old

@@ -1,9 +1,11 @@
 //! `run`: wires the stages, in a fixed order.
 //!
-//! Start: state dir, load probes, resolve and load the watch list, spawn the
-//! reader, the ticker and the sink, attach. While running: rescan the watch
-//! list periodically, add inodes the pipeline confirms, reload the config on
-//! SIGHUP (watch list and de-dup window; no BPF reload). Stop (SIGINT,
+//! Start: signal handlers, state dir and fingerprint key, load probes,
+//! resolve and load the watch list, spawn the reader, the ticker and the
+//! sink, attach, then scan for credential files at rest on a thread of its
+//! own (what it finds is watched by inode from then on). While running:
+//! re-resolve the watch list periodically, add inodes the pipeline confirms,
+//! reload the config on SIGHUP (watch list; no BPF reload). Stop (SIGINT,
 //! SIGTERM, or a failing stage): stop the reader after a last drain, let the
 //! sink write the last de-dup tails and a final stats record and flush, then
 //! drop the probes, which detaches them.
@@ -21,11 +23,15 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    classify::watch::{self, WatchList},
+    classify::{
+        catalog::{Catalog, WatchRule},
+        key,
+        watch::{self, InodeEntry, WatchList},
+    },
     config::{Config, Overrides},
     export::jsonl::JsonLines,
     probes::{ProbeOptions, Probes},
-    ringbuf,
+    ringbuf, scan,
     stats::Stats,
 };
 
@@ -44,11 +50,19 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     ensure_state_dir(&cfg.state_dir)?;
+    let keyed = Arc::new(match &cfg.fingerprint_key_file {
+        Some(path) => key::load(path)?,
+        None => key::load_or_create(&cfg.state_dir)?,
+    });
     let dedup_ns = u64::try_from(cfg.dedup.as_nanos()).unwrap_or(u64::MAX);
     let mut probes =
         Probes::load(&ProbeOptions { ring_bytes: cfg.ring_bytes, dedup_ns }).context("loading probes")?;
     let stats = Arc::new(Stats::default());
-    let watch = load_watch(&mut probes, cfg.rules.clone(), &stats).context("loading the watch list")?;
+    // Inodes found by the scan or learned from confirmed opens: kept across
+    // re-resolutions of the watch list.
+    let mut known = KnownInodes::default();
+    let mut catalog = cfg.catalog.clone();
+    let watch = load_watch(&mut probes, &catalog, &known, &stats).context("loading the watch list")?;
     let ring = probes.take_events().context("opening the event ring buffer")?;
     let kernel = probes.take_kernel_state().context("opening the kernel counters")?;
 
@@ -59,7 +73,7 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
 
     let mut sink = JsonLines::open(&cfg.jsonl).with_context(|| format!("opening JSON lines output {:?}", cfg.jsonl))?;
     let (inode_tx, mut inode_rx) = mpsc::unbounded_channel();
-    let mut pipeline = Pipeline::new(&cfg, watch, Some(kernel), stats.clone(), inode_tx);
+    let mut pipeline = Pipeline::new(&cfg, watch, Some(kernel), keyed.clone(), stats.clone(), inode_tx.clone());
     let (done_tx, done_rx) = std_mpsc::channel();
     let sink_stats = stats.clone();
     let sink_shutdown = shutdown.clone();
@@ -75,10 +89,14 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
 
     probes.attach().context("attaching probes")?;
     tracing::info!("probes attached; watching");
+    if cfg.scan_at_start {
+        start_scan(&cfg, keyed, inode_tx)?;
+    } else {
+        drop(inode_tx);
+    }
 
     let mut rescan = tokio::time::interval(cfg.rescan_every);
     rescan.tick().await; // the first tick is immediate: we just loaded
-    let mut rules = cfg.rules.clone();
     loop {
         tokio::select! {
             _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break }
@@ -92,20 +110,21 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
                     if new.dedup != cfg.dedup {
                         tracing::warn!("SIGHUP: dedup_interval_ms changes need a restart");
                     }
-                    rules = new.rules;
-                    reload(&mut probes, &rules, &stats, &tx, "SIGHUP").await;
+                    catalog = new.catalog;
+                    reload(&mut probes, &catalog, &known, &stats, &tx, "SIGHUP").await;
                 }
                 Err(e) => tracing::error!("SIGHUP: configuration not reloaded, keeping the current one: {e}"),
             },
-            _ = rescan.tick() => reload(&mut probes, &rules, &stats, &tx, "rescan").await,
+            _ = rescan.tick() => reload(&mut probes, &catalog, &known, &stats, &tx, "rescan").await,
             Some(entry) = inode_rx.recv() => {
                 let mut new = vec![entry];
                 while let Ok(e) = inode_rx.try_recv() {
                     new.push(e);
                 }
+                known.add(&new);
                 match probes.add_inodes(&new) {
-                    Ok(()) => tracing::debug!(n = new.len(), "learned credential inodes"),
-                    Err(e) => tracing::warn!(error = %e, "cannot add learned inodes to the watch list"),
+                    Ok(()) => tracing::debug!(n = new.len(), "watching credential inodes"),
+                    Err(e) => tracing::warn!(error = %e, "cannot add credential inodes to the watch list"),
                 }
             }
         }
@@ -129,6 +148,7 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
         process_table_reconciled = Stats::get(&stats.process_table_reconciled),
         env_credentials = Stats::get(&stats.env_credentials),
         decode_errors = ?stats.decode_errors(),
+        classify = ?stats.classify_counts(),
         "stopped; probes detached"
     );
     match reader_result {
@@ -144,30 +164,101 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
     }
 }
 
-/// Resolves `rules` over the file system and loads them into the kernel.
-fn load_watch(probes: &mut Probes, rules: Vec<crate::classify::catalog::WatchRule>, stats: &Stats) -> anyhow::Result<Arc<WatchList>> {
-    let entries = watch::expand(&rules, &watch::home_dirs());
+/// Credential inodes found by the at-rest scan or learned from confirmed
+/// opens, which the rules' expansion alone would not find. Bounded: the
+/// oldest go first past half the kernel map's size.
+#[derive(Default)]
+struct KnownInodes(Vec<InodeEntry>);
+
+const MAX_KNOWN_INODES: usize = 32_768;
+
+impl KnownInodes {
+    fn add(&mut self, new: &[InodeEntry]) {
+        for e in new {
+            self.0.retain(|k| k.key != e.key);
+            self.0.push(e.clone());
+        }
+        let excess = self.0.len().saturating_sub(MAX_KNOWN_INODES);
+        self.0.drain(..excess);
+    }
+}
+
+/// Resolves the catalog's kernel rules over the file system, adds the known
+/// inodes, and loads both into the kernel.
+fn load_watch(
+    probes: &mut Probes,
+    catalog: &Catalog,
+    known: &KnownInodes,
+    stats: &Stats,
+) -> anyhow::Result<Arc<WatchList>> {
+    let rules: Vec<WatchRule> = catalog.kernel_rules();
+    let mut entries = watch::expand(&rules, &watch::home_dirs());
+    entries.extend(known.0.iter().cloned());
+    entries.sort_by_key(|e| (e.key.dev, e.key.ino));
+    entries.dedup_by_key(|e| (e.key.dev, e.key.ino));
     let loaded = probes.set_watch(&rules, entries.clone())?;
     Stats::set(&stats.watched_inodes, loaded.inodes as u64);
     tracing::info!(rules = rules.len(), path_keys = loaded.path_keys, inodes = loaded.inodes, "watch list loaded");
-    Ok(Arc::new(WatchList::new(rules, &entries)))
+    Ok(Arc::new(WatchList::new(catalog.clone(), &entries)))
 }
 
 /// Re-resolves the watch list and hands it to the pipeline, in order with
 /// the events.
 async fn reload(
     probes: &mut Probes,
-    rules: &[crate::classify::catalog::WatchRule],
+    catalog: &Catalog,
+    known: &KnownInodes,
     stats: &Stats,
     tx: &mpsc::Sender<Input>,
     why: &str,
 ) {
-    match load_watch(probes, rules.to_vec(), stats) {
+    match load_watch(probes, catalog, known, stats) {
         Ok(watch) => {
             let _ = tx.send(Input::Watch(watch)).await;
         }
         Err(e) => tracing::error!(why, "watch list not updated: {e:#}"),
     }
+}
+
+/// The at-rest scan, on its own thread so that start is not delayed. Each
+/// credential file it finds is watched by inode from then on (under any
+/// name it is opened by, in any mount namespace).
+fn start_scan(
+    cfg: &Config,
+    keyed: Arc<observer_creds::Keyed>,
+    inodes: mpsc::UnboundedSender<InodeEntry>,
+) -> anyhow::Result<()> {
+    let catalog = cfg.catalog.clone();
+    let opts = scan::ScanOptions { roots: scan::roots(&[], &cfg.scan_roots), max_bytes: cfg.max_credential_bytes };
+    thread::Builder::new()
+        .name("nhi-scan".into())
+        .spawn(move || {
+            let report = scan::scan(&catalog, &keyed, &opts, &mut |_, _| {});
+            tracing::info!(
+                files = report.found.len(),
+                identities = report.identities(),
+                files_seen = report.files_seen,
+                walk_errors = report.walk_errors,
+                "at-rest scan done"
+            );
+            for found in &report.found {
+                let (Some((dev, ino)), Some(rule)) =
+                    (found.kernel_inode(), catalog.rules.iter().find(|r| r.name == found.rule))
+                else {
+                    continue;
+                };
+                let entry = InodeEntry {
+                    key: observer_common::InodeKey { ino, dev: dev as u32, _pad0: 0 },
+                    rule: observer_common::InodeRule { rule_id: rule.id, what: observer_common::INODE_FILE },
+                    path: found.path.clone(),
+                };
+                if inodes.send(entry).is_err() {
+                    return;
+                }
+            }
+        })
+        .map(drop)
+        .context("starting the scan thread")
 }
 
 /// One `Input::Tick` a second until shutdown; never blocks on a full queue.

@@ -1,27 +1,40 @@
 //! The per-event chain: enrich -> identity -> classify (confirm against the
-//! watch list) -> de-dup accounting -> records. Single-threaded (it runs on
-//! the sink thread), so stages keep state without locks.
+//! watch list, then read the file) -> de-dup accounting -> records.
+//! Single-threaded (it runs on the sink thread), so stages keep state
+//! without locks.
 //!
 //! Input: [`Input`]s in order (events, ticks, watch-list updates). Output:
 //! records in the data-contract shape, and newly seen credential inodes for
 //! the kernel's watch list. Every record of an event that has a task goes
 //! through `Identity::annotate`, the one workload-identity lookup.
+//!
+//! A credential file whose open succeeded is read (see `classify::reader`)
+//! and yields one `nhi.credential.access` record per identity it holds,
+//! each with its `nhi.id`; a file with none yields one file-level record
+//! with `nhi.unparsed.reason`; a failed open yields the file-level record
+//! alone, as does a write-only open (its content is not written yet); a
+//! change of a known file that held identities first yields
+//! `nhi.credential.rotation`.
 use std::{
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use observer_common::{INODE_FILE, InodeKey, InodeRule, MatchKind};
+use observer_creds::{Keyed, Parsed};
 use tokio::sync::mpsc;
 
 use super::dedup::Dedup;
 use crate::{
-    classify::watch::{InodeEntry, Via, WatchList},
+    classify::{
+        reader::{Access, Reader},
+        watch::{InodeEntry, Via, WatchList},
+    },
     clock::BootClock,
     config::Config,
     decode::{Event, FileOpen},
     enrich,
-    export::record::{self, Context, Record},
+    export::record::{self, Context, EVENT_CREDENTIAL_ROTATION, Record, Value},
     identity::{Identity, env},
     probes::KernelState,
     stats::Stats,
@@ -42,6 +55,9 @@ pub struct Pipeline {
     clock: BootClock,
     watch: Arc<WatchList>,
     identity: Identity,
+    reader: Reader,
+    keyed: Arc<Keyed>,
+    own_pid: u32,
     kernel: Option<KernelState>,
     dedup: Dedup,
     stats: Arc<Stats>,
@@ -57,6 +73,7 @@ impl Pipeline {
         cfg: &Config,
         watch: Arc<WatchList>,
         kernel: Option<KernelState>,
+        keyed: Arc<Keyed>,
         stats: Arc<Stats>,
         new_inodes: mpsc::UnboundedSender<InodeEntry>,
     ) -> Self {
@@ -66,6 +83,9 @@ impl Pipeline {
             clock: BootClock::new(),
             watch,
             identity: Identity::new(cfg.identity.clone(), stats.clone()),
+            reader: Reader::new(cfg.max_credential_bytes),
+            keyed,
+            own_pid: std::process::id(),
             kernel,
             dedup: Dedup::default(),
             stats,
@@ -102,24 +122,61 @@ impl Pipeline {
         enrich::enrich(&mut event);
         match &event {
             Event::FileOpen(ev) => {
+                if ev.task.tgid == self.own_pid {
+                    // The agent's own reads (scan, classification) are not
+                    // accesses.
+                    self.stats.count("file_event_self");
+                    return;
+                }
                 let Some((rule_id, via)) = self.watch.confirm(ev) else {
                     Stats::add(&self.stats.candidates_rejected, 1);
                     return;
                 };
-                let rule = self.watch.rule(rule_id);
+                let Some(rule) = self.watch.rule(rule_id).cloned() else { return };
                 if via != Via::Kernel || ev.match_kind == MatchKind::Path {
                     self.learn_inode(ev, rule_id);
                 }
                 let cx = Context {
                     host_name: &self.host_name,
                     time: self.clock.wall_time(ev.boot_ns),
-                    rule: rule.map(|r| (r.name.as_str(), r.kind.as_str())),
+                    rule: Some((rule.name.as_str(), rule.kind.as_str())),
                 };
-                let Some(mut record) = record::from_event(&event, &cx) else { return };
-                self.identity.annotate(&ev.task, &mut record.attributes);
-                let count = self.dedup.on_event(ev, &record);
-                record.set_count(count);
-                out.push(record);
+                let Some(mut base) = record::from_event(&event, &cx) else { return };
+                self.identity.annotate(&ev.task, &mut base.attributes);
+                let mut records = Vec::new();
+                // A write-only open comes before the content it writes: the
+                // next read shows it (and a change of known content then is
+                // a rotation). Failed opens have nothing to read.
+                let readable = ev.ret >= 0 && ev.access() != crate::decode::Access::Write;
+                match WatchList::event_path(ev).filter(|_| readable) {
+                    Some(path) => {
+                        let path = read_path(ev).unwrap_or(path);
+                        let access = Access {
+                            pid: ev.task.tgid,
+                            path: std::path::Path::new(&path),
+                            kernel_inode: (ev.ino != 0).then_some((ev.dev, ev.ino)),
+                            format: rule.format,
+                            kind: &rule.kind,
+                        };
+                        let c = self.reader.classify(&access, &self.keyed);
+                        self.stats.count(if c.read { "credential_file_read" } else { "credential_file_cached" });
+                        if let Some(before) = &c.rotated_from {
+                            self.stats.count("credential_file_rotated");
+                            out.push(rotation(&base, before, &c.parsed));
+                        }
+                        if let Some(u) = &c.parsed.unparsed {
+                            self.stats.count(u.reason());
+                            tracing::debug!(reason = %u, "credential file not parsed");
+                        }
+                        records.extend(identity_records(base, &c.parsed, rule.format.name()));
+                    }
+                    None => records.push(base),
+                }
+                let count = self.dedup.on_event(ev, &records);
+                for mut r in records {
+                    r.set_count(count);
+                    out.push(r);
+                }
             }
             Event::ProcessExec(ev) => {
                 self.identity.on_exec(ev);
@@ -162,9 +219,11 @@ impl Pipeline {
         let mut tails = Vec::new();
         let clock = &mut self.clock;
         self.dedup.sweep(|k| kernel.dedup.get(k, 0).ok(), |ns| clock.wall_time(ns), &mut tails);
-        for (mut record, count) in tails {
-            record.set_count(count);
-            out.push(record);
+        for (records, count) in tails {
+            for mut record in records {
+                record.set_count(count);
+                out.push(record);
+            }
         }
     }
 
@@ -187,9 +246,98 @@ impl Pipeline {
             ("nhi.agent.dedup.keys", int(self.dedup.len() as u64)),
             ("nhi.agent.process_table.size", int(Stats::get(&s.process_table_size))),
             ("nhi.agent.process_table.evicted", int(Stats::get(&s.process_table_evicted))),
-            ("nhi.watch.rules", int(self.watch.rules().len() as u64)),
+            ("nhi.watch.rules", int(self.watch.catalog().rules.iter().filter(|r| r.kernel).count() as u64)),
             ("nhi.watch.inodes", int(Stats::get(&s.watched_inodes))),
         ];
         Record { time: std::time::SystemTime::now(), event_name: record::EVENT_AGENT_STATS, attributes }
+    }
+}
+
+/// The path to read: as the process asked for it when absolute (stable
+/// across symlink swaps, e.g. Kubernetes' token rotation), else the
+/// kernel's resolved path.
+fn read_path(ev: &FileOpen) -> Option<String> {
+    ev.path.to_str().filter(|p| p.starts_with('/')).map(str::to_owned).or_else(|| WatchList::event_path(ev))
+}
+
+/// One record per identity; the file-level record when there is none.
+fn identity_records(base: Record, parsed: &Parsed, format: &str) -> Vec<Record> {
+    let mut base = base;
+    base.attributes.push(("nhi.format", format.into()));
+    if parsed.identities.is_empty() {
+        let mut r = base;
+        if let Some(u) = &parsed.unparsed {
+            r.attributes.push(("nhi.unparsed.reason", u.reason().into()));
+        }
+        return vec![r];
+    }
+    parsed
+        .identities
+        .iter()
+        .map(|i| {
+            let mut r = base.clone();
+            r.set("nhi.kind", i.kind.clone());
+            r.attributes.push(("nhi.id", i.id.clone().into()));
+            for (k, v) in &i.attributes {
+                r.attributes.push((k, v.clone().into()));
+            }
+            r
+        })
+        .collect()
+}
+
+/// `nhi.credential.rotation`: the file's identities before and after.
+fn rotation(base: &Record, before: &Parsed, after: &Parsed) -> Record {
+    let ids = |p: &Parsed| {
+        let mut v: Vec<&str> = p.identities.iter().map(|i| i.id.as_str()).collect();
+        v.sort_unstable();
+        v.join(",")
+    };
+    let (b, a) = (ids(before), ids(after));
+    let mut r = base.clone();
+    r.event_name = EVENT_CREDENTIAL_ROTATION;
+    r.attributes.push(("nhi.rotation.previous_ids", Value::from(b.clone())));
+    r.attributes.push(("nhi.rotation.current_ids", Value::from(a.clone())));
+    r.attributes.push(("nhi.rotation.identity_changed", Value::from(a != b)));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use observer_creds::{Identity, Unparsed};
+
+    use super::*;
+
+    fn base() -> Record {
+        Record {
+            time: std::time::SystemTime::UNIX_EPOCH,
+            event_name: record::EVENT_CREDENTIAL_ACCESS,
+            attributes: vec![("nhi.kind", "aws.access_key".into()), ("file.path", "/root/.aws/credentials".into())],
+        }
+    }
+
+    #[test]
+    fn one_record_per_identity_with_its_kind_and_id() {
+        let parsed = Parsed {
+            identities: vec![
+                Identity::new("aws.access_key", "AKIA1").with("nhi.aws.profile", "a"),
+                Identity::new("aws.session_key", "ASIA2"),
+            ],
+            unparsed: None,
+        };
+        let recs = identity_records(base(), &parsed, "aws-ini");
+        assert_eq!(recs.len(), 2);
+        let get = |r: &Record, k: &str| r.attributes.iter().find(|(x, _)| *x == k).map(|(_, v)| v.clone());
+        assert_eq!(get(&recs[1], "nhi.kind"), Some("aws.session_key".into()));
+        assert_eq!(get(&recs[0], "nhi.id"), Some("AKIA1".into()));
+        assert_eq!(get(&recs[0], "nhi.aws.profile"), Some("a".into()));
+        assert_eq!(recs[0].attributes.iter().filter(|(k, _)| *k == "nhi.kind").count(), 1);
+        let none = identity_records(base(), &Parsed::unparsed(Unparsed::Binary), "aws-ini");
+        assert_eq!(get(&none[0], "nhi.unparsed.reason"), Some("binary".into()));
+        assert_eq!(get(&none[0], "nhi.id"), None);
+        let rot = rotation(&base(), &parsed, &Parsed { identities: vec![Identity::new("aws.access_key", "AKIA3")], unparsed: None });
+        assert_eq!(rot.event_name, EVENT_CREDENTIAL_ROTATION);
+        assert_eq!(get(&rot, "nhi.rotation.previous_ids"), Some("AKIA1,ASIA2".into()));
+        assert_eq!(get(&rot, "nhi.rotation.identity_changed"), Some(true.into()));
     }
 }

@@ -17,7 +17,7 @@ use std::{
 
 use observer_common::{INODE_DIR, INODE_FILE, InodeKey, InodeRule, MatchKind};
 
-use super::catalog::{PatternKind, WatchRule, normalise_home};
+use super::catalog::{Catalog, PatternKind, WatchRule};
 use crate::decode::FileOpen;
 
 /// Directories below a directory rule that are watched, and files in them
@@ -153,41 +153,65 @@ pub enum Via {
     Path,
 }
 
-/// The rules and the inodes they resolved to.
+/// The catalog and the inodes its kernel rules resolved to.
 #[derive(Debug, Default)]
 pub struct WatchList {
-    rules: Vec<WatchRule>,
-    by_id: HashMap<u32, usize>,
+    catalog: Catalog,
     inodes: HashMap<(u32, u64), u32>,
 }
 
 impl WatchList {
-    pub fn new(rules: Vec<WatchRule>, entries: &[InodeEntry]) -> Self {
-        let by_id = rules.iter().enumerate().map(|(i, r)| (r.id, i)).collect();
+    pub fn new(catalog: Catalog, entries: &[InodeEntry]) -> Self {
         let inodes = entries
             .iter()
             .filter(|e| e.rule.what == INODE_FILE)
             .map(|e| ((e.key.dev, e.key.ino), e.rule.rule_id))
             .collect();
-        Self { rules, by_id, inodes }
+        Self { catalog, inodes }
     }
 
-    pub fn rules(&self) -> &[WatchRule] {
-        &self.rules
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
     }
 
     pub fn rule(&self, id: u32) -> Option<&WatchRule> {
-        self.by_id.get(&id).map(|&i| &self.rules[i])
+        self.catalog.rule(id)
     }
 
-    /// The rule an event concerns. Kernel hits name their rule; candidates
-    /// are matched by inode, then by the resolved path (the file's real
-    /// location, or for a failed relative open its base joined with the
-    /// name), then by the requested path. Kubernetes' atomic-writer
-    /// directories (`..data`, `..2026_...`) are ignored when matching, so
-    /// `serviceaccount/..2026_01_01/token` is `serviceaccount/token`.
+    /// The path an event concerns: for a failed relative open its base
+    /// joined with the name, else the file's resolved path (its real
+    /// location in the process's mount namespace), else the requested path
+    /// when absolute.
+    pub fn event_path(ev: &FileOpen) -> Option<String> {
+        let requested = ev.path.as_bytes();
+        if let Some(r) = &ev.resolved
+            && r.complete
+        {
+            let mut p = r.path.as_bytes().to_vec();
+            if ev.resolved_is_base {
+                if !p.ends_with(b"/") {
+                    p.push(b'/');
+                }
+                p.extend_from_slice(requested);
+            }
+            return String::from_utf8(p).ok();
+        }
+        requested.starts_with(b"/").then(|| String::from_utf8_lossy(requested).into_owned())
+    }
+
+    /// The rule an event concerns, or `None` to drop it: a kernel candidate
+    /// no kernel rule confirms, or a file the catalog excludes (trust
+    /// stores). Kernel hits name their rule; candidates are matched by
+    /// inode, then by the event's path, then by the requested path.
+    /// Kubernetes' atomic-writer directories (`..data`, `..2026_...`) are
+    /// ignored when matching, so `serviceaccount/..2026_01_01/token` is
+    /// `serviceaccount/token`.
     pub fn confirm(&self, ev: &FileOpen) -> Option<(u32, Via)> {
-        if ev.match_kind != MatchKind::Name && self.by_id.contains_key(&ev.rule_id) {
+        let path = Self::event_path(ev);
+        if path.as_deref().is_some_and(|p| self.catalog.excluded(&clean_path(p))) {
+            return None;
+        }
+        if ev.match_kind != MatchKind::Name && self.catalog.rule(ev.rule_id).is_some() {
             return Some((ev.rule_id, Via::Kernel));
         }
         if ev.ino != 0
@@ -195,39 +219,12 @@ impl WatchList {
         {
             return Some((id, Via::Inode));
         }
-        let requested = ev.path.as_bytes();
-        let mut candidates: Vec<Vec<u8>> = Vec::with_capacity(3);
-        if let Some(r) = &ev.resolved
-            && r.complete
-        {
-            let base = r.path.as_bytes();
-            if ev.resolved_is_base {
-                let mut joined = base.to_vec();
-                if !joined.ends_with(b"/") {
-                    joined.push(b'/');
-                }
-                joined.extend_from_slice(requested);
-                candidates.push(joined);
-            } else {
-                candidates.push(base.to_vec());
-            }
-        }
-        if requested.starts_with(b"/") {
-            candidates.push(requested.to_vec());
-        }
-        for c in candidates {
-            let Ok(text) = std::str::from_utf8(&c) else { continue };
-            let cleaned = clean_path(text);
-            let normalised = normalise_home(&cleaned);
-            if let Some(rule) = self
-                .rules
-                .iter()
-                .find(|r| r.pattern.spellings().iter().any(|p| p.matches(&normalised) || p.matches(&cleaned)))
-            {
-                return Some((rule.id, Via::Path));
-            }
-        }
-        None
+        let requested = ev.path.to_str().filter(|p| p.starts_with('/')).map(str::to_owned);
+        [path, requested]
+            .into_iter()
+            .flatten()
+            .find_map(|p| self.catalog.match_path_where(&clean_path(&p), |r| r.kernel))
+            .map(|r| (r.id, Via::Path))
     }
 }
 
@@ -261,7 +258,18 @@ mod tests {
     };
 
     fn rule(id: u32, pattern: &str) -> WatchRule {
-        WatchRule { id, name: format!("r{id}"), kind: "test".into(), pattern: PathPattern::parse(pattern).unwrap() }
+        WatchRule {
+            id,
+            name: format!("r{id}"),
+            kind: "test".into(),
+            pattern: PathPattern::parse(pattern).unwrap(),
+            format: observer_creds::Format::Auto,
+            kernel: true,
+        }
+    }
+
+    fn catalog(rules: Vec<WatchRule>) -> Catalog {
+        Catalog { rules, exclude: vec![PathPattern::parse("/etc/ssl/certs/").unwrap()] }
     }
 
     fn event(path: &str, resolved: Option<&str>, how: MatchKind) -> FileOpen {
@@ -288,7 +296,7 @@ mod tests {
     #[test]
     fn candidates_are_confirmed_by_resolved_or_requested_path() {
         let wl = WatchList::new(
-            vec![rule(1, "~/.aws/credentials"), rule(2, "/var/run/secrets/kubernetes.io/serviceaccount/token"), rule(3, "*.pem")],
+            catalog(vec![rule(1, "~/.aws/credentials"), rule(2, "/var/run/secrets/kubernetes.io/serviceaccount/token"), rule(3, "*.pem")]),
             &[],
         );
         let ev = event("credentials", Some("/home/bob/.aws/credentials"), MatchKind::Name);
@@ -304,11 +312,15 @@ mod tests {
         // A `credentials` file elsewhere is a name-gate false positive.
         let ev = event("credentials", Some("/srv/app/credentials"), MatchKind::Name);
         assert_eq!(wl.confirm(&ev), None);
+        // Excluded (a trust store), even when the kernel named a rule.
+        let mut ev = event("/etc/ssl/certs/ca.pem", Some("/etc/ssl/certs/ca.pem"), MatchKind::Path);
+        ev.rule_id = 3;
+        assert_eq!(wl.confirm(&ev), None);
     }
 
     #[test]
     fn failed_relative_open_is_joined_to_its_base() {
-        let wl = WatchList::new(vec![rule(1, "~/.kube/config")], &[]);
+        let wl = WatchList::new(catalog(vec![rule(1, "~/.kube/config")]), &[]);
         let mut ev = event("config", Some("/root/.kube"), MatchKind::Name);
         ev.ret = -2;
         ev.resolved_is_base = true;

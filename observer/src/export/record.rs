@@ -12,6 +12,8 @@ pub const EVENT_CREDENTIAL_ACCESS: &str = "nhi.credential.access";
 /// The agent's own counters: events lost, folded, rejected (JSON lines;
 /// OTLP metrics later).
 pub const EVENT_AGENT_STATS: &str = "nhi.agent.stats";
+/// A known credential file changed: its identities before and after.
+pub const EVENT_CREDENTIAL_ROTATION: &str = "nhi.credential.rotation";
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -73,13 +75,18 @@ pub struct Record {
 }
 
 impl Record {
+    /// Replaces the value of `key`, or adds it.
+    pub fn set(&mut self, key: &'static str, value: impl Into<Value>) {
+        let value = value.into();
+        match self.attributes.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => *v = value,
+            None => self.attributes.push((key, value)),
+        }
+    }
+
     /// Sets `nhi.access.count`: how many opens this record stands for.
     pub fn set_count(&mut self, count: u64) {
-        let v = Value::Int(i64::try_from(count).unwrap_or(i64::MAX));
-        match self.attributes.iter_mut().find(|(k, _)| *k == "nhi.access.count") {
-            Some((_, slot)) => *slot = v,
-            None => self.attributes.push(("nhi.access.count", v)),
-        }
+        self.set("nhi.access.count", Value::Int(i64::try_from(count).unwrap_or(i64::MAX)));
     }
 }
 

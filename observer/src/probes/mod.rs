@@ -192,7 +192,7 @@ impl Probes {
             prefix_lens: gate.prefix_lens,
             suffix_lens: gate.suffix_lens,
             dir_rules: u32::from(dir_rules),
-            _pad0: 0,
+            agent_tgid: std::process::id(),
         };
         let map = self.ebpf.map_mut("FILE_CFG").ok_or(ProbeError::NoMap("FILE_CFG"))?;
         let mut array: Array<&mut MapData, FileSensorConfig> = Array::try_from(map).map_err(map_err("FILE_CFG"))?;

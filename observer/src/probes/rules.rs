@@ -202,7 +202,14 @@ mod tests {
     use crate::classify::catalog::{PathPattern, builtin_rules};
 
     fn rule(id: u32, pattern: &str) -> WatchRule {
-        WatchRule { id, name: format!("r{id}"), kind: "test".into(), pattern: PathPattern::parse(pattern).unwrap() }
+        WatchRule {
+            id,
+            name: format!("r{id}"),
+            kind: "test".into(),
+            pattern: PathPattern::parse(pattern).unwrap(),
+            format: observer_creds::Format::Auto,
+            kernel: true,
+        }
     }
 
     #[test]
