@@ -6,20 +6,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 
-mod app;
-mod check;
-mod classify;
-mod clock;
-mod config;
-mod decode;
-mod enrich;
-mod export;
-mod identity;
-mod probes;
-mod ringbuf;
-mod scan;
-mod secret;
-mod stats;
+use nhi_observer::{app, check, classify, config, scan, secret};
 
 const EX_USAGE: u8 = 64;
 
