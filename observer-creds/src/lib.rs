@@ -21,7 +21,11 @@ mod keyed;
 mod secret;
 pub mod tokens;
 
-pub use formats::{Format, UnknownFormat, parse};
+pub use formats::{
+    Format, UnknownFormat,
+    jwt::{JwtError, ServiceAccount, service_account},
+    parse,
+};
 pub use identity::{Identity, Parsed, Unparsed};
 pub use keyed::{KEY_LEN, Keyed};
 pub use secret::Secret;

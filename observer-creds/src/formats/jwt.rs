@@ -37,12 +37,80 @@ struct K8s {
     namespace: Option<String>,
     serviceaccount: Option<NameUid>,
     pod: Option<NameUid>,
+    node: Option<NameUid>,
 }
 
 #[derive(Deserialize)]
 struct NameUid {
     name: Option<String>,
     uid: Option<String>,
+}
+
+/// The non-secret identity a Kubernetes service-account token carries:
+/// projected tokens (`kubernetes.io: {namespace, serviceaccount, pod,
+/// node}`), legacy secret-based ones, or `sub` =
+/// `system:serviceaccount:<namespace>:<name>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceAccount {
+    pub namespace: String,
+    pub name: String,
+    pub uid: Option<String>,
+    pub pod_name: Option<String>,
+    pub pod_uid: Option<String>,
+    pub node_name: Option<String>,
+    pub issuer: Option<String>,
+    /// `exp`, seconds since the epoch.
+    pub expires: Option<i64>,
+}
+
+/// Why a token names no service account. Never quotes the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum JwtError {
+    #[error("not a JWT (expected three dot-separated parts)")]
+    NotJwt,
+    #[error("JWT payload is not base64url")]
+    Base64,
+    #[error("JWT payload is not a JSON object of claims")]
+    Json,
+    #[error("the token names no service account")]
+    NoServiceAccount,
+}
+
+/// Decodes a service-account token's claims without verifying it.
+pub fn service_account(token: &str) -> Result<ServiceAccount, JwtError> {
+    let mut parts = token.trim().split('.');
+    let (Some(_), Some(payload), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return Err(JwtError::NotJwt);
+    };
+    let decoded =
+        Secret::new(URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).map_err(|_| JwtError::Base64)?);
+    let claims: Claims = serde_json::from_slice(decoded.expose()).map_err(|_| JwtError::Json)?;
+    sa_of(&claims).ok_or(JwtError::NoServiceAccount)
+}
+
+fn sa_of(c: &Claims) -> Option<ServiceAccount> {
+    let k = c.k8s.as_ref();
+    let sa = k.and_then(|k| k.serviceaccount.as_ref());
+    let pod = k.and_then(|k| k.pod.as_ref());
+    let from_sub = c.sub.as_deref().and_then(|s| s.strip_prefix("system:serviceaccount:")).and_then(|s| s.split_once(':'));
+    let namespace = k
+        .and_then(|k| k.namespace.clone())
+        .or_else(|| c.legacy_namespace.clone())
+        .or_else(|| from_sub.map(|(ns, _)| ns.to_owned()))?;
+    let name = sa
+        .and_then(|s| s.name.clone())
+        .or_else(|| c.legacy_name.clone())
+        .or_else(|| from_sub.map(|(_, n)| n.to_owned()))?;
+    Some(ServiceAccount {
+        namespace,
+        name,
+        uid: sa.and_then(|s| s.uid.clone()).or_else(|| c.legacy_uid.clone()),
+        pod_name: pod.and_then(|p| p.name.clone()),
+        pod_uid: pod.and_then(|p| p.uid.clone()),
+        node_name: k.and_then(|k| k.node.as_ref()).and_then(|n| n.name.clone()),
+        issuer: c.iss.clone(),
+        expires: c.exp.filter(|e| e.is_finite() && e.abs() < 1e11).map(|e| e.trunc() as i64),
+    })
 }
 
 /// `xxx.yyy.zzz` of base64url characters.
@@ -76,17 +144,7 @@ pub fn token_identity(token: &str, kind: &str, keyed: &Keyed) -> Result<Identity
         Some(OneOrMany::Many(v)) => v.join(","),
         None => String::new(),
     };
-    let (ns, name, uid, pod, pod_uid) = match &claims.k8s {
-        Some(k) => (
-            k.namespace.clone(),
-            k.serviceaccount.as_ref().and_then(|s| s.name.clone()),
-            k.serviceaccount.as_ref().and_then(|s| s.uid.clone()),
-            k.pod.as_ref().and_then(|p| p.name.clone()),
-            k.pod.as_ref().and_then(|p| p.uid.clone()),
-        ),
-        None => (claims.legacy_namespace.clone(), claims.legacy_name.clone(), claims.legacy_uid.clone(), None, None),
-    };
-    let id = if let (Some(ns), Some(name)) = (ns, name) {
+    let id = if let Some(sa) = sa_of(&claims) {
         // The rule's kind when it names a service-account token flavour
         // (EKS IRSA, pod identity), else the generic one.
         let sa_kind = if kind.starts_with("kubernetes.") || kind.starts_with("aws.eks.") {
@@ -94,10 +152,10 @@ pub fn token_identity(token: &str, kind: &str, keyed: &Keyed) -> Result<Identity
         } else {
             "kubernetes.service_account_token"
         };
-        Identity::new(sa_kind, format!("{ns}/{name}"))
-            .with("nhi.k8s.service_account.uid", uid.unwrap_or_default())
-            .with("nhi.k8s.token.pod", pod.unwrap_or_default())
-            .with("nhi.k8s.token.pod_uid", pod_uid.unwrap_or_default())
+        Identity::new(sa_kind, format!("{}/{}", sa.namespace, sa.name))
+            .with("nhi.k8s.service_account.uid", sa.uid.unwrap_or_default())
+            .with("nhi.k8s.token.pod", sa.pod_name.unwrap_or_default())
+            .with("nhi.k8s.token.pod_uid", sa.pod_uid.unwrap_or_default())
     } else if let Some(spiffe) = claims.sub.as_deref().filter(|s| s.starts_with("spiffe://")) {
         Identity::new("spiffe.jwt_svid", spiffe)
     } else if let (Some(iss), Some(sub)) = (&claims.iss, &claims.sub) {

@@ -16,7 +16,7 @@ mod gcp;
 mod gh;
 mod git_credentials;
 mod ini;
-mod jwt;
+pub(crate) mod jwt;
 mod keys;
 mod kube;
 mod netrc;

@@ -68,7 +68,7 @@ impl Stat {
     /// The device as the kernel encodes `s_dev` (major << 20 | minor), the
     /// encoding of kernel events and of the watched-inode map.
     pub fn kernel_dev(&self) -> u64 {
-        (u64::from(libc::major(self.dev)) << 20) | u64::from(libc::minor(self.dev))
+        u64::from(super::watch::kernel_dev(self.dev))
     }
 }
 

@@ -6,7 +6,7 @@ use serde::{Serialize, Serializer, ser::SerializeMap};
 
 use observer_common::MatchKind;
 
-use crate::decode::{Event, FileOpen, syscall_name};
+use crate::decode::{Event, FileOpen, Task, WalkedPath, syscall_name};
 
 pub const EVENT_CREDENTIAL_ACCESS: &str = "nhi.credential.access";
 /// The agent's own counters: events lost, folded, rejected (JSON lines;
@@ -171,17 +171,23 @@ fn file_open(ev: &FileOpen, cx: &Context<'_>) -> Record {
     if ev.ret < 0 {
         a.push(("error.type", errno_name(ev.ret).into()));
     }
-    a.push(("process.pid", ev.task.tgid.into()));
-    a.push(("thread.id", ev.task.pid.into()));
-    if ev.task.ppid != 0 {
-        a.push(("process.parent_pid", ev.task.ppid.into()));
+    process_attributes(&mut a, &ev.task, ev.exe.as_ref());
+    Record { time: cx.time, event_name: EVENT_CREDENTIAL_ACCESS, attributes: a }
+}
+
+/// The attributes of the process an event happened in, as the kernel saw
+/// it at that moment (the workload identity stage adds the rest).
+pub fn process_attributes(a: &mut Vec<(&'static str, Value)>, task: &Task, exe: Option<&WalkedPath>) {
+    a.push(("process.pid", task.tgid.into()));
+    a.push(("thread.id", task.pid.into()));
+    if task.ppid != 0 {
+        a.push(("process.parent_pid", task.ppid.into()));
     }
-    a.push(("process.user.id", ev.task.uid.into()));
-    a.push(("process.command", ev.task.comm.clone().into()));
-    if let Some(exe) = &ev.exe {
+    a.push(("process.user.id", task.uid.into()));
+    a.push(("process.command", task.comm.clone().into()));
+    if let Some(exe) = exe {
         a.push(("process.executable.path", exe.path.to_string_lossy().into_owned().into()));
     }
-    Record { time: cx.time, event_name: EVENT_CREDENTIAL_ACCESS, attributes: a }
 }
 
 fn match_name(m: MatchKind) -> &'static str {

@@ -113,16 +113,7 @@ pub fn record(ev: &ProcessExec, cred: &EnvCredential, id: Option<String>, host_n
         a.push(("nhi.id", id.into()));
     }
     a.push(("nhi.env.name", cred.name.clone().into()));
-    a.push(("process.pid", ev.task.tgid.into()));
-    a.push(("thread.id", ev.task.pid.into()));
-    if ev.task.ppid != 0 {
-        a.push(("process.parent_pid", ev.task.ppid.into()));
-    }
-    a.push(("process.user.id", ev.task.uid.into()));
-    a.push(("process.command", ev.task.comm.clone().into()));
-    if let Some(exe) = &ev.exe {
-        a.push(("process.executable.path", exe.path.to_string_lossy().into_owned().into()));
-    }
+    crate::export::record::process_attributes(&mut a, &ev.task, ev.exe.as_ref());
     Record { time, event_name: EVENT_CREDENTIAL_ACCESS, attributes: a }
 }
 

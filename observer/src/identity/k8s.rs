@@ -20,14 +20,11 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use base64::Engine as _;
 use lru::LruCache;
 use nix::{
     fcntl::{OFlag, OpenHow, ResolveFlag, open, openat2},
     sys::stat::Mode,
 };
-use serde::Deserialize;
-
 use crate::secret::Secret;
 
 /// Where the kubelet mounts the token, inside the container.
@@ -39,17 +36,8 @@ pub const RETRY_AFTER: Duration = Duration::from_secs(30);
 /// Processes tried per pod lookup.
 pub const MAX_CANDIDATES: usize = 32;
 
-#[derive(Debug, thiserror::Error)]
-pub enum TokenError {
-    #[error("not a JWT (expected three dot-separated parts)")]
-    NotJwt,
-    #[error("JWT payload is not base64url: {0}")]
-    Base64(#[from] base64::DecodeError),
-    #[error("JWT payload is not the JSON we expect: {0}")]
-    Json(#[from] serde_json::Error),
-    #[error("the token names no service account")]
-    NoServiceAccount,
-}
+/// Why a token names no service account (from the catalog's JWT decoder).
+pub type TokenError = observer_creds::JwtError;
 
 /// The non-secret identity a service-account token carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,74 +60,19 @@ impl SaClaims {
     }
 }
 
-#[derive(Deserialize, Default)]
-struct NameUid {
-    name: Option<String>,
-    uid: Option<String>,
-}
-
-/// Bound (projected) tokens: `kubernetes.io: {namespace, pod, serviceaccount, node}`.
-#[derive(Deserialize)]
-struct KubernetesIo {
-    namespace: Option<String>,
-    #[serde(default)]
-    pod: Option<NameUid>,
-    #[serde(default)]
-    serviceaccount: Option<NameUid>,
-    #[serde(default)]
-    node: Option<NameUid>,
-}
-
-#[derive(Deserialize)]
-struct Claims {
-    iss: Option<String>,
-    exp: Option<i64>,
-    sub: Option<String>,
-    #[serde(rename = "kubernetes.io")]
-    kubernetes_io: Option<KubernetesIo>,
-    // Legacy secret-based tokens.
-    #[serde(rename = "kubernetes.io/serviceaccount/namespace")]
-    legacy_namespace: Option<String>,
-    #[serde(rename = "kubernetes.io/serviceaccount/service-account.name")]
-    legacy_name: Option<String>,
-    #[serde(rename = "kubernetes.io/serviceaccount/service-account.uid")]
-    legacy_uid: Option<String>,
-}
-
 /// Decodes a service-account token's claims without verifying it.
 pub fn parse_token(token: &Secret) -> Result<SaClaims, TokenError> {
-    let text = std::str::from_utf8(token.expose()).map_err(|_| TokenError::NotJwt)?.trim();
-    let mut parts = text.split('.');
-    let (Some(_header), Some(payload), Some(_signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(TokenError::NotJwt);
-    };
-    // base64url without padding per RFC 7515; tolerate padding.
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('='))?;
-    let c: Claims = serde_json::from_slice(&bytes)?;
-    let k = c.kubernetes_io;
-    let (ns_k, pod, sa, node) = match k {
-        Some(k) => (k.namespace, k.pod, k.serviceaccount, k.node),
-        None => (None, None, None, None),
-    };
-    // `sub` is `system:serviceaccount:<namespace>:<name>`.
-    let from_sub = c.sub.as_deref().and_then(|s| s.strip_prefix("system:serviceaccount:")).and_then(|s| s.split_once(':'));
-    let namespace = ns_k.or(c.legacy_namespace).or_else(|| from_sub.map(|(ns, _)| ns.to_owned()));
-    let sa = sa.unwrap_or_default();
-    let name = sa.name.or(c.legacy_name).or_else(|| from_sub.map(|(_, n)| n.to_owned()));
-    let (Some(namespace), Some(service_account)) = (namespace, name) else {
-        return Err(TokenError::NoServiceAccount);
-    };
-    let pod = pod.unwrap_or_default();
+    let text = std::str::from_utf8(token.expose()).map_err(|_| TokenError::NotJwt)?;
+    let sa = observer_creds::service_account(text)?;
     Ok(SaClaims {
-        namespace,
-        service_account,
-        service_account_uid: sa.uid.or(c.legacy_uid),
-        pod_name: pod.name,
-        pod_uid: pod.uid,
-        node_name: node.and_then(|n| n.name),
-        issuer: c.iss,
-        expires: c.exp,
+        namespace: sa.namespace,
+        service_account: sa.name,
+        service_account_uid: sa.uid,
+        pod_name: sa.pod_name,
+        pod_uid: sa.pod_uid,
+        node_name: sa.node_name,
+        issuer: sa.issuer,
+        expires: sa.expires,
     })
 }
 
@@ -222,6 +155,8 @@ impl Pods {
 
 #[cfg(test)]
 pub mod tests {
+    use base64::Engine as _;
+
     use super::*;
 
     /// A fabricated, unsigned token with the claims the API server puts in
@@ -278,9 +213,9 @@ pub mod tests {
     fn garbage_is_an_error() {
         assert!(matches!(parse_token(&Secret::from("nope".to_owned())), Err(TokenError::NotJwt)));
         assert!(matches!(parse_token(&Secret::from("a.b.c.d".to_owned())), Err(TokenError::NotJwt)));
-        assert!(matches!(parse_token(&Secret::from("a.!!!.c".to_owned())), Err(TokenError::Base64(_))));
+        assert!(matches!(parse_token(&Secret::from("a.!!!.c".to_owned())), Err(TokenError::Base64)));
         let not_json = format!("a.{}.c", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("[1,2]"));
-        assert!(matches!(parse_token(&Secret::from(not_json)), Err(TokenError::Json(_))));
+        assert!(matches!(parse_token(&Secret::from(not_json)), Err(TokenError::Json)));
         let t = fake_token(&serde_json::json!({"sub": "someone"}));
         assert!(matches!(parse_token(&t), Err(TokenError::NoServiceAccount)));
         let expired = fake_token(&serde_json::json!({"sub": "system:serviceaccount:a:b", "exp": 1}));
