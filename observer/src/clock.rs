@@ -32,6 +32,11 @@ impl BootClock {
     }
 }
 
+/// Now, on the kernel's boot-time clock (`bpf_ktime_get_boot_ns`).
+pub fn boot_now_ns() -> u64 {
+    u64::try_from(ns(ClockId::CLOCK_BOOTTIME)).unwrap_or(0)
+}
+
 fn ns(clock: ClockId) -> i128 {
     clock_gettime(clock).map(|t| i128::from(t.tv_sec()) * 1_000_000_000 + i128::from(t.tv_nsec())).unwrap_or(0)
 }

@@ -12,8 +12,10 @@ use serde::Deserialize;
 
 use crate::{
     classify::catalog::{self, Catalog, WatchEntry},
-    export::jsonl::Target,
+    correlate::CorrelatorConfig,
+    export::{jsonl::Target, otlp::OtlpConfig},
     identity::IdentityConfig,
+    store::StoreOptions,
 };
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/nhi-observer";
@@ -69,6 +71,67 @@ pub struct FileConfig {
     /// Process table and workload identity.
     #[serde(default)]
     pub process: ProcessConfig,
+    /// Usage records: correlation of credential accesses and connections.
+    #[serde(default)]
+    pub usage: UsageFileConfig,
+    /// The database in the state directory.
+    #[serde(default)]
+    pub store: StoreFileConfig,
+    /// OpenTelemetry export. The standard `OTEL_*` environment variables
+    /// configure it (endpoint, protocol, headers, compression, timeout,
+    /// resource attributes, service name); these keys only add what they
+    /// do not cover.
+    #[serde(default)]
+    pub otlp: OtlpFileConfig,
+}
+
+/// The `[usage]` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageFileConfig {
+    /// How often changed usage records are committed and emitted
+    /// (`nhi.usage`), in seconds. Default: 10.
+    pub flush_interval_secs: Option<u64>,
+    /// A connection by the process that accessed a credential at most this
+    /// many seconds before is a `direct` use of it. Default: 10.
+    pub direct_window_secs: Option<u64>,
+    /// Later connections of that process, and connections of its
+    /// descendants, up to this many seconds after the access are
+    /// `inferred` uses. Default: 300.
+    pub inferred_window_secs: Option<u64>,
+}
+
+/// The `[store]` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreFileConfig {
+    /// Hours raw records (accesses, connections, usage versions) are kept
+    /// once exported. Usage totals and coverage are kept regardless.
+    /// Default: 168 (7 days).
+    pub retention_hours: Option<u64>,
+    /// Most records kept; past it the oldest are deleted even if not yet
+    /// exported (an ERROR says so). Default: 2000000.
+    pub max_records: Option<u64>,
+    /// Length of one coverage interval, in seconds. Default: 60.
+    pub coverage_interval_secs: Option<u64>,
+}
+
+/// The `[otlp]` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpFileConfig {
+    /// Export even when no `OTEL_EXPORTER_OTLP_*ENDPOINT` variable is set
+    /// (to the protocol's default endpoint on localhost). Default: false.
+    pub enabled: Option<bool>,
+    /// Send logs (events and usage records). Default: true.
+    pub logs: Option<bool>,
+    /// Send metrics (the agent's counters). Default: true.
+    pub metrics: Option<bool>,
+    /// Records per export request. Default: 512.
+    pub batch_size: Option<usize>,
+    /// Longest wait between retries of a failed export, in seconds.
+    /// Default: 30.
+    pub max_backoff_secs: Option<u64>,
 }
 
 /// The `[process]` section: the process table behind workload identity.
@@ -114,6 +177,15 @@ pub struct Config {
     pub scan_at_start: bool,
     pub max_credential_bytes: u64,
     pub fingerprint_key_file: Option<PathBuf>,
+    pub usage: UsageConfig,
+    pub store: StoreOptions,
+    pub otlp: OtlpConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct UsageConfig {
+    pub flush_every: Duration,
+    pub correlator: CorrelatorConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +206,10 @@ pub enum ConfigError {
     ZeroInterval(&'static str),
     #[error("process.table_capacity = {0}: must be between 64 and 4194304")]
     TableCapacity(usize),
+    #[error("usage.direct_window_secs must not exceed usage.inferred_window_secs")]
+    Windows,
+    #[error("{0} = {1}: out of range")]
+    Range(&'static str, u64),
 }
 
 impl Config {
@@ -176,6 +252,40 @@ impl Config {
             // follows the `nhi.agent.stats` records.
             stats_interval: stats_every,
         };
+        let u = file.usage;
+        let direct_window = secs(u.direct_window_secs, 10, "usage.direct_window_secs")?;
+        let inferred_window = secs(u.inferred_window_secs, 300, "usage.inferred_window_secs")?;
+        if direct_window > inferred_window {
+            return Err(ConfigError::Windows);
+        }
+        let usage = UsageConfig {
+            flush_every: secs(u.flush_interval_secs, 10, "usage.flush_interval_secs")?,
+            correlator: CorrelatorConfig { direct_window, inferred_window, ..CorrelatorConfig::default() },
+        };
+        let st = file.store;
+        let retention_hours = st.retention_hours.unwrap_or(168);
+        let max_records = st.max_records.unwrap_or(2_000_000);
+        if max_records < 1000 {
+            return Err(ConfigError::Range("store.max_records", max_records));
+        }
+        let store = StoreOptions {
+            retention: Duration::from_secs(retention_hours.saturating_mul(3600)),
+            max_records,
+            coverage_every: secs(st.coverage_interval_secs, 60, "store.coverage_interval_secs")?,
+            ..StoreOptions::default()
+        };
+        let o = file.otlp;
+        let batch_size = o.batch_size.unwrap_or(512);
+        if !(1..=8192).contains(&batch_size) {
+            return Err(ConfigError::Range("otlp.batch_size", batch_size as u64));
+        }
+        let otlp = OtlpConfig {
+            enabled: o.enabled.unwrap_or(false) || crate::export::otlp::endpoint_in_env(),
+            logs: o.logs.unwrap_or(true),
+            metrics: o.metrics.unwrap_or(true),
+            batch_size,
+            max_backoff: secs(o.max_backoff_secs, 30, "otlp.max_backoff_secs")?,
+        };
         Ok(Self {
             state_dir,
             jsonl,
@@ -189,6 +299,9 @@ impl Config {
             scan_at_start: file.scan_at_start.unwrap_or(true),
             max_credential_bytes: file.max_credential_bytes.unwrap_or(DEFAULT_MAX_CREDENTIAL_BYTES),
             fingerprint_key_file: file.fingerprint_key_file,
+            usage,
+            store,
+            otlp,
         })
     }
 }
@@ -286,6 +399,16 @@ mod tests {
         assert!(matches!(with_file("[process]\ntable_capacity = 3"), Err(ConfigError::TableCapacity(3))));
         assert!(matches!(with_file("[process]\nreconcile_interval_secs = 0"), Err(ConfigError::ZeroInterval(_))));
         assert!(matches!(with_file("[process]\ncapture_argz = true"), Err(ConfigError::Parse { .. })));
+        assert!(matches!(
+            with_file("[usage]\ndirect_window_secs = 60\ninferred_window_secs = 30"),
+            Err(ConfigError::Windows)
+        ));
+        assert!(matches!(with_file("[otlp]\nbatch_size = 0"), Err(ConfigError::Range(..))));
+        assert!(matches!(with_file("[store]\nmax_records = 10"), Err(ConfigError::Range(..))));
+        assert!(matches!(with_file("[otlp]\nendpoint = \"x\""), Err(ConfigError::Parse { .. })));
+        let c = with_file("[usage]\nflush_interval_secs = 2\n[store]\nretention_hours = 1\n").unwrap();
+        assert_eq!(c.usage.flush_every, Duration::from_secs(2));
+        assert_eq!(c.store.retention, Duration::from_secs(3600));
         let missing = Config::resolve(Overrides { config: Some("/nonexistent/x.toml".into()), ..Default::default() });
         assert!(matches!(missing, Err(ConfigError::Read { .. })));
     }

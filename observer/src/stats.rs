@@ -21,7 +21,28 @@ pub struct Stats {
     pub process_table_reconciled: AtomicU64,
     /// Environment credentials found at exec.
     pub env_credentials: AtomicU64,
+    /// Records committed to the store, and written to JSON lines.
+    pub records_stored: AtomicU64,
+    /// Store writes that failed (the record still went to JSON lines).
+    pub store_errors: AtomicU64,
+    /// Records deleted from the store before they were exported.
+    pub store_dropped: AtomicU64,
+    /// Size of the database and its WAL, in bytes.
+    pub store_bytes: AtomicU64,
+    /// Connections the correlator linked to a credential access, and not.
+    pub connections_linked: AtomicU64,
+    pub connections_unlinked: AtomicU64,
+    /// OTLP: records delivered, failed export calls per signal, and the
+    /// records still behind the cursor.
+    pub exported_records: AtomicU64,
+    pub export_failures_logs: AtomicU64,
+    pub export_failures_metrics: AtomicU64,
+    pub export_backlog: AtomicU64,
     decode_errors: Mutex<BTreeMap<&'static str, u64>>,
+    /// Credential accesses by `nhi.source` (sum of `nhi.access.count`).
+    accesses: Mutex<BTreeMap<String, u64>>,
+    /// Losses since start by kind (kernel ring full per sensor, decode).
+    drops: Mutex<BTreeMap<&'static str, u64>>,
     /// Classification outcomes (reads, cache hits, rotations, unparsed
     /// reasons, skipped self/excluded events).
     classify: Mutex<BTreeMap<&'static str, u64>>,
@@ -36,6 +57,31 @@ impl Stats {
 
     pub fn decode_errors(&self) -> BTreeMap<&'static str, u64> {
         self.decode_errors.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    pub fn access(&self, source: &str, n: u64) {
+        if let Ok(mut m) = self.accesses.lock() {
+            match m.get_mut(source) {
+                Some(v) => *v += n,
+                None => {
+                    m.insert(source.to_owned(), n);
+                }
+            }
+        }
+    }
+
+    pub fn accesses(&self) -> BTreeMap<String, u64> {
+        self.accesses.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    pub fn set_drops(&self, drops: &BTreeMap<&'static str, u64>) {
+        if let Ok(mut m) = self.drops.lock() {
+            m.clone_from(drops);
+        }
+    }
+
+    pub fn drops(&self) -> BTreeMap<&'static str, u64> {
+        self.drops.lock().map(|m| m.clone()).unwrap_or_default()
     }
 
     pub fn count(&self, what: &'static str) {

@@ -79,7 +79,7 @@ impl Dedup {
         &mut self,
         mut lookup: impl FnMut(&DedupKey) -> Option<DedupValue>,
         mut wall: impl FnMut(u64) -> std::time::SystemTime,
-        out: &mut Vec<(Vec<Record>, u64)>,
+        out: &mut Vec<(Vec<Record>, u64, DedupKey, u64)>,
     ) {
         self.tick += 1;
         let tick = self.tick;
@@ -91,7 +91,7 @@ impl Dedup {
                     r.time = time;
                     r
                 });
-                out.push((records.collect(), v.total - t.reported));
+                out.push((records.collect(), v.total - t.reported, *key, v.last_ns));
                 t.reported = v.total;
                 t.seen_tick = tick;
             }
@@ -160,7 +160,7 @@ mod tests {
         // Kernel folded 4 more: the sweep reports them once.
         let v = DedupValue { emitted_ns: 0, last_ns: 5, total: 5 };
         d.sweep(|_| Some(v), |_| std::time::SystemTime::UNIX_EPOCH, &mut out);
-        assert_eq!(out.iter().map(|(_, n)| n).sum::<u64>(), 4);
+        assert_eq!(out.iter().map(|(_, n, _, _)| n).sum::<u64>(), 4);
         out.clear();
         d.sweep(|_| Some(v), |_| std::time::SystemTime::UNIX_EPOCH, &mut out);
         assert!(out.is_empty(), "nothing new, nothing reported");

@@ -7,12 +7,17 @@
 //! re-resolve the watch list periodically, add inodes the pipeline confirms,
 //! reload the config on SIGHUP (watch list; no BPF reload). Stop (SIGINT,
 //! SIGTERM, or a failing stage): stop the reader after a last drain, let the
-//! sink write the last de-dup tails and a final stats record and flush, then
-//! drop the probes, which detaches them.
+//! sink write the last de-dup tails, usage and a final stats record, commit
+//! and flush, drop the probes, which detaches them, then give the OTLP
+//! exporter a few seconds to deliver what is committed.
+//!
+//! The store is opened (and migrated) before the probes load, and the OTLP
+//! exporter started from the `OTEL_*` variables: a database or exporter
+//! that cannot work is a startup error, not a silent loss.
 use std::{
     sync::{Arc, mpsc as std_mpsc},
     thread,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
@@ -29,10 +34,11 @@ use crate::{
         watch::{self, InodeEntry, WatchList},
     },
     config::{Config, Overrides},
-    export::jsonl::JsonLines,
+    export::{jsonl::JsonLines, otlp, record::Record},
     probes::{ProbeOptions, Probes},
     ringbuf, scan,
     stats::Stats,
+    store::{self, COMMIT_ROWS, Store},
 };
 
 mod dedup;
@@ -54,10 +60,27 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
         Some(path) => key::load(path)?,
         None => key::load_or_create(&cfg.state_dir)?,
     });
+    let stats = Arc::new(Stats::default());
+    let mut store_opts = cfg.store.clone();
+    store_opts.sensors = vec!["file", "process"];
+    if cfg.otlp.enabled && cfg.otlp.logs {
+        store_opts.cursors = vec![store::CURSOR_OTLP_LOGS];
+    }
+    let mut db = Store::open(&cfg.state_dir, store_opts).context("opening the store")?;
+    let exporter = if cfg.otlp.enabled {
+        let host = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+        let resource = otlp::resource(&host, db.instance());
+        let e = otlp::Exporter::start(&cfg.otlp, cfg.state_dir.clone(), resource, stats.clone())
+            .context("starting the OTLP exporter")?;
+        tracing::info!(logs = cfg.otlp.logs, metrics = cfg.otlp.metrics, "OTLP export on");
+        Some(e)
+    } else {
+        None
+    };
+    let waker = exporter.as_ref().map(otlp::Exporter::waker);
     let dedup_ns = u64::try_from(cfg.dedup.as_nanos()).unwrap_or(u64::MAX);
     let mut probes =
         Probes::load(&ProbeOptions { ring_bytes: cfg.ring_bytes, dedup_ns }).context("loading probes")?;
-    let stats = Arc::new(Stats::default());
     // Inodes found by the scan or learned from confirmed opens: kept across
     // re-resolutions of the watch list.
     let mut known = KnownInodes::default();
@@ -77,10 +100,12 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
     let (done_tx, done_rx) = std_mpsc::channel();
     let sink_stats = stats.clone();
     let sink_shutdown = shutdown.clone();
+    let runtime = tokio::runtime::Handle::current();
     let sink_thread = thread::Builder::new()
         .name("nhi-sink".into())
         .spawn(move || {
-            let result = sink_loop(rx, &mut pipeline, &mut sink, &sink_stats);
+            let mut out = Out { sink: &mut sink, store: &mut db, stats: &sink_stats, store_errors_logged: None };
+            let result = sink_loop(&runtime, rx, &mut pipeline, &mut out, waker.as_deref());
             sink_shutdown.cancel();
             let _ = done_tx.send(());
             result
@@ -140,6 +165,9 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
     })
     .await;
     drop(probes);
+    if let Some(e) = exporter {
+        e.stop(otlp::STOP_DEADLINE);
+    }
     tracing::info!(
         events = Stats::get(&stats.events_received),
         records = Stats::get(&stats.records_written),
@@ -147,6 +175,9 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
         process_table_evicted = Stats::get(&stats.process_table_evicted),
         process_table_reconciled = Stats::get(&stats.process_table_reconciled),
         env_credentials = Stats::get(&stats.env_credentials),
+        stored = Stats::get(&stats.records_stored),
+        exported = Stats::get(&stats.exported_records),
+        export_backlog = Stats::get(&stats.export_backlog),
         decode_errors = ?stats.decode_errors(),
         classify = ?stats.classify_counts(),
         "stopped; probes detached"
@@ -281,35 +312,145 @@ fn ensure_state_dir(dir: &std::path::Path) -> anyhow::Result<()> {
         .with_context(|| format!("creating state directory {}", dir.display()))
 }
 
-/// The sink thread: inputs through the pipeline, records to the sink.
-fn sink_loop(
-    mut rx: mpsc::Receiver<Input>,
-    pipeline: &mut Pipeline,
-    sink: &mut JsonLines,
-    stats: &Stats,
-) -> std::io::Result<()> {
-    let mut records = Vec::new();
-    let write = |records: &mut Vec<_>, sink: &mut JsonLines| -> std::io::Result<()> {
-        for record in records.drain(..) {
-            sink.write(&record)?;
-            Stats::add(&stats.records_written, 1);
+/// Where records go: the store (which gives each its id and JSON text)
+/// and the JSON lines output.
+struct Out<'a> {
+    sink: &'a mut JsonLines,
+    store: &'a mut Store,
+    stats: &'a Stats,
+    store_errors_logged: Option<Instant>,
+}
+
+impl Out<'_> {
+    fn store_error(&mut self, e: &store::StoreError) {
+        Stats::add(&self.stats.store_errors, 1);
+        if self.store_errors_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+            self.store_errors_logged = Some(Instant::now());
+            tracing::error!(error = %e, "store write failed: records reach JSON lines but not the database or OTLP");
+        }
+    }
+
+    fn write(&mut self, records: &mut Vec<Record>) -> std::io::Result<()> {
+        for mut record in records.drain(..) {
+            if record.event_name == crate::export::record::EVENT_AGENT_STATS {
+                // Counters, not observations: JSON lines, and OTLP metrics.
+                self.sink.write(&record)?;
+            } else {
+                match self.store.append(&mut record) {
+                    Ok(line) => {
+                        Stats::add(&self.stats.records_stored, 1);
+                        self.sink.write_raw(&line)?;
+                    }
+                    Err(e) => {
+                        self.store_error(&e);
+                        self.sink.write(&record)?;
+                    }
+                }
+            }
+            Stats::add(&self.stats.records_written, 1);
         }
         Ok(())
-    };
-    let result = (|| {
-        while let Some(input) = rx.blocking_recv() {
-            pipeline.on_input(input, &mut records);
-            write(&mut records, sink)?;
-            // Write everything already queued, then flush once.
-            while let Ok(input) = rx.try_recv() {
-                pipeline.on_input(input, &mut records);
-                write(&mut records, sink)?;
+    }
+
+    /// Usage deltas into the store; the resulting `nhi.usage` records out.
+    fn usage(&mut self, pipeline: &mut Pipeline, deltas: &mut Vec<crate::correlate::UsageDelta>) -> std::io::Result<()> {
+        pipeline.drain_usage(deltas);
+        let mut records = Vec::with_capacity(deltas.len());
+        for d in deltas.drain(..) {
+            match self.store.upsert_usage(&d) {
+                Ok(row) => records.push(crate::correlate::record::usage_record(&row)),
+                Err(e) => self.store_error(&e),
             }
-            sink.flush()?;
+        }
+        self.write(&mut records)
+    }
+
+    /// Commits when due (or `force`); the JSON lines follow each commit, and
+    /// the exporter hears of it.
+    fn commit(&mut self, force: bool, wake: Option<&tokio::sync::Notify>) -> std::io::Result<()> {
+        match self.store.maybe_commit(force) {
+            Ok(true) => {
+                self.sink.flush()?;
+                if let Some(w) = wake {
+                    w.notify_one();
+                }
+            }
+            Ok(false) => {
+                if self.store.commit_due_in().is_none() {
+                    self.sink.flush()?;
+                }
+            }
+            Err(e) => {
+                self.store_error(&e);
+                self.sink.flush()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Heartbeats (coverage, run alive) and pruning, at most this often.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// The sink thread: inputs through the pipeline, records to the store and
+/// the JSON lines output, committed in batches (at most [`COMMIT_ROWS`]
+/// rows or [`store::COMMIT_INTERVAL`] old), never per event.
+fn sink_loop(
+    runtime: &tokio::runtime::Handle,
+    mut rx: mpsc::Receiver<Input>,
+    pipeline: &mut Pipeline,
+    out: &mut Out<'_>,
+    wake: Option<&tokio::sync::Notify>,
+) -> std::io::Result<()> {
+    let mut records = Vec::new();
+    let mut deltas = Vec::new();
+    let mut last_heartbeat = Instant::now();
+    let result = (|| {
+        loop {
+            // Wait for input; with a transaction open, only until it is due.
+            let next = match out.store.commit_due_in() {
+                None => rx.blocking_recv().map(Some),
+                Some(due) => match runtime.block_on(async { tokio::time::timeout(due, rx.recv()).await }) {
+                    Ok(Some(input)) => Some(Some(input)),
+                    Ok(None) => None,
+                    Err(_elapsed) => Some(None),
+                },
+            };
+            let Some(input) = next else { break };
+            if let Some(input) = input {
+                pipeline.on_input(input, &mut records);
+                out.write(&mut records)?;
+                // What is already queued, up to one transaction's worth.
+                while out.store.pending_rows() < COMMIT_ROWS {
+                    let Ok(input) = rx.try_recv() else { break };
+                    pipeline.on_input(input, &mut records);
+                    out.write(&mut records)?;
+                }
+            }
+            if pipeline.usage_due() {
+                out.usage(pipeline, &mut deltas)?;
+            }
+            if last_heartbeat.elapsed() >= HEARTBEAT {
+                last_heartbeat = Instant::now();
+                if let Err(e) = out.store.heartbeat(&pipeline.counters()) {
+                    out.store_error(&e);
+                }
+                if let Err(e) = out.store.prune(false) {
+                    out.store_error(&e);
+                }
+                Stats::set(&out.stats.store_bytes, out.store.size_bytes());
+                Stats::set(&out.stats.store_dropped, out.store.dropped);
+            }
+            out.commit(false, wake)?;
         }
         pipeline.finish(&mut records);
-        write(&mut records, sink)?;
-        sink.flush()
+        out.write(&mut records)?;
+        out.usage(pipeline, &mut deltas)?;
+        out.commit(true, wake)?;
+        if let Err(e) = out.store.close(&pipeline.counters()) {
+            out.store_error(&e);
+        }
+        out.sink.flush()
     })();
     match result {
         // A closed stdout (`| head`) is the reader of our output leaving.

@@ -15,6 +15,12 @@
 //! alone, as does a write-only open (its content is not written yet); a
 //! change of a known file that held identities first yields
 //! `nhi.credential.rotation`.
+//!
+//! Every record that names a credential (`nhi.id`) is also a credential
+//! access for the correlator, counted by its `nhi.access.count` (de-dup
+//! tails included); connections are linked to the accesses before them.
+//! The usage deltas wait in the correlator until the sink drains them
+//! ([`Pipeline::drain_usage`]) into the store.
 use std::{
     sync::Arc,
     time::{Duration, Instant},
@@ -32,12 +38,14 @@ use crate::{
     },
     clock::BootClock,
     config::Config,
+    correlate::{self, Correlator, UsageDelta},
     decode::{Event, FileOpen},
     enrich,
     export::record::{self, Context, EVENT_CREDENTIAL_ROTATION, Record, Value},
-    identity::{Identity, env},
+    identity::{Identity, env, table::ProcKey},
     probes::KernelState,
     stats::Stats,
+    store::Counters,
 };
 
 /// What the sink thread receives, in order.
@@ -65,6 +73,9 @@ pub struct Pipeline {
     new_inodes: mpsc::UnboundedSender<InodeEntry>,
     stats_every: Duration,
     last_stats: Instant,
+    correlator: Correlator,
+    usage_every: Duration,
+    last_usage: Instant,
 }
 
 impl Pipeline {
@@ -92,7 +103,54 @@ impl Pipeline {
             new_inodes,
             stats_every: cfg.stats_every,
             last_stats: Instant::now(),
+            correlator: Correlator::new(cfg.usage.correlator.clone()),
+            usage_every: cfg.usage.flush_every,
+            last_usage: Instant::now(),
         }
+    }
+
+    /// Whether usage deltas are due for the store: every flush interval, or
+    /// sooner when the correlator holds its most.
+    pub fn usage_due(&self) -> bool {
+        self.correlator.pending() > 0 && (self.correlator.full() || self.last_usage.elapsed() >= self.usage_every)
+    }
+
+    /// Hands the pending usage deltas over (to the store).
+    pub fn drain_usage(&mut self, out: &mut Vec<UsageDelta>) {
+        self.last_usage = Instant::now();
+        self.correlator.drain(out);
+    }
+
+    /// The agent's loss and traffic counters since start (coverage).
+    pub fn counters(&self) -> Counters {
+        let kernel = self.kernel.as_ref().and_then(|k| k.counters().ok()).unwrap_or_default();
+        let decode = self.stats.decode_errors().values().sum::<u64>();
+        let mut c = Counters {
+            events_received: Stats::get(&self.stats.events_received),
+            events_lost: kernel.file_open_reserve_failed + kernel.process_reserve_failed,
+            decode_errors: decode,
+            drops: Default::default(),
+        };
+        for (k, v) in [("file", kernel.file_open_reserve_failed), ("process", kernel.process_reserve_failed), ("decode", decode)] {
+            if v > 0 {
+                c.drops.insert(k, v);
+            }
+        }
+        self.stats.set_drops(&c.drops);
+        c
+    }
+
+    /// Feeds the correlator with an access record (one that names a
+    /// credential); others are ignored.
+    fn correlate_access(&mut self, r: &Record, process: ProcKey, boot_ns: u64, count: u64) {
+        if let Some(source) = r.attributes.iter().find(|(k, _)| *k == "nhi.source").map(|(_, v)| v) {
+            self.stats.access(match source {
+                Value::Str(s) => s.as_str(),
+                _ => "unknown",
+            }, count);
+        }
+        let Some(head) = correlate::record::usage_head(r) else { return };
+        self.correlator.on_access(correlate::Access { head: Arc::new(head), process, boot_ns, wall: r.time, count });
     }
 
     /// Handles one input, appending the records it yields to `out`.
@@ -103,6 +161,7 @@ impl Pipeline {
             Input::Tick => {
                 self.sweep(out);
                 self.identity.maintain();
+                self.correlator.expire(crate::clock::boot_now_ns());
                 if self.last_stats.elapsed() >= self.stats_every {
                     self.last_stats = Instant::now();
                     out.push(self.stats_record());
@@ -173,8 +232,12 @@ impl Pipeline {
                     None => records.push(base),
                 }
                 let count = self.dedup.on_event(ev, &records);
+                let process = ProcKey { tgid: ev.task.tgid, start_boot_ns: ev.task.start_boot_ns };
                 for mut r in records {
                     r.set_count(count);
+                    if r.event_name == record::EVENT_CREDENTIAL_ACCESS {
+                        self.correlate_access(&r, process, ev.boot_ns, count);
+                    }
                     out.push(r);
                 }
             }
@@ -191,6 +254,8 @@ impl Pipeline {
                     let id = env::derive_id(cred, &creds);
                     let mut rec = env::record(ev, cred, id, &self.host_name, time);
                     self.identity.annotate(&ev.task, &mut rec.attributes);
+                    let process = ProcKey { tgid: ev.task.tgid, start_boot_ns: ev.task.start_boot_ns };
+                    self.correlate_access(&rec, process, ev.boot_ns, 1);
                     out.push(rec);
                 }
             }
@@ -219,9 +284,13 @@ impl Pipeline {
         let mut tails = Vec::new();
         let clock = &mut self.clock;
         self.dedup.sweep(|k| kernel.dedup.get(k, 0).ok(), |ns| clock.wall_time(ns), &mut tails);
-        for (records, count) in tails {
+        for (records, count, key, last_ns) in tails {
+            let process = ProcKey { tgid: key.tgid, start_boot_ns: key.start_ns };
             for mut record in records {
                 record.set_count(count);
+                if record.event_name == record::EVENT_CREDENTIAL_ACCESS {
+                    self.correlate_access(&record, process, last_ns, count);
+                }
                 out.push(record);
             }
         }
@@ -248,6 +317,9 @@ impl Pipeline {
             ("nhi.agent.process_table.evicted", int(Stats::get(&s.process_table_evicted))),
             ("nhi.watch.rules", int(self.watch.catalog().rules.iter().filter(|r| r.kernel).count() as u64)),
             ("nhi.watch.inodes", int(Stats::get(&s.watched_inodes))),
+            ("nhi.agent.usage.pending", int(self.correlator.pending() as u64)),
+            ("nhi.agent.connections.linked", int(self.correlator.linked)),
+            ("nhi.agent.connections.unlinked", int(self.correlator.unlinked)),
         ];
         Record { time: std::time::SystemTime::now(), event_name: record::EVENT_AGENT_STATS, attributes }
     }

@@ -40,6 +40,12 @@ impl JsonLines {
         self.out.write_all(b"\n")
     }
 
+    /// Writes an already serialized record (the store's copy of it).
+    pub fn write_raw(&mut self, line: &str) -> io::Result<()> {
+        self.out.write_all(line.as_bytes())?;
+        self.out.write_all(b"\n")
+    }
+
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }

@@ -303,14 +303,7 @@ fn fill_from_task(e: &mut ProcessEntry, task: &Task) {
     e.cgroup_id = task.cgroup_id;
 }
 
-fn boot_now_ns() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
-        .map(|t| {
-            u64::try_from(t.tv_sec()).unwrap_or(0).saturating_mul(1_000_000_000)
-                + u64::try_from(t.tv_nsec()).unwrap_or(0)
-        })
-        .unwrap_or(0)
-}
+use crate::clock::boot_now_ns;
 
 impl Workload {
     /// Appends this workload's attributes, skipping keys already present.

@@ -436,7 +436,13 @@ impl Store {
             return Ok(false);
         }
         if force || self.rows >= COMMIT_ROWS || self.tx_started.elapsed() >= COMMIT_INTERVAL {
-            self.commit()?;
+            if let Err(e) = self.commit() {
+                // SQLite rolls back on most commit failures (disk full);
+                // make sure, and start the next batch afresh.
+                let _ = self.conn.execute_batch("ROLLBACK");
+                self.in_tx = false;
+                return Err(e.into());
+            }
             return Ok(true);
         }
         Ok(false)
@@ -504,7 +510,7 @@ impl Store {
     }
 
     /// Clean stop: last heartbeat, the run marked stopped, committed.
-    pub fn close(mut self, counters: &Counters) -> Result<(), StoreError> {
+    pub fn close(&mut self, counters: &Counters) -> Result<(), StoreError> {
         self.heartbeat(counters)?;
         let now = now_ns();
         self.conn.execute("UPDATE runs SET stopped_ns = ?1, last_alive_ns = ?1, clean = 1 WHERE id = ?2", params![now, self.run_id])?;
@@ -570,9 +576,11 @@ pub fn set_cursor(conn: &Connection, name: &str, last_id: i64) -> rusqlite::Resu
 }
 
 /// Reader side: up to `limit` records after `after`, in id order.
-pub fn records_after(conn: &Connection, after: i64, limit: usize) -> rusqlite::Result<Vec<(i64, String)>> {
-    let mut stmt = conn.prepare_cached("SELECT id, body FROM records WHERE id > ?1 ORDER BY id LIMIT ?2")?;
-    let rows = stmt.query_map(params![after, i64::try_from(limit).unwrap_or(i64::MAX)], |r| Ok((r.get(0)?, r.get(1)?)))?;
+pub fn records_after(conn: &Connection, after: i64, limit: usize) -> rusqlite::Result<Vec<(i64, i64, String)>> {
+    let mut stmt = conn.prepare_cached("SELECT id, time_ns, body FROM records WHERE id > ?1 ORDER BY id LIMIT ?2")?;
+    let rows = stmt.query_map(params![after, i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })?;
     rows.collect()
 }
 

@@ -29,4 +29,5 @@ pub mod schema;
 pub use db::{
     COMMIT_INTERVAL, COMMIT_ROWS, CURSOR_OTLP_LOGS, Counters, DestinationRow, Interval, Store, StoreError,
     StoreOptions, UsageRow, backlog, coverage, cursor, db_path, open_reader, records_after, set_cursor,
+    time as db_time,
 };
