@@ -5,6 +5,8 @@
 //! reported on stderr and returns early, so `cargo test` works as non-root.
 #![allow(dead_code)]
 
+pub mod otlp;
+
 use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
@@ -59,10 +61,21 @@ impl Agent {
 
     /// As [`Agent::start`], with the `NHI_OBSERVER_LOG` filter given.
     pub fn start_with_log(extra_args: &[&str], log: &str) -> Agent {
-        let state_dir = tempfile::tempdir().expect("state dir");
+        Self::start_env(extra_args, log, &[], None)
+    }
+
+    /// As [`Agent::start_with_log`], with extra environment variables (the
+    /// `OTEL_*` ones), in `state_dir` when given (a restart: JSON lines are
+    /// appended to the same file).
+    pub fn start_env(extra_args: &[&str], log: &str, env: &[(String, String)], state_dir: Option<tempfile::TempDir>) -> Agent {
+        let state_dir = state_dir.unwrap_or_else(|| tempfile::tempdir().expect("state dir"));
         let jsonl = state_dir.path().join("out.jsonl");
         // Kept in the state dir, so tests can search everything the agent wrote.
-        let stdout = std::fs::File::create(state_dir.path().join("agent.stdout")).expect("stdout file");
+        let stdout = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(state_dir.path().join("agent.stdout"))
+            .expect("stdout file");
         let mut child = Command::new(env!("CARGO_BIN_EXE_nhi-observer"))
             .arg("run")
             .arg("--state-dir")
@@ -72,6 +85,7 @@ impl Agent {
             .args(extra_args)
             .env("NHI_OBSERVER_LOG", log)
             .env("NHI_OBSERVER_LOG_FORMAT", "json")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::from(stdout))
             .stderr(Stdio::piped())
             .spawn()
@@ -158,6 +172,19 @@ impl Agent {
         (status, records, stderr, state)
     }
 
+    /// `kill -9`: no clean stop, no flush. Returns the state directory for
+    /// a restart.
+    pub fn kill9(mut self) -> tempfile::TempDir {
+        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL).expect("SIGKILL agent");
+        let _ = self.child.wait();
+        std::mem::replace(&mut self.state_dir, tempfile::tempdir().expect("temp dir"))
+    }
+
+    /// The agent's database, read-only (what it has committed).
+    pub fn db(&self) -> rusqlite::Connection {
+        open_db(self.state_dir.path())
+    }
+
     /// Sends `signal` and waits for the agent to exit.
     pub fn stop(mut self, signal: Signal) -> (ExitStatus, Vec<Value>, Vec<String>) {
         kill(Pid::from_raw(self.child.id() as i32), signal).expect("signal agent");
@@ -182,8 +209,36 @@ impl Drop for Agent {
     }
 }
 
+/// A state directory's database, read-only.
+pub fn open_db(state_dir: &Path) -> rusqlite::Connection {
+    let c = rusqlite::Connection::open_with_flags(
+        state_dir.join("nhi-observer.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .expect("open the agent's database");
+    c.busy_timeout(Duration::from_secs(5)).unwrap();
+    c
+}
+
+/// Every record id committed to a state directory's database.
+pub fn db_record_ids(state_dir: &Path) -> std::collections::BTreeSet<String> {
+    let c = open_db(state_dir);
+    let mut stmt = c.prepare("SELECT body FROM records").unwrap();
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0)).unwrap();
+    rows.map(|b| {
+        let v: Value = serde_json::from_str(&b.unwrap()).unwrap();
+        v["nhi.record.id"].as_str().unwrap().to_owned()
+    })
+    .collect()
+}
+
 pub fn read_jsonl(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut text = std::fs::read_to_string(path).unwrap_or_default();
+    // A line cut by `kill -9` mid-write is not a record.
+    if !text.is_empty() && !text.ends_with('\n') {
+        let keep = text.rfind('\n').map_or(0, |i| i + 1);
+        text.truncate(keep);
+    }
     text.lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
         .collect()

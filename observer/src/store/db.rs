@@ -710,7 +710,7 @@ mod tests {
         s.maybe_commit(true).unwrap();
         drop(s); // no close: like kill -9
         std::thread::sleep(Duration::from_millis(30));
-        let s = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let mut s = Store::open(dir.path(), StoreOptions::default()).unwrap();
         s.close(&Counters::default()).unwrap();
         let conn = open_reader(dir.path()).unwrap();
         let runs: Vec<(i64, i64)> = conn

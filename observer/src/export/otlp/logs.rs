@@ -205,7 +205,6 @@ impl Delivery {
 
 #[cfg(test)]
 mod tests {
-    use opentelemetry::logs::LogRecord as _;
 
     use super::*;
 
