@@ -25,8 +25,10 @@ pub const COMM_LEN: usize = 16;
 pub const PATH_KEY_LEN: usize = 256;
 
 mod file;
+mod net;
 mod offsets;
 pub use file::*;
+pub use net::*;
 pub use offsets::*;
 
 /// Ring-buffer record kinds. Numbers are part of the ABI: never reuse one.
@@ -38,6 +40,9 @@ pub enum EventKind {
     FileOpen = 1,
 
     // 16..=31: network (probes/net.rs).
+    NetConnect = 16,
+    NetPayload = 17,
+    NetClose = 18,
 
     // 32..=47: processes and workload identity (probes/process.rs).
 }
@@ -46,6 +51,10 @@ impl EventKind {
     pub const fn from_u32(v: u32) -> Option<Self> {
         match v {
             1 => Some(Self::FileOpen),
+
+            16 => Some(Self::NetConnect),
+            17 => Some(Self::NetPayload),
+            18 => Some(Self::NetClose),
 
             _ => None,
         }
@@ -125,4 +134,6 @@ mod pod {
     unsafe impl aya::Pod for PathRule {}
     // SAFETY: as above.
     unsafe impl aya::Pod for KernelOffsets {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for MetadataDest {}
 }

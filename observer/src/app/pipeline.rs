@@ -39,8 +39,9 @@ impl Pipeline {
                     time: self.clock.wall_time(ev.boot_ns),
                     rule: self.rules.get(&ev.rule_id).map(|(n, k)| (n.as_str(), k.as_str())),
                 };
-                out.push(record::from_event(&event, &cx));
+                out.push(record::file_open(ev, &cx));
             }
+            Event::NetConnect(_) | Event::NetPayload(_) | Event::NetClose(_) => {}
         }
     }
 }

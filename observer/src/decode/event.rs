@@ -6,6 +6,9 @@ use observer_common::{MatchKind, OpenSyscall};
 #[derive(Debug, Clone)]
 pub enum Event {
     FileOpen(FileOpen),
+    NetConnect(super::NetConnect),
+    NetPayload(super::NetPayload),
+    NetClose(super::NetClose),
 }
 
 /// The task an event happened in, as the kernel saw it at that moment.

@@ -9,7 +9,9 @@ use observer_common::{
 };
 
 mod event;
+mod net;
 pub use event::*;
+pub use net::{NetClose, NetConnect, NetPayload, Transport, net_addr};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
@@ -47,6 +49,9 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     let header: EventHeader = read(bytes).ok_or(DecodeError::ShortHeader)?;
     match EventKind::from_u32(header.kind) {
         Some(EventKind::FileOpen) => decode_file_open(bytes).map(Event::FileOpen),
+        Some(EventKind::NetConnect) => net::decode_connect(bytes).map(Event::NetConnect),
+        Some(EventKind::NetPayload) => net::decode_payload(bytes).map(Event::NetPayload),
+        Some(EventKind::NetClose) => net::decode_close(bytes).map(Event::NetClose),
         None => Err(DecodeError::UnknownKind(header.kind)),
     }
 }

@@ -43,7 +43,7 @@ fn sample() -> FileOpenEvent {
 
 #[test]
 fn decodes_a_file_open() {
-    let Event::FileOpen(ev) = decode(&bytes(&sample())).unwrap();
+    let Ok(Event::FileOpen(ev)) = decode(&bytes(&sample())) else { panic!("not a file open") };
     assert_eq!(ev.task.tgid, 100);
     assert_eq!(ev.task.comm, "cat");
     assert_eq!(ev.path, "/home/a/.aws/credentials");
@@ -56,7 +56,7 @@ fn decodes_a_file_open() {
 fn incomplete_walk_is_marked() {
     let mut ev = sample();
     ev.flags |= event_flags::RESOLVED_TRUNCATED;
-    let Event::FileOpen(ev) = decode(&bytes(&ev)).unwrap();
+    let Ok(Event::FileOpen(ev)) = decode(&bytes(&ev)) else { panic!("not a file open") };
     let r = ev.resolved.unwrap();
     assert!(!r.complete);
     assert_eq!(r.path, "…/home/a/.aws/credentials");
@@ -66,7 +66,7 @@ fn incomplete_walk_is_marked() {
 fn stale_bytes_after_the_walk_are_ignored() {
     let mut ev = sample();
     put(&mut ev.resolved[ev.resolved_len as usize..], b"junk\0more\0");
-    let Event::FileOpen(ev) = decode(&bytes(&ev)).unwrap();
+    let Ok(Event::FileOpen(ev)) = decode(&bytes(&ev)) else { panic!("not a file open") };
     assert_eq!(ev.resolved.unwrap().path, "/home/a/.aws/credentials");
 }
 
@@ -90,7 +90,7 @@ fn unterminated_strings_do_not_overrun() {
     ev.task.comm = [b'b'; 16];
     ev.resolved = [b'c'; WALK_BUF_LEN];
     ev.resolved_len = u16::MAX;
-    let Event::FileOpen(ev) = decode(&bytes(&ev)).unwrap();
+    let Ok(Event::FileOpen(ev)) = decode(&bytes(&ev)) else { panic!("not a file open") };
     assert_eq!(ev.path.len(), PATH_LEN);
     assert_eq!(ev.task.comm.len(), 16);
     assert_eq!(ev.resolved.unwrap().path.len(), WALK_BUF_LEN + 1);

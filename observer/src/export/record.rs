@@ -6,7 +6,7 @@ use serde::{Serialize, Serializer, ser::SerializeMap};
 
 use observer_common::MatchKind;
 
-use crate::decode::{Event, FileOpen, syscall_name};
+use crate::decode::{FileOpen, syscall_name};
 
 pub const EVENT_CREDENTIAL_ACCESS: &str = "nhi.credential.access";
 
@@ -88,13 +88,8 @@ pub struct Context<'a> {
     pub rule: Option<(&'a str, &'a str)>,
 }
 
-pub fn from_event(event: &Event, cx: &Context<'_>) -> Record {
-    match event {
-        Event::FileOpen(ev) => file_open(ev, cx),
-    }
-}
-
-fn file_open(ev: &FileOpen, cx: &Context<'_>) -> Record {
+/// The `nhi.credential.access` record of a credential-file open.
+pub fn file_open(ev: &FileOpen, cx: &Context<'_>) -> Record {
     let mut a: Vec<(&'static str, Value)> = Vec::with_capacity(24);
     a.push(("host.name", cx.host_name.into()));
     a.push(("nhi.source", "file".into()));
