@@ -14,6 +14,7 @@ mod config;
 mod decode;
 mod enrich;
 mod export;
+mod net;
 mod probes;
 mod ringbuf;
 mod secret;

@@ -5,7 +5,6 @@
 //! [`Secret::expose`], which classifiers call to derive non-secret identities
 //! (key ids, fingerprints, keyed HMACs). Nothing that leaves the agent (logs,
 //! exports, the database, reports) may hold a `Secret` or its bytes.
-#![cfg_attr(not(test), expect(dead_code, reason = "first users: catalog parsers and env credentials"))]
 use std::fmt;
 
 use zeroize::Zeroizing;

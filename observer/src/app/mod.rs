@@ -38,6 +38,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let mut probes = Probes::load(&ProbeOptions { ring_bytes: cfg.ring_bytes }).context("loading probes")?;
     let n = probes.set_rules(&cfg.rules).context("filling the watch list")?;
     tracing::info!(rules = cfg.rules.len(), keys = n, "watch list loaded");
+    let n = probes
+        .set_metadata_dests(&crate::net::imds::default_endpoints())
+        .context("filling the metadata-service addresses")?;
+    tracing::debug!(addresses = n, "metadata-service addresses loaded");
     let ring = probes.take_events().context("opening the event ring buffer")?;
 
     let stats = Arc::new(Stats::default());
@@ -50,10 +54,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let (done_tx, done_rx) = std_mpsc::channel();
     let sink_stats = stats.clone();
     let sink_shutdown = shutdown.clone();
+    let runtime = tokio::runtime::Handle::current();
     let sink_thread = thread::Builder::new()
         .name("nhi-sink".into())
         .spawn(move || {
-            let result = sink_loop(rx, &mut pipeline, &mut sink, &sink_stats);
+            let result = sink_loop(&runtime, rx, &mut pipeline, &mut sink, &sink_stats);
             sink_shutdown.cancel();
             let _ = done_tx.send(());
             result
@@ -61,7 +66,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .context("starting the sink thread")?;
 
     probes.attach().context("attaching probes")?;
-    tracing::info!("probes attached; watching");
+    tracing::info!(network = probes.network(), "probes attached; watching");
 
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
@@ -109,17 +114,21 @@ fn ensure_state_dir(dir: &std::path::Path) -> anyhow::Result<()> {
         .with_context(|| format!("creating state directory {}", dir.display()))
 }
 
-/// The sink thread: events through the pipeline, records to the sink.
+/// How often the pipeline hears that time passed (connection timeouts)
+/// when no event arrives.
+const TICK: Duration = Duration::from_millis(500);
+
+/// The sink thread: events through the pipeline, records to the sink. At
+/// the end of input the pipeline reports what it still holds.
 fn sink_loop(
+    runtime: &tokio::runtime::Handle,
     mut rx: mpsc::Receiver<Event>,
     pipeline: &mut Pipeline,
     sink: &mut JsonLines,
     stats: &Stats,
 ) -> std::io::Result<()> {
     let mut records = Vec::new();
-    let mut handle = |event: Event, sink: &mut JsonLines| -> std::io::Result<()> {
-        Stats::add(&stats.events_received, 1);
-        pipeline.on_event(event, &mut records);
+    let write = |records: &mut Vec<_>, sink: &mut JsonLines| -> std::io::Result<()> {
         for record in records.drain(..) {
             sink.write(&record)?;
             Stats::add(&stats.records_written, 1);
@@ -127,14 +136,28 @@ fn sink_loop(
         Ok(())
     };
     let result = (|| {
-        while let Some(event) = rx.blocking_recv() {
-            handle(event, sink)?;
-            // Write everything already queued, then flush once.
-            while let Ok(event) = rx.try_recv() {
-                handle(event, sink)?;
+        loop {
+            match runtime.block_on(async { tokio::time::timeout(TICK, rx.recv()).await }) {
+                Ok(Some(event)) => {
+                    Stats::add(&stats.events_received, 1);
+                    pipeline.on_event(event, &mut records);
+                    write(&mut records, sink)?;
+                    // Write everything already queued, then flush once.
+                    while let Ok(event) = rx.try_recv() {
+                        Stats::add(&stats.events_received, 1);
+                        pipeline.on_event(event, &mut records);
+                        write(&mut records, sink)?;
+                    }
+                }
+                Ok(None) => break,
+                Err(_elapsed) => {}
             }
+            pipeline.on_tick(&mut records);
+            write(&mut records, sink)?;
             sink.flush()?;
         }
+        pipeline.finish(&mut records);
+        write(&mut records, sink)?;
         sink.flush()
     })();
     match result {

@@ -11,7 +11,7 @@ use observer_common::{
 mod event;
 mod net;
 pub use event::*;
-pub use net::{NetClose, NetConnect, NetPayload, Transport, net_addr};
+pub use net::{NetClose, NetConnect, NetPayload, Transport};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {

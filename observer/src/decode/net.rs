@@ -32,7 +32,6 @@ pub struct NetConnect {
     /// `AF_INET6` socket is a dual-stack (v4-mapped) connection.
     pub socket_family: u32,
     pub transport: Transport,
-    pub hook: NetHook,
     pub exe: Option<WalkedPath>,
 }
 
@@ -57,7 +56,6 @@ pub struct NetPayload {
 /// The kernel stopped following a socket.
 #[derive(Debug, Clone)]
 pub struct NetClose {
-    pub boot_ns: u64,
     pub cookie: u64,
     pub reason: NetCloseReason,
 }
@@ -84,7 +82,7 @@ pub(super) fn decode_connect(bytes: &[u8]) -> Result<NetConnect, DecodeError> {
         got: bytes.len(),
         want: size_of::<NetConnectEvent>(),
     })?;
-    let hook = NetHook::from_u32(raw.hook).ok_or(DecodeError::BadValue { field: "hook", value: raw.hook })?;
+    NetHook::from_u32(raw.hook).ok_or(DecodeError::BadValue { field: "hook", value: raw.hook })?;
     let exe = (raw.flags & net_flags::EXE_VALID != 0)
         .then(|| walked_path(&raw.exe, raw.exe_len, raw.flags & net_flags::EXE_TRUNCATED == 0));
     Ok(NetConnect {
@@ -94,7 +92,6 @@ pub(super) fn decode_connect(bytes: &[u8]) -> Result<NetConnect, DecodeError> {
         peer: net_addr(&raw.addr, raw.port),
         socket_family: raw.family,
         transport: transport(raw.protocol)?,
-        hook,
         exe,
     })
 }
@@ -135,5 +132,5 @@ pub(super) fn decode_close(bytes: &[u8]) -> Result<NetClose, DecodeError> {
     })?;
     let reason =
         NetCloseReason::from_u32(raw.reason).ok_or(DecodeError::BadValue { field: "reason", value: raw.reason })?;
-    Ok(NetClose { boot_ns: raw.header.boot_ns, cookie: raw.cookie, reason })
+    Ok(NetClose { cookie: raw.cookie, reason })
 }

@@ -6,7 +6,7 @@ use serde::{Serialize, Serializer, ser::SerializeMap};
 
 use observer_common::MatchKind;
 
-use crate::decode::{FileOpen, syscall_name};
+use crate::decode::{FileOpen, Task, WalkedPath, syscall_name};
 
 pub const EVENT_CREDENTIAL_ACCESS: &str = "nhi.credential.access";
 
@@ -15,6 +15,8 @@ pub enum Value {
     Str(String),
     Int(i64),
     Bool(bool),
+    /// A string array (OpenTelemetry `string[]`), e.g. offered ALPN ids.
+    StrList(Vec<String>),
 }
 
 impl From<&str> for Value {
@@ -42,6 +44,11 @@ impl From<bool> for Value {
         Self::Bool(v)
     }
 }
+impl From<Vec<String>> for Value {
+    fn from(v: Vec<String>) -> Self {
+        Self::StrList(v)
+    }
+}
 
 impl Serialize for Value {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -49,6 +56,7 @@ impl Serialize for Value {
             Self::Str(v) => s.serialize_str(v),
             Self::Int(v) => s.serialize_i64(*v),
             Self::Bool(v) => s.serialize_bool(*v),
+            Self::StrList(v) => v.serialize(s),
         }
     }
 }
@@ -137,6 +145,21 @@ pub fn file_open(ev: &FileOpen, cx: &Context<'_>) -> Record {
         a.push(("process.executable.path", exe.path.to_string_lossy().into_owned().into()));
     }
     Record { time: cx.time, event_name: EVENT_CREDENTIAL_ACCESS, attributes: a }
+}
+
+/// The process attributes every record about a task carries, from the
+/// kernel's view at event time (`process.pid` is the tgid).
+pub fn process_attributes(a: &mut Vec<(&'static str, Value)>, task: &Task, exe: Option<&WalkedPath>) {
+    a.push(("process.pid", task.tgid.into()));
+    a.push(("thread.id", task.pid.into()));
+    if task.ppid != 0 {
+        a.push(("process.parent_pid", task.ppid.into()));
+    }
+    a.push(("process.user.id", task.uid.into()));
+    a.push(("process.command", task.comm.clone().into()));
+    if let Some(exe) = exe {
+        a.push(("process.executable.path", exe.path.to_string_lossy().into_owned().into()));
+    }
 }
 
 fn match_name(m: MatchKind) -> &'static str {
