@@ -134,3 +134,88 @@ pub(super) fn decode_close(bytes: &[u8]) -> Result<NetClose, DecodeError> {
         NetCloseReason::from_u32(raw.reason).ok_or(DecodeError::BadValue { field: "reason", value: raw.reason })?;
     Ok(NetClose { cookie: raw.cookie, reason })
 }
+
+#[cfg(test)]
+mod tests {
+    use observer_common::{AF_INET6, EventHeader, NET_CHUNK_LEN};
+
+    use super::*;
+    use crate::decode::{Event, decode};
+
+    fn as_bytes<T: Copy>(v: &T) -> Vec<u8> {
+        // SAFETY: reading the bytes of a plain-old-data ABI value.
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+    }
+
+    fn mapped(ip: [u8; 4]) -> NetAddr {
+        std::net::Ipv4Addr::from(ip).to_ipv6_mapped().octets()
+    }
+
+    #[test]
+    fn connect_with_a_v4_mapped_destination_is_ipv4() {
+        // SAFETY: integer-only repr(C) type; all zeroes is valid.
+        let mut raw: NetConnectEvent = unsafe { std::mem::zeroed() };
+        raw.header = EventHeader { kind: EventKind::NetConnect as u32, size: size_of::<NetConnectEvent>() as u32, boot_ns: 5 };
+        raw.task.tgid = 77;
+        raw.cookie = 9;
+        raw.addr = mapped([127, 0, 0, 1]);
+        raw.port = 8443;
+        raw.family = AF_INET6;
+        raw.protocol = IPPROTO_TCP;
+        raw.hook = NetHook::Connect6 as u32;
+        let Ok(Event::NetConnect(ev)) = decode(&as_bytes(&raw)) else { panic!("not a connect") };
+        assert_eq!(ev.peer, "127.0.0.1:8443".parse().unwrap());
+        assert_eq!((ev.socket_family, ev.transport, ev.task.tgid, ev.exe.is_none()), (AF_INET6, Transport::Tcp, 77, true));
+        raw.addr = "2001:db8::1".parse::<Ipv6Addr>().unwrap().octets();
+        let Ok(Event::NetConnect(ev)) = decode(&as_bytes(&raw)) else { panic!("not a connect") };
+        assert_eq!(ev.peer, "[2001:db8::1]:8443".parse().unwrap());
+        raw.protocol = 1;
+        assert_eq!(decode(&as_bytes(&raw)).unwrap_err(), DecodeError::BadValue { field: "protocol", value: 1 });
+    }
+
+    #[test]
+    fn payload_length_is_checked_against_the_record() {
+        // SAFETY: as above.
+        let mut raw: NetPayloadEvent = unsafe { std::mem::zeroed() };
+        raw.header.kind = EventKind::NetPayload as u32;
+        raw.protocol = IPPROTO_TCP;
+        raw.len = 5;
+        raw.flags = net_flags::PAYLOAD_END;
+        let mut bytes = as_bytes(&raw);
+        bytes.extend_from_slice(b"hello");
+        let Ok(Event::NetPayload(ev)) = decode(&bytes) else { panic!("not a payload") };
+        assert_eq!(ev.data.expose(), b"hello");
+        assert!(ev.end && !ev.truncated);
+        assert!(!format!("{ev:?}").contains("hello"), "payload bytes are redacted in Debug");
+        assert!(matches!(decode(&bytes[..bytes.len() - 1]), Err(DecodeError::Short { .. })));
+        raw.len = NET_CHUNK_LEN as u32 + 1;
+        assert!(matches!(decode(&as_bytes(&raw)), Err(DecodeError::BadValue { field: "len", .. })));
+    }
+
+    #[test]
+    fn close_reasons() {
+        let raw = NetCloseEvent {
+            header: EventHeader { kind: EventKind::NetClose as u32, size: 32, boot_ns: 0 },
+            cookie: 3,
+            reason: NetCloseReason::NotCaptured as u32,
+            _pad0: 0,
+        };
+        let Ok(Event::NetClose(ev)) = decode(&as_bytes(&raw)) else { panic!("not a close") };
+        assert_eq!((ev.cookie, ev.reason), (3, NetCloseReason::NotCaptured));
+        let bad = NetCloseEvent { reason: 99, ..raw };
+        assert_eq!(decode(&as_bytes(&bad)).unwrap_err(), DecodeError::BadValue { field: "reason", value: 99 });
+    }
+
+    proptest::proptest! {
+        /// Valid headers of each network kind with arbitrary bodies: an
+        /// event or a named error, never a panic.
+        #[test]
+        fn network_records_with_random_bodies(kind in 16u32..19, body in proptest::collection::vec(proptest::num::u8::ANY, 0..3000)) {
+            let mut bytes = body;
+            if bytes.len() >= 4 {
+                bytes[..4].copy_from_slice(&kind.to_ne_bytes());
+            }
+            let _ = decode(&bytes);
+        }
+    }
+}

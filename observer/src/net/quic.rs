@@ -323,4 +323,4 @@ fn crypto_frames(payload: &[u8]) -> Result<Vec<(u64, Vec<u8>)>, QuicError> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -195,4 +195,4 @@ pub fn from_handshake(msg: &[u8]) -> Result<Option<ClientHello>, TlsError> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
