@@ -10,7 +10,7 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-fn workspace_root() -> PathBuf {
+pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().map(PathBuf::from).unwrap_or_default()
 }
 
@@ -34,6 +34,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
 
 pub fn test(lint: bool, args: &[String]) -> anyhow::Result<()> {
     setup::ensure()?;
+    crate::test_tools::ensure()?;
     let root = workspace_root();
     if lint {
         // Host crates (the workspace's default members)...
@@ -60,5 +61,7 @@ pub fn test(lint: bool, args: &[String]) -> anyhow::Result<()> {
         cmd.env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER", "sudo -E")
             .env("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER", "sudo -E");
     }
-    status(&mut cmd).context("tests failed")
+    status(&mut cmd).context("tests failed")?;
+    // A short run of every fuzz target (parsers of untrusted bytes).
+    crate::fuzz::smoke(&root).context("fuzz targets failed")
 }

@@ -279,7 +279,7 @@ fn decrypt(keys: &InitialKeys, p: &[u8], pn_offset: usize) -> Result<(u64, Vec<u
 
 /// The CRYPTO frames of a decrypted Initial payload. Only the frame types
 /// RFC 9000 allows in Initial packets may appear.
-fn crypto_frames(payload: &[u8]) -> Result<Vec<(u64, Vec<u8>)>, QuicError> {
+pub fn crypto_frames(payload: &[u8]) -> Result<Vec<(u64, Vec<u8>)>, QuicError> {
     let mut out = Vec::new();
     let mut b = payload;
     while !b.is_empty() {
