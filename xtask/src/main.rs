@@ -3,8 +3,8 @@
 //! - `setup`: the nightly `rust-src` component and `bpf-linker` built against
 //!   the nightly rustc's own LLVM (the recipe in DESIGN.md). Fast when done.
 //! - `run`: setup, build, then run the agent on this host (root, or sudo).
-//! - `test`: setup, clippy, the whole test suite as root, then a short run
-//!   of every fuzz target.
+//! - `test`: setup, clippy, a short run of every fuzz target, then the
+//!   whole test suite as root.
 //! - `bench <which>`: whole-system benchmarks as ratios to a baseline.
 use std::process::ExitCode;
 
@@ -34,8 +34,8 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run clippy, the whole test suite (probe tests run as root) and a
-    /// short run of each fuzz target. Arguments after `--` go to `cargo test`.
+    /// Run clippy, a short run of each fuzz target and the whole test suite
+    /// (probe tests run as root). Arguments after `--` go to `cargo test`.
     Test {
         /// Skip clippy.
         #[arg(long)]

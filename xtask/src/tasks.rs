@@ -50,6 +50,9 @@ pub fn test(lint: bool, args: &[String]) -> anyhow::Result<()> {
         )
         .context("clippy found problems in the eBPF programs")?;
     }
+    // A short run of every fuzz target (parsers of untrusted bytes), before
+    // the tests so that their summary closes the output.
+    crate::fuzz::smoke(&root).context("fuzz targets failed")?;
     // Default members: the eBPF crate only builds for the BPF target (the
     // agent's build script builds it).
     let mut cmd = Command::new("cargo");
@@ -61,7 +64,5 @@ pub fn test(lint: bool, args: &[String]) -> anyhow::Result<()> {
         cmd.env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER", "sudo -E")
             .env("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER", "sudo -E");
     }
-    status(&mut cmd).context("tests failed")?;
-    // A short run of every fuzz target (parsers of untrusted bytes).
-    crate::fuzz::smoke(&root).context("fuzz targets failed")
+    status(&mut cmd).context("tests failed")
 }
