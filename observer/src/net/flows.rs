@@ -172,6 +172,7 @@ struct QuicKey {
 }
 
 struct QuicConn {
+    socket: Socket,
     boot_ns: u64,
     version: u32,
     crypto: Reassembler,
@@ -400,7 +401,12 @@ impl Tracker {
                         break;
                     }
                 }
-                let conn = QuicConn { boot_ns: ev.boot_ns, version: p.version, crypto: Reassembler::new(tls::MAX_HELLO + 4) };
+                let conn = QuicConn {
+                    socket: socket.clone(),
+                    boot_ns: ev.boot_ns,
+                    version: p.version,
+                    crypto: Reassembler::new(tls::MAX_HELLO + 4),
+                };
                 self.quic.insert(key.clone(), conn);
                 self.deadlines.push_back((now + self.cfg.timeout, Key::Quic(key.clone())));
             }
@@ -412,11 +418,11 @@ impl Tracker {
                 Ok(None) => {}
                 Ok(Some(hello)) => {
                     self.count("quic_client_hello");
-                    self.finish_quic(key, &socket, Some(hello), None, out);
+                    self.finish_quic(key, Some(hello), None, out);
                 }
                 Err(e) => {
                     self.count(e.reason());
-                    self.finish_quic(key, &socket, None, Some(e.reason()), out);
+                    self.finish_quic(key, None, Some(e.reason()), out);
                 }
             }
         }
@@ -431,10 +437,10 @@ impl Tracker {
             self.finish_tcp(flow, payload, out);
             return;
         }
-        if let Some(sock) = self.udp.remove(&ev.cookie) {
+        if self.udp.remove(&ev.cookie).is_some() {
             let keys: Vec<QuicKey> = self.quic.keys().filter(|k| k.cookie == ev.cookie).cloned().collect();
             for key in keys {
-                self.finish_quic(key, &sock.socket, None, None, out);
+                self.finish_quic(key, None, None, out);
             }
         }
     }
@@ -458,11 +464,7 @@ impl Tracker {
         }
         let keys: Vec<QuicKey> = self.quic.keys().cloned().collect();
         for key in keys {
-            if let Some(sock) = self.udp.get(&key.cookie).map(|s| s.socket.clone()) {
-                self.finish_quic(key, &sock, None, None, out);
-            } else {
-                self.quic.remove(&key);
-            }
+            self.finish_quic(key, None, None, out);
         }
         self.deadlines.clear();
     }
@@ -495,12 +497,7 @@ impl Tracker {
             Key::Quic(key) => {
                 if self.quic.contains_key(&key) {
                     self.count("timeout");
-                    match self.udp.get(&key.cookie).map(|s| s.socket.clone()) {
-                        Some(sock) => self.finish_quic(key, &sock, None, None, out),
-                        None => {
-                            self.quic.remove(&key);
-                        }
-                    }
+                    self.finish_quic(key, None, None, out);
                 }
             }
             Key::Udp(cookie) => {
@@ -557,7 +554,6 @@ impl Tracker {
     fn finish_quic(
         &mut self,
         key: QuicKey,
-        socket: &Socket,
         hello: Option<ClientHello>,
         error: Option<&'static str>,
         out: &mut Vec<Output>,
@@ -566,7 +562,7 @@ impl Tracker {
         let error = error.or((hello.is_none()).then_some("incomplete_client_hello"));
         self.count("connection");
         out.push(Output::Connection(Box::new(Connection {
-            socket: socket.clone(),
+            socket: conn.socket,
             boot_ns: conn.boot_ns,
             peer: key.peer,
             transport: ConnTransport::Quic,
