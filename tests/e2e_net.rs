@@ -41,11 +41,10 @@ fn connection_and_log(agent: Agent, pid: u32) -> (Value, Vec<Value>, Vec<String>
     (mine[0].clone(), records, stderr)
 }
 
-/// A kernel counter from the agent's stop log (`kernel_counters`).
-fn kernel_counter(stderr: &[String], name: &str) -> u64 {
-    let line = stderr.iter().find(|l| l.contains("probes detached")).expect("stop log line");
-    let at = line.find(&format!("{name}: ")).unwrap_or_else(|| panic!("no {name} in {line}")) + name.len() + 2;
-    line[at..].chars().take_while(char::is_ascii_digit).collect::<String>().parse().expect("counter value")
+/// A counter from the agent's last `nhi.agent.stats` record (written at stop).
+fn agent_stat(records: &[Value], name: &str) -> i64 {
+    let stats = records.iter().rev().find(|r| str_attr(r, "event.name") == Some("nhi.agent.stats")).expect("stats record");
+    int_attr(stats, name).unwrap_or_else(|| panic!("no {name} in {stats:#}"))
 }
 
 fn assert_process(r: &Value, pid: u32, exe: &std::path::Path) {
@@ -110,6 +109,9 @@ fn curl_https_sni() {
     assert_tls(&r, "curl.nhi.test", &server.addr);
     assert_process(&r, pid, &which("curl"));
     assert!(list_attr(&r, "nhi.tls.alpn").contains(&"http/1.1".to_owned()));
+    // The workload identity stage annotates network records like file ones.
+    assert_eq!(str_attr(&r, "process.user.name"), Some("root"), "{r:#}");
+    assert!(str_attr(&r, "nhi.cgroup.path").is_some_and(|p| p.starts_with('/')), "{r:#}");
 }
 
 const PY_TLS_CLIENT: &str = r#"
@@ -212,10 +214,10 @@ fn client_hello_written_in_pieces() {
     let cuts: &'static [usize] = &[60, 400];
     rustls_client(&certs, server.addr, "pieces.nhi.test", &[], HelloWrite::Pieces(cuts), None).expect("handshake");
     let pid = std::process::id();
-    let (r, _, log) = connection_and_log(agent, pid);
+    let (r, records, _) = connection_and_log(agent, pid);
     assert_tls(&r, "pieces.nhi.test", &server.addr);
     // Three segments, three payload records (other traffic only adds).
-    assert!(kernel_counter(&log, "net_payload_emitted") >= 3, "{log:#?}");
+    assert!(agent_stat(&records, "nhi.net.payload.emitted") >= 3);
 }
 
 /// A namespace whose loopback has a 1280-byte MTU and no segmentation
@@ -233,9 +235,9 @@ fn small_mtu_namespace_splits_the_hello() {
     let agent = Agent::start(&[]);
     rustls_client(&certs, server.addr, "mtu.nhi.test", &[], HelloWrite::Whole, Some(&ns)).expect("handshake");
     let pid = std::process::id();
-    let (r, _, log) = connection_and_log(agent, pid);
+    let (r, records, _) = connection_and_log(agent, pid);
     assert_tls(&r, "mtu.nhi.test", &server.addr);
-    assert!(kernel_counter(&log, "net_payload_emitted") >= 2, "{log:#?}");
+    assert!(agent_stat(&records, "nhi.net.payload.emitted") >= 2);
 }
 
 #[test]

@@ -27,9 +27,11 @@ pub const PATH_KEY_LEN: usize = 256;
 mod file;
 mod net;
 mod offsets;
+mod process;
 pub use file::*;
 pub use net::*;
 pub use offsets::*;
+pub use process::*;
 
 /// Ring-buffer record kinds. Numbers are part of the ABI: never reuse one.
 /// Each probe family owns a range, so families grow independently.
@@ -45,6 +47,10 @@ pub enum EventKind {
     NetClose = 18,
 
     // 32..=47: processes and workload identity (probes/process.rs).
+    ProcessExec = 32,
+    ProcessFork = 33,
+    ProcessExit = 34,
+    CgroupMkdir = 35,
 }
 
 impl EventKind {
@@ -56,6 +62,10 @@ impl EventKind {
             17 => Some(Self::NetPayload),
             18 => Some(Self::NetClose),
 
+            32 => Some(Self::ProcessExec),
+            33 => Some(Self::ProcessFork),
+            34 => Some(Self::ProcessExit),
+            35 => Some(Self::CgroupMkdir),
             _ => None,
         }
     }
@@ -73,6 +83,10 @@ pub enum Counter {
     ReserveFailed = 0,
     /// An event was emitted.
     Emitted = 1,
+    /// An event was folded into the count of an earlier one (de-dup).
+    DedupSuppressed = 2,
+    /// The sensor took its slow path (no typed access, helper reads).
+    SlowPath = 3,
 }
 
 pub const COUNTER_SLOTS: u32 = 4;
@@ -136,4 +150,21 @@ mod pod {
     unsafe impl aya::Pod for KernelOffsets {}
     // SAFETY: as above.
     unsafe impl aya::Pod for MetadataDest {}
+    unsafe impl aya::Pod for InodeKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for InodeRule {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for DedupKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for DedupValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for FileSensorConfig {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for ProcessExecEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for ProcessForkEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for ProcessExitEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for CgroupMkdirEvent {}
 }

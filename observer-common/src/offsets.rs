@@ -37,8 +37,43 @@ pub struct KernelOffsets {
     pub files_fdt: u32,
     pub fdtable_fd: u32,
     pub fdtable_max_fds: u32,
+    /// `files_struct::fd_array`, the inline table of the first fds.
+    pub files_fd_array: u32,
+    /// `dentry::d_name.len`, `dentry::d_inode`.
+    pub dentry_d_name_len: u32,
+    pub dentry_d_inode: u32,
+    /// The dentry's inline name (`d_shortname`, `d_iname` before 6.14),
+    /// and its size in bytes (40 on 64-bit kernels).
+    pub dentry_d_iname: u32,
+    pub dname_inline_len: u32,
+    /// `task_struct::fs`, `fs_struct::pwd` (the cwd, a `struct path`).
+    pub task_fs: u32,
+    pub fs_pwd: u32,
+    /// BTF type id of `struct kiocb` (the cast target for fd-table slots)
+    /// and the offset of its `ki_filp`.
+    pub btf_kiocb: u32,
+    pub kiocb_ki_filp: u32,
 
-    // Keep the struct a multiple of 8 bytes.
-    pub _pad0: u32,
+    // processes, terminals and cgroups (probes/process.rs). Resolved apart
+    // from the fields above: `process_valid == 0` disables only the process
+    // programs' field reads, not the file sensor's.
+    pub process_valid: u32,
+    pub task_pid: u32,
+    pub task_signal: u32,
+    pub task_cgroups: u32,
+    pub task_exit_code: u32,
+    pub signal_live: u32,
+    pub signal_tty: u32,
+    pub tty_name: u32,
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
+    pub mm_env_start: u32,
+    pub mm_env_end: u32,
+    pub bprm_filename: u32,
+    pub css_set_dfl_cgrp: u32,
+    pub cgroup_kn: u32,
+    pub cgroup_root: u32,
+    pub cgroup_root_hierarchy_id: u32,
+    pub kernfs_node_id: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 26 * 4);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 52 * 4);

@@ -6,6 +6,11 @@
 //! Minimum kernel: 5.8 (ring buffer), with BTF (tp_btf, offsets).
 #![no_std]
 #![no_main]
+// `asm!` on the BPF target: one empty barrier in kernel.rs (fd_array_slot).
+#![feature(asm_experimental_arch)]
+// Atomic add on map values (the BPF target has no core atomics).
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod kernel;
 mod maps;

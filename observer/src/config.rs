@@ -2,17 +2,24 @@
 //! resolved into one validated [`Config`] before any BPF is loaded. Flags win
 //! over the file; the file wins over built-in defaults. Every field is
 //! optional: the agent runs with no file at all.
-use std::path::{Path, PathBuf};
+use std::{
+    num::NonZeroUsize,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use serde::Deserialize;
 
 use crate::{
-    classify::catalog::{self, PathPattern, WatchRule},
+    classify::catalog::{self, Catalog, WatchEntry},
     export::jsonl::Target,
+    identity::IdentityConfig,
 };
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/nhi-observer";
 pub const DEFAULT_RING_BYTES: u32 = 8 << 20;
+/// Credential files larger than this are reported unparsed, not read.
+pub const DEFAULT_MAX_CREDENTIAL_BYTES: u64 = 1 << 20;
 
 /// The configuration file. Unknown keys are an error, so a typo never
 /// silently falls back to a default.
@@ -27,31 +34,69 @@ pub struct FileConfig {
     /// Size of the kernel-to-agent ring buffer in bytes: a power of two of
     /// at least 4096. Default: 8 MiB (about 6,000 file events in flight).
     pub ring_buffer_bytes: Option<u32>,
-    /// Extra paths to watch, on top of the built-in catalog.
+    /// Repeated opens of one file by one process (same access, same
+    /// outcome) within this window become one record with a count
+    /// (`nhi.access.count`). 0 reports every open. Default: 1000.
+    pub dedup_interval_ms: Option<u64>,
+    /// How often the watch list is re-resolved against the file system
+    /// (new homes, rotated files), in seconds. Default: 60.
+    pub rescan_interval_secs: Option<u64>,
+    /// How often an `nhi.agent.stats` record (loss and de-dup counters) is
+    /// written, in seconds; one is always written at shutdown. Default: 60.
+    pub stats_interval_secs: Option<u64>,
+    /// Extra credential paths, on top of the built-in catalog (same shape:
+    /// `name`, `kind`, `path` or `paths`, `format`, `kernel`).
     #[serde(default)]
-    pub watch: Vec<WatchConfig>,
+    pub watch: Vec<WatchEntry>,
+    /// Path patterns never treated as credentials, on top of the built-in
+    /// trust-store exclusions.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Extra directories `scan` (and the agent's scan at start) walks, on
+    /// top of the homes, `/etc`, `/var/lib/kubelet/pods` and `/run/secrets`.
+    #[serde(default)]
+    pub scan_roots: Vec<PathBuf>,
+    /// Scan for credential files at start (feeds the identity cache and the
+    /// kernel's watched inodes). Default: true.
+    pub scan_at_start: Option<bool>,
+    /// Largest credential file read, in bytes. Default: 1 MiB.
+    pub max_credential_bytes: Option<u64>,
+    /// Key for the keyed fingerprints of opaque tokens. Default:
+    /// `<state_dir>/fingerprint.key`, generated at first start. Point every
+    /// host of a fleet at one copy of the same key so that the same token on
+    /// two hosts has the same `nhi.id`.
+    pub fingerprint_key_file: Option<PathBuf>,
+    /// Process table and workload identity.
+    #[serde(default)]
+    pub process: ProcessConfig,
 }
 
-/// One extra watched path.
-#[derive(Debug, Deserialize)]
+/// The `[process]` section: the process table behind workload identity.
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct WatchConfig {
-    /// Short name, reported as `nhi.rule`.
-    pub name: String,
-    /// Credential kind, reported as `nhi.kind`. Default: `unknown`.
-    pub kind: Option<String>,
-    /// Path pattern: `~/x` (every home), `/abs/path`, a trailing `/` for a
-    /// whole directory, a trailing `*` for a name prefix.
-    pub path: String,
+pub struct ProcessConfig {
+    /// Emit each process's arguments (`process.command_args`), with values
+    /// that look like secrets masked. Default: false.
+    pub capture_args: Option<bool>,
+    /// Most processes the table holds; the least recently used go first.
+    /// Default: 32768.
+    pub table_capacity: Option<usize>,
+    /// Seconds between checks of the table against /proc, which remove
+    /// processes whose exit the agent missed. Default: 60.
+    pub reconcile_interval_secs: Option<u64>,
 }
+
+pub const DEFAULT_TABLE_CAPACITY: usize = 32_768;
 
 /// Command-line overrides.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Overrides {
     pub config: Option<PathBuf>,
     pub state_dir: Option<PathBuf>,
     pub jsonl: Option<String>,
     pub ring_buffer_bytes: Option<u32>,
+    /// `--capture-args`: on if given (else the file decides).
+    pub capture_args: bool,
 }
 
 /// The validated configuration the agent runs with.
@@ -60,7 +105,15 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub jsonl: Target,
     pub ring_bytes: u32,
-    pub rules: Vec<WatchRule>,
+    pub dedup: Duration,
+    pub rescan_every: Duration,
+    pub stats_every: Duration,
+    pub catalog: Catalog,
+    pub identity: IdentityConfig,
+    pub scan_roots: Vec<PathBuf>,
+    pub scan_at_start: bool,
+    pub max_credential_bytes: u64,
+    pub fingerprint_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,12 +124,16 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("ring_buffer_bytes = {0}: must be a power of two between 4096 and 1 GiB")]
     RingSize(u32),
-    #[error("watch rule `{name}`: {source}")]
-    Pattern { name: String, source: catalog::PatternError },
-    #[error("watch rule name `{0}` is used twice")]
-    DuplicateName(String),
+    #[error("{0}")]
+    Catalog(#[from] catalog::CatalogError),
+    #[error("scan root {0} must be an absolute path")]
+    RelativeScanRoot(PathBuf),
     #[error("state_dir must be an absolute path, got {0}")]
     RelativeStateDir(PathBuf),
+    #[error("{0} must be at least 1")]
+    ZeroInterval(&'static str),
+    #[error("process.table_capacity = {0}: must be between 64 and 4194304")]
+    TableCapacity(usize),
 }
 
 impl Config {
@@ -94,17 +151,45 @@ impl Config {
         if !ring_bytes.is_power_of_two() || !(4096..=1 << 30).contains(&ring_bytes) {
             return Err(ConfigError::RingSize(ring_bytes));
         }
-        let mut rules = catalog::builtin_rules();
-        for w in file.watch {
-            if rules.iter().any(|r| r.name == w.name) {
-                return Err(ConfigError::DuplicateName(w.name));
-            }
-            let pattern =
-                PathPattern::parse(&w.path).map_err(|source| ConfigError::Pattern { name: w.name.clone(), source })?;
-            let id = u32::try_from(rules.len() + 1).unwrap_or(u32::MAX);
-            rules.push(WatchRule { id, name: w.name, kind: w.kind.unwrap_or_else(|| "unknown".into()), pattern });
+        let secs = |v: Option<u64>, default: u64, name| match v.unwrap_or(default) {
+            0 => Err(ConfigError::ZeroInterval(name)),
+            n => Ok(Duration::from_secs(n)),
+        };
+        let rescan_every = secs(file.rescan_interval_secs, 60, "rescan_interval_secs")?;
+        let stats_every = secs(file.stats_interval_secs, 60, "stats_interval_secs")?;
+        let dedup = Duration::from_millis(file.dedup_interval_ms.unwrap_or(1000));
+        let mut catalog = Catalog::builtin()?;
+        catalog.extend(file.watch, &file.exclude)?;
+        if let Some(root) = file.scan_roots.iter().find(|r| !r.is_absolute()) {
+            return Err(ConfigError::RelativeScanRoot(root.clone()));
         }
-        Ok(Self { state_dir, jsonl, ring_bytes, rules })
+        let p = file.process;
+        let capacity = p.table_capacity.unwrap_or(DEFAULT_TABLE_CAPACITY);
+        let table_capacity = NonZeroUsize::new(capacity)
+            .filter(|_| (64..=1 << 22).contains(&capacity))
+            .ok_or(ConfigError::TableCapacity(capacity))?;
+        let identity = IdentityConfig {
+            capture_args: o.capture_args || p.capture_args.unwrap_or(false),
+            table_capacity,
+            reconcile_interval: secs(p.reconcile_interval_secs, 60, "process.reconcile_interval_secs")?,
+            // One stats cadence for the agent: the `identity stats` log line
+            // follows the `nhi.agent.stats` records.
+            stats_interval: stats_every,
+        };
+        Ok(Self {
+            state_dir,
+            jsonl,
+            ring_bytes,
+            dedup,
+            rescan_every,
+            stats_every,
+            catalog,
+            identity,
+            scan_roots: file.scan_roots,
+            scan_at_start: file.scan_at_start.unwrap_or(true),
+            max_credential_bytes: file.max_credential_bytes.unwrap_or(DEFAULT_MAX_CREDENTIAL_BYTES),
+            fingerprint_key_file: file.fingerprint_key_file,
+        })
     }
 }
 
@@ -132,16 +217,41 @@ mod tests {
         assert_eq!(c.state_dir, Path::new(DEFAULT_STATE_DIR));
         assert_eq!(c.jsonl, Target::Stdout);
         assert_eq!(c.ring_bytes, DEFAULT_RING_BYTES);
-        assert!(c.rules.iter().any(|r| r.name == "aws-shared-credentials"));
+        assert!(c.catalog.rules.iter().any(|r| r.name == "aws-shared-credentials"));
+        assert!(c.scan_at_start);
+        assert_eq!(c.max_credential_bytes, DEFAULT_MAX_CREDENTIAL_BYTES);
+        assert_eq!(c.dedup, std::time::Duration::from_secs(1));
+        assert!(!c.identity.capture_args, "argv capture is opt-in");
+        assert_eq!(c.identity.table_capacity.get(), DEFAULT_TABLE_CAPACITY);
+    }
+
+    #[test]
+    fn process_section_and_flag() {
+        let c = with_file("[process]\ncapture_args = true\ntable_capacity = 128\nreconcile_interval_secs = 2\n").unwrap();
+        assert!(c.identity.capture_args);
+        assert_eq!(c.identity.table_capacity.get(), 128);
+        assert_eq!(c.identity.reconcile_interval, Duration::from_secs(2));
+        let c = Config::resolve(Overrides { capture_args: true, ..Default::default() }).unwrap();
+        assert!(c.identity.capture_args);
     }
 
     #[test]
     fn file_extends_catalog_and_flags_win() {
         let c = with_file("jsonl = \"/tmp/x.jsonl\"\n[[watch]]\nname = \"vault\"\npath = \"~/.vault-token\"\n").unwrap();
         assert_eq!(c.jsonl, Target::File("/tmp/x.jsonl".into()));
-        let r = c.rules.iter().find(|r| r.name == "vault").unwrap();
+        let r = c.catalog.rules.iter().find(|r| r.name == "vault").unwrap();
         assert_eq!(r.kind, "unknown");
-        assert!(c.rules.iter().all(|x| x.id != 0));
+        assert_eq!(r.format, observer_creds::Format::Auto);
+        assert!(c.catalog.rules.iter().all(|x| x.id != 0));
+        let c = with_file(
+            "exclude = [\"/srv/x/\"]\nscan_roots = [\"/srv\"]\n[[watch]]\nname = \"app-token\"\nkind = \"app.token\"\npaths = [\"/srv/app/token\", \"*.apptoken\"]\nformat = \"token\"\nkernel = false\n",
+        )
+        .unwrap();
+        let rules: Vec<_> = c.catalog.rules.iter().filter(|r| r.name == "app-token").collect();
+        assert_eq!(rules.len(), 2);
+        assert!(rules.iter().all(|r| r.format == observer_creds::Format::Token && !r.kernel));
+        assert_eq!(c.scan_roots, [PathBuf::from("/srv")]);
+        assert!(c.catalog.excluded("/srv/x/a.pem"));
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(b"jsonl = \"/tmp/x.jsonl\"\n").unwrap();
         let c = Config::resolve(Overrides {
@@ -157,12 +267,25 @@ mod tests {
     fn bad_config_is_a_clear_error() {
         assert!(matches!(with_file("jsnol = 1"), Err(ConfigError::Parse { .. })));
         assert!(matches!(with_file("ring_buffer_bytes = 5000"), Err(ConfigError::RingSize(5000))));
-        assert!(matches!(with_file("[[watch]]\nname = \"x\"\npath = \"rel/x\"\n"), Err(ConfigError::Pattern { .. })));
+        assert!(matches!(
+            with_file("[[watch]]\nname = \"x\"\npath = \"rel/x\"\n"),
+            Err(ConfigError::Catalog(catalog::CatalogError::Pattern { .. }))
+        ));
         assert!(matches!(
             with_file("[[watch]]\nname = \"kubeconfig\"\npath = \"/x\"\n"),
-            Err(ConfigError::DuplicateName(_))
+            Err(ConfigError::Catalog(catalog::CatalogError::DuplicateName(_)))
         ));
+        assert!(matches!(
+            with_file("[[watch]]\nname = \"x\"\npath = \"/x\"\nformat = \"xml\"\n"),
+            Err(ConfigError::Catalog(catalog::CatalogError::Format { .. }))
+        ));
+        assert!(matches!(with_file("scan_roots = [\"rel\"]"), Err(ConfigError::RelativeScanRoot(_))));
         assert!(matches!(with_file("state_dir = \"rel\""), Err(ConfigError::RelativeStateDir(_))));
+        assert!(matches!(with_file("stats_interval_secs = 0"), Err(ConfigError::ZeroInterval(_))));
+        assert_eq!(with_file("dedup_interval_ms = 0").unwrap().dedup, std::time::Duration::ZERO);
+        assert!(matches!(with_file("[process]\ntable_capacity = 3"), Err(ConfigError::TableCapacity(3))));
+        assert!(matches!(with_file("[process]\nreconcile_interval_secs = 0"), Err(ConfigError::ZeroInterval(_))));
+        assert!(matches!(with_file("[process]\ncapture_argz = true"), Err(ConfigError::Parse { .. })));
         let missing = Config::resolve(Overrides { config: Some("/nonexistent/x.toml".into()), ..Default::default() });
         assert!(matches!(missing, Err(ConfigError::Read { .. })));
     }

@@ -15,8 +15,10 @@ mod decode;
 mod enrich;
 mod export;
 mod net;
+mod identity;
 mod probes;
 mod ringbuf;
+mod scan;
 mod secret;
 mod stats;
 
@@ -49,6 +51,25 @@ enum Command {
         #[arg(long, default_value_t = config::DEFAULT_RING_BYTES)]
         ring_buffer_bytes: u32,
     },
+    /// At-rest discovery of credential files and their identities; no BPF
+    /// needed. Walks the homes, /etc, /var/lib/kubelet/pods, /run/secrets
+    /// and the config's scan_roots, or the PATHS given.
+    Scan(ScanArgs),
+}
+
+#[derive(clap::Args)]
+struct ScanArgs {
+    /// Configuration file (TOML): catalog extensions, scan roots.
+    #[arg(long, env = "NHI_OBSERVER_CONFIG")]
+    config: Option<PathBuf>,
+    /// State directory holding the fingerprint key [default: /var/lib/nhi-observer].
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// One JSON document instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Directories (or files) to scan instead of the defaults.
+    paths: Vec<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -65,6 +86,10 @@ struct RunArgs {
     /// Kernel ring-buffer size in bytes [default: 8 MiB].
     #[arg(long)]
     ring_buffer_bytes: Option<u32>,
+    /// Emit process arguments (`process.command_args`), secret-looking
+    /// values masked [default: off, or `capture_args` in the config].
+    #[arg(long)]
+    capture_args: bool,
 }
 
 fn main() -> ExitCode {
@@ -76,13 +101,16 @@ fn main() -> ExitCode {
             check::print(&findings);
             if check::can_run(&findings) { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
+        Command::Scan(args) => run_scan(args),
         Command::Run(args) => {
-            let cfg = match config::Config::resolve(config::Overrides {
+            let overrides = config::Overrides {
                 config: args.config,
                 state_dir: args.state_dir,
                 jsonl: args.jsonl,
                 ring_buffer_bytes: args.ring_buffer_bytes,
-            }) {
+                capture_args: args.capture_args,
+            };
+            let cfg = match config::Config::resolve(overrides.clone()) {
                 Ok(cfg) => cfg,
                 Err(e) => {
                     tracing::error!("configuration: {e}");
@@ -96,7 +124,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(app::run(cfg)) {
+            match runtime.block_on(app::run(cfg, overrides)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -104,6 +132,74 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+fn run_scan(args: ScanArgs) -> ExitCode {
+    let cfg = match config::Config::resolve(config::Overrides {
+        config: args.config,
+        state_dir: args.state_dir,
+        ..Default::default()
+    }) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            tracing::error!("configuration: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let keyed = match scan_key(&cfg) {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let opts = scan::ScanOptions { roots: scan::roots(&args.paths, &cfg.scan_roots), max_bytes: cfg.max_credential_bytes };
+    let bar = scan::output::progress();
+    let report = scan::scan(&cfg.catalog, &keyed, &opts, &mut |path, r| {
+        if let Some(bar) = &bar
+            && r.files_seen % 64 == 0
+        {
+            bar.set_message(format!("{} files, {} credential files: {}", r.files_seen, r.found.len(), path.display()));
+        }
+    });
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let mut out = std::io::stdout().lock();
+    match scan::output::print(&report, args.json, &mut out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("writing the scan report: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The agent's key when the state directory has or can take one, so scan
+/// and agent name opaque tokens alike; else a key for this run only.
+fn scan_key(cfg: &config::Config) -> Result<observer_creds::Keyed, classify::key::KeyError> {
+    if let Some(path) = &cfg.fingerprint_key_file {
+        return classify::key::load(path);
+    }
+    let created = std::fs::create_dir_all(&cfg.state_dir).map_err(|source| classify::key::KeyError::Io {
+        path: cfg.state_dir.clone(),
+        source,
+    });
+    match created.and_then(|()| classify::key::load_or_create(&cfg.state_dir)) {
+        Ok(k) => Ok(k),
+        Err(classify::key::KeyError::Io { path, source }) => {
+            tracing::warn!(
+                path = %path.display(),
+                error = %source,
+                "no usable fingerprint key in the state directory: opaque-token ids of this scan are not comparable with the agent's"
+            );
+            let mut key = secret::Secret::new(vec![0u8; observer_creds::KEY_LEN]);
+            getrandom::fill(key.expose_mut()).map_err(|e| classify::key::KeyError::Random { path, message: e.to_string() })?;
+            Ok(observer_creds::Keyed::new(key))
+        }
+        Err(e) => Err(e),
     }
 }
 

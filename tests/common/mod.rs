@@ -57,8 +57,15 @@ impl Agent {
     /// Starts `nhi-observer run` writing JSON lines to a file, and waits
     /// until it reports its probes attached.
     pub fn start(extra_args: &[&str]) -> Agent {
+        Self::start_with_log(extra_args, "info")
+    }
+
+    /// As [`Agent::start`], with the `NHI_OBSERVER_LOG` filter given.
+    pub fn start_with_log(extra_args: &[&str], log: &str) -> Agent {
         let state_dir = tempfile::tempdir().expect("state dir");
         let jsonl = state_dir.path().join("out.jsonl");
+        // Kept in the state dir, so tests can search everything the agent wrote.
+        let stdout = std::fs::File::create(state_dir.path().join("agent.stdout")).expect("stdout file");
         let mut child = Command::new(env!("CARGO_BIN_EXE_nhi-observer"))
             .arg("run")
             .arg("--state-dir")
@@ -66,9 +73,9 @@ impl Agent {
             .arg("--jsonl")
             .arg(&jsonl)
             .args(extra_args)
-            .env("NHI_OBSERVER_LOG", "info")
+            .env("NHI_OBSERVER_LOG", log)
             .env("NHI_OBSERVER_LOG_FORMAT", "json")
-            .stdout(Stdio::null())
+            .stdout(Stdio::from(stdout))
             .stderr(Stdio::piped())
             .spawn()
             .expect("start nhi-observer");
@@ -110,6 +117,18 @@ impl Agent {
         }
     }
 
+    /// Waits until `needle` has been logged `n` times.
+    pub fn wait_for_log_count(&mut self, needle: &str, n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.stderr.iter().filter(|l| l.contains(needle)).count() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "`{needle}` not logged {n} times in {timeout:?}; stderr:\n{}", self.stderr.join("\n"));
+            if let Ok(line) = self.stderr_lines.recv_timeout(left.min(Duration::from_millis(100))) {
+                self.stderr.push(line);
+            }
+        }
+    }
+
     fn drain_stderr(&mut self, wait: Duration) {
         while let Ok(line) = self.stderr_lines.recv_timeout(wait) {
             self.stderr.push(line);
@@ -132,6 +151,14 @@ impl Agent {
             }
             thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// As [`Agent::stop`], and hands over the state directory (which
+    /// `stop` deletes) so a test can inspect every file the agent left.
+    pub fn stop_keeping_state(mut self, signal: Signal) -> (ExitStatus, Vec<Value>, Vec<String>, tempfile::TempDir) {
+        let state = std::mem::replace(&mut self.state_dir, tempfile::tempdir().expect("temp dir"));
+        let (status, records, stderr) = self.stop(signal);
+        (status, records, stderr, state)
     }
 
     /// Sends `signal` and waits for the agent to exit.
@@ -182,10 +209,290 @@ pub fn which(program: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("{program} not found on PATH"))
 }
 
+/// Files in a directory tree, recursively (for searching every output).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() { stack.push(p) } else { out.push(p) }
+        }
+    }
+    out
+}
+
 pub fn str_attr<'a>(r: &'a Value, key: &str) -> Option<&'a str> {
     r.get(key).and_then(Value::as_str)
 }
 
 pub fn int_attr(r: &Value, key: &str) -> Option<i64> {
     r.get(key).and_then(Value::as_i64)
+}
+
+/// Writes `toml` as a config file in `dir` and returns the flags that use it.
+pub fn config_args(dir: &Path, toml: &str) -> Vec<String> {
+    let path = dir.join("config.toml");
+    std::fs::write(&path, toml).expect("write config");
+    vec!["--config".into(), path.to_string_lossy().into_owned()]
+}
+
+/// Runs a Python script (python3 from PATH) with `args`; returns its pid
+/// and output. Python's `os`/`ctypes` reach every open-family syscall.
+/// Isolated and without `site` (`-I -S`): no site-packages start-up files,
+/// so the process opens only what the script opens.
+pub fn python(script: &str, args: &[&str]) -> (u32, std::process::Output) {
+    let child = Command::new("python3")
+        .args(["-I", "-S", "-c"])
+        .arg(script)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("python3 output");
+    assert!(out.status.success(), "python failed: {}", String::from_utf8_lossy(&out.stderr));
+    (pid, out)
+}
+
+/// Records of one event name.
+pub fn named<'a>(records: &'a [Value], name: &str) -> Vec<&'a Value> {
+    records.iter().filter(|r| str_attr(r, "event.name") == Some(name)).collect()
+}
+
+/// The agent's final `nhi.agent.stats` record (written at shutdown).
+pub fn final_stats(records: &[Value]) -> &Value {
+    named(records, "nhi.agent.stats").pop().expect("no nhi.agent.stats record")
+}
+
+/// Sum of `nhi.access.count` over records matching `pred`.
+pub fn access_count(records: &[Value], pred: impl Fn(&Value) -> bool) -> i64 {
+    named(records, "nhi.credential.access")
+        .into_iter()
+        .filter(|r| pred(r))
+        .map(|r| int_attr(r, "nhi.access.count").unwrap_or(0))
+        .sum()
+}
+
+impl Agent {
+    /// Stops the agent's threads (SIGSTOP). The probes keep running and the
+    /// kernel ring buffer keeps what they send, so whatever the test does
+    /// meanwhile is processed only after [`Agent::resume`], when /proc and
+    /// the cgroup tree no longer show short-lived processes.
+    pub fn pause(&self) {
+        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGSTOP).expect("SIGSTOP agent");
+    }
+
+    pub fn resume(&self) {
+        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGCONT).expect("SIGCONT agent");
+    }
+
+    /// Log lines so far, after draining what the agent has written.
+    pub fn log_lines(&mut self) -> &[String] {
+        self.drain_stderr(Duration::from_millis(50));
+        &self.stderr
+    }
+}
+
+/// The cgroup v2 mount point, from /proc/self/mountinfo (never hard-coded:
+/// hybrid hosts mount it at /sys/fs/cgroup/unified).
+pub fn cgroup2_mount() -> PathBuf {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    text.lines()
+        .find_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            (right.split_whitespace().next()? == "cgroup2").then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
+        })
+        .expect("no cgroup2 mount on this host")
+}
+
+/// A real cgroup v2 directory (and its missing parents) under a unique test
+/// root, removed on drop after its processes are moved back to the root.
+pub struct TestCgroup {
+    pub dir: PathBuf,
+    /// Path from the cgroup2 root, as the agent reports it (`/a/b`).
+    pub path: String,
+    created: Vec<PathBuf>,
+    /// The unique test root: emptied parents up to it go with the last
+    /// cgroup under it, whatever the drop order.
+    top: PathBuf,
+}
+
+impl TestCgroup {
+    /// `rel` is the path below the test root, e.g.
+    /// `system.slice/docker-<id>.scope`.
+    pub fn new(root: &str, rel: &str) -> TestCgroup {
+        let mount = cgroup2_mount();
+        let path = format!("/{root}/{rel}");
+        let mut created = Vec::new();
+        let mut dir = mount.clone();
+        for c in path.trim_start_matches('/').split('/') {
+            dir.push(c);
+            if !dir.exists() {
+                std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+                created.push(dir.clone());
+            }
+        }
+        let top = mount.join(root);
+        TestCgroup { dir, path, created, top }
+    }
+
+    /// Moves a running process into this cgroup.
+    pub fn add(&self, pid: u32) {
+        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string())
+            .unwrap_or_else(|e| panic!("moving {pid} into {}: {e}", self.dir.display()));
+    }
+
+    /// An fd on the directory, for `clone3(CLONE_INTO_CGROUP)`.
+    pub fn open(&self) -> std::fs::File {
+        std::fs::File::open(&self.dir).expect("open cgroup dir")
+    }
+
+    /// The cgroup id the kernel reports (the directory's inode).
+    pub fn id(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(&self.dir).expect("cgroup dir").ino()
+    }
+
+    /// Removes the directories now (processes still inside are moved out).
+    pub fn remove(mut self) {
+        self.cleanup();
+    }
+
+    fn cleanup(&mut self) {
+        let root_procs = cgroup2_mount().join("cgroup.procs");
+        for dir in self.created.iter().rev() {
+            if let Ok(pids) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+                for pid in pids.lines() {
+                    let _ = std::fs::write(&root_procs, pid);
+                }
+            }
+            let _ = std::fs::remove_dir(dir);
+        }
+        self.created.clear();
+        // Parents other cgroups of this test created, once they are empty.
+        let mut dir = self.dir.parent().map(Path::to_path_buf);
+        while let Some(d) = dir.filter(|d| d.starts_with(&self.top)) {
+            match std::fs::remove_dir(&d) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => break,
+                _ => {}
+            }
+            dir = d.parent().map(Path::to_path_buf);
+        }
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        self.cleanup();
+    }
+}
+
+/// A name no other test run on this host uses.
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    format!("{prefix}-{}-{}", std::process::id(), nanos % 1_000_000_000)
+}
+
+/// 64 hex digits derived from `seed`: a container id.
+pub fn container_id(seed: &str) -> String {
+    use std::hash::{Hash as _, Hasher as _};
+    (0..4)
+        .map(|i| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (seed, i).hash(&mut h);
+            format!("{:016x}", h.finish())
+        })
+        .collect()
+}
+
+/// A pod uid (UUID form) derived from `seed`.
+pub fn pod_uid(seed: &str) -> String {
+    let hex = container_id(seed);
+    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+}
+
+/// Runs `argv` (an absolute path first) inside `cgroup` from its first
+/// instruction (`clone3(CLONE_INTO_CGROUP)`), with exactly environment
+/// `env`, and, with `pid`, as exactly that pid (`set_tid`). Waits for it to
+/// exit and returns its pid; `None` when `pid` was taken meanwhile.
+pub fn run_in_cgroup(cgroup: &TestCgroup, argv: &[&str], env: &[&str], pid: Option<u32>) -> Option<u32> {
+    use std::{ffi::CString, os::fd::AsRawFd as _};
+
+    #[repr(C)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+        set_tid: u64,
+        set_tid_size: u64,
+        cgroup: u64,
+    }
+    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+    let cg = cgroup.open();
+    let cargv: Vec<CString> = argv.iter().map(|a| CString::new(*a).unwrap()).collect();
+    let cenv: Vec<CString> = env.iter().map(|a| CString::new(*a).unwrap()).collect();
+    let mut argv_ptrs: Vec<*const libc::c_char> = cargv.iter().map(|c| c.as_ptr()).collect();
+    argv_ptrs.push(std::ptr::null());
+    let mut env_ptrs: Vec<*const libc::c_char> = cenv.iter().map(|c| c.as_ptr()).collect();
+    env_ptrs.push(std::ptr::null());
+    let tid: [libc::pid_t; 1] = [pid.unwrap_or(0) as libc::pid_t];
+    let args = CloneArgs {
+        flags: CLONE_INTO_CGROUP,
+        pidfd: 0,
+        child_tid: 0,
+        parent_tid: 0,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: 0,
+        stack_size: 0,
+        tls: 0,
+        set_tid: if pid.is_some() { tid.as_ptr() as u64 } else { 0 },
+        set_tid_size: u64::from(pid.is_some()),
+        cgroup: cg.as_raw_fd() as u64,
+    };
+    // SAFETY: clone3 like fork; the child only calls execve and _exit with
+    // pointers prepared before the call.
+    let ret = unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, size_of::<CloneArgs>()) };
+    if ret == 0 {
+        // SAFETY: in the child: replace the image, or leave at once.
+        unsafe {
+            libc::execve(argv_ptrs[0], argv_ptrs.as_ptr(), env_ptrs.as_ptr());
+            libc::_exit(127);
+        }
+    }
+    if ret < 0 {
+        let err = std::io::Error::last_os_error();
+        assert!(pid.is_some() && err.raw_os_error() == Some(libc::EEXIST), "clone3 failed: {err}");
+        return None;
+    }
+    if let Some(want) = pid {
+        assert_eq!(ret as u32, want, "clone3 gave another pid");
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(ret as libc::pid_t, &mut status, 0) };
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{argv:?} failed: status {status:#x}");
+    Some(ret as u32)
+}
+
+/// Records of one event name for one pid.
+pub fn records_of<'a>(records: &'a [Value], pid: u32, source: &str) -> Vec<&'a Value> {
+    records
+        .iter()
+        .filter(|r| int_attr(r, "process.pid") == Some(i64::from(pid)) && str_attr(r, "nhi.source") == Some(source))
+        .collect()
+}
+
+/// A temporary config file for the agent.
+pub fn config_file(text: &str) -> tempfile::NamedTempFile {
+    use std::io::Write as _;
+    let mut f = tempfile::NamedTempFile::new().expect("config file");
+    f.write_all(text.as_bytes()).expect("write config");
+    f
 }

@@ -3,9 +3,10 @@
 //! - `setup`: the nightly `rust-src` component and `bpf-linker` built against
 //!   the nightly rustc's own LLVM (the recipe in DESIGN.md). Fast when done.
 //! - `run`: setup, build, then run the agent on this host (root, or sudo).
-//! - `test`: setup, clippy, a short run of every fuzz target, then the
-//!   whole test suite as root.
-//! - `bench <which>`: whole-system benchmarks as ratios to a baseline.
+//! - `test`: setup, clippy, then the whole test suite as root, then a short
+//!   run of every fuzz target (`fuzz/`).
+//! - `bench`: overhead benchmarks, as ratios against baselines in one run.
+//! - `fuzz`: build the fuzz targets and run each for a while.
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -25,8 +26,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Install what building the eBPF programs and running the tests need
-    /// (idempotent).
+    /// Install what building the eBPF programs needs (idempotent).
     Setup,
     /// Build and run the agent on this host with its built-in defaults.
     /// Arguments after `--` go to `nhi-observer run`.
@@ -34,30 +34,52 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run clippy, a short run of each fuzz target and the whole test suite
-    /// (probe tests run as root). Arguments after `--` go to `cargo test`.
+    /// Run clippy and the whole test suite (probe tests run as root).
+    /// Arguments after `--` go to `cargo test`.
     Test {
         /// Skip clippy.
         #[arg(long)]
         no_lint: bool,
+        /// Skip the short fuzz runs.
+        #[arg(long)]
+        no_fuzz: bool,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Benchmarks, each reported as a ratio to a baseline run in the same
-    /// invocation.
+    /// Overhead benchmarks, as ratios against baselines in the same run:
+    /// `files` (credential-file sensor: open loop and a source tree),
+    /// `process` (process creation with and without the agent), `tls` (TLS
+    /// handshakes per second, and connections the agent missed).
     Bench {
-        #[command(subcommand)]
-        which: bench::Which,
+        /// Which benchmark: `files`, `process` or `tls`.
+        name: String,
+        /// `files`, `tls`: rounds of interleaved setups.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// `process`: iterations per run.
+        #[arg(long, default_value_t = 2000)]
+        iterations: u32,
+    },
+    /// Build every fuzz target and run each for SECONDS (seeded with the
+    /// fixture corpus). A crash fails with the reproducer's path.
+    Fuzz {
+        #[arg(long, default_value_t = 60)]
+        seconds: u32,
+        /// Only targets whose name contains this.
+        filter: Option<String>,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Cmd::Setup => setup::ensure().and_then(|()| test_tools::ensure()),
+        Cmd::Setup => setup::ensure().and_then(|()| setup::ensure_test_tools()).and_then(|()| test_tools::ensure()),
         Cmd::Run { args } => tasks::run(&args),
-        Cmd::Test { no_lint, args } => tasks::test(!no_lint, &args),
-        Cmd::Bench { which } => bench::run(which),
+        Cmd::Test { no_lint, no_fuzz, args } => tasks::test(!no_lint, &args).and_then(|()| {
+            if no_fuzz { Ok(()) } else { fuzz::run(fuzz::SMOKE_SECONDS, None) }
+        }),
+        Cmd::Bench { name, rounds, iterations } => setup::ensure().and_then(|()| bench::run(&name, rounds, iterations)),
+        Cmd::Fuzz { seconds, filter } => fuzz::run(seconds, filter.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -27,6 +27,16 @@ pub fn ensure() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// cargo-fuzz, for the fuzz targets' short runs in `cargo xtask test`.
+pub fn ensure_cargo_fuzz() -> anyhow::Result<()> {
+    if output("cargo", &["fuzz", "--version"]).is_ok() {
+        return Ok(());
+    }
+    eprintln!("setup: installing cargo-fuzz from crates.io (a few minutes, once)");
+    status(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
+        .context("cannot install cargo-fuzz; it needs network access to crates.io")
+}
+
 fn ensure_nightly() -> anyhow::Result<()> {
     if output("rustc", &[&format!("+{NIGHTLY}"), "--version"]).is_ok() {
         return Ok(());
@@ -124,6 +134,46 @@ fn cargo_home() -> anyhow::Result<PathBuf> {
     }
     let home = env::var_os("HOME").ok_or_else(|| anyhow!("neither CARGO_HOME nor HOME is set"))?;
     Ok(PathBuf::from(home).join(".cargo"))
+}
+
+/// Tools the end-to-end tests run, with the Debian package of each.
+const TEST_TOOLS: &[(&str, &str)] = &[
+    ("unshare", "util-linux"),
+    ("script", "bsdutils"),
+    ("mount", "mount"),
+    // Network sensor tests: real peers and the test's own namespaces.
+    ("curl", "curl"),
+    ("openssl", "openssl"),
+    ("ip", "iproute2"),
+    ("python3", "python3"),
+];
+
+/// Installs the tools the end-to-end tests need when missing (Debian and
+/// derivatives: apt-get, as root or through sudo). Idempotent and instant
+/// when all are present.
+pub fn ensure_test_tools() -> anyhow::Result<()> {
+    let missing: Vec<&str> = TEST_TOOLS.iter().filter(|(t, _)| which(t).is_err()).map(|(_, p)| *p).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("setup: installing {} for the end-to-end tests", missing.join(", "));
+    if which("apt-get").is_err() {
+        bail!("the tests need {} (missing), and there is no apt-get here to install them", missing.join(", "));
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() == 0 };
+    let apt = |args: &[&str]| {
+        let mut c = if root { Command::new("apt-get") } else { Command::new("sudo") };
+        if !root {
+            c.arg("apt-get");
+        }
+        c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        status(&mut c)
+    };
+    apt(&["update", "-q"])?;
+    let mut install = vec!["install", "-y", "-q", "--no-install-recommends"];
+    install.extend(&missing);
+    apt(&install).with_context(|| format!("cannot install {}", missing.join(", ")))
 }
 
 pub fn which(program: &str) -> anyhow::Result<PathBuf> {

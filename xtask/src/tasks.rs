@@ -1,4 +1,4 @@
-//! `run` and `test`.
+//! `run`, `test` and `bench`.
 use std::{os::unix::process::CommandExt as _, path::PathBuf, process::Command};
 
 use anyhow::Context as _;
@@ -34,6 +34,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
 
 pub fn test(lint: bool, args: &[String]) -> anyhow::Result<()> {
     setup::ensure()?;
+    setup::ensure_test_tools()?;
     crate::test_tools::ensure()?;
     let root = workspace_root();
     if lint {
@@ -50,9 +51,6 @@ pub fn test(lint: bool, args: &[String]) -> anyhow::Result<()> {
         )
         .context("clippy found problems in the eBPF programs")?;
     }
-    // A short run of every fuzz target (parsers of untrusted bytes), before
-    // the tests so that their summary closes the output.
-    crate::fuzz::smoke(&root).context("fuzz targets failed")?;
     // Default members: the eBPF crate only builds for the BPF target (the
     // agent's build script builds it).
     let mut cmd = Command::new("cargo");
@@ -65,4 +63,14 @@ pub fn test(lint: bool, args: &[String]) -> anyhow::Result<()> {
             .env("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER", "sudo -E");
     }
     status(&mut cmd).context("tests failed")
+}
+
+pub fn bench_process(iterations: u32) -> anyhow::Result<()> {
+    if !is_root() {
+        anyhow::bail!("the benchmark loads the agent's probes: run it as root");
+    }
+    setup::ensure()?;
+    let root = workspace_root();
+    status(Command::new("cargo").current_dir(&root).args(["build", "--release", "--package", "nhi-observer"]))?;
+    crate::bench::process::bench(&root.join("target/release/nhi-observer"), iterations)
 }

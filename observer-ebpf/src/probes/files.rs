@@ -3,26 +3,39 @@
 //! One hook, the raw syscall-exit tracepoint (tp_btf `sys_exit`): the
 //! syscall's arguments are still in the saved user registers there, so one
 //! program sees arguments and result, and any other syscall costs a register
-//! read and a compare. Input: the exit of every syscall. Output: a
-//! [`FileOpenEvent`] into `EVENTS` for each open whose path matches a rule in
-//! `PATH_RULES`, with the opened file's device, inode and dentry path and the
-//! task's identity and executable, captured now so that short-lived processes
-//! keep them.
+//! load and a compare (the "floor", see probes/floor.rs).
+//!
+//! Input: the exit of every syscall. Output: a [`FileOpenEvent`] into
+//! `EVENTS` for each open that may concern a credential; the agent confirms
+//! candidates against its catalog. How an open qualifies:
+//! - successful opens, without a single helper call on the common path
+//!   (typed loads from `task->files->fd_array[fd]`, see kernel.rs): the
+//!   file's (dev, ino) or its directory's is watched (`INODE_GATE` then
+//!   `WATCHED_INODES`), or its name passes the name gate (`NAME_GATE`);
+//!   so the spelling of the path (relative, dirfd, symlinks, bind mounts,
+//!   another mount namespace) does not matter;
+//! - failed opens (no file): the requested string, `~`-normalised, matches
+//!   a path rule (`PATH_RULES`), or its last component passes the name gate.
+//!
+//! Repeated opens of one key (process, file, access, outcome) within
+//! `FILE_CFG.dedup_ns` are folded into a monotonic count (`DEDUP`).
 use aya_ebpf::{helpers::generated, macros::btf_tracepoint, programs::BtfTracePointContext};
 use observer_common::{
-    Counter, EventHeader, EventKind, FileOpenEvent, MatchKind, OpenSyscall, PATH_KEY_LEN, PATH_LEN,
-    event_flags,
+    Counter, DedupKey, DedupValue, EventHeader, EventKind, FileOpenEvent, FileSensorConfig, GATE_AFFIX_LENS,
+    GATE_PREFIX, GATE_SUFFIX, INODE_DIR, INODE_FILE, InodeKey, MatchKind, OpenSyscall, PATH_KEY_LEN, PATH_LEN,
+    event_flags, gate_affix_bit, gate_inode_bit, gate_name_bit,
 };
 
 use crate::{
-    kernel::{self, read},
-    maps::{EVENTS, PATH_RULES, SCRATCH, count},
+    kernel::{self, FileRef},
+    maps::{DEDUP, EVENTS, INODE_GATE, NAME_GATE, PATH_RULES, Pending, SCRATCH, WATCHED_INODES, count, file_cfg, gate_test, scratch},
 };
 
 const AT_FDCWD: i32 = -100;
 const O_WRONLY: u32 = 0o1;
 const O_CREAT: u32 = 0o100;
 const O_TRUNC: u32 = 0o1000;
+const O_ACCMODE: u32 = 0o3;
 
 /// Longest user name we skip over in `/home/<user>/`.
 const MAX_HOME_NAME: usize = 64;
@@ -64,6 +77,31 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+/// Reads a saved register. `regs` is the tp_btf argument, a trusted BTF
+/// pointer to `struct pt_regs`, so this is a plain load the verifier checks
+/// against the type (and the JIT turns into one instruction), not a helper.
+#[inline(always)]
+fn reg(regs: u64, off: u32) -> u64 {
+    kernel::ld(regs, off)
+}
+
+/// The syscall number at exit, from the saved registers.
+#[inline(always)]
+fn syscall_nr(regs: u64) -> u64 {
+    let nr = reg(regs, arch::ORIG_NR);
+    #[cfg(bpf_target_arch = "aarch64")]
+    let nr = nr as u32 as u64;
+    nr
+}
+
+/// Whether this exit is one of the open-family syscalls: the filter every
+/// other syscall on the host pays.
+#[inline(always)]
+pub fn is_open_family(regs: u64) -> bool {
+    let nr = syscall_nr(regs);
+    nr == arch::NR_OPENAT || nr == arch::NR_OPEN || nr == arch::NR_OPENAT2 || nr == arch::NR_CREAT
+}
+
 struct OpenArgs {
     syscall: OpenSyscall,
     dirfd: i32,
@@ -74,37 +112,34 @@ struct OpenArgs {
 
 #[inline(always)]
 fn open_args(regs: u64) -> Option<OpenArgs> {
-    let nr = read::<u64>(regs, arch::ORIG_NR)?;
-    #[cfg(bpf_target_arch = "aarch64")]
-    let nr = nr as u32 as u64;
-    let arg = |off| read::<u64>(regs, off);
+    let nr = syscall_nr(regs);
     let args = if nr == arch::NR_OPENAT {
         OpenArgs {
             syscall: OpenSyscall::OpenAt,
-            dirfd: arg(arch::ARG0)? as i32,
-            path: arg(arch::ARG1)?,
-            flags: arg(arch::ARG2)? as u32,
-            mode: arg(arch::ARG3)? as u32,
+            dirfd: reg(regs, arch::ARG0) as i32,
+            path: reg(regs, arch::ARG1),
+            flags: reg(regs, arch::ARG2) as u32,
+            mode: reg(regs, arch::ARG3) as u32,
         }
     } else if nr == arch::NR_OPEN {
         OpenArgs {
             syscall: OpenSyscall::Open,
             dirfd: AT_FDCWD,
-            path: arg(arch::ARG0)?,
-            flags: arg(arch::ARG1)? as u32,
-            mode: arg(arch::ARG2)? as u32,
+            path: reg(regs, arch::ARG0),
+            flags: reg(regs, arch::ARG1) as u32,
+            mode: reg(regs, arch::ARG2) as u32,
         }
     } else if nr == arch::NR_OPENAT2 {
         // struct open_how { u64 flags; u64 mode; u64 resolve; } in user memory.
-        let how = arg(arch::ARG2)?;
+        let how = reg(regs, arch::ARG2);
         // SAFETY: the helper checks the user address.
-        let flags = unsafe { aya_ebpf::helpers::bpf_probe_read_user(how as *const u64) }.ok()?;
+        let flags = unsafe { aya_ebpf::helpers::bpf_probe_read_user(how as *const u64) }.unwrap_or(0);
         // SAFETY: as above.
-        let mode = unsafe { aya_ebpf::helpers::bpf_probe_read_user((how + 8) as *const u64) }.ok()?;
+        let mode = unsafe { aya_ebpf::helpers::bpf_probe_read_user((how + 8) as *const u64) }.unwrap_or(0);
         OpenArgs {
             syscall: OpenSyscall::OpenAt2,
-            dirfd: arg(arch::ARG0)? as i32,
-            path: arg(arch::ARG1)?,
+            dirfd: reg(regs, arch::ARG0) as i32,
+            path: reg(regs, arch::ARG1),
             flags: flags as u32,
             mode: mode as u32,
         }
@@ -112,9 +147,9 @@ fn open_args(regs: u64) -> Option<OpenArgs> {
         OpenArgs {
             syscall: OpenSyscall::Creat,
             dirfd: AT_FDCWD,
-            path: arg(arch::ARG0)?,
+            path: reg(regs, arch::ARG0),
             flags: O_CREAT | O_WRONLY | O_TRUNC,
-            mode: arg(arch::ARG1)? as u32,
+            mode: reg(regs, arch::ARG1) as u32,
         }
     } else {
         return None;
@@ -122,35 +157,241 @@ fn open_args(regs: u64) -> Option<OpenArgs> {
     Some(args)
 }
 
+/// Why an open is reported: the rule (0 for a candidate) and how.
+struct Hit {
+    rule_id: u32,
+    how: MatchKind,
+}
+
 #[inline(always)]
 fn on_sys_exit(regs: u64, ret: i64) -> Option<()> {
     let args = open_args(regs)?;
-    let rule_id = match_path(args.path)?;
-    emit(&args, ret, rule_id, MatchKind::Path)
+    if ret >= 0 {
+        match kernel::file_of_fd(ret) {
+            Some(FileRef::Typed(file)) => return on_opened::<true>(&args, ret, file),
+            Some(FileRef::Untyped(file)) => {
+                count(EventKind::FileOpen, Counter::SlowPath);
+                return on_opened::<false>(&args, ret, file);
+            }
+            None => {}
+        }
+    }
+    // A failed open, or no kernel offsets: only the requested string is left.
+    let hit = match_string(&args)?;
+    report(&args, ret, hit, None)
+}
+
+/// A successful open: gates on the file itself.
+#[inline(always)]
+fn on_opened<const TYPED: bool>(args: &OpenArgs, ret: i64, file: u64) -> Option<()> {
+    let (inode, ino) = kernel::file_inode::<TYPED>(file);
+    let dentry = kernel::file_dentry::<TYPED>(file);
+    let cfg = file_cfg();
+    let hit = if let Some(rule_id) = watched::<TYPED>(inode, ino, INODE_FILE) {
+        Hit { rule_id, how: MatchKind::Inode }
+    } else {
+        let dir = if cfg.dir_rules != 0 {
+            let parent = kernel::dentry_parent::<TYPED>(dentry);
+            let (pinode, pino) = kernel::dentry_inode::<TYPED>(parent);
+            watched::<TYPED>(pinode, pino, INODE_DIR)
+        } else {
+            None
+        };
+        if let Some(rule_id) = dir {
+            Hit { rule_id, how: MatchKind::Dir }
+        } else {
+            // Not zeroed (that would be a `memset` call): every word the gate
+            // reads is written first (see `dentry_name_words`).
+            let mut words = core::mem::MaybeUninit::<[u64; 8]>::uninit();
+            // SAFETY: see above; the array is plain integers.
+            let words = unsafe { words.assume_init_mut() };
+            let len = kernel::dentry_name_words::<TYPED>(dentry, words)?;
+            if !name_gate(words, len, &cfg) {
+                return None;
+            }
+            Hit { rule_id: 0, how: MatchKind::Name }
+        }
+    };
+    let dev = kernel::inode_dev::<TYPED>(inode);
+    report(args, ret, hit, Some((file, dev, ino)))
+}
+
+/// Hands an open to [`emit_file_open`] through the per-CPU scratch.
+#[inline(always)]
+fn report(args: &OpenArgs, ret: i64, hit: Hit, file: Option<(u64, u64, u64)>) -> Option<()> {
+    let (file, dev, ino) = file.unwrap_or((0, 0, 0));
+    scratch()?.pending = Pending {
+        path: args.path,
+        ret,
+        file,
+        dev,
+        ino,
+        syscall: args.syscall as u32,
+        dirfd: args.dirfd,
+        flags: args.flags,
+        mode: args.mode,
+        rule_id: hit.rule_id,
+        how: hit.how as u32,
+    };
+    (emit_file_open() == 0).then_some(())
+}
+
+/// Rule id of a watched inode of the given kind. The gate bit depends on
+/// the inode number alone, so the device is read only past the gate.
+#[inline(always)]
+fn watched<const TYPED: bool>(inode: u64, ino: u64, what: u32) -> Option<u32> {
+    if !gate_test(&INODE_GATE, gate_inode_bit(ino)) {
+        return None;
+    }
+    let dev = kernel::inode_dev::<TYPED>(inode);
+    let key = InodeKey { ino, dev: dev as u32, _pad0: 0 };
+    // SAFETY: read-only use of the value right away.
+    let rule = unsafe { WATCHED_INODES.get(key) }?;
+    (rule.what == what).then_some(rule.rule_id)
+}
+
+/// The name gate: the exact name, then each configured prefix and suffix
+/// length. `words` is the name, zero past `len` in the hashed words.
+///
+/// No comparison here involves `len` (see `kernel::NAME_MASKS` for why). A
+/// name shorter than a prefix length cannot match that prefix (its padding
+/// is NUL, which no pattern holds), so the length is not checked; a suffix
+/// longer than the name reads padding and at worst makes a candidate.
+#[inline(always)]
+fn name_gate(words: &[u64; 8], len: u32, cfg: &FileSensorConfig) -> bool {
+    if gate_test(&NAME_GATE, gate_name_bit(len as u64, words)) {
+        return true;
+    }
+    let mut i = 0;
+    while i < GATE_AFFIX_LENS {
+        // A fresh copy: a branch on the configuration itself would split
+        // the verifier's states at every iteration (see `kernel::opaque`).
+        let n = kernel::opaque(cfg.prefix_lens[i] as u64) as u32;
+        if n == 0 {
+            break;
+        }
+        let w = words[0] & low_bytes(n);
+        if gate_test(&NAME_GATE, gate_affix_bit(GATE_PREFIX, n as u64, w)) {
+            return true;
+        }
+        i += 1;
+    }
+    if cfg.suffix_lens[0] == 0 {
+        return false;
+    }
+    let tail = last8(words, len);
+    let mut i = 0;
+    while i < GATE_AFFIX_LENS {
+        let n = kernel::opaque(cfg.suffix_lens[i] as u64) as u32;
+        if n == 0 {
+            break;
+        }
+        // The last n bytes are the top n bytes of the last eight.
+        let w = (tail >> ((8 - n) * 8)) & low_bytes(n);
+        if gate_test(&NAME_GATE, gate_affix_bit(GATE_SUFFIX, n as u64, w)) {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Mask of the low `n` bytes (1..=8) of a word.
+#[inline(always)]
+fn low_bytes(n: u32) -> u64 {
+    if n >= 8 { u64::MAX } else { (1u64 << (n * 8)) - 1 }
+}
+
+/// The last eight bytes of a `len`-byte name as one word (for names
+/// shorter than eight, NUL padding in front). No comparison on `len`.
+#[inline(always)]
+fn last8(words: &[u64; 8], len: u32) -> u64 {
+    // Bytes [len - 8, len): word `i` from bit `shift`, then word `i + 1`.
+    let start = (len as u64).wrapping_add(56); // (len - 8) + 64, no underflow
+    let i = (start / 8) as usize; // the real word index + 8
+    let shift = (start % 8) * 8;
+    // Word -1 (a name shorter than eight bytes) reads as NUL padding.
+    let lo = word_at(words, i.wrapping_sub(8)) >> shift;
+    // `<< (64 - shift)` without a shift by 64 when shift is 0.
+    let hi = (word_at(words, i.wrapping_sub(7)) << (63 - shift)) << 1;
+    lo | hi
+}
+
+/// `words[i]` chosen by value, so no variable-offset stack access.
+#[inline(always)]
+fn word_at(words: &[u64; 8], i: usize) -> u64 {
+    match i {
+        0 => words[0],
+        1 => words[1],
+        2 => words[2],
+        3 => words[3],
+        4 => words[4],
+        5 => words[5],
+        6 => words[6],
+        7 => words[7],
+        _ => 0,
+    }
+}
+
+/// Matches the requested path string (failed opens, or no kernel offsets):
+/// path rules for absolute paths, then the name gate on its last component.
+#[inline(always)]
+#[allow(clippy::needless_range_loop, reason = "constant-bounded index loops are what the verifier checks best")]
+fn match_string(args: &OpenArgs) -> Option<Hit> {
+    let s = scratch()?;
+    // SAFETY: destination is our 256-byte buffer; the helper checks the source.
+    let n = unsafe {
+        generated::bpf_probe_read_user_str(s.path.as_mut_ptr().cast(), PATH_LEN as u32, args.path as *const _)
+    };
+    if n <= 1 {
+        return None;
+    }
+    let len = n as usize - 1; // without the NUL
+    if s.path[0] == b'/'
+        && let Some(rule_id) = match_path_rules(args.path, s)
+    {
+        return Some(Hit { rule_id, how: MatchKind::Path });
+    }
+    // Last component: scan back at most 64 bytes for a '/'.
+    let mut start = 0usize;
+    let mut i = 0usize;
+    while i < 64 {
+        if i >= len {
+            break;
+        }
+        let at = len - 1 - i;
+        if s.path[at & (PATH_LEN - 1)] == b'/' {
+            start = at + 1;
+            break;
+        }
+        i += 1;
+    }
+    let name_len = len - start;
+    if name_len == 0 || name_len > 64 {
+        return None;
+    }
+    // SAFETY: copies 64 bytes from inside the scratch value (the path buffer
+    // is followed by other scratch memory) into its 64-byte `words`.
+    let r = unsafe {
+        generated::bpf_probe_read_kernel(
+            s.words.as_mut_ptr().cast(),
+            64,
+            s.path.as_ptr().add(start & (PATH_LEN - 1)).cast(),
+        )
+    };
+    if r != 0 {
+        return None;
+    }
+    kernel::mask_words(&mut s.words, name_len as u32);
+    name_gate(&s.words, name_len as u32, &file_cfg()).then_some(Hit { rule_id: 0, how: MatchKind::Name })
 }
 
 /// Looks the path up in `PATH_RULES`, with a leading `/root` or
 /// `/home/<user>` replaced by `~`. Returns the matching rule id.
 #[inline(always)]
-#[allow(clippy::needless_range_loop, reason = "a constant-bounded index loop is what the verifier checks best")]
-fn match_path(upath: u64) -> Option<u32> {
-    let scratch = SCRATCH.get_ptr_mut(0)?;
-    // SAFETY: per-CPU scratch value, valid for this program run.
-    let key = unsafe { &mut (*scratch).key };
-    let data = key.data.as_mut_ptr();
-    // SAFETY: destination is the 256-byte key; the helper checks the source.
-    let n = unsafe {
-        generated::bpf_probe_read_user_str(data.cast(), PATH_KEY_LEN as u32, upath as *const _)
-    };
-    if n <= 1 {
-        return None;
-    }
-    let mut len = n as u32; // includes the NUL
-    let d = &mut key.data;
-    if d[0] != b'/' {
-        // Relative paths are not matched by path rules.
-        return None;
-    }
+#[allow(clippy::needless_range_loop, reason = "constant-bounded index loops are what the verifier checks best")]
+fn match_path_rules(upath: u64, s: &mut crate::maps::Scratch) -> Option<u32> {
+    let d = &s.path;
     let mut skip: usize = 0;
     if d[1] == b'r' && d[2] == b'o' && d[3] == b'o' && d[4] == b't' && d[5] == b'/' {
         skip = 5;
@@ -166,8 +407,10 @@ fn match_path(upath: u64) -> Option<u32> {
             }
         }
     }
-    if skip != 0 {
-        d[0] = b'~';
+    let key = &mut s.key;
+    let data = key.data.as_mut_ptr();
+    let n = if skip != 0 {
+        key.data[0] = b'~';
         // SAFETY: writes at most 255 bytes after the first byte of the key.
         let m = unsafe {
             generated::bpf_probe_read_user_str(
@@ -179,20 +422,106 @@ fn match_path(upath: u64) -> Option<u32> {
         if m <= 0 {
             return None;
         }
-        len = m as u32 + 1;
+        m as u32 + 1
+    } else {
+        // SAFETY: writes at most 256 bytes into the key.
+        let m =
+            unsafe { generated::bpf_probe_read_user_str(data.cast(), PATH_KEY_LEN as u32, upath as *const _) };
+        if m <= 0 {
+            return None;
+        }
+        m as u32
+    };
+    key.prefix_len = n * 8;
+    PATH_RULES.get(&*key).map(|r| r.rule_id)
+}
+
+/// FNV-1a of the requested path in scratch (the de-dup key of a failed open).
+#[inline(always)]
+fn path_hash() -> u64 {
+    let Some(scratch) = SCRATCH.get_ptr(0) else { return 0 };
+    // SAFETY: per-CPU scratch value.
+    let p = unsafe { &(*scratch).path };
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut i = 0;
+    while i < PATH_LEN {
+        let c = p[i];
+        if c == 0 {
+            break;
+        }
+        h = (h ^ c as u64).wrapping_mul(0x100_0000_01b3);
+        i += 1;
     }
-    key.prefix_len = len * 8;
-    // SAFETY: per-CPU scratch, see above.
-    PATH_RULES.get(unsafe { &(*scratch).key }).map(|r| r.rule_id)
+    h
+}
+
+/// De-duplication: `Some(total)` to emit, `None` when folded into a count.
+#[inline(always)]
+fn dedup(p: &Pending, now: u64) -> Option<u64> {
+    let (ret, dev, ino) = (p.ret, p.dev, p.ino);
+    let window = file_cfg().dedup_ns;
+    if window == 0 {
+        return Some(0);
+    }
+    let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
+    let start_ns = kernel::process_start_ns();
+    let access = (p.flags & O_ACCMODE) | (((p.flags & O_CREAT) != 0) as u32) << 2;
+    let (dev, ino, errno) = if ret < 0 { (0, path_hash(), (-ret) as u32) } else { (dev, ino, 0) };
+    let key = DedupKey { start_ns, tgid, access, dev, ino, errno, _pad0: 0 };
+    if let Some(v) = DEDUP.get_ptr_mut(key) {
+        // SAFETY: a live map value; the count is added atomically because
+        // threads of one process may hit the key on several CPUs at once.
+        unsafe {
+            // Result unused: LLVM emits the plain atomic add (no fetch), which
+            // every kernel with BPF atomics supports.
+            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+                &raw mut (*v).total,
+                1,
+            );
+            (*v).last_ns = now;
+            if now.wrapping_sub((*v).emitted_ns) < window {
+                count(EventKind::FileOpen, Counter::DedupSuppressed);
+                return None;
+            }
+            (*v).emitted_ns = now;
+            Some((*v).total)
+        }
+    } else {
+        let v = DedupValue { emitted_ns: now, last_ns: now, total: 1 };
+        let _ = DEDUP.insert(key, v, 0);
+        Some(1)
+    }
+}
+
+/// Writes the pending open (scratch) to the ring buffer: de-dup, task
+/// identity, the requested path, the resolved path and the executable.
+///
+/// A BPF *global* function (exported, no pointer arguments): the verifier
+/// checks it once on its own, instead of once for every path of the filter
+/// that leads here, each with two 24-step dentry walks. Returns 0 when an
+/// event was written.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn emit_file_open() -> i32 {
+    match emit() {
+        Some(()) => 0,
+        None => 1,
+    }
 }
 
 #[inline(always)]
-fn emit(args: &OpenArgs, ret: i64, rule_id: u32, how: MatchKind) -> Option<()> {
+fn emit() -> Option<()> {
+    let p = scratch()?.pending;
+    if (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32 == file_cfg().agent_tgid {
+        return None;
+    }
+    // SAFETY: plain helper call.
+    let now = unsafe { generated::bpf_ktime_get_boot_ns() };
+    let total = dedup(&p, now)?;
     let Some(mut entry) = EVENTS.reserve::<FileOpenEvent>(0) else {
         count(EventKind::FileOpen, Counter::ReserveFailed);
         return None;
     };
-    let o = kernel::offsets();
     let ev = entry.as_mut_ptr();
     // SAFETY: `ev` points at a reserved, exclusively owned record of the
     // right size; every field is written before submit.
@@ -200,44 +529,60 @@ fn emit(args: &OpenArgs, ret: i64, rule_id: u32, how: MatchKind) -> Option<()> {
         (*ev).header = EventHeader {
             kind: EventKind::FileOpen as u32,
             size: core::mem::size_of::<FileOpenEvent>() as u32,
-            boot_ns: generated::bpf_ktime_get_boot_ns(),
+            boot_ns: now,
         };
-        kernel::current_task_info(&mut (*ev).task, &o);
-        (*ev).ret = ret;
-        (*ev).syscall = args.syscall as u32;
-        (*ev).open_flags = args.flags;
-        (*ev).mode = args.mode;
-        (*ev).dirfd = args.dirfd;
-        (*ev).rule_id = rule_id;
-        (*ev).match_kind = how as u32;
+        kernel::current_task_info(&mut (*ev).task);
+        (*ev).ret = p.ret;
+        // Volatile: two adjacent zero stores would become a `memset` call.
+        core::ptr::write_volatile(&raw mut (*ev).dev, p.dev);
+        core::ptr::write_volatile(&raw mut (*ev).ino, p.ino);
+        (*ev).syscall = p.syscall;
+        (*ev).open_flags = p.flags;
+        (*ev).mode = p.mode;
+        (*ev).dirfd = p.dirfd;
+        (*ev).rule_id = p.rule_id;
+        (*ev).match_kind = p.how;
+        (*ev).dedup_total = total;
         let mut flags = 0;
         let n = generated::bpf_probe_read_user_str(
             (*ev).path.as_mut_ptr().cast(),
             PATH_LEN as u32,
-            args.path as *const _,
+            p.path as *const _,
         );
         if n <= 0 {
             (*ev).path[0] = 0;
         } else if n as usize >= PATH_LEN {
             flags |= event_flags::PATH_TRUNCATED;
         }
-        (*ev).dev = 0;
-        (*ev).ino = 0;
         (*ev).resolved_len = 0;
-        if let Some(file) = kernel::file_of_fd(&o, ret) {
-            let (dev, ino) = kernel::file_dev_ino(&o, file);
-            (*ev).dev = dev;
-            (*ev).ino = ino;
-            let walk = kernel::walk_file_path(&o, file, &mut (*ev).resolved);
+        let relative = n > 0 && (*ev).path[0] != b'/';
+        // The file's own path; for a failed relative open, its base directory.
+        let base = if p.file != 0 {
+            kernel::file_path(p.file)
+        } else if relative && p.dirfd == AT_FDCWD {
+            flags |= event_flags::RESOLVED_IS_BASE;
+            kernel::current_cwd()
+        } else if relative {
+            flags |= event_flags::RESOLVED_IS_BASE;
+            kernel::file_of_fd(p.dirfd as i64).and_then(|f| match f {
+                FileRef::Typed(f) | FileRef::Untyped(f) => kernel::file_path(f),
+            })
+        } else {
+            None
+        };
+        if let Some((mnt, dentry)) = base {
+            let walk = kernel::walk_path(mnt, dentry, &mut (*ev).resolved);
             (*ev).resolved_len = walk.len;
             flags |= event_flags::RESOLVED_VALID;
             if !walk.complete {
                 flags |= event_flags::RESOLVED_TRUNCATED;
             }
+        } else {
+            flags &= !event_flags::RESOLVED_IS_BASE;
         }
         (*ev).exe_len = 0;
-        if let Some(exe) = kernel::current_exe_file(&o) {
-            let walk = kernel::walk_file_path(&o, exe, &mut (*ev).exe);
+        if let Some((mnt, dentry)) = kernel::current_exe_file().and_then(kernel::file_path) {
+            let walk = kernel::walk_path(mnt, dentry, &mut (*ev).exe);
             (*ev).exe_len = walk.len;
             flags |= event_flags::EXE_VALID;
             if !walk.complete {

@@ -2,3 +2,5 @@
 //! over a function returning `Option`, so `?` works and nothing panics.
 pub mod files;
 pub mod net;
+pub mod floor;
+pub mod process;

@@ -177,7 +177,6 @@ fn on_sock_addr(ctx: &SockAddrContext, hook: NetHook) -> Option<()> {
         }
     };
     let port = u16::from_be(user_port as u16);
-    let o = kernel::offsets();
     let mut flow = Flow {
         // SAFETY: TaskInfo is plain integers; filled right below.
         task: unsafe { core::mem::zeroed() },
@@ -195,7 +194,7 @@ fn on_sock_addr(ctx: &SockAddrContext, hook: NetHook) -> Option<()> {
         announced: 0,
     };
     if protocol == IPPROTO_UDP {
-        kernel::current_task_info(&mut flow.task, &o);
+        kernel::current_task_info(&mut flow.task);
         flow.state = state::UDP;
         return FLOWS.insert(cookie, flow, 0).ok();
     }
@@ -212,7 +211,6 @@ fn emit_connect(flow: &Flow, cookie: u64, current: bool) -> Option<()> {
         count(EventKind::NetConnect, Counter::ReserveFailed);
         return None;
     };
-    let o = kernel::offsets();
     let ev = entry.as_mut_ptr();
     // SAFETY: `ev` points at a reserved, exclusively owned record of the
     // right size; every field is written before submit.
@@ -223,7 +221,7 @@ fn emit_connect(flow: &Flow, cookie: u64, current: bool) -> Option<()> {
             boot_ns: generated::bpf_ktime_get_boot_ns(),
         };
         if current {
-            kernel::current_task_info(&mut (*ev).task, &o);
+            kernel::current_task_info(&mut (*ev).task);
         } else {
             (*ev).task = flow.task;
         }
@@ -237,8 +235,8 @@ fn emit_connect(flow: &Flow, cookie: u64, current: bool) -> Option<()> {
         (*ev)._pad1 = 0;
         (*ev).exe_len = 0;
         let mut flags = 0;
-        if current && let Some(exe) = kernel::current_exe_file(&o) {
-            let walk = kernel::walk_file_path(&o, exe, &mut (*ev).exe);
+        if current && let Some(exe) = kernel::current_exe_file() {
+            let walk = kernel::walk_file_path(exe, &mut (*ev).exe);
             (*ev).exe_len = walk.len;
             flags |= net_flags::EXE_VALID;
             if !walk.complete {

@@ -1,9 +1,14 @@
 //! `run`: wires the stages, in a fixed order.
 //!
-//! Start: state dir, load probes, fill the watch list, spawn the reader and
-//! the sink, attach. Stop (SIGINT, SIGTERM, or a failing stage): stop the
-//! reader after a last drain, let the sink write and flush what it holds,
-//! then drop the probes, which detaches them.
+//! Start: signal handlers, state dir and fingerprint key, load probes,
+//! resolve and load the watch list, spawn the reader, the ticker and the
+//! sink, attach, then scan for credential files at rest on a thread of its
+//! own (what it finds is watched by inode from then on). While running:
+//! re-resolve the watch list periodically, add inodes the pipeline confirms,
+//! reload the config on SIGHUP (watch list; no BPF reload). Stop (SIGINT,
+//! SIGTERM, or a failing stage): stop the reader after a last drain, let the
+//! sink write the last de-dup tails and a final stats record and flush, then
+//! drop the probes, which detaches them.
 use std::{
     sync::{Arc, mpsc as std_mpsc},
     thread,
@@ -18,47 +23,68 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::Config,
-    decode::Event,
+    classify::{
+        catalog::{Catalog, WatchRule},
+        key,
+        watch::{self, InodeEntry, WatchList},
+    },
+    config::{Config, Overrides},
     export::jsonl::JsonLines,
     probes::{ProbeOptions, Probes},
-    ringbuf,
+    ringbuf, scan,
     stats::Stats,
 };
 
+mod dedup;
 mod pipeline;
-pub use pipeline::Pipeline;
+pub use pipeline::{Input, Pipeline};
 
-/// Events between the reader and the sink. Full: the reader waits and the
+/// Inputs between the reader and the sink. Full: the reader waits and the
 /// kernel ring absorbs the burst (and counts what it cannot).
 const CHANNEL_CAPACITY: usize = 4096;
 
-pub async fn run(cfg: Config) -> anyhow::Result<()> {
+pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
+    // Handlers first: a signal that arrives while we start must be a clean
+    // shutdown, not the default action (death without a flush).
+    let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     ensure_state_dir(&cfg.state_dir)?;
-    let mut probes = Probes::load(&ProbeOptions { ring_bytes: cfg.ring_bytes }).context("loading probes")?;
-    let n = probes.set_rules(&cfg.rules).context("filling the watch list")?;
-    tracing::info!(rules = cfg.rules.len(), keys = n, "watch list loaded");
+    let keyed = Arc::new(match &cfg.fingerprint_key_file {
+        Some(path) => key::load(path)?,
+        None => key::load_or_create(&cfg.state_dir)?,
+    });
+    let dedup_ns = u64::try_from(cfg.dedup.as_nanos()).unwrap_or(u64::MAX);
+    let mut probes =
+        Probes::load(&ProbeOptions { ring_bytes: cfg.ring_bytes, dedup_ns }).context("loading probes")?;
+    let stats = Arc::new(Stats::default());
+    // Inodes found by the scan or learned from confirmed opens: kept across
+    // re-resolutions of the watch list.
+    let mut known = KnownInodes::default();
+    let mut catalog = cfg.catalog.clone();
+    let watch = load_watch(&mut probes, &catalog, &known, &stats).context("loading the watch list")?;
     let n = probes
         .set_metadata_dests(&crate::net::imds::default_endpoints())
         .context("filling the metadata-service addresses")?;
     tracing::debug!(addresses = n, "metadata-service addresses loaded");
     let ring = probes.take_events().context("opening the event ring buffer")?;
+    let kernel = probes.take_kernel_state().context("opening the kernel counters")?;
 
-    let stats = Arc::new(Stats::default());
     let shutdown = CancellationToken::new();
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-    let reader = tokio::spawn(ringbuf::run(ring, tx, stats.clone(), shutdown.clone()));
+    let reader = tokio::spawn(ringbuf::run(ring, tx.clone(), stats.clone(), shutdown.clone()));
+    let ticker = tokio::spawn(tick(tx.clone(), shutdown.clone()));
 
     let mut sink = JsonLines::open(&cfg.jsonl).with_context(|| format!("opening JSON lines output {:?}", cfg.jsonl))?;
-    let mut pipeline = Pipeline::new(&cfg);
+    let (inode_tx, mut inode_rx) = mpsc::unbounded_channel();
+    let mut pipeline = Pipeline::new(&cfg, watch, Some(kernel), keyed.clone(), stats.clone(), inode_tx.clone());
     let (done_tx, done_rx) = std_mpsc::channel();
     let sink_stats = stats.clone();
     let sink_shutdown = shutdown.clone();
-    let runtime = tokio::runtime::Handle::current();
     let sink_thread = thread::Builder::new()
         .name("nhi-sink".into())
         .spawn(move || {
-            let result = sink_loop(&runtime, rx, &mut pipeline, &mut sink, &sink_stats);
+            let result = sink_loop(rx, &mut pipeline, &mut sink, &sink_stats);
             sink_shutdown.cancel();
             let _ = done_tx.send(());
             result
@@ -67,29 +93,66 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
     probes.attach().context("attaching probes")?;
     tracing::info!(network = probes.network(), "probes attached; watching");
+    if cfg.scan_at_start {
+        start_scan(&cfg, keyed, inode_tx)?;
+    } else {
+        drop(inode_tx);
+    }
 
-    let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    tokio::select! {
-        _ = sigint.recv() => tracing::info!("SIGINT: shutting down"),
-        _ = sigterm.recv() => tracing::info!("SIGTERM: shutting down"),
-        () = shutdown.cancelled() => tracing::info!("a stage stopped: shutting down"),
+    let mut rescan = tokio::time::interval(cfg.rescan_every);
+    rescan.tick().await; // the first tick is immediate: we just loaded
+    loop {
+        tokio::select! {
+            _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break }
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break }
+            () = shutdown.cancelled() => { tracing::info!("a stage stopped: shutting down"); break }
+            _ = sighup.recv() => match Config::resolve(overrides.clone()) {
+                Ok(new) => {
+                    if new.state_dir != cfg.state_dir || new.jsonl != cfg.jsonl || new.ring_bytes != cfg.ring_bytes {
+                        tracing::warn!("SIGHUP: state_dir, jsonl and ring_buffer_bytes changes need a restart; applying the rest");
+                    }
+                    if new.dedup != cfg.dedup {
+                        tracing::warn!("SIGHUP: dedup_interval_ms changes need a restart");
+                    }
+                    catalog = new.catalog;
+                    reload(&mut probes, &catalog, &known, &stats, &tx, "SIGHUP").await;
+                }
+                Err(e) => tracing::error!("SIGHUP: configuration not reloaded, keeping the current one: {e}"),
+            },
+            _ = rescan.tick() => reload(&mut probes, &catalog, &known, &stats, &tx, "rescan").await,
+            Some(entry) = inode_rx.recv() => {
+                let mut new = vec![entry];
+                while let Ok(e) = inode_rx.try_recv() {
+                    new.push(e);
+                }
+                known.add(&new);
+                match probes.add_inodes(&new) {
+                    Ok(()) => tracing::debug!(n = new.len(), "watching credential inodes"),
+                    Err(e) => tracing::warn!(error = %e, "cannot add credential inodes to the watch list"),
+                }
+            }
+        }
     }
     shutdown.cancel();
+    drop(tx);
     let reader_result = tokio::time::timeout(Duration::from_secs(10), reader).await;
-    // The reader owned the only sender: the sink now sees the end of input.
+    let _ = ticker.await;
+    // The reader and ticker held the last senders: the sink now sees the end.
     let sink_result = tokio::task::spawn_blocking(move || {
         let _ = done_rx.recv_timeout(Duration::from_secs(10));
         sink_thread.join()
     })
     .await;
-    let kernel = probes.counters().ok();
     drop(probes);
     tracing::info!(
         events = Stats::get(&stats.events_received),
         records = Stats::get(&stats.records_written),
+        process_table = Stats::get(&stats.process_table_size),
+        process_table_evicted = Stats::get(&stats.process_table_evicted),
+        process_table_reconciled = Stats::get(&stats.process_table_reconciled),
+        env_credentials = Stats::get(&stats.env_credentials),
         decode_errors = ?stats.decode_errors(),
-        kernel_counters = ?kernel,
+        classify = ?stats.classify_counts(),
         "stopped; probes detached"
     );
     match reader_result {
@@ -105,6 +168,114 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
 }
 
+/// Credential inodes found by the at-rest scan or learned from confirmed
+/// opens, which the rules' expansion alone would not find. Bounded: the
+/// oldest go first past half the kernel map's size.
+#[derive(Default)]
+struct KnownInodes(Vec<InodeEntry>);
+
+const MAX_KNOWN_INODES: usize = 32_768;
+
+impl KnownInodes {
+    fn add(&mut self, new: &[InodeEntry]) {
+        for e in new {
+            self.0.retain(|k| k.key != e.key);
+            self.0.push(e.clone());
+        }
+        let excess = self.0.len().saturating_sub(MAX_KNOWN_INODES);
+        self.0.drain(..excess);
+    }
+}
+
+/// Resolves the catalog's kernel rules over the file system, adds the known
+/// inodes, and loads both into the kernel.
+fn load_watch(
+    probes: &mut Probes,
+    catalog: &Catalog,
+    known: &KnownInodes,
+    stats: &Stats,
+) -> anyhow::Result<Arc<WatchList>> {
+    let rules: Vec<WatchRule> = catalog.kernel_rules();
+    let mut entries = watch::expand(&rules, &watch::home_dirs());
+    entries.extend(known.0.iter().cloned());
+    entries.sort_by_key(|e| (e.key.dev, e.key.ino));
+    entries.dedup_by_key(|e| (e.key.dev, e.key.ino));
+    let loaded = probes.set_watch(&rules, entries.clone())?;
+    Stats::set(&stats.watched_inodes, loaded.inodes as u64);
+    tracing::info!(rules = rules.len(), path_keys = loaded.path_keys, inodes = loaded.inodes, "watch list loaded");
+    Ok(Arc::new(WatchList::new(catalog.clone(), &entries)))
+}
+
+/// Re-resolves the watch list and hands it to the pipeline, in order with
+/// the events.
+async fn reload(
+    probes: &mut Probes,
+    catalog: &Catalog,
+    known: &KnownInodes,
+    stats: &Stats,
+    tx: &mpsc::Sender<Input>,
+    why: &str,
+) {
+    match load_watch(probes, catalog, known, stats) {
+        Ok(watch) => {
+            let _ = tx.send(Input::Watch(watch)).await;
+        }
+        Err(e) => tracing::error!(why, "watch list not updated: {e:#}"),
+    }
+}
+
+/// The at-rest scan, on its own thread so that start is not delayed. Each
+/// credential file it finds is watched by inode from then on (under any
+/// name it is opened by, in any mount namespace).
+fn start_scan(
+    cfg: &Config,
+    keyed: Arc<observer_creds::Keyed>,
+    inodes: mpsc::UnboundedSender<InodeEntry>,
+) -> anyhow::Result<()> {
+    let catalog = cfg.catalog.clone();
+    let opts = scan::ScanOptions { roots: scan::roots(&[], &cfg.scan_roots), max_bytes: cfg.max_credential_bytes };
+    thread::Builder::new()
+        .name("nhi-scan".into())
+        .spawn(move || {
+            let report = scan::scan(&catalog, &keyed, &opts, &mut |_, _| {});
+            tracing::info!(
+                files = report.found.len(),
+                identities = report.identities(),
+                files_seen = report.files_seen,
+                walk_errors = report.walk_errors,
+                "at-rest scan done"
+            );
+            for found in &report.found {
+                let (Some((dev, ino)), Some(rule)) =
+                    (found.kernel_inode(), catalog.rules.iter().find(|r| r.name == found.rule))
+                else {
+                    continue;
+                };
+                let entry = InodeEntry {
+                    key: observer_common::InodeKey { ino, dev: dev as u32, _pad0: 0 },
+                    rule: observer_common::InodeRule { rule_id: rule.id, what: observer_common::INODE_FILE },
+                    path: found.path.clone(),
+                };
+                if inodes.send(entry).is_err() {
+                    return;
+                }
+            }
+        })
+        .map(drop)
+        .context("starting the scan thread")
+}
+
+/// One `Input::Tick` a second until shutdown; never blocks on a full queue.
+async fn tick(tx: mpsc::Sender<Input>, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = every.tick() => { let _ = tx.try_send(Input::Tick); }
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
 fn ensure_state_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
@@ -114,15 +285,9 @@ fn ensure_state_dir(dir: &std::path::Path) -> anyhow::Result<()> {
         .with_context(|| format!("creating state directory {}", dir.display()))
 }
 
-/// How often the pipeline hears that time passed (connection timeouts)
-/// when no event arrives.
-const TICK: Duration = Duration::from_millis(500);
-
-/// The sink thread: events through the pipeline, records to the sink. At
-/// the end of input the pipeline reports what it still holds.
+/// The sink thread: inputs through the pipeline, records to the sink.
 fn sink_loop(
-    runtime: &tokio::runtime::Handle,
-    mut rx: mpsc::Receiver<Event>,
+    mut rx: mpsc::Receiver<Input>,
     pipeline: &mut Pipeline,
     sink: &mut JsonLines,
     stats: &Stats,
@@ -136,24 +301,14 @@ fn sink_loop(
         Ok(())
     };
     let result = (|| {
-        loop {
-            match runtime.block_on(async { tokio::time::timeout(TICK, rx.recv()).await }) {
-                Ok(Some(event)) => {
-                    Stats::add(&stats.events_received, 1);
-                    pipeline.on_event(event, &mut records);
-                    write(&mut records, sink)?;
-                    // Write everything already queued, then flush once.
-                    while let Ok(event) = rx.try_recv() {
-                        Stats::add(&stats.events_received, 1);
-                        pipeline.on_event(event, &mut records);
-                        write(&mut records, sink)?;
-                    }
-                }
-                Ok(None) => break,
-                Err(_elapsed) => {}
-            }
-            pipeline.on_tick(&mut records);
+        while let Some(input) = rx.blocking_recv() {
+            pipeline.on_input(input, &mut records);
             write(&mut records, sink)?;
+            // Write everything already queued, then flush once.
+            while let Ok(input) = rx.try_recv() {
+                pipeline.on_input(input, &mut records);
+                write(&mut records, sink)?;
+            }
             sink.flush()?;
         }
         pipeline.finish(&mut records);

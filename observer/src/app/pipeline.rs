@@ -1,82 +1,397 @@
-//! The per-event chain: enrich -> classify -> records. Single-threaded (it
-//! runs on the sink thread), so stages may keep state without locks.
+//! The per-event chain: enrich -> identity -> classify (confirm against the
+//! watch list, then read the file) -> de-dup accounting -> records.
+//! Single-threaded (it runs on the sink thread), so stages keep state
+//! without locks.
 //!
-//! Input: decoded events. Output: records in the data-contract shape.
-use std::{collections::HashMap, time::Instant};
+//! Input: [`Input`]s in order (events, ticks, watch-list updates). Output:
+//! records in the data-contract shape, and newly seen credential inodes for
+//! the kernel's watch list. Every record of an event that has a task goes
+//! through `Identity::annotate`, the one workload-identity lookup.
+//!
+//! A credential file whose open succeeded is read (see `classify::reader`)
+//! and yields one `nhi.credential.access` record per identity it holds,
+//! each with its `nhi.id`; a file with none yields one file-level record
+//! with `nhi.unparsed.reason`; a failed open yields the file-level record
+//! alone, as does a write-only open (its content is not written yet); a
+//! change of a known file that held identities first yields
+//! `nhi.credential.rotation`.
+//!
+//! Network events go to the network tracker (`crate::net`), which joins
+//! connect, payload and close records by socket cookie and yields
+//! `nhi.connection` and metadata-service `nhi.credential.access` records,
+//! annotated with the connecting task's workload identity like the others.
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
+use observer_common::{INODE_FILE, InodeKey, InodeRule, MatchKind};
+use observer_creds::{Keyed, Parsed};
+use tokio::sync::mpsc;
+
+use super::dedup::Dedup;
 use crate::{
+    classify::{
+        reader::{Access, Reader},
+        watch::{InodeEntry, Via, WatchList},
+    },
     clock::BootClock,
     config::Config,
-    decode::Event,
+    decode::{Event, FileOpen},
     enrich,
-    export::record::{self, Context, Record},
+    export::record::{self, Context, EVENT_CREDENTIAL_ROTATION, Record, Value},
+    identity::{Identity, env},
     net,
+    probes::KernelState,
+    stats::Stats,
 };
+
+/// What the sink thread receives, in order.
+#[allow(clippy::large_enum_variant, reason = "events are the traffic; boxing them would allocate per event")]
+pub enum Input {
+    Event(Event),
+    /// Once a second: de-dup tails, process-table upkeep, periodic stats.
+    Tick,
+    /// A new watch list (start, rescan, SIGHUP).
+    Watch(Arc<WatchList>),
+}
 
 pub struct Pipeline {
     host_name: String,
     clock: BootClock,
-    /// Watch-rule id -> (rule name, credential kind).
-    rules: HashMap<u32, (String, String)>,
+    watch: Arc<WatchList>,
+    identity: Identity,
+    reader: Reader,
+    keyed: Arc<Keyed>,
+    own_pid: u32,
+    kernel: Option<KernelState>,
+    dedup: Dedup,
+    stats: Arc<Stats>,
+    /// Credential inodes seen in events but not yet in the kernel's watch.
+    new_inodes: mpsc::UnboundedSender<InodeEntry>,
+    stats_every: Duration,
+    last_stats: Instant,
     /// Network sensor: joins connect, payload and close records.
     net: net::Tracker,
     net_out: Vec<net::Output>,
 }
 
 impl Pipeline {
-    pub fn new(cfg: &Config) -> Self {
+    /// Builds the stages; loads the process table from /proc.
+    pub fn new(
+        cfg: &Config,
+        watch: Arc<WatchList>,
+        kernel: Option<KernelState>,
+        keyed: Arc<Keyed>,
+        stats: Arc<Stats>,
+        new_inodes: mpsc::UnboundedSender<InodeEntry>,
+    ) -> Self {
         let host_name = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
         Self {
             host_name,
             clock: BootClock::new(),
-            rules: cfg.rules.iter().map(|r| (r.id, (r.name.clone(), r.kind.clone()))).collect(),
+            watch,
+            identity: Identity::new(cfg.identity.clone(), stats.clone()),
+            reader: Reader::new(cfg.max_credential_bytes),
+            keyed,
+            own_pid: std::process::id(),
+            kernel,
+            dedup: Dedup::default(),
+            stats,
+            new_inodes,
+            stats_every: cfg.stats_every,
+            last_stats: Instant::now(),
             net: net::Tracker::new(net::TrackerConfig::default()),
             net_out: Vec::new(),
         }
     }
 
-    /// Handles one event, appending the records it yields to `out`.
-    pub fn on_event(&mut self, mut event: Event, out: &mut Vec<Record>) {
-        enrich::enrich(&mut event);
-        let now = Instant::now();
-        match event {
-            Event::FileOpen(ev) => {
-                let cx = Context {
-                    host_name: &self.host_name,
-                    time: self.clock.wall_time(ev.boot_ns),
-                    rule: self.rules.get(&ev.rule_id).map(|(n, k)| (n.as_str(), k.as_str())),
-                };
-                out.push(record::file_open(&ev, &cx));
+    /// Handles one input, appending the records it yields to `out`.
+    pub fn on_input(&mut self, input: Input, out: &mut Vec<Record>) {
+        match input {
+            Input::Event(event) => self.on_event(event, out),
+            Input::Watch(watch) => self.watch = watch,
+            Input::Tick => {
+                self.net.on_tick(Instant::now(), &mut self.net_out);
+                self.drain_net(out);
+                self.sweep(out);
+                self.identity.maintain();
+                if self.last_stats.elapsed() >= self.stats_every {
+                    self.last_stats = Instant::now();
+                    out.push(self.stats_record());
+                }
             }
-            Event::NetConnect(ev) => self.net.on_connect(ev, now, &mut self.net_out),
-            Event::NetPayload(ev) => self.net.on_payload(ev, now, &mut self.net_out),
-            Event::NetClose(ev) => self.net.on_close(ev, now, &mut self.net_out),
         }
-        self.drain_net(out);
     }
 
-    /// Time passes: reports connections whose outcome timed out.
-    pub fn on_tick(&mut self, out: &mut Vec<Record>) {
-        self.net.on_tick(Instant::now(), &mut self.net_out);
-        self.drain_net(out);
-    }
-
-    /// End of input: reports everything still pending.
+    /// At shutdown: the last de-dup tails and a final stats record.
     pub fn finish(&mut self, out: &mut Vec<Record>) {
         let pending = self.net.pending();
         self.net.finish_all(&mut self.net_out);
         self.drain_net(out);
         tracing::info!(outcomes = ?self.net.stats(), pending, "network sensor stopped");
+        self.sweep(out);
+        out.push(self.stats_record());
     }
 
-    fn drain_net(&mut self, out: &mut Vec<Record>) {
-        for o in self.net_out.drain(..) {
-            out.push(match o {
-                net::Output::Connection(c) => {
-                    net::record::connection(&c, &self.host_name, self.clock.wall_time(c.boot_ns))
+    fn on_event(&mut self, mut event: Event, out: &mut Vec<Record>) {
+        Stats::add(&self.stats.events_received, 1);
+        enrich::enrich(&mut event);
+        let now = Instant::now();
+        let event = match event {
+            Event::NetConnect(ev) => return self.on_net(|n, o| n.on_connect(ev, now, o), out),
+            Event::NetPayload(ev) => return self.on_net(|n, o| n.on_payload(ev, now, o), out),
+            Event::NetClose(ev) => return self.on_net(|n, o| n.on_close(ev, now, o), out),
+            other => other,
+        };
+        match &event {
+            Event::FileOpen(ev) => {
+                if ev.task.tgid == self.own_pid {
+                    // The agent's own reads (scan, classification) are not
+                    // accesses.
+                    self.stats.count("file_event_self");
+                    return;
                 }
-                net::Output::Imds(r) => net::record::imds_request(&r, &self.host_name, self.clock.wall_time(r.boot_ns)),
-            });
+                let Some((rule_id, via)) = self.watch.confirm(ev) else {
+                    Stats::add(&self.stats.candidates_rejected, 1);
+                    return;
+                };
+                let Some(rule) = self.watch.rule(rule_id).cloned() else { return };
+                if via != Via::Kernel || ev.match_kind == MatchKind::Path {
+                    self.learn_inode(ev, rule_id);
+                }
+                let cx = Context {
+                    host_name: &self.host_name,
+                    time: self.clock.wall_time(ev.boot_ns),
+                    rule: Some((rule.name.as_str(), rule.kind.as_str())),
+                };
+                let Some(mut base) = record::from_event(&event, &cx) else { return };
+                self.identity.annotate(&ev.task, &mut base.attributes);
+                let mut records = Vec::new();
+                // A write-only open comes before the content it writes: the
+                // next read shows it (and a change of known content then is
+                // a rotation). Failed opens have nothing to read.
+                let readable = ev.ret >= 0 && ev.access() != crate::decode::Access::Write;
+                match WatchList::event_path(ev).filter(|_| readable) {
+                    Some(path) => {
+                        let path = read_path(ev).unwrap_or(path);
+                        let access = Access {
+                            pid: ev.task.tgid,
+                            path: std::path::Path::new(&path),
+                            kernel_inode: (ev.ino != 0).then_some((ev.dev, ev.ino)),
+                            format: rule.format,
+                            kind: &rule.kind,
+                        };
+                        let c = self.reader.classify(&access, &self.keyed);
+                        self.stats.count(if c.read { "credential_file_read" } else { "credential_file_cached" });
+                        if let Some(before) = &c.rotated_from {
+                            self.stats.count("credential_file_rotated");
+                            out.push(rotation(&base, before, &c.parsed));
+                        }
+                        if let Some(u) = &c.parsed.unparsed {
+                            self.stats.count(u.reason());
+                            tracing::debug!(reason = %u, "credential file not parsed");
+                        }
+                        records.extend(identity_records(base, &c.parsed, rule.format.name()));
+                    }
+                    None => records.push(base),
+                }
+                let count = self.dedup.on_event(ev, &records);
+                for mut r in records {
+                    r.set_count(count);
+                    out.push(r);
+                }
+            }
+            Event::ProcessExec(ev) => {
+                self.identity.on_exec(ev);
+                let (environment, cut) = self.identity.exec_environment(ev);
+                let creds = env::credentials(&environment, cut);
+                if creds.is_empty() {
+                    return;
+                }
+                Stats::add(&self.stats.env_credentials, creds.len() as u64);
+                let time = self.clock.wall_time(ev.boot_ns);
+                for cred in &creds {
+                    let id = env::derive_id(cred, &creds);
+                    let mut rec = env::record(ev, cred, id, &self.host_name, time);
+                    self.identity.annotate(&ev.task, &mut rec.attributes);
+                    out.push(rec);
+                }
+            }
+            Event::ProcessFork(ev) => self.identity.on_fork(ev),
+            Event::ProcessExit(ev) => self.identity.on_exit(ev),
+            Event::CgroupMkdir(ev) => self.identity.on_cgroup_mkdir(ev),
+            Event::NetConnect(_) | Event::NetPayload(_) | Event::NetClose(_) => {}
         }
+    }
+
+    fn on_net(&mut self, step: impl FnOnce(&mut net::Tracker, &mut Vec<net::Output>), out: &mut Vec<Record>) {
+        step(&mut self.net, &mut self.net_out);
+        self.drain_net(out);
+    }
+
+    /// Network outputs as records, each with its task's workload identity.
+    fn drain_net(&mut self, out: &mut Vec<Record>) {
+        for o in std::mem::take(&mut self.net_out) {
+            let (mut rec, task) = match o {
+                net::Output::Connection(c) => {
+                    let time = self.clock.wall_time(c.boot_ns);
+                    (net::record::connection(&c, &self.host_name, time), c.socket.task)
+                }
+                net::Output::Imds(r) => {
+                    let time = self.clock.wall_time(r.boot_ns);
+                    (net::record::imds_request(&r, &self.host_name, time), r.socket.task)
+                }
+            };
+            self.identity.annotate(&task, &mut rec.attributes);
+            out.push(rec);
+        }
+    }
+
+    /// A confirmed credential file the kernel did not know by inode: watch
+    /// it by inode from now on (any name, any mount).
+    fn learn_inode(&self, ev: &FileOpen, rule_id: u32) {
+        if ev.ret < 0 || ev.ino == 0 {
+            return;
+        }
+        let entry = InodeEntry {
+            key: InodeKey { ino: ev.ino, dev: ev.dev as u32, _pad0: 0 },
+            rule: InodeRule { rule_id, what: INODE_FILE },
+            path: ev.resolved.as_ref().map(|r| r.path.clone().into()).unwrap_or_default(),
+        };
+        let _ = self.new_inodes.send(entry);
+    }
+
+    fn sweep(&mut self, out: &mut Vec<Record>) {
+        let Some(kernel) = &self.kernel else { return };
+        let mut tails = Vec::new();
+        let clock = &mut self.clock;
+        self.dedup.sweep(|k| kernel.dedup.get(k, 0).ok(), |ns| clock.wall_time(ns), &mut tails);
+        for (records, count) in tails {
+            for mut record in records {
+                record.set_count(count);
+                out.push(record);
+            }
+        }
+    }
+
+    fn stats_record(&mut self) -> Record {
+        let kernel = self.kernel.as_ref().and_then(|k| k.counters().ok()).unwrap_or_default();
+        let s = &self.stats;
+        let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX).into();
+        let attributes = vec![
+            ("host.name", self.host_name.clone().into()),
+            ("nhi.file.events.emitted", int(kernel.file_open_emitted)),
+            ("nhi.file.events.lost", int(kernel.file_open_reserve_failed)),
+            ("nhi.file.opens.folded", int(kernel.file_open_dedup_suppressed)),
+            ("nhi.file.opens.slow_path", int(kernel.file_open_slow_path)),
+            ("nhi.process.events.emitted", int(kernel.process_emitted)),
+            ("nhi.process.events.lost", int(kernel.process_reserve_failed)),
+            ("nhi.net.connect.emitted", int(kernel.net_connect_emitted)),
+            ("nhi.net.connect.lost", int(kernel.net_connect_reserve_failed)),
+            ("nhi.net.payload.emitted", int(kernel.net_payload_emitted)),
+            ("nhi.net.payload.lost", int(kernel.net_payload_reserve_failed)),
+            ("nhi.net.close.lost", int(kernel.net_close_reserve_failed)),
+            ("nhi.net.connections.pending", int(self.net.pending() as u64)),
+            ("nhi.agent.events.received", int(Stats::get(&s.events_received))),
+            ("nhi.agent.candidates.rejected", int(Stats::get(&s.candidates_rejected))),
+            ("nhi.agent.records.written", int(Stats::get(&s.records_written))),
+            ("nhi.agent.decode_errors", int(s.decode_errors().values().sum::<u64>())),
+            ("nhi.agent.dedup.keys", int(self.dedup.len() as u64)),
+            ("nhi.agent.process_table.size", int(Stats::get(&s.process_table_size))),
+            ("nhi.agent.process_table.evicted", int(Stats::get(&s.process_table_evicted))),
+            ("nhi.watch.rules", int(self.watch.catalog().rules.iter().filter(|r| r.kernel).count() as u64)),
+            ("nhi.watch.inodes", int(Stats::get(&s.watched_inodes))),
+        ];
+        Record { time: std::time::SystemTime::now(), event_name: record::EVENT_AGENT_STATS, attributes }
+    }
+}
+
+/// The path to read: as the process asked for it when absolute (stable
+/// across symlink swaps, e.g. Kubernetes' token rotation), else the
+/// kernel's resolved path.
+fn read_path(ev: &FileOpen) -> Option<String> {
+    ev.path.to_str().filter(|p| p.starts_with('/')).map(str::to_owned).or_else(|| WatchList::event_path(ev))
+}
+
+/// One record per identity; the file-level record when there is none.
+fn identity_records(base: Record, parsed: &Parsed, format: &str) -> Vec<Record> {
+    let mut base = base;
+    base.attributes.push(("nhi.format", format.into()));
+    if parsed.identities.is_empty() {
+        let mut r = base;
+        if let Some(u) = &parsed.unparsed {
+            r.attributes.push(("nhi.unparsed.reason", u.reason().into()));
+        }
+        return vec![r];
+    }
+    parsed
+        .identities
+        .iter()
+        .map(|i| {
+            let mut r = base.clone();
+            r.set("nhi.kind", i.kind.clone());
+            r.attributes.push(("nhi.id", i.id.clone().into()));
+            for (k, v) in &i.attributes {
+                r.attributes.push((k, v.clone().into()));
+            }
+            r
+        })
+        .collect()
+}
+
+/// `nhi.credential.rotation`: the file's identities before and after.
+fn rotation(base: &Record, before: &Parsed, after: &Parsed) -> Record {
+    let ids = |p: &Parsed| {
+        let mut v: Vec<&str> = p.identities.iter().map(|i| i.id.as_str()).collect();
+        v.sort_unstable();
+        v.join(",")
+    };
+    let (b, a) = (ids(before), ids(after));
+    let mut r = base.clone();
+    r.event_name = EVENT_CREDENTIAL_ROTATION;
+    r.attributes.push(("nhi.rotation.previous_ids", Value::from(b.clone())));
+    r.attributes.push(("nhi.rotation.current_ids", Value::from(a.clone())));
+    r.attributes.push(("nhi.rotation.identity_changed", Value::from(a != b)));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use observer_creds::{Identity, Unparsed};
+
+    use super::*;
+
+    fn base() -> Record {
+        Record {
+            time: std::time::SystemTime::UNIX_EPOCH,
+            event_name: record::EVENT_CREDENTIAL_ACCESS,
+            attributes: vec![("nhi.kind", "aws.access_key".into()), ("file.path", "/root/.aws/credentials".into())],
+        }
+    }
+
+    #[test]
+    fn one_record_per_identity_with_its_kind_and_id() {
+        let parsed = Parsed {
+            identities: vec![
+                Identity::new("aws.access_key", "AKIA1").with("nhi.aws.profile", "a"),
+                Identity::new("aws.session_key", "ASIA2"),
+            ],
+            unparsed: None,
+        };
+        let recs = identity_records(base(), &parsed, "aws-ini");
+        assert_eq!(recs.len(), 2);
+        let get = |r: &Record, k: &str| r.attributes.iter().find(|(x, _)| *x == k).map(|(_, v)| v.clone());
+        assert_eq!(get(&recs[1], "nhi.kind"), Some("aws.session_key".into()));
+        assert_eq!(get(&recs[0], "nhi.id"), Some("AKIA1".into()));
+        assert_eq!(get(&recs[0], "nhi.aws.profile"), Some("a".into()));
+        assert_eq!(recs[0].attributes.iter().filter(|(k, _)| *k == "nhi.kind").count(), 1);
+        let none = identity_records(base(), &Parsed::unparsed(Unparsed::Binary), "aws-ini");
+        assert_eq!(get(&none[0], "nhi.unparsed.reason"), Some("binary".into()));
+        assert_eq!(get(&none[0], "nhi.id"), None);
+        let rot = rotation(&base(), &parsed, &Parsed { identities: vec![Identity::new("aws.access_key", "AKIA3")], unparsed: None });
+        assert_eq!(rot.event_name, EVENT_CREDENTIAL_ROTATION);
+        assert_eq!(get(&rot, "nhi.rotation.previous_ids"), Some("AKIA1,ASIA2".into()));
+        assert_eq!(get(&rot, "nhi.rotation.identity_changed"), Some(true.into()));
     }
 }

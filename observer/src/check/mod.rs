@@ -178,7 +178,7 @@ fn kprobes_available() -> bool {
 }
 
 fn probes_attach(ring_bytes: u32) -> Finding {
-    let attached = Probes::load(&ProbeOptions { ring_bytes }).and_then(|mut p| p.attach().map(|()| p));
+    let attached = Probes::load(&ProbeOptions { ring_bytes, dedup_ns: 0 }).and_then(|mut p| p.attach().map(|()| p));
     let names: Vec<String> =
         probes::PROGRAM_LIST.iter().map(|(name, hook)| format!("{name} ({} on {})", hook.kind(), hook.target())).collect();
     match attached {

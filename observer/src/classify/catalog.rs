@@ -1,7 +1,11 @@
-//! The credential catalog's path side: which paths are watched, and as what.
+//! The credential catalog: which paths hold credentials, of which kind, in
+//! which file format (so which parser of `observer-creds` reads them).
 //!
-//! Input: built-in rules (and, later, config). Output: validated
-//! [`WatchRule`]s; `probes::rules` turns their patterns into kernel map keys.
+//! Input: the built-in catalog (`builtin.toml`, data in the same shape as
+//! the config file's `[[watch]]` entries and `exclude` list) and the
+//! config's entries, which extend it. Output: validated [`WatchRule`]s, one
+//! per path pattern (`probes::rules` turns the kernel ones into map keys),
+//! exclusions, and [`Catalog::match_path`] for userspace matching (scan).
 //!
 //! Pattern syntax (kept small on purpose, the kernel matches it):
 //! - `~/x` — `x` under every user's home (`/root`, `/home/<user>`);
@@ -14,7 +18,10 @@
 //!
 //! `/var/run/...` and `/run/...` are the same directory on every modern
 //! distribution; a pattern under either is watched under both.
-use std::fmt;
+use std::{fmt, str::FromStr};
+
+use observer_creds::Format;
+use serde::Deserialize;
 
 /// Longest pattern (after `~` normalisation) the kernel can match.
 pub const MAX_PATTERN_LEN: usize = observer_common::PATH_KEY_LEN - 1;
@@ -125,8 +132,8 @@ impl PathPattern {
     }
 
     /// Whether `normalised` (a path with its home prefix replaced by `~`)
-    /// matches: the kernel's LPM-trie semantics, spelled out for tests.
-    #[cfg(test)]
+    /// matches; the kernel's semantics, for scan and for confirming the
+    /// kernel's candidates.
     pub fn matches(&self, normalised: &str) -> bool {
         let name = normalised.rsplit('/').next().unwrap_or(normalised);
         match self.kind {
@@ -153,43 +160,190 @@ impl fmt::Display for PathPattern {
 pub struct WatchRule {
     /// Stable id; the kernel reports it with each match. 0 is never used.
     pub id: u32,
-    /// Short name, e.g. `aws-shared-credentials`.
+    /// Short name, e.g. `aws-shared-credentials`. Several rules (one per
+    /// pattern of a catalog entry) share a name.
     pub name: String,
-    /// `nhi.kind` of what the file holds.
+    /// `nhi.kind` of what the file holds, when its parser does not say.
     pub kind: String,
     pub pattern: PathPattern,
+    /// Which parser reads the file.
+    pub format: Format,
+    /// Whether the kernel filter gets this rule (false: scan only).
+    pub kernel: bool,
 }
 
-const BUILTIN: &[(&str, &str, &str)] = &[
-    ("aws-shared-credentials", "aws.access_key", "~/.aws/credentials"),
-    ("aws-config", "aws.config", "~/.aws/config"),
-    ("kubeconfig", "kubernetes.kubeconfig", "~/.kube/config"),
-    ("ssh-private-key", "ssh.private_key", "~/.ssh/id_*"),
-    (
-        "k8s-service-account-token",
-        "kubernetes.service_account_token",
-        "/var/run/secrets/kubernetes.io/serviceaccount/token",
-    ),
-];
+/// One catalog entry: the shape of `[[watch]]` in the config file and in
+/// the built-in catalog.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchEntry {
+    /// Short name, reported as `nhi.rule`.
+    pub name: String,
+    /// Credential kind, reported as `nhi.kind` when the file's parser does
+    /// not name a more precise one. Default: `unknown`.
+    pub kind: Option<String>,
+    /// Path pattern: `~/x` (every home), `/abs/path`, `dir/` (everything
+    /// below), `prefix*`, `name` (that file name in any directory),
+    /// `*suffix` (file names ending so, anywhere).
+    pub path: Option<String>,
+    /// More path patterns for the same entry.
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// File format, i.e. which parser derives identities: `aws-ini`,
+    /// `gcp-json`, `kubeconfig`, `jwt`, `ssh-private-key`, `tls`, `token`,
+    /// ... (README lists them). Default: `auto` (guess from the content).
+    pub format: Option<String>,
+    /// Also filter on it in the kernel. Default: true. `false` makes a
+    /// scan-only entry (for patterns too broad to watch every open of).
+    pub kernel: Option<bool>,
+}
+
+/// The built-in catalog file's shape (and the catalog part of the config).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CatalogFile {
+    #[serde(default)]
+    exclude: Vec<String>,
+    #[serde(default)]
+    watch: Vec<WatchEntry>,
+}
+
+static BUILTIN: &str = include_str!("builtin.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("watch rule `{name}`: {source}")]
+    Pattern { name: String, source: PatternError },
+    #[error("watch rule `{name}`: {source}")]
+    Format { name: String, source: observer_creds::UnknownFormat },
+    #[error("watch rule `{0}` has neither `path` nor `paths`")]
+    NoPath(String),
+    #[error("watch rule name `{0}` is used twice")]
+    DuplicateName(String),
+    #[error("exclude pattern: {0}")]
+    Exclude(PatternError),
+    #[error("built-in catalog: {0}")]
+    Builtin(String),
+}
+
+/// Watch rules and exclusions.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    pub rules: Vec<WatchRule>,
+    /// Paths never treated as credentials (trust stores).
+    pub exclude: Vec<PathPattern>,
+}
+
+impl Catalog {
+    /// The built-in catalog.
+    pub fn builtin() -> Result<Self, CatalogError> {
+        let file: CatalogFile = toml::from_str(BUILTIN).map_err(|e| CatalogError::Builtin(e.to_string()))?;
+        let mut c = Self { rules: Vec::new(), exclude: Vec::new() };
+        c.extend(file.watch, &file.exclude)?;
+        Ok(c)
+    }
+
+    /// Adds entries and exclusions (from the config file). Rule ids go on
+    /// from the last one; names must be new.
+    pub fn extend(&mut self, entries: Vec<WatchEntry>, exclude: &[String]) -> Result<(), CatalogError> {
+        for raw in exclude {
+            self.exclude.push(PathPattern::parse(raw).map_err(CatalogError::Exclude)?);
+        }
+        for e in entries {
+            if self.rules.iter().any(|r| r.name == e.name) {
+                return Err(CatalogError::DuplicateName(e.name));
+            }
+            let format = match &e.format {
+                Some(f) => Format::from_str(f).map_err(|source| CatalogError::Format { name: e.name.clone(), source })?,
+                None => Format::Auto,
+            };
+            let raws: Vec<&String> = e.path.iter().chain(e.paths.iter()).collect();
+            if raws.is_empty() {
+                return Err(CatalogError::NoPath(e.name));
+            }
+            for raw in raws {
+                let pattern =
+                    PathPattern::parse(raw).map_err(|source| CatalogError::Pattern { name: e.name.clone(), source })?;
+                let id = u32::try_from(self.rules.len() + 1).unwrap_or(u32::MAX);
+                self.rules.push(WatchRule {
+                    id,
+                    name: e.name.clone(),
+                    kind: e.kind.clone().unwrap_or_else(|| "unknown".into()),
+                    pattern,
+                    format,
+                    kernel: e.kernel.unwrap_or(true),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn rule(&self, id: u32) -> Option<&WatchRule> {
+        // Ids are positions + 1.
+        usize::try_from(id).ok().and_then(|i| i.checked_sub(1)).and_then(|i| self.rules.get(i)).filter(|r| r.id == id)
+    }
+
+    /// The rules the kernel filter is built from.
+    pub fn kernel_rules(&self) -> Vec<WatchRule> {
+        self.rules.iter().filter(|r| r.kernel).cloned().collect()
+    }
+
+    /// Whether `path` (absolute, as on the host or in the process's mount
+    /// namespace) is excluded.
+    pub fn excluded(&self, path: &str) -> bool {
+        let n = normalise_home(path);
+        self.exclude.iter().any(|p| p.spellings().iter().any(|s| s.matches(&n)))
+    }
+
+    /// The rule for `path`, as the kernel would pick it: an exact path,
+    /// else the longest prefix, else a file name, else the longest suffix
+    /// (ties: the later rule, so configuration wins over built-ins); None
+    /// when excluded or unmatched.
+    pub fn match_path(&self, path: &str) -> Option<&WatchRule> {
+        self.match_path_where(path, |_| true)
+    }
+
+    /// [`Catalog::match_path`] among the rules `keep` accepts.
+    pub fn match_path_where(&self, path: &str, keep: impl Fn(&WatchRule) -> bool) -> Option<&WatchRule> {
+        if self.excluded(path) {
+            return None;
+        }
+        let n = normalise_home(path);
+        let rank = |p: &PathPattern| -> (u8, usize) {
+            let class = match p.kind {
+                PatternKind::Exact => 3,
+                PatternKind::Prefix => 2,
+                PatternKind::Basename => 1,
+                PatternKind::Suffix => 0,
+            };
+            (class, p.text.len())
+        };
+        let mut best: Option<(&WatchRule, (u8, usize))> = None;
+        for rule in self.rules.iter().filter(|r| keep(r)) {
+            for p in rule.pattern.spellings() {
+                if p.matches(&n) {
+                    let r = rank(&p);
+                    // Ties go to the later rule: configuration extends the
+                    // built-in list, and a user's own rule is the intent.
+                    if best.is_none_or(|(_, b)| r >= b) {
+                        best = Some((rule, r));
+                    }
+                }
+            }
+        }
+        best.map(|(r, _)| r)
+    }
+}
 
 /// The built-in watch list. Ids are positions + 1 and part of the output
 /// contract of a given version only (records carry the rule name too).
+#[cfg(test)]
 pub fn builtin_rules() -> Vec<WatchRule> {
-    BUILTIN
-        .iter()
-        .enumerate()
-        .map(|(i, (name, kind, pattern))| WatchRule {
-            id: u32::try_from(i + 1).unwrap_or(u32::MAX),
-            name: (*name).to_owned(),
-            kind: (*kind).to_owned(),
-            pattern: PathPattern::parse(pattern).unwrap_or_else(|e| panic!("built-in pattern: {e}")),
-        })
-        .collect()
+    Catalog::builtin().map(|c| c.rules).unwrap_or_else(|e| panic!("built-in catalog: {e}"))
 }
 
 /// Replaces a leading `/root` or `/home/<user>` by `~`, as the kernel does
-/// (`probes/files.rs` in observer-ebpf); spelled out for tests.
-#[cfg(test)]
+/// (`probes/files.rs` in observer-ebpf).
 pub fn normalise_home(path: &str) -> std::borrow::Cow<'_, str> {
     if let Some(rest) = path.strip_prefix("/root/") {
         return format!("~/{rest}").into();
@@ -207,6 +361,50 @@ pub fn normalise_home(path: &str) -> std::borrow::Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn catalog_matches_paths_like_the_kernel_and_skips_trust_stores() {
+        let c = Catalog::builtin().unwrap();
+        let name = |p: &str| c.match_path(p).map(|r| r.name.as_str());
+        assert_eq!(name("/root/.aws/credentials"), Some("aws-shared-credentials"));
+        assert_eq!(name("/home/alice/.ssh/id_ed25519"), Some("ssh-private-key"));
+        assert_eq!(name("/srv/app/.env"), Some("dotenv"));
+        assert_eq!(name("/etc/nginx/tls/server.key"), Some("tls-key-material"));
+        // Exact beats suffix: a kubeconfig under /etc/kubernetes is not TLS.
+        assert_eq!(name("/etc/kubernetes/admin.conf"), Some("kubeconfig"));
+        assert_eq!(name("/run/secrets/kubernetes.io/serviceaccount/token"), Some("k8s-service-account-token"));
+        assert_eq!(name("/var/lib/kubelet/pods/u/volumes/kubernetes.io~projected/kube-api-access-x/token"), Some("token-file"));
+        assert_eq!(name("/etc/ssl/certs/ca-certificates.crt"), None);
+        assert_eq!(name("/usr/lib/python3/dist-packages/certifi/cacert.pem"), None);
+        assert_eq!(name("/etc/passwd"), None);
+        let r = c.match_path("/home/bob/.aws/config").unwrap();
+        assert_eq!((r.format, r.kernel), (Format::AwsIni, true));
+        assert!(!c.match_path("/x/token").unwrap().kernel);
+        assert!(c.kernel_rules().iter().all(|r| r.kernel));
+        assert_eq!(c.rule(r.id).map(|x| x.id), Some(r.id));
+        assert!(c.rule(0).is_none() && c.rule(100_000).is_none());
+    }
+
+    #[test]
+    fn config_entries_extend_the_catalog() {
+        let mut c = Catalog::builtin().unwrap();
+        let n = c.rules.len();
+        let entry = |name: &str, path: Option<&str>, format: Option<&str>| WatchEntry {
+            name: name.into(),
+            kind: None,
+            path: path.map(Into::into),
+            paths: vec![],
+            format: format.map(Into::into),
+            kernel: None,
+        };
+        c.extend(vec![entry("vault2", Some("/etc/vault/token"), Some("token"))], &["/srv/public/".into()]).unwrap();
+        assert_eq!(c.rules.len(), n + 1);
+        assert_eq!(c.match_path("/etc/vault/token").map(|r| (r.id, r.format)), Some((u32::try_from(n + 1).unwrap(), Format::Token)));
+        assert!(c.match_path("/srv/public/site.key").is_none());
+        assert!(matches!(c.extend(vec![entry("x", None, None)], &[]), Err(CatalogError::NoPath(_))));
+        assert!(matches!(c.extend(vec![entry("y", Some("/y"), Some("yaml"))], &[]), Err(CatalogError::Format { .. })));
+        assert!(matches!(c.extend(vec![entry("npmrc", Some("/z"), None)], &[]), Err(CatalogError::DuplicateName(_))));
+    }
 
     #[test]
     fn builtin_rules_parse_and_have_unique_ids() {

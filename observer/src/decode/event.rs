@@ -3,12 +3,63 @@ use std::ffi::OsString;
 
 use observer_common::{MatchKind, OpenSyscall};
 
+use crate::secret::Secret;
+
 #[derive(Debug, Clone)]
 pub enum Event {
     FileOpen(FileOpen),
     NetConnect(super::NetConnect),
     NetPayload(super::NetPayload),
     NetClose(super::NetClose),
+    ProcessExec(ProcessExec),
+    ProcessFork(ProcessFork),
+    ProcessExit(ProcessExit),
+    CgroupMkdir(CgroupMkdir),
+}
+
+/// A successful exec, as the kernel saw it in the new program's context.
+#[derive(Debug, Clone)]
+pub struct ProcessExec {
+    pub boot_ns: u64,
+    pub task: Task,
+    /// The path passed to exec (for a script, the script).
+    pub filename: OsString,
+    /// The executable (for a script, its interpreter).
+    pub exe: Option<WalkedPath>,
+    /// Controlling terminal name as the kernel has it (`pts3`).
+    pub tty: Option<String>,
+    /// argv, NUL-separated. May hold secrets (`--password=...`): masked
+    /// before anything leaves the agent, and only when argv capture is on.
+    pub args: Secret,
+    pub args_truncated: bool,
+    /// The environment, NUL-separated `NAME=value`. Holds secrets.
+    pub env: Secret,
+    pub env_truncated: bool,
+}
+
+/// A new process (not a thread).
+#[derive(Debug, Clone)]
+pub struct ProcessFork {
+    pub parent: Task,
+    pub child_tgid: u32,
+    pub child_start_boot_ns: u64,
+    pub child_cgroup_id: u64,
+}
+
+/// The last thread of a process exited.
+#[derive(Debug, Clone)]
+pub struct ProcessExit {
+    pub boot_ns: u64,
+    pub task: Task,
+}
+
+/// A cgroup v2 directory was created.
+#[derive(Debug, Clone)]
+pub struct CgroupMkdir {
+    pub cgroup_id: u64,
+    /// From the hierarchy root, e.g. `/system.slice/x.service`.
+    pub path: String,
+    pub path_truncated: bool,
 }
 
 /// The task an event happened in, as the kernel saw it at that moment.
@@ -49,11 +100,16 @@ pub struct FileOpen {
     /// The path as the process passed it.
     pub path: OsString,
     pub path_truncated: bool,
-    /// The opened file's path from its dentries (successful opens only).
+    /// The opened file's path from its dentries; for a failed relative
+    /// open, the directory it was looked up in (`resolved_is_base`).
     pub resolved: Option<WalkedPath>,
+    pub resolved_is_base: bool,
     /// The executable, from `mm->exe_file` (None for kernel threads or when
     /// kernel offsets are unavailable).
     pub exe: Option<WalkedPath>,
+    /// Opens of this de-duplication key so far in the kernel (monotonic);
+    /// 0 when de-duplication is off.
+    pub dedup_total: u64,
 }
 
 /// How a file was opened, from its flags.

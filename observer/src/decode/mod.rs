@@ -4,9 +4,12 @@
 use std::{ffi::OsString, os::unix::ffi::OsStringExt};
 
 use observer_common::{
-    EventHeader, EventKind, FileOpenEvent, MatchKind, OpenSyscall, TaskInfo, WALK_BUF_LEN,
-    event_flags,
+    CgroupMkdirEvent, EXEC_ARGS_MAX, EXEC_ENV_MAX, EventHeader, EventKind, FileOpenEvent, MatchKind,
+    OpenSyscall, ProcessExecEvent, ProcessExitEvent, ProcessForkEvent, TaskInfo, WALK_BUF_LEN, cgroup_flags,
+    event_flags, exec_flags,
 };
+
+use crate::secret::Secret;
 
 mod event;
 mod net;
@@ -23,6 +26,8 @@ pub enum DecodeError {
     Short { kind: EventKind, got: usize, want: usize },
     #[error("unknown value {value} for {field}")]
     BadValue { field: &'static str, value: u32 },
+    #[error("{kind:?} record claims {claimed} bytes of data, has {got}")]
+    BadLength { kind: EventKind, claimed: usize, got: usize },
 }
 
 impl DecodeError {
@@ -33,6 +38,7 @@ impl DecodeError {
             Self::UnknownKind(_) => "unknown_kind",
             Self::Short { .. } => "short_record",
             Self::BadValue { .. } => "bad_value",
+            Self::BadLength { .. } => "bad_length",
         }
     }
 }
@@ -52,6 +58,10 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         Some(EventKind::NetConnect) => net::decode_connect(bytes).map(Event::NetConnect),
         Some(EventKind::NetPayload) => net::decode_payload(bytes).map(Event::NetPayload),
         Some(EventKind::NetClose) => net::decode_close(bytes).map(Event::NetClose),
+        Some(EventKind::ProcessExec) => decode_exec(bytes).map(Event::ProcessExec),
+        Some(EventKind::ProcessFork) => decode_fork(bytes).map(Event::ProcessFork),
+        Some(EventKind::ProcessExit) => decode_exit(bytes).map(Event::ProcessExit),
+        Some(EventKind::CgroupMkdir) => decode_cgroup_mkdir(bytes).map(Event::CgroupMkdir),
         None => Err(DecodeError::UnknownKind(header.kind)),
     }
 }
@@ -85,7 +95,67 @@ fn decode_file_open(bytes: &[u8]) -> Result<FileOpen, DecodeError> {
         path: cstr(&raw.path),
         path_truncated: raw.flags & event_flags::PATH_TRUNCATED != 0,
         resolved,
+        resolved_is_base: raw.flags & event_flags::RESOLVED_IS_BASE != 0,
         exe,
+        dedup_total: raw.dedup_total,
+    })
+}
+
+fn fixed<T: Copy>(kind: EventKind, bytes: &[u8]) -> Result<T, DecodeError> {
+    read(bytes).ok_or(DecodeError::Short { kind, got: bytes.len(), want: size_of::<T>() })
+}
+
+/// An exec record: the fixed part, then `args_len` bytes of argv and
+/// `env_len` bytes of environment. Both go straight into [`Secret`]s.
+fn decode_exec(bytes: &[u8]) -> Result<ProcessExec, DecodeError> {
+    let kind = EventKind::ProcessExec;
+    let raw: ProcessExecEvent = fixed(kind, bytes)?;
+    let data = &bytes[size_of::<ProcessExecEvent>()..];
+    let (args_len, env_len) = (raw.args_len as usize, raw.env_len as usize);
+    let claimed = args_len.saturating_add(env_len);
+    if args_len > EXEC_ARGS_MAX || env_len > EXEC_ENV_MAX || claimed > data.len() {
+        return Err(DecodeError::BadLength { kind, claimed, got: data.len() });
+    }
+    let flag = |f: u32| raw.flags & f != 0;
+    let exe = flag(exec_flags::EXE_VALID)
+        .then(|| walked_path(&raw.exe, raw.exe_len, !flag(exec_flags::EXE_TRUNCATED)));
+    let tty = flag(exec_flags::HAS_TTY)
+        .then(|| String::from_utf8_lossy(cstr_bytes(&raw.tty)).into_owned())
+        .filter(|t| !t.is_empty());
+    Ok(ProcessExec {
+        boot_ns: raw.header.boot_ns,
+        task: task(&raw.task),
+        filename: cstr(&raw.filename),
+        exe,
+        tty,
+        args: Secret::new(&data[..args_len]),
+        args_truncated: flag(exec_flags::ARGS_TRUNCATED),
+        env: Secret::new(&data[args_len..claimed]),
+        env_truncated: flag(exec_flags::ENV_TRUNCATED),
+    })
+}
+
+fn decode_fork(bytes: &[u8]) -> Result<ProcessFork, DecodeError> {
+    let raw: ProcessForkEvent = fixed(EventKind::ProcessFork, bytes)?;
+    Ok(ProcessFork {
+        parent: task(&raw.parent),
+        child_tgid: raw.child_tgid,
+        child_start_boot_ns: raw.child_start_boot_ns,
+        child_cgroup_id: raw.child_cgroup_id,
+    })
+}
+
+fn decode_exit(bytes: &[u8]) -> Result<ProcessExit, DecodeError> {
+    let raw: ProcessExitEvent = fixed(EventKind::ProcessExit, bytes)?;
+    Ok(ProcessExit { boot_ns: raw.header.boot_ns, task: task(&raw.task) })
+}
+
+fn decode_cgroup_mkdir(bytes: &[u8]) -> Result<CgroupMkdir, DecodeError> {
+    let raw: CgroupMkdirEvent = fixed(EventKind::CgroupMkdir, bytes)?;
+    Ok(CgroupMkdir {
+        cgroup_id: raw.cgroup_id,
+        path: String::from_utf8_lossy(cstr_bytes(&raw.path)).into_owned(),
+        path_truncated: raw.flags & cgroup_flags::PATH_TRUNCATED != 0,
     })
 }
 

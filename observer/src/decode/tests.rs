@@ -115,3 +115,102 @@ proptest::proptest! {
         }
     }
 }
+
+mod process {
+    use observer_common::{
+        CgroupMkdirEvent, EXEC_ENV_MAX, EventKind, ProcessExecEvent, ProcessForkEvent, cgroup_flags, exec_flags,
+    };
+
+    use super::super::*;
+
+    fn pod_bytes<T>(v: &T) -> Vec<u8> {
+        // SAFETY: reading the bytes of a plain-old-data value.
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+    }
+
+    fn exec_record(args: &[u8], env: &[u8], flags: u32) -> Vec<u8> {
+        // SAFETY: integer-only repr(C) type; all zeroes is valid.
+        let mut ev: ProcessExecEvent = unsafe { std::mem::zeroed() };
+        ev.header.kind = EventKind::ProcessExec as u32;
+        ev.task.tgid = 42;
+        ev.task.start_boot_ns = 7;
+        ev.task.comm[..3].copy_from_slice(b"cat");
+        ev.args_len = args.len() as u32;
+        ev.env_len = env.len() as u32;
+        ev.flags = flags | exec_flags::HAS_TTY | exec_flags::EXE_VALID;
+        ev.tty[..5].copy_from_slice(b"pts3\0");
+        ev.filename[..13].copy_from_slice(b"/usr/bin/cat\0");
+        let exe = b"cat\0bin\0usr\0";
+        ev.exe[..exe.len()].copy_from_slice(exe);
+        ev.exe_len = exe.len() as u16;
+        let mut bytes = pod_bytes(&ev);
+        bytes.extend_from_slice(args);
+        bytes.extend_from_slice(env);
+        let size = bytes.len() as u32;
+        bytes[4..8].copy_from_slice(&size.to_ne_bytes());
+        bytes
+    }
+
+    #[test]
+    fn exec_record_with_args_and_environment() {
+        let bytes = exec_record(b"cat\0/etc/hosts\0", b"PATH=/bin\0VAULT_TOKEN=hvs.x\0", 0);
+        let Ok(Event::ProcessExec(ev)) = decode(&bytes) else { panic!("not an exec") };
+        assert_eq!(ev.task.tgid, 42);
+        assert!(!format!("{ev:?}").contains("hvs.x"), "the environment is redacted in Debug");
+        assert_eq!(ev.exe.as_ref().unwrap().path, "/usr/bin/cat");
+        assert_eq!(ev.filename, "/usr/bin/cat");
+        assert_eq!(ev.tty.as_deref(), Some("pts3"));
+        assert_eq!(ev.args.expose(), b"cat\0/etc/hosts\0");
+        assert_eq!(ev.env.expose(), b"PATH=/bin\0VAULT_TOKEN=hvs.x\0");
+        assert!(!ev.env_truncated);
+    }
+
+    #[test]
+    fn exec_record_lengths_are_checked() {
+        let mut bytes = exec_record(b"a\0", b"B=c\0", exec_flags::ENV_TRUNCATED);
+        let Ok(Event::ProcessExec(ev)) = decode(&bytes) else { panic!("not an exec") };
+        assert!(ev.env_truncated);
+        // Claim more data than the record has.
+        bytes.truncate(bytes.len() - 1);
+        assert!(matches!(decode(&bytes), Err(DecodeError::BadLength { .. })));
+        // Claim more than the kernel can send.
+        let mut ev: ProcessExecEvent = unsafe { std::mem::zeroed() };
+        ev.header.kind = EventKind::ProcessExec as u32;
+        ev.env_len = (EXEC_ENV_MAX + 1) as u32;
+        let mut big = pod_bytes(&ev);
+        big.resize(big.len() + EXEC_ENV_MAX + 1, b'x');
+        assert!(matches!(decode(&big), Err(DecodeError::BadLength { .. })));
+        assert!(matches!(decode(&bytes[..100]), Err(DecodeError::Short { .. })));
+    }
+
+    #[test]
+    fn fork_and_cgroup_records() {
+        // SAFETY: integer-only repr(C) types; all zeroes is valid.
+        let mut f: ProcessForkEvent = unsafe { std::mem::zeroed() };
+        f.header.kind = EventKind::ProcessFork as u32;
+        f.parent.tgid = 1;
+        f.child_tgid = 2;
+        f.child_start_boot_ns = 99;
+        f.child_cgroup_id = 1234;
+        let Ok(Event::ProcessFork(ev)) = decode(&pod_bytes(&f)) else { panic!("not a fork") };
+        assert_eq!((ev.parent.tgid, ev.child_tgid, ev.child_start_boot_ns, ev.child_cgroup_id), (1, 2, 99, 1234));
+
+        let mut c: CgroupMkdirEvent = unsafe { std::mem::zeroed() };
+        c.header.kind = EventKind::CgroupMkdir as u32;
+        c.cgroup_id = 77;
+        c.path[..24].copy_from_slice(b"/system.slice/x.service\0");
+        c.flags = cgroup_flags::PATH_TRUNCATED;
+        let Ok(Event::CgroupMkdir(ev)) = decode(&pod_bytes(&c)) else { panic!("not a mkdir") };
+        assert_eq!((ev.cgroup_id, ev.path.as_str(), ev.path_truncated), (77, "/system.slice/x.service", true));
+    }
+
+    proptest::proptest! {
+        /// An exec header with arbitrary lengths and data never panics.
+        #[test]
+        fn exec_with_random_body(body in proptest::collection::vec(proptest::num::u8::ANY, size_of::<ProcessExecEvent>()..size_of::<ProcessExecEvent>() + 4096)) {
+            let mut bytes = body;
+            bytes[..4].copy_from_slice(&(EventKind::ProcessExec as u32).to_ne_bytes());
+            let _ = decode(&bytes);
+        }
+    }
+}

@@ -1,7 +1,9 @@
 //! Enrich: what the kernel event does not carry, looked up once per event
 //! from the host. Input: decoded events. Output: the same events with gaps
 //! filled from /proc where the process is still alive; a gap that cannot be
-//! filled stays empty (records never carry a guess).
+//! filled stays empty (records never carry a guess). The process table and
+//! workload identity (lineage, cgroup, container, pod, service account) are
+//! the other half of this stage: `crate::identity`.
 use std::{ffi::OsString, path::PathBuf};
 
 use crate::decode::{Event, WalkedPath};
@@ -22,6 +24,8 @@ pub fn enrich(event: &mut Event) {
             }
         }
         Event::NetPayload(_) | Event::NetClose(_) => {}
+        // Process lifecycle events feed the process table (`crate::identity`).
+        Event::ProcessExec(_) | Event::ProcessFork(_) | Event::ProcessExit(_) | Event::CgroupMkdir(_) => {}
     }
 }
 

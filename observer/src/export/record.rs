@@ -6,17 +6,28 @@ use serde::{Serialize, Serializer, ser::SerializeMap};
 
 use observer_common::MatchKind;
 
-use crate::decode::{FileOpen, Task, WalkedPath, syscall_name};
+use crate::decode::{Event, FileOpen, Task, WalkedPath, syscall_name};
 
 pub const EVENT_CREDENTIAL_ACCESS: &str = "nhi.credential.access";
+/// The agent's own counters: events lost, folded, rejected (JSON lines;
+/// OTLP metrics later).
+pub const EVENT_AGENT_STATS: &str = "nhi.agent.stats";
+/// A known credential file changed: its identities before and after.
+pub const EVENT_CREDENTIAL_ROTATION: &str = "nhi.credential.rotation";
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     Str(String),
     Int(i64),
     Bool(bool),
-    /// A string array (OpenTelemetry `string[]`), e.g. offered ALPN ids.
+    /// A string array (OpenTelemetry `string[]`, e.g. `process.command_args`).
     StrList(Vec<String>),
+}
+
+impl From<Vec<String>> for Value {
+    fn from(v: Vec<String>) -> Self {
+        Self::StrList(v)
+    }
 }
 
 impl From<&str> for Value {
@@ -44,11 +55,6 @@ impl From<bool> for Value {
         Self::Bool(v)
     }
 }
-impl From<Vec<String>> for Value {
-    fn from(v: Vec<String>) -> Self {
-        Self::StrList(v)
-    }
-}
 
 impl Serialize for Value {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -68,6 +74,22 @@ pub struct Record {
     pub attributes: Vec<(&'static str, Value)>,
 }
 
+impl Record {
+    /// Replaces the value of `key`, or adds it.
+    pub fn set(&mut self, key: &'static str, value: impl Into<Value>) {
+        let value = value.into();
+        match self.attributes.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => *v = value,
+            None => self.attributes.push((key, value)),
+        }
+    }
+
+    /// Sets `nhi.access.count`: how many opens this record stands for.
+    pub fn set_count(&mut self, count: u64) {
+        self.set("nhi.access.count", Value::Int(i64::try_from(count).unwrap_or(i64::MAX)));
+    }
+}
+
 /// JSON: `{"time": RFC 3339, "event.name": .., <attributes>..}`, flat, so
 /// that `jq`, Loki and Vector read it without nesting.
 impl Serialize for Record {
@@ -82,7 +104,7 @@ impl Serialize for Record {
     }
 }
 
-fn rfc3339(t: SystemTime) -> String {
+pub fn rfc3339(t: SystemTime) -> String {
     time::OffsetDateTime::from(t)
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
@@ -96,8 +118,18 @@ pub struct Context<'a> {
     pub rule: Option<(&'a str, &'a str)>,
 }
 
-/// The `nhi.credential.access` record of a credential-file open.
-pub fn file_open(ev: &FileOpen, cx: &Context<'_>) -> Record {
+/// The record for a sensor event; `None` for events that only feed the
+/// agent's state (process lifecycle, cgroups).
+pub fn from_event(event: &Event, cx: &Context<'_>) -> Option<Record> {
+    match event {
+        Event::FileOpen(ev) => Some(file_open(ev, cx)),
+        Event::ProcessExec(_) | Event::ProcessFork(_) | Event::ProcessExit(_) | Event::CgroupMkdir(_) => None,
+        // The network tracker (`crate::net`) makes those records.
+        Event::NetConnect(_) | Event::NetPayload(_) | Event::NetClose(_) => None,
+    }
+}
+
+fn file_open(ev: &FileOpen, cx: &Context<'_>) -> Record {
     let mut a: Vec<(&'static str, Value)> = Vec::with_capacity(24);
     a.push(("host.name", cx.host_name.into()));
     a.push(("nhi.source", "file".into()));
@@ -108,7 +140,14 @@ pub fn file_open(ev: &FileOpen, cx: &Context<'_>) -> Record {
     let requested = ev.path.to_string_lossy().into_owned();
     match &ev.resolved {
         Some(r) => {
-            a.push(("file.path", r.path.to_string_lossy().into_owned().into()));
+            let resolved = r.path.to_string_lossy();
+            let path = if ev.resolved_is_base {
+                // A failed relative open: its directory joined with the name.
+                format!("{}/{requested}", resolved.trim_end_matches('/'))
+            } else {
+                resolved.into_owned()
+            };
+            a.push(("file.path", path.into()));
             if !r.complete {
                 a.push(("nhi.file.path_truncated", true.into()));
             }
@@ -134,21 +173,12 @@ pub fn file_open(ev: &FileOpen, cx: &Context<'_>) -> Record {
     if ev.ret < 0 {
         a.push(("error.type", errno_name(ev.ret).into()));
     }
-    a.push(("process.pid", ev.task.tgid.into()));
-    a.push(("thread.id", ev.task.pid.into()));
-    if ev.task.ppid != 0 {
-        a.push(("process.parent_pid", ev.task.ppid.into()));
-    }
-    a.push(("process.user.id", ev.task.uid.into()));
-    a.push(("process.command", ev.task.comm.clone().into()));
-    if let Some(exe) = &ev.exe {
-        a.push(("process.executable.path", exe.path.to_string_lossy().into_owned().into()));
-    }
+    process_attributes(&mut a, &ev.task, ev.exe.as_ref());
     Record { time: cx.time, event_name: EVENT_CREDENTIAL_ACCESS, attributes: a }
 }
 
-/// The process attributes every record about a task carries, from the
-/// kernel's view at event time (`process.pid` is the tgid).
+/// The attributes of the process an event happened in, as the kernel saw
+/// it at that moment (the workload identity stage adds the rest).
 pub fn process_attributes(a: &mut Vec<(&'static str, Value)>, task: &Task, exe: Option<&WalkedPath>) {
     a.push(("process.pid", task.tgid.into()));
     a.push(("thread.id", task.pid.into()));
@@ -165,6 +195,9 @@ pub fn process_attributes(a: &mut Vec<(&'static str, Value)>, task: &Task, exe: 
 fn match_name(m: MatchKind) -> &'static str {
     match m {
         MatchKind::Path => "path",
+        MatchKind::Inode => "inode",
+        MatchKind::Dir => "directory",
+        MatchKind::Name => "name",
     }
 }
 

@@ -9,18 +9,20 @@ use std::{fs::File, net::IpAddr, path::Path};
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{HashMap as BpfHashMap, LpmTrie, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap as BpfHashMap, LpmTrie, MapData, PerCpuArray, RingBuf},
     programs::{
         BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr, ProgramError,
     },
 };
 use observer_common::{
-    COUNTER_SLOTS, Counter, EventKind, KernelOffsets, MetadataDest, NetAddr, PathKeyData, PathRule, counter_index,
+    Counter, DedupKey, DedupValue, EventKind, FileSensorConfig, InodeKey, InodeRule, KernelOffsets, MetadataDest,
+    NetAddr, PathKeyData, PathRule, counter_index,
 };
 
-use crate::classify::catalog::WatchRule;
+use crate::classify::{catalog::WatchRule, watch::InodeEntry};
 
 pub mod offsets;
+pub mod patch;
 pub mod rules;
 
 /// The kernel programs, built by build.rs for the BPF target.
@@ -65,9 +67,16 @@ impl Hook {
     }
 }
 
-/// Every program in the object, by function name, with its hook.
+/// Every program the agent runs, by function name, with its hook. (The
+/// object also holds `sys_exit_floor`, which only the benchmark loads.)
 pub const PROGRAM_LIST: &[(&str, Hook)] = &[
     ("sys_exit", Hook::TpBtf("sys_exit")),
+    // Process table and workload identity (probes/process.rs).
+    ("sched_process_exec", Hook::TpBtf("sched_process_exec")),
+    ("sched_process_fork", Hook::TpBtf("sched_process_fork")),
+    ("sched_process_exit", Hook::TpBtf("sched_process_exit")),
+    ("cgroup_mkdir", Hook::TpBtf("cgroup_mkdir")),
+    // Network sensor (probes/net.rs), on the cgroup v2 root.
     ("net_connect4", Hook::CgroupSockAddr("connect4")),
     ("net_connect6", Hook::CgroupSockAddr("connect6")),
     ("net_sendmsg4", Hook::CgroupSockAddr("sendmsg4")),
@@ -83,22 +92,33 @@ pub enum ProbeError {
     #[error("loading the eBPF object failed: {0}")]
     Load(Box<aya::EbpfError>),
     #[error("program `{name}` ({} on {}): {source}", hook.kind(), hook.target())]
-    Program { name: &'static str, hook: Hook, source: Box<aya::programs::ProgramError> },
+    Program { name: &'static str, hook: Hook, source: Box<ProgramError> },
     #[error("map `{0}` is missing from the eBPF object")]
     NoMap(&'static str),
     #[error("map `{name}`: {source}")]
     Map { name: &'static str, source: aya::maps::MapError },
+    #[error(transparent)]
+    Patch(#[from] patch::PatchError),
     #[error("cannot open the cgroup v2 root {path}: {source}")]
     Cgroup { path: String, source: std::io::Error },
+}
+
+fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> ProbeError {
+    move |source| ProbeError::Map { name, source }
 }
 
 pub struct ProbeOptions {
     /// Ring-buffer size in bytes (a power of two, multiple of the page size).
     pub ring_bytes: u32,
+    /// De-duplication window in ns (0: off).
+    pub dedup_ns: u64,
 }
 
 pub struct Probes {
     ebpf: Ebpf,
+    dedup_ns: u64,
+    /// What the kernel's inode gate currently holds.
+    inodes: Vec<InodeEntry>,
     /// The cgroup v2 root the cgroup programs are attached to, held open
     /// for as long as they are.
     cgroup: Option<File>,
@@ -106,22 +126,61 @@ pub struct Probes {
     network: bool,
 }
 
+/// Maps the pipeline reads: counters and de-duplication state.
+pub struct KernelState {
+    pub counters: PerCpuArray<MapData, u64>,
+    /// An LRU hash in the kernel; aya reads it as a hash map.
+    pub dedup: BpfHashMap<MapData, DedupKey, DedupValue>,
+}
+
+impl KernelState {
+    /// Kernel counters summed over CPUs.
+    pub fn counters(&self) -> Result<KernelCounters, ProbeError> {
+        let get = |kind, counter| -> Result<u64, ProbeError> {
+            let values = self.counters.get(&counter_index(kind, counter), 0).map_err(map_err("COUNTERS"))?;
+            Ok(values.iter().sum())
+        };
+        let k = EventKind::FileOpen;
+        const PROCESS: [EventKind; 4] =
+            [EventKind::ProcessExec, EventKind::ProcessFork, EventKind::ProcessExit, EventKind::CgroupMkdir];
+        let sum = |counter| PROCESS.into_iter().map(|k| get(k, counter)).sum::<Result<u64, ProbeError>>();
+        Ok(KernelCounters {
+            file_open_emitted: get(k, Counter::Emitted)?,
+            file_open_reserve_failed: get(k, Counter::ReserveFailed)?,
+            file_open_dedup_suppressed: get(k, Counter::DedupSuppressed)?,
+            file_open_slow_path: get(k, Counter::SlowPath)?,
+            process_emitted: sum(Counter::Emitted)?,
+            process_reserve_failed: sum(Counter::ReserveFailed)?,
+            net_connect_emitted: get(EventKind::NetConnect, Counter::Emitted)?,
+            net_connect_reserve_failed: get(EventKind::NetConnect, Counter::ReserveFailed)?,
+            net_payload_emitted: get(EventKind::NetPayload, Counter::Emitted)?,
+            net_payload_reserve_failed: get(EventKind::NetPayload, Counter::ReserveFailed)?,
+            net_close_emitted: get(EventKind::NetClose, Counter::Emitted)?,
+            net_close_reserve_failed: get(EventKind::NetClose, Counter::ReserveFailed)?,
+        })
+    }
+}
+
 impl Probes {
     /// Loads the programs (not yet attached).
     pub fn load(opts: &ProbeOptions) -> Result<Self, ProbeError> {
         let btf = Btf::from_sys_fs()
             .map_err(|source| ProbeError::Btf { path: offsets::VMLINUX_BTF.into(), source })?;
-        let kernel_offsets = offsets::resolve_file(Path::new(offsets::VMLINUX_BTF)).unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "kernel offsets unavailable: events will lack inode, resolved path, executable and parent");
-            KernelOffsets::default()
+        let kernel = offsets::resolve_file(Path::new(offsets::VMLINUX_BTF)).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "kernel offsets unavailable: only failed opens and path rules are watched; events lack inode, resolved path, executable and parent");
+            offsets::KernelBtf { offsets: KernelOffsets::default(), rdonly_cast: None }
         });
+        if kernel.rdonly_cast.is_none() {
+            tracing::info!("no bpf_rdonly_cast kfunc (kernel before 6.2): the file sensor reads fd tables with helpers, at a higher cost per open");
+        }
+        let (programs, _) = patch::patch_rdonly_cast(PROGRAMS, kernel.rdonly_cast)?;
         let ebpf = EbpfLoader::new()
             .btf(Some(&btf))
-            .override_global("OFFSETS", &kernel_offsets, true)
+            .override_global("OFFSETS", &kernel.offsets, true)
             .map_max_entries("EVENTS", opts.ring_bytes)
-            .load(PROGRAMS)
+            .load(&programs)
             .map_err(|e| ProbeError::Load(Box::new(e)))?;
-        let mut probes = Self { ebpf, cgroup: None, network: false };
+        let mut probes = Self { ebpf, dedup_ns: opts.dedup_ns, inodes: Vec::new(), cgroup: None, network: false };
         for &(name, hook) in PROGRAM_LIST {
             probes
                 .load_one(name, hook, &btf)
@@ -218,25 +277,55 @@ impl Probes {
         const NAME: &str = "METADATA_DESTS";
         let map = self.ebpf.map_mut(NAME).ok_or(ProbeError::NoMap(NAME))?;
         let mut dests: BpfHashMap<&mut MapData, NetAddr, MetadataDest> =
-            BpfHashMap::try_from(map).map_err(|source| ProbeError::Map { name: NAME, source })?;
+            BpfHashMap::try_from(map).map_err(map_err(NAME))?;
         let wanted: Vec<NetAddr> = addrs.iter().map(net_addr_of).collect();
         let stale: Vec<NetAddr> = dests.keys().filter_map(Result::ok).filter(|k| !wanted.contains(k)).collect();
         for key in &stale {
-            dests.remove(key).map_err(|source| ProbeError::Map { name: NAME, source })?;
+            dests.remove(key).map_err(map_err(NAME))?;
         }
         for (i, key) in wanted.iter().enumerate() {
             let value = MetadataDest { id: u32::try_from(i).unwrap_or(u32::MAX), _pad0: 0 };
-            dests.insert(key, value, 0).map_err(|source| ProbeError::Map { name: NAME, source })?;
+            dests.insert(key, value, 0).map_err(map_err(NAME))?;
         }
         Ok(wanted.len())
     }
 
-    /// Replaces the kernel's path watch list with `rules`. Takes effect at
-    /// once; no reload.
-    pub fn set_rules(&mut self, rules: &[WatchRule]) -> Result<usize, ProbeError> {
+    /// Replaces the kernel's watch list: path rules, name gate and the
+    /// watched inodes. Takes effect at once; no reload.
+    pub fn set_watch(&mut self, rules: &[WatchRule], inodes: Vec<InodeEntry>) -> Result<WatchStats, ProbeError> {
+        let path_keys = self.set_path_rules(rules)?;
+        let gate = rules::NameGate::build(rules);
+        self.write_bitmap("NAME_GATE", &gate.bits)?;
+        let dir_rules = rules
+            .iter()
+            .any(|r| r.pattern.kind == crate::classify::catalog::PatternKind::Prefix && r.pattern.text.ends_with('/'));
+        let cfg = FileSensorConfig {
+            dedup_ns: self.dedup_ns,
+            prefix_lens: gate.prefix_lens,
+            suffix_lens: gate.suffix_lens,
+            dir_rules: u32::from(dir_rules),
+            agent_tgid: std::process::id(),
+        };
+        let map = self.ebpf.map_mut("FILE_CFG").ok_or(ProbeError::NoMap("FILE_CFG"))?;
+        let mut array: Array<&mut MapData, FileSensorConfig> = Array::try_from(map).map_err(map_err("FILE_CFG"))?;
+        array.set(0, cfg, 0).map_err(map_err("FILE_CFG"))?;
+        self.set_inodes(inodes)?;
+        Ok(WatchStats { path_keys, inodes: self.inodes.len() })
+    }
+
+    /// Adds inodes to the watch (a credential file just created).
+    pub fn add_inodes(&mut self, new: &[InodeEntry]) -> Result<(), ProbeError> {
+        let mut all = self.inodes.clone();
+        all.extend(new.iter().cloned());
+        all.sort_by_key(|e| (e.key.dev, e.key.ino));
+        all.dedup_by_key(|e| (e.key.dev, e.key.ino));
+        self.set_inodes(all)
+    }
+
+    fn set_path_rules(&mut self, rules: &[WatchRule]) -> Result<usize, ProbeError> {
         let map = self.ebpf.map_mut("PATH_RULES").ok_or(ProbeError::NoMap("PATH_RULES"))?;
         let mut trie: LpmTrie<&mut MapData, PathKeyData, PathRule> =
-            LpmTrie::try_from(map).map_err(|source| ProbeError::Map { name: "PATH_RULES", source })?;
+            LpmTrie::try_from(map).map_err(map_err("PATH_RULES"))?;
         let wanted = rules::path_keys(rules);
         let stale: Vec<_> = trie
             .keys()
@@ -244,45 +333,79 @@ impl Probes {
             .filter(|k| !wanted.iter().any(|(w, _)| rules::same_key(w, k)))
             .collect();
         for key in &stale {
-            trie.remove(key).map_err(|source| ProbeError::Map { name: "PATH_RULES", source })?;
+            trie.remove(key).map_err(map_err("PATH_RULES"))?;
         }
         for (key, value) in &wanted {
-            trie.insert(key, value, 0).map_err(|source| ProbeError::Map { name: "PATH_RULES", source })?;
+            trie.insert(key, value, 0).map_err(map_err("PATH_RULES"))?;
         }
         Ok(wanted.len())
+    }
+
+    /// Writes the words of a gate bitmap that differ from the kernel's.
+    fn write_bitmap(&mut self, name: &'static str, bits: &rules::Bitmap) -> Result<(), ProbeError> {
+        let map = self.ebpf.map_mut(name).ok_or(ProbeError::NoMap(name))?;
+        let mut array: Array<&mut MapData, u64> = Array::try_from(map).map_err(map_err(name))?;
+        for (i, &word) in bits.0.iter().enumerate() {
+            let i = u32::try_from(i).unwrap_or(u32::MAX);
+            if array.get(&i, 0).map_err(map_err(name))? != word {
+                array.set(i, word, 0).map_err(map_err(name))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes `WATCHED_INODES` and the inode gate hold exactly `entries`.
+    /// Entries are inserted before gate bits are set and gate bits cleared
+    /// before entries are removed, so the kernel never sees a gate bit
+    /// without its entry for longer than one update.
+    fn set_inodes(&mut self, entries: Vec<InodeEntry>) -> Result<(), ProbeError> {
+        {
+            let map = self.ebpf.map_mut("WATCHED_INODES").ok_or(ProbeError::NoMap("WATCHED_INODES"))?;
+            let mut hash: BpfHashMap<&mut MapData, InodeKey, InodeRule> =
+                BpfHashMap::try_from(map).map_err(map_err("WATCHED_INODES"))?;
+            for e in &entries {
+                hash.insert(e.key, e.rule, 0).map_err(map_err("WATCHED_INODES"))?;
+            }
+        }
+        self.write_bitmap("INODE_GATE", &rules::inode_gate(&entries))?;
+        let stale: Vec<InodeKey> =
+            self.inodes.iter().filter(|old| !entries.iter().any(|e| e.key == old.key)).map(|e| e.key).collect();
+        if !stale.is_empty() {
+            let map = self.ebpf.map_mut("WATCHED_INODES").ok_or(ProbeError::NoMap("WATCHED_INODES"))?;
+            let mut hash: BpfHashMap<&mut MapData, InodeKey, InodeRule> =
+                BpfHashMap::try_from(map).map_err(map_err("WATCHED_INODES"))?;
+            for key in &stale {
+                // Already gone is fine.
+                let _ = hash.remove(key);
+            }
+        }
+        self.inodes = entries;
+        Ok(())
     }
 
     /// The event ring buffer, for the reader. Can be taken once.
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
         let map = self.ebpf.take_map("EVENTS").ok_or(ProbeError::NoMap("EVENTS"))?;
-        RingBuf::try_from(map).map_err(|source| ProbeError::Map { name: "EVENTS", source })
+        RingBuf::try_from(map).map_err(map_err("EVENTS"))
     }
 
-    /// Kernel counters summed over CPUs.
-    pub fn counters(&self) -> Result<KernelCounters, ProbeError> {
-        let map = self.ebpf.map("COUNTERS").ok_or(ProbeError::NoMap("COUNTERS"))?;
-        let array: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(map).map_err(|source| ProbeError::Map { name: "COUNTERS", source })?;
-        let get = |kind, counter| -> Result<u64, ProbeError> {
-            let values = array
-                .get(&counter_index(kind, counter), 0)
-                .map_err(|source| ProbeError::Map { name: "COUNTERS", source })?;
-            Ok(values.iter().sum())
-        };
-        Ok(KernelCounters {
-            file_open_emitted: get(EventKind::FileOpen, Counter::Emitted)?,
-            file_open_reserve_failed: get(EventKind::FileOpen, Counter::ReserveFailed)?,
-            net_connect_emitted: get(EventKind::NetConnect, Counter::Emitted)?,
-            net_connect_reserve_failed: get(EventKind::NetConnect, Counter::ReserveFailed)?,
-            net_payload_emitted: get(EventKind::NetPayload, Counter::Emitted)?,
-            net_payload_reserve_failed: get(EventKind::NetPayload, Counter::ReserveFailed)?,
-            net_close_emitted: get(EventKind::NetClose, Counter::Emitted)?,
-            net_close_reserve_failed: get(EventKind::NetClose, Counter::ReserveFailed)?,
+    /// Counters and de-dup state, for the pipeline. Can be taken once.
+    pub fn take_kernel_state(&mut self) -> Result<KernelState, ProbeError> {
+        let counters = self.ebpf.take_map("COUNTERS").ok_or(ProbeError::NoMap("COUNTERS"))?;
+        let dedup = self.ebpf.take_map("DEDUP").ok_or(ProbeError::NoMap("DEDUP"))?;
+        Ok(KernelState {
+            counters: PerCpuArray::try_from(counters).map_err(map_err("COUNTERS"))?,
+            dedup: BpfHashMap::try_from(dedup).map_err(map_err("DEDUP"))?,
         })
     }
 }
 
-const _: () = assert!(COUNTER_SLOTS >= 2);
+/// What `set_watch` loaded.
+#[derive(Debug, Clone, Copy)]
+pub struct WatchStats {
+    pub path_keys: usize,
+    pub inodes: usize,
+}
 
 /// Totals of the kernel's per-CPU counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -290,6 +413,15 @@ pub struct KernelCounters {
     pub file_open_emitted: u64,
     /// File events lost because the ring buffer was full.
     pub file_open_reserve_failed: u64,
+    /// Opens folded into an earlier event's count.
+    pub file_open_dedup_suppressed: u64,
+    /// Opens that took the helper-based slow path (grown fd table).
+    pub file_open_slow_path: u64,
+    /// Exec, fork, exit and cgroup records emitted.
+    pub process_emitted: u64,
+    /// Exec, fork, exit and cgroup records lost because the ring was full:
+    /// the process table then reconciles against /proc.
+    pub process_reserve_failed: u64,
     pub net_connect_emitted: u64,
     /// Connections lost because the ring buffer was full.
     pub net_connect_reserve_failed: u64,

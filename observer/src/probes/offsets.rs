@@ -41,25 +41,49 @@ impl Readable for Buffer {
     }
 }
 
+/// What the programs need from the running kernel's BTF.
+#[derive(Debug, Clone, Copy)]
+pub struct KernelBtf {
+    pub offsets: KernelOffsets,
+    /// BTF id of the `bpf_rdonly_cast` kfunc (kernel 6.2+), if present.
+    pub rdonly_cast: Option<u32>,
+}
+
 /// Resolves the offsets from the BTF file at `path`.
-pub fn resolve_file(path: &Path) -> Result<KernelOffsets, OffsetsError> {
+pub fn resolve_file(path: &Path) -> Result<KernelBtf, OffsetsError> {
     let blob = std::fs::read(path)
         .map_err(|source| OffsetsError::Read { path: path.display().to_string(), source })?;
     resolve(blob)
 }
 
 /// Resolves the offsets from a BTF blob.
-pub fn resolve(blob: Vec<u8>) -> Result<KernelOffsets, OffsetsError> {
+pub fn resolve(blob: Vec<u8>) -> Result<KernelBtf, OffsetsError> {
     let info = TypeInformation::new(&Buffer(blob)).map_err(OffsetsError::Parse)?;
-    let off = |ty: &'static str, field: &'static str| -> Result<u32, OffsetsError> {
+    let rdonly_cast = info
+        .id_of("bpf_rdonly_cast")
+        .filter(|&id| matches!(info.from_id(id), Some(btfparse::TypeVariant::Func(_))));
+    let btf_kiocb = info
+        .id_of("kiocb")
+        .filter(|&id| matches!(info.from_id(id), Some(btfparse::TypeVariant::Struct(_))))
+        .ok_or(OffsetsError::NoType("kiocb"))?;
+    let field = |ty: &'static str, field: &'static str| -> Result<(u32, u32), OffsetsError> {
         let tid = info.id_of(ty).ok_or(OffsetsError::NoType(ty))?;
         match info.offset_of(tid, field) {
-            Ok((_, Offset::ByteOffset(o))) => Ok(o),
+            Ok((ftid, Offset::ByteOffset(o))) => Ok((o, ftid)),
             Ok((_, Offset::BitOffsetAndSize(..))) => Err(OffsetsError::BitField { ty, field }),
             Err(err) => Err(OffsetsError::NoField { ty, field, err: format!("{err:?}") }),
         }
     };
-    Ok(KernelOffsets {
+    let off = |ty: &'static str, f: &'static str| field(ty, f).map(|(o, _)| o);
+    // The dentry's inline name: `d_shortname.string` since 6.14, `d_iname`
+    // before; its size is DNAME_INLINE_LEN.
+    let (dentry_d_iname, iname_tid) = field("dentry", "d_shortname.string").or_else(|_| field("dentry", "d_iname"))?;
+    let dname_inline_len = info
+        .size_of(iname_tid)
+        .ok()
+        .and_then(|s| u32::try_from(s).ok())
+        .ok_or(OffsetsError::NoType("dentry inline name size"))?;
+    let mut offsets = KernelOffsets {
         valid: 1,
         task_real_parent: off("task_struct", "real_parent")?,
         task_tgid: off("task_struct", "tgid")?,
@@ -85,8 +109,58 @@ pub fn resolve(blob: Vec<u8>) -> Result<KernelOffsets, OffsetsError> {
         files_fdt: off("files_struct", "fdt")?,
         fdtable_fd: off("fdtable", "fd")?,
         fdtable_max_fds: off("fdtable", "max_fds")?,
-        _pad0: 0,
-    })
+        files_fd_array: off("files_struct", "fd_array")?,
+        dentry_d_name_len: off("dentry", "d_name.len")?,
+        dentry_d_inode: off("dentry", "d_inode")?,
+        dentry_d_iname,
+        dname_inline_len,
+        task_fs: off("task_struct", "fs")?,
+        fs_pwd: off("fs_struct", "pwd")?,
+        btf_kiocb,
+        kiocb_ki_filp: off("kiocb", "ki_filp")?,
+        ..KernelOffsets::default()
+    };
+    match resolve_process(&info, &mut offsets) {
+        Ok(()) => offsets.process_valid = 1,
+        Err(e) => tracing::warn!(
+            error = %e,
+            "process offsets unavailable: no exec arguments, environment credentials, terminals, forks, exits or cgroup names"
+        ),
+    }
+    Ok(KernelBtf { offsets, rdonly_cast })
+}
+
+fn field_offset(info: &TypeInformation, ty: &'static str, field: &'static str) -> Result<u32, OffsetsError> {
+    let tid = info.id_of(ty).ok_or(OffsetsError::NoType(ty))?;
+    match info.offset_of(tid, field) {
+        Ok((_, Offset::ByteOffset(o))) => Ok(o),
+        Ok((_, Offset::BitOffsetAndSize(..))) => Err(OffsetsError::BitField { ty, field }),
+        Err(err) => Err(OffsetsError::NoField { ty, field, err: format!("{err:?}") }),
+    }
+}
+
+/// The process section (probes/process.rs). Optional: without it the file
+/// sensor still works.
+fn resolve_process(info: &TypeInformation, o: &mut KernelOffsets) -> Result<(), OffsetsError> {
+    let off = |ty, field| field_offset(info, ty, field);
+    o.task_pid = off("task_struct", "pid")?;
+    o.task_signal = off("task_struct", "signal")?;
+    o.task_cgroups = off("task_struct", "cgroups")?;
+    o.task_exit_code = off("task_struct", "exit_code")?;
+    o.signal_live = off("signal_struct", "live")?;
+    o.signal_tty = off("signal_struct", "tty")?;
+    o.tty_name = off("tty_struct", "name")?;
+    o.mm_arg_start = off("mm_struct", "arg_start")?;
+    o.mm_arg_end = off("mm_struct", "arg_end")?;
+    o.mm_env_start = off("mm_struct", "env_start")?;
+    o.mm_env_end = off("mm_struct", "env_end")?;
+    o.bprm_filename = off("linux_binprm", "filename")?;
+    o.css_set_dfl_cgrp = off("css_set", "dfl_cgrp")?;
+    o.cgroup_kn = off("cgroup", "kn")?;
+    o.cgroup_root = off("cgroup", "root")?;
+    o.cgroup_root_hierarchy_id = off("cgroup_root", "hierarchy_id")?;
+    o.kernfs_node_id = off("kernfs_node", "id")?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -103,13 +177,21 @@ mod tests {
             eprintln!("no {VMLINUX_BTF}: nothing to resolve on this machine");
             return;
         }
-        let o = resolve_file(Path::new(VMLINUX_BTF)).expect("offsets resolve");
+        let btf = resolve_file(Path::new(VMLINUX_BTF)).expect("offsets resolve");
+        let o = btf.offsets;
         assert_eq!(o.valid, 1);
         assert_eq!(o.path_mnt, 0);
         assert_eq!(o.path_dentry, 8);
         assert_eq!(o.qstr_name, 8, "qstr is {{ hash_len: u64, name: *const u8 }}");
         assert!(o.task_files > 0 && o.task_mm > 0 && o.task_tgid > 0);
         assert_ne!(o.task_real_parent, o.task_group_leader);
+        assert_eq!(o.dentry_d_name_len, o.dentry_d_name + 4, "qstr.len follows qstr.hash");
+        assert!(o.dname_inline_len >= 32 && o.dname_inline_len.is_multiple_of(8), "{}", o.dname_inline_len);
+        assert!(o.btf_kiocb > 0);
+        assert_eq!(o.process_valid, 1, "process offsets resolve on this kernel");
+        assert_eq!(o.mm_arg_end, o.mm_arg_start + 8, "mm_struct keeps arg_start, arg_end adjacent");
+        assert_eq!(o.mm_env_end, o.mm_env_start + 8);
+        assert!(o.task_pid + 4 == o.task_tgid, "task_struct: pid then tgid");
     }
 
     #[test]

@@ -1,12 +1,24 @@
-//! Watch rules to kernel map entries (`PATH_RULES`, an LPM trie).
+//! Watch rules to kernel map entries.
 //!
-//! Key layout (see `observer_common::PathKeyData`): the normalised path
-//! bytes; exact rules include the terminating NUL so they only match a path
-//! that ends there, prefix rules do not.
+//! - `PATH_RULES` (LPM trie, failed opens): the normalised path bytes; exact
+//!   rules include the terminating NUL so they only match a path that ends
+//!   there, prefix rules do not.
+//! - `NAME_GATE` (bitmap): exact names (basename rules and the last
+//!   component of exact path rules), name prefixes (the last component of
+//!   `prefix*` rules) and suffixes (`*suffix` rules), hashed exactly as the
+//!   kernel hashes the name of an opened file.
+//! - `INODE_GATE` + `WATCHED_INODES`: from [`crate::classify::watch`]'s
+//!   expansion of the rules over the file system.
 use aya::maps::lpm_trie::Key;
-use observer_common::{PATH_KEY_LEN, PathKeyData, PathRule};
+use observer_common::{
+    GATE_AFFIX_LENS, GATE_AFFIX_MAX, GATE_NAME_MAX, GATE_PREFIX, GATE_SUFFIX, GATE_WORDS, PATH_KEY_LEN, PathKeyData,
+    PathRule, gate_affix_bit, gate_inode_bit, gate_name_bit,
+};
 
-use crate::classify::catalog::{PatternKind, WatchRule};
+use crate::classify::{
+    catalog::{PatternKind, WatchRule},
+    watch::InodeEntry,
+};
 
 pub fn path_keys(rules: &[WatchRule]) -> Vec<(Key<PathKeyData>, PathRule)> {
     let mut out: Vec<(Key<PathKeyData>, PathRule)> = Vec::new();
@@ -43,10 +55,162 @@ pub fn same_key(a: &Key<PathKeyData>, b: &Key<PathKeyData>) -> bool {
     la == lb && a.data()[..n.min(PATH_KEY_LEN)] == b.data()[..n.min(PATH_KEY_LEN)]
 }
 
+/// A gate bitmap, as the kernel's array of u64 words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bitmap(pub Vec<u64>);
+
+impl Default for Bitmap {
+    fn default() -> Self {
+        Self(vec![0; GATE_WORDS as usize])
+    }
+}
+
+impl Bitmap {
+    pub fn set(&mut self, bit: u32) {
+        self.0[(bit / 64) as usize] |= 1 << (bit % 64);
+    }
+
+    #[cfg(test)]
+    pub fn test(&self, bit: u32) -> bool {
+        self.0[(bit / 64) as usize] & (1 << (bit % 64)) != 0
+    }
+}
+
+/// The name gate: its bitmap and the prefix/suffix lengths the kernel must
+/// test (ascending, 0-terminated, at most [`GATE_AFFIX_LENS`] each).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NameGate {
+    pub bits: Bitmap,
+    pub prefix_lens: [u8; GATE_AFFIX_LENS],
+    pub suffix_lens: [u8; GATE_AFFIX_LENS],
+}
+
+/// The lengths the kernel will test for a set of wanted affix lengths: the
+/// [`GATE_AFFIX_LENS`] smallest. A longer affix is tested through the
+/// longest kept length below it (a shorter prefix or suffix of it: more
+/// candidates, never a miss).
+fn kept_lengths(mut wanted: Vec<usize>) -> [u8; GATE_AFFIX_LENS] {
+    wanted.sort_unstable();
+    wanted.dedup();
+    let mut out = [0u8; GATE_AFFIX_LENS];
+    for (slot, n) in out.iter_mut().zip(wanted) {
+        *slot = u8::try_from(n).unwrap_or(0);
+    }
+    out
+}
+
+fn tested_length(kept: &[u8; GATE_AFFIX_LENS], n: usize) -> usize {
+    kept.iter().map(|&k| usize::from(k)).filter(|&k| k != 0 && k <= n).max().unwrap_or(n)
+}
+
+/// Little-endian words of a name, zero-padded; `None` past the gate's limit.
+pub fn name_words(name: &[u8]) -> Option<[u64; GATE_NAME_MAX / 8]> {
+    if name.is_empty() || name.len() > GATE_NAME_MAX {
+        return None;
+    }
+    let mut bytes = [0u8; GATE_NAME_MAX];
+    bytes[..name.len()].copy_from_slice(name);
+    let mut words = [0u64; GATE_NAME_MAX / 8];
+    for (w, chunk) in words.iter_mut().zip(bytes.chunks_exact(8)) {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(chunk);
+        *w = u64::from_le_bytes(b);
+    }
+    Some(words)
+}
+
+fn affix_word(bytes: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    b[..bytes.len()].copy_from_slice(bytes);
+    u64::from_le_bytes(b)
+}
+
+impl NameGate {
+    pub fn build(rules: &[WatchRule]) -> Self {
+        let max_affix = GATE_AFFIX_MAX as usize;
+        let mut exact: Vec<&[u8]> = Vec::new();
+        let mut prefixes: Vec<&[u8]> = Vec::new();
+        let mut suffixes: Vec<&[u8]> = Vec::new();
+        for rule in rules {
+            let text = rule.pattern.text.as_bytes();
+            let tail = text.rsplit(|&c| c == b'/').next().unwrap_or(text);
+            match rule.pattern.kind {
+                PatternKind::Exact | PatternKind::Basename => exact.push(tail),
+                // `dir/` rules have no name; their directories are watched.
+                PatternKind::Prefix if !tail.is_empty() => prefixes.push(&tail[..tail.len().min(max_affix)]),
+                PatternKind::Prefix => {}
+                PatternKind::Suffix => suffixes.push(&text[text.len().saturating_sub(max_affix)..]),
+            }
+        }
+        let mut gate = NameGate {
+            prefix_lens: kept_lengths(prefixes.iter().map(|p| p.len()).collect()),
+            suffix_lens: kept_lengths(suffixes.iter().map(|s| s.len()).collect()),
+            ..NameGate::default()
+        };
+        for name in exact {
+            gate.add_exact(name);
+        }
+        for p in prefixes {
+            let n = tested_length(&gate.prefix_lens, p.len());
+            gate.bits.set(gate_affix_bit(GATE_PREFIX, n as u64, affix_word(&p[..n])));
+        }
+        for s in suffixes {
+            let n = tested_length(&gate.suffix_lens, s.len());
+            gate.bits.set(gate_affix_bit(GATE_SUFFIX, n as u64, affix_word(&s[s.len() - n..])));
+        }
+        gate
+    }
+
+    fn add_exact(&mut self, name: &[u8]) {
+        if let Some(words) = name_words(name) {
+            self.bits.set(gate_name_bit(name.len() as u64, &words));
+        }
+    }
+
+    /// What the kernel computes for a file name: whether it passes (the
+    /// kernel's side spelled out, for tests).
+    #[cfg(test)]
+    pub fn passes(&self, name: &[u8]) -> bool {
+        let Some(words) = name_words(name) else { return false };
+        if self.bits.test(gate_name_bit(name.len() as u64, &words)) {
+            return true;
+        }
+        let lens = |kept: &[u8; GATE_AFFIX_LENS]| {
+            kept.iter().map(|&n| usize::from(n)).take_while(|&n| n != 0).filter(|&n| n <= name.len()).collect::<Vec<_>>()
+        };
+        lens(&self.prefix_lens)
+            .into_iter()
+            .any(|n| self.bits.test(gate_affix_bit(GATE_PREFIX, n as u64, affix_word(&name[..n]))))
+            || lens(&self.suffix_lens)
+                .into_iter()
+                .any(|n| self.bits.test(gate_affix_bit(GATE_SUFFIX, n as u64, affix_word(&name[name.len() - n..]))))
+    }
+}
+
+/// The inode gate's bitmap for a set of watched inodes.
+pub fn inode_gate(entries: &[InodeEntry]) -> Bitmap {
+    let mut bits = Bitmap::default();
+    for e in entries {
+        bits.set(gate_inode_bit(e.key.ino));
+    }
+    bits
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::classify::catalog::builtin_rules;
+    use crate::classify::catalog::{PathPattern, builtin_rules};
+
+    fn rule(id: u32, pattern: &str) -> WatchRule {
+        WatchRule {
+            id,
+            name: format!("r{id}"),
+            kind: "test".into(),
+            pattern: PathPattern::parse(pattern).unwrap(),
+            format: observer_creds::Format::Auto,
+            kernel: true,
+        }
+    }
 
     #[test]
     fn exact_keys_end_in_nul_prefix_keys_do_not() {
@@ -60,5 +224,56 @@ mod tests {
         assert!(find(b"~/.ssh/id_").is_some());
         assert!(find(b"/run/secrets/kubernetes.io/serviceaccount/token\0").is_some());
         assert!(find(b"/var/run/secrets/kubernetes.io/serviceaccount/token\0").is_some());
+    }
+
+    #[test]
+    fn name_gate_passes_what_the_rules_name_and_little_else() {
+        let rules = [
+            rule(1, "~/.aws/credentials"),
+            rule(2, "~/.ssh/id_*"),
+            rule(3, "*.pem"),
+            rule(4, ".git-credentials"),
+            rule(5, "/etc/kubernetes/pki/"),
+            rule(6, "*.verylongsuffix"),
+        ];
+        let gate = NameGate::build(&rules);
+        for yes in ["credentials", "id_rsa", "id_ed25519", "server.pem", ".pem", ".git-credentials", "x.verylongsuffix", "ongsuffix"] {
+            assert!(gate.passes(yes.as_bytes()), "{yes} must pass");
+        }
+        // Long names fall back to the first/last 8 bytes: "maybe" is fine.
+        let mut false_positives = 0;
+        for no in ["config", "main.rs", "id", "pem", "credential", "readme.md", "Cargo.toml", "lib.rs", "token"] {
+            false_positives += usize::from(gate.passes(no.as_bytes()));
+        }
+        assert_eq!(false_positives, 0);
+        assert_eq!(gate.prefix_lens, [3, 0, 0, 0]);
+        assert_eq!(gate.suffix_lens, [4, 8, 0, 0]);
+        assert!(!gate.passes(&[b'a'; 65]));
+    }
+
+    /// More distinct lengths than the kernel tests: longer affixes are
+    /// tested through a shorter kept length, so nothing is missed.
+    #[test]
+    fn surplus_affix_lengths_fall_back_to_shorter_ones() {
+        let rules: Vec<_> = ["*.a", "*.ab", "*.abc", "*.abcd", "*.abcdef", "/x/p1*", "/x/p12*", "/x/p123*", "/x/p1234*", "/x/p123456*"]
+            .iter()
+            .enumerate()
+            .map(|(i, p)| rule(i as u32 + 1, p))
+            .collect();
+        let gate = NameGate::build(&rules);
+        assert_eq!(gate.suffix_lens, [2, 3, 4, 5]);
+        assert_eq!(gate.prefix_lens, [2, 3, 4, 5]);
+        assert!(gate.passes(b"x.abcdef") && gate.passes(b"p123456-key"));
+    }
+
+    /// Guards the shared hash: the kernel hashes the name words of an
+    /// opened file with `gate_name_bit`; if the agent padded or ordered
+    /// bytes differently, nothing would ever pass.
+    #[test]
+    fn name_words_are_little_endian_and_zero_padded() {
+        let w = name_words(b"credentials").unwrap();
+        assert_eq!(w[0], u64::from_le_bytes(*b"credenti"));
+        assert_eq!(w[1], u64::from_le_bytes([b'a', b'l', b's', 0, 0, 0, 0, 0]));
+        assert!(w[2..].iter().all(|&x| x == 0));
     }
 }

@@ -12,6 +12,7 @@ use tokio::{io::unix::AsyncFd, sync::mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    app::Input,
     decode::{self, Event},
     stats::Stats,
 };
@@ -27,7 +28,7 @@ const COALESCE: std::time::Duration = std::time::Duration::from_millis(2);
 
 pub async fn run(
     ring: RingBuf<MapData>,
-    tx: mpsc::Sender<Event>,
+    tx: mpsc::Sender<Input>,
     stats: Arc<Stats>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
@@ -78,9 +79,9 @@ fn drain(ring: &mut RingBuf<MapData>, batch: &mut Vec<Event>, stats: &Stats) -> 
 }
 
 /// Sends the batch on; false when the receiver is gone.
-async fn forward(tx: &mpsc::Sender<Event>, batch: &mut Vec<Event>) -> bool {
+async fn forward(tx: &mpsc::Sender<Input>, batch: &mut Vec<Event>) -> bool {
     for event in batch.drain(..) {
-        if tx.send(event).await.is_err() {
+        if tx.send(Input::Event(event)).await.is_err() {
             return false;
         }
     }

@@ -1,4 +1,4 @@
-//! `cargo xtask bench tls`: TLS handshakes per second against a local
+//! `cargo xtask bench tls [--rounds N]`: TLS handshakes per second against a local
 //! server, without and with the agent, and whether the agent missed any.
 //!
 //! Workload: `--clients` threads, each making new TCP connections and full
@@ -29,20 +29,22 @@ use crate::setup::{self, status};
 
 const SERVER_NAME: &str = "bench.nhi.test";
 
-#[derive(clap::Args)]
 pub struct Args {
     /// Seconds of handshakes per run.
-    #[arg(long, default_value_t = 5)]
-    seconds: u64,
+    pub seconds: u64,
     /// Baseline/agent round pairs.
-    #[arg(long, default_value_t = 3)]
-    rounds: u32,
+    pub rounds: u32,
     /// Client threads making handshakes in parallel.
-    #[arg(long, default_value_t = 2)]
-    clients: usize,
+    pub clients: usize,
     /// The agent binary [default: build target/release/nhi-observer].
-    #[arg(long)]
-    agent: Option<PathBuf>,
+    pub agent: Option<PathBuf>,
+}
+
+impl Args {
+    /// 5 s runs, two client threads, the release agent built here.
+    pub fn with_rounds(rounds: usize) -> Self {
+        Self { seconds: 5, rounds: u32::try_from(rounds).unwrap_or(3), clients: 2, agent: None }
+    }
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
@@ -307,15 +309,16 @@ impl Agent {
         if !st.success() {
             bail!("the agent exited with {st}:\n{}", self.log_text());
         }
-        let log = self.log_text();
-        let line = log.lines().find(|l| l.contains("probes detached")).ok_or_else(|| anyhow!("no stop line in the agent log"))?;
-        let counter = |name: &str| -> u64 {
-            line.find(&format!("{name}: "))
-                .map(|at| &line[at + name.len() + 2..])
-                .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0)
-        };
-        Ok(counter("net_connect_reserve_failed") + counter("net_payload_reserve_failed"))
+        // The last `nhi.agent.stats` record (written at stop) has the kernel's
+        // counts of records it had no ring space for.
+        let text = std::fs::read_to_string(&self.jsonl).unwrap_or_default();
+        let stats = text
+            .lines()
+            .rev()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|r| r["event.name"] == "nhi.agent.stats")
+            .ok_or_else(|| anyhow!("no nhi.agent.stats record from the agent"))?;
+        let counter = |name: &str| stats[name].as_u64().unwrap_or(0);
+        Ok(counter("nhi.net.connect.lost") + counter("nhi.net.payload.lost"))
     }
 }

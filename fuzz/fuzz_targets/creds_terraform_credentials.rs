@@ -1,0 +1,4 @@
+#![no_main]
+//! `terraform-credentials` parser: never panics, never returns identities and a reason
+//! together with nothing, never echoes the input's secret into a reason.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| nhi_observer_fuzz::check("terraform-credentials", data));

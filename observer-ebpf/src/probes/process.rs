@@ -1,0 +1,340 @@
+//! Process lifecycle and cgroups: what the agent's process table and
+//! workload identity are built from.
+//!
+//! Hooks (tp_btf, kernel 5.5+ with BTF; the ring buffer needs 5.8):
+//! - `sched_process_exec`, in the new program's context after its memory is
+//!   set up: executable, path passed to exec, controlling terminal, and argv
+//!   and environment copied from the new process's stack, so a process that
+//!   exits a millisecond later keeps its identity. One variable-sized
+//!   [`ProcessExecEvent`] record per exec.
+//! - `sched_process_fork`: a new process (not a thread), with its start time
+//!   and cgroup. [`ProcessForkEvent`].
+//! - `sched_process_exit`, only when the last thread is gone
+//!   (`signal->live == 0`). [`ProcessExitEvent`].
+//! - `cgroup_mkdir`, default (v2) hierarchy only: id and path of every new
+//!   cgroup. [`CgroupMkdirEvent`].
+//!
+//! Field reads need the offsets of the `process_valid` section; without them
+//! exec records still carry what the helpers give (pid, uid, cgroup, comm).
+use aya_ebpf::{
+    helpers::generated,
+    macros::{btf_tracepoint, map},
+    maps::PerCpuArray,
+    programs::BtfTracePointContext,
+};
+use observer_common::{
+    CGROUP_PATH_LEN, CgroupMkdirEvent, Counter, EXEC_ARGS_MAX, EXEC_DATA_LEN, EXEC_ENV_MAX, EventHeader,
+    EventKind, KernelOffsets, PATH_LEN, ProcessExecEvent, ProcessExitEvent, ProcessForkEvent, TTY_NAME_LEN,
+    cgroup_flags, exec_flags,
+};
+
+use crate::{
+    kernel::{self, read},
+    maps::{EVENTS, count},
+};
+
+/// An exec record with its variable part, built in per-CPU memory (too big
+/// for the 512-byte stack) and copied to the ring with only the bytes used.
+#[repr(C)]
+pub struct ExecScratch {
+    pub ev: ProcessExecEvent,
+    pub data: [u8; EXEC_DATA_LEN],
+}
+
+#[map]
+static EXEC_SCRATCH: PerCpuArray<ExecScratch> = PerCpuArray::with_max_entries(1, 0);
+
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
+    let old_pid: u32 = ctx.arg(1);
+    let bprm: u64 = ctx.arg(2);
+    let _ = on_exec(old_pid, bprm);
+    0
+}
+
+#[btf_tracepoint(function = "sched_process_fork")]
+pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
+    let child: u64 = ctx.arg(1);
+    let _ = on_fork(child);
+    0
+}
+
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
+    let task: u64 = ctx.arg(0);
+    let _ = on_exit(task);
+    0
+}
+
+#[btf_tracepoint(function = "cgroup_mkdir")]
+pub fn cgroup_mkdir(ctx: BtfTracePointContext) -> i32 {
+    let cgrp: u64 = ctx.arg(0);
+    let path: u64 = ctx.arg(1);
+    let _ = on_cgroup_mkdir(cgrp, path);
+    0
+}
+
+#[inline(always)]
+fn boot_ns() -> u64 {
+    // SAFETY: plain helper call without arguments.
+    unsafe { generated::bpf_ktime_get_boot_ns() }
+}
+
+#[inline(always)]
+fn on_exec(old_pid: u32, bprm: u64) -> Option<()> {
+    let o = kernel::offsets();
+    let scratch = EXEC_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: the per-CPU value is ours alone for this program run.
+    let s = unsafe { &mut *scratch };
+    let mut flags = 0;
+    s.ev.header = EventHeader { kind: EventKind::ProcessExec as u32, size: 0, boot_ns: boot_ns() };
+    kernel::current_task_info(&mut s.ev.task);
+    s.ev.old_pid = old_pid;
+    s.ev._pad0 = 0;
+    s.ev._pad1 = 0;
+
+    s.ev.filename[0] = 0;
+    if o.process_valid != 0
+        && let Some(name) = read::<u64>(bprm, o.bprm_filename)
+    {
+        // SAFETY: destination is the PATH_LEN-byte field; the helper checks
+        // the source address.
+        let n = unsafe {
+            generated::bpf_probe_read_kernel_str(s.ev.filename.as_mut_ptr().cast(), PATH_LEN as u32, name as *const _)
+        };
+        if n <= 0 {
+            s.ev.filename[0] = 0;
+        } else if n as usize >= PATH_LEN {
+            flags |= exec_flags::FILENAME_TRUNCATED;
+        }
+    }
+
+    s.ev.exe_len = 0;
+    if let Some(exe) = kernel::current_exe_file() {
+        let walk = kernel::walk_file_path(exe, &mut s.ev.exe);
+        s.ev.exe_len = walk.len;
+        flags |= exec_flags::EXE_VALID;
+        if !walk.complete {
+            flags |= exec_flags::EXE_TRUNCATED;
+        }
+    }
+
+    s.ev.tty[0] = 0;
+    if current_tty(&o, &mut s.ev.tty) {
+        flags |= exec_flags::HAS_TTY;
+    }
+
+    let (args_len, env_len) = copy_args_env(&o, &mut s.data, &mut flags);
+    s.ev.args_len = args_len as u32;
+    s.ev.env_len = env_len as u32;
+    s.ev.flags = flags;
+    let size = core::mem::size_of::<ProcessExecEvent>() + args_len + env_len;
+    s.ev.header.size = size as u32;
+    // SAFETY: `size` is at most the size of ExecScratch (args_len and
+    // env_len are clamped to their maxima), so the slice stays inside the
+    // per-CPU value.
+    let bytes = unsafe { core::slice::from_raw_parts(scratch as *const u8, size) };
+    match EVENTS.output::<[u8]>(bytes, 0) {
+        Ok(()) => {
+            count(EventKind::ProcessExec, Counter::Emitted);
+            Some(())
+        }
+        Err(_) => {
+            count(EventKind::ProcessExec, Counter::ReserveFailed);
+            None
+        }
+    }
+}
+
+/// The controlling terminal's name (`task->signal->tty->name`), if any.
+#[inline(always)]
+fn current_tty(o: &KernelOffsets, buf: &mut [u8; TTY_NAME_LEN]) -> bool {
+    if o.process_valid == 0 {
+        return false;
+    }
+    let Some(signal) = read::<u64>(kernel::current_task(), o.task_signal) else {
+        return false;
+    };
+    let Some(tty) = read::<u64>(signal, o.signal_tty) else {
+        return false;
+    };
+    if tty == 0 {
+        return false;
+    }
+    // SAFETY: destination is the TTY_NAME_LEN-byte buffer; the helper checks
+    // the source address.
+    let n = unsafe {
+        generated::bpf_probe_read_kernel_str(
+            buf.as_mut_ptr().cast(),
+            TTY_NAME_LEN as u32,
+            (tty + o.tty_name as u64) as *const _,
+        )
+    };
+    n > 1
+}
+
+/// Copies argv and the environment from the new process's memory
+/// (`mm->arg_start..arg_end`, `env_start..env_end`) into `data`: argv first,
+/// then the environment. Returns the bytes used by each.
+#[inline(always)]
+fn copy_args_env(o: &KernelOffsets, data: &mut [u8; EXEC_DATA_LEN], flags: &mut u32) -> (usize, usize) {
+    if o.process_valid == 0 || o.valid == 0 {
+        return (0, 0);
+    }
+    let Some(mm) = read::<u64>(kernel::current_task(), o.task_mm) else {
+        return (0, 0);
+    };
+    let arg_start = read::<u64>(mm, o.mm_arg_start).unwrap_or(0);
+    let arg_end = read::<u64>(mm, o.mm_arg_end).unwrap_or(0);
+    let env_start = read::<u64>(mm, o.mm_env_start).unwrap_or(0);
+    let env_end = read::<u64>(mm, o.mm_env_end).unwrap_or(0);
+
+    let mut args_len = arg_end.saturating_sub(arg_start) as usize;
+    if args_len > EXEC_ARGS_MAX {
+        args_len = EXEC_ARGS_MAX;
+        *flags |= exec_flags::ARGS_TRUNCATED;
+    }
+    if args_len > 0 {
+        // SAFETY: `args_len <= EXEC_ARGS_MAX` bytes into the start of `data`;
+        // the helper checks the user address.
+        let r = unsafe { generated::bpf_probe_read_user(data.as_mut_ptr().cast(), args_len as u32, arg_start as *const _) };
+        if r != 0 {
+            args_len = 0;
+            *flags |= exec_flags::ARGS_FAILED;
+        }
+    }
+
+    let mut env_len = env_end.saturating_sub(env_start) as usize;
+    if env_len > EXEC_ENV_MAX {
+        env_len = EXEC_ENV_MAX;
+        *flags |= exec_flags::ENV_TRUNCATED;
+    }
+    if env_len > 0 && args_len <= EXEC_ARGS_MAX {
+        // SAFETY: writes `env_len <= EXEC_ENV_MAX` bytes at offset
+        // `args_len <= EXEC_ARGS_MAX`: inside the EXEC_DATA_LEN buffer.
+        let r = unsafe {
+            generated::bpf_probe_read_user(data.as_mut_ptr().add(args_len).cast(), env_len as u32, env_start as *const _)
+        };
+        if r != 0 {
+            env_len = 0;
+            *flags |= exec_flags::ENV_FAILED;
+        }
+    }
+    (args_len, env_len)
+}
+
+#[inline(always)]
+fn on_fork(child: u64) -> Option<()> {
+    let o = kernel::offsets();
+    if o.process_valid == 0 || o.valid == 0 {
+        return None;
+    }
+    let pid = read::<u32>(child, o.task_pid)?;
+    let tgid = read::<u32>(child, o.task_tgid)?;
+    if pid != tgid {
+        // A new thread, not a new process.
+        return None;
+    }
+    let Some(mut entry) = EVENTS.reserve::<ProcessForkEvent>(0) else {
+        count(EventKind::ProcessFork, Counter::ReserveFailed);
+        return None;
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` points at a reserved, exclusively owned record of the
+    // right size; every field is written before submit.
+    unsafe {
+        (*ev).header = EventHeader {
+            kind: EventKind::ProcessFork as u32,
+            size: core::mem::size_of::<ProcessForkEvent>() as u32,
+            boot_ns: boot_ns(),
+        };
+        kernel::current_task_info(&mut (*ev).parent);
+        (*ev).child_tgid = tgid;
+        (*ev)._pad0 = 0;
+        // A new process is its own group leader.
+        (*ev).child_start_boot_ns = read::<u64>(child, o.task_start_boottime).unwrap_or(0);
+        (*ev).child_cgroup_id = kernel::task_cgroup_id(&o, child).unwrap_or((*ev).parent.cgroup_id);
+    }
+    entry.submit(0);
+    count(EventKind::ProcessFork, Counter::Emitted);
+    Some(())
+}
+
+#[inline(always)]
+fn on_exit(task: u64) -> Option<()> {
+    let o = kernel::offsets();
+    if o.process_valid == 0 || o.valid == 0 {
+        return None;
+    }
+    // `do_exit` decrements `signal->live` before this tracepoint: zero means
+    // this is the last thread of the process.
+    let signal = read::<u64>(task, o.task_signal)?;
+    let live = read::<i32>(signal, o.signal_live)?;
+    if live != 0 {
+        return None;
+    }
+    let Some(mut entry) = EVENTS.reserve::<ProcessExitEvent>(0) else {
+        count(EventKind::ProcessExit, Counter::ReserveFailed);
+        return None;
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: as in on_fork.
+    unsafe {
+        (*ev).header = EventHeader {
+            kind: EventKind::ProcessExit as u32,
+            size: core::mem::size_of::<ProcessExitEvent>() as u32,
+            boot_ns: boot_ns(),
+        };
+        kernel::current_task_info(&mut (*ev).task);
+        (*ev).exit_code = read::<u32>(task, o.task_exit_code).unwrap_or(0);
+        (*ev)._pad0 = 0;
+    }
+    entry.submit(0);
+    count(EventKind::ProcessExit, Counter::Emitted);
+    Some(())
+}
+
+#[inline(always)]
+fn on_cgroup_mkdir(cgrp: u64, path: u64) -> Option<()> {
+    let o = kernel::offsets();
+    if o.process_valid == 0 {
+        return None;
+    }
+    // The default (v2) hierarchy has id 0; v1 hierarchies are not ours.
+    let root = read::<u64>(cgrp, o.cgroup_root)?;
+    if read::<i32>(root, o.cgroup_root_hierarchy_id)? != 0 {
+        return None;
+    }
+    let kn = read::<u64>(cgrp, o.cgroup_kn)?;
+    let id = read::<u64>(kn, o.kernfs_node_id)?;
+    let Some(mut entry) = EVENTS.reserve::<CgroupMkdirEvent>(0) else {
+        count(EventKind::CgroupMkdir, Counter::ReserveFailed);
+        return None;
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: as in on_fork; the string read stays inside `path`.
+    unsafe {
+        (*ev).header = EventHeader {
+            kind: EventKind::CgroupMkdir as u32,
+            size: core::mem::size_of::<CgroupMkdirEvent>() as u32,
+            boot_ns: boot_ns(),
+        };
+        (*ev).cgroup_id = id;
+        (*ev)._pad0 = 0;
+        let n = generated::bpf_probe_read_kernel_str(
+            (*ev).path.as_mut_ptr().cast(),
+            CGROUP_PATH_LEN as u32,
+            path as *const _,
+        );
+        let mut flags = 0;
+        if n <= 0 {
+            (*ev).path[0] = 0;
+        } else if n as usize >= CGROUP_PATH_LEN {
+            flags |= cgroup_flags::PATH_TRUNCATED;
+        }
+        (*ev).flags = flags;
+    }
+    entry.submit(0);
+    count(EventKind::CgroupMkdir, Counter::Emitted);
+    Some(())
+}

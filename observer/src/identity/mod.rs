@@ -1,0 +1,396 @@
+//! Workload identity: which process, which service, which container, which
+//! pod and service account an event belongs to.
+//!
+//! Input: the process-lifecycle and cgroup records of `probes/process.rs`
+//! (exec, fork, exit, cgroup mkdir), and the [`Task`] every sensor event
+//! carries, captured in the kernel at event time. Output: one lookup,
+//! [`Identity::workload`], used by the pipeline for every event with a task,
+//! and the attributes it adds to that event's record
+//! ([`Workload::annotate`]).
+//!
+//! Invariants:
+//! - processes are keyed by (tgid, start time): a reused pid is a new entry;
+//! - the cgroup (so unit, container and pod) comes from the event's own
+//!   cgroup id, not from the process table: a process moved between cgroups
+//!   is named by where it was when the event happened;
+//! - everything is bounded (process table, cgroup and pod caches, user
+//!   names), and the table reconciles against /proc so lost exit records
+//!   cannot make it grow;
+//! - secrets (argv values, environments, service-account tokens) stay in
+//!   [`crate::secret::Secret`]; only masked arguments, variable names and
+//!   decoded non-secret claims come out.
+//!
+//! Layout: `table` (process table), `proc` (/proc scan, look-ups,
+//! reconciliation), `cgroup` (ids to paths to unit/container/pod), `k8s`
+//! (service-account token claims), `env` (environment credentials), `args`
+//! (argv masking), `users` (uid to name).
+use std::{
+    num::NonZeroUsize,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use crate::{
+    clock::BootClock,
+    decode::{CgroupMkdir, ProcessExec, ProcessExit, ProcessFork, Task},
+    export::record::Value,
+    secret::Secret,
+    stats::Stats,
+};
+
+pub mod args;
+pub mod cgroup;
+pub mod env;
+pub mod k8s;
+pub mod proc;
+pub mod table;
+mod users;
+
+use cgroup::{CgroupInfo, Cgroups};
+use k8s::{Pods, SaClaims};
+use table::{Origin, ProcKey, ProcessEntry, ProcessTable};
+
+/// Exited processes stay this long (boot time) for events still in flight.
+const EXITED_GRACE_NS: u64 = 10_000_000_000;
+/// Ancestors listed in `nhi.process.ancestors`.
+const MAX_ANCESTORS: usize = 8;
+const CGROUP_CACHE: usize = 16_384;
+const POD_CACHE: usize = 4_096;
+
+/// Settings (the `[process]` section of the config).
+#[derive(Debug, Clone)]
+pub struct IdentityConfig {
+    pub capture_args: bool,
+    pub table_capacity: NonZeroUsize,
+    pub reconcile_interval: Duration,
+    pub stats_interval: Duration,
+}
+
+pub struct Identity {
+    cfg: IdentityConfig,
+    table: ProcessTable,
+    cgroups: Cgroups,
+    pods: Pods,
+    users: users::Users,
+    clock: BootClock,
+    stats: Arc<Stats>,
+    last_reconcile: Instant,
+    last_stats: Instant,
+}
+
+/// Everything known about the workload behind one event.
+#[derive(Debug, Clone, Default)]
+pub struct Workload {
+    pub process: Option<ProcessEntry>,
+    pub ancestors: Vec<String>,
+    pub creation_time: Option<std::time::SystemTime>,
+    pub user_name: Option<Arc<str>>,
+    pub cgroup: Option<Arc<CgroupInfo>>,
+    pub service_account: Option<Arc<SaClaims>>,
+}
+
+impl Identity {
+    /// Scans /proc and the cgroup tree. Runs before the probes attach.
+    pub fn new(cfg: IdentityConfig, stats: Arc<Stats>) -> Self {
+        let tick = proc::ns_per_tick();
+        let mut me = Self {
+            table: ProcessTable::new(cfg.table_capacity, tick),
+            cgroups: Cgroups::new(NonZeroUsize::new(CGROUP_CACHE).unwrap_or(NonZeroUsize::MIN)),
+            pods: Pods::new(NonZeroUsize::new(POD_CACHE).unwrap_or(NonZeroUsize::MIN)),
+            users: users::Users::default(),
+            clock: BootClock::new(),
+            stats,
+            last_reconcile: Instant::now(),
+            last_stats: Instant::now(),
+            cfg,
+        };
+        let scanned = proc::scan(tick, me.cfg.capture_args);
+        let n = scanned.len();
+        for (mut entry, cgroup_path) in scanned {
+            entry.cgroup_id = cgroup_path.and_then(|p| me.cgroups.dir_id(&p)).unwrap_or(0);
+            me.table.insert(entry);
+        }
+        tracing::info!(
+            processes = n,
+            table = me.table.len(),
+            capacity = me.table.capacity(),
+            cgroups = me.cgroups.len(),
+            cgroup2 = ?me.cgroups.mount(),
+            "process table loaded from /proc"
+        );
+        me.publish_stats();
+        me
+    }
+
+    pub fn on_exec(&mut self, ev: &ProcessExec) {
+        let key = key_of(&ev.task);
+        let parent_key = self.table.get_mut(key).and_then(|e| e.parent);
+        let mut e = ProcessEntry::new(key, Origin::Exec);
+        e.parent = parent_key.or_else(|| self.table.key_of(ev.task.ppid).filter(|k| k.tgid != key.tgid));
+        fill_from_task(&mut e, &ev.task);
+        e.exe = ev.exe.as_ref().map(|w| w.path.to_string_lossy().into_owned());
+        let filename = ev.filename.to_string_lossy();
+        if !filename.is_empty() && e.exe.as_deref() != Some(&*filename) {
+            e.exec_path = Some(filename.into_owned());
+        }
+        e.tty = ev.tty.as_deref().map(proc::kernel_tty_name);
+        if self.cfg.capture_args {
+            e.args = Some(Arc::from(args::mask(&ev.args)));
+            e.args_truncated = ev.args_truncated;
+        }
+        self.table.remove(&key);
+        self.table.insert(e);
+    }
+
+    pub fn on_fork(&mut self, ev: &ProcessFork) {
+        let parent_key = key_of(&ev.parent);
+        let child_key = ProcKey { tgid: ev.child_tgid, start_boot_ns: ev.child_start_boot_ns };
+        let mut child = match self.table.get(parent_key) {
+            Some(p) => {
+                let mut c = p.clone();
+                c.key = child_key;
+                c.coarse = false;
+                c.exited = None;
+                c
+            }
+            None => {
+                let mut c = ProcessEntry::new(child_key, Origin::Fork);
+                fill_from_task(&mut c, &ev.parent);
+                c
+            }
+        };
+        child.origin = Origin::Fork;
+        child.ppid = ev.parent.tgid;
+        child.parent = Some(self.table.key_of(ev.parent.tgid).unwrap_or(parent_key));
+        child.cgroup_id = ev.child_cgroup_id;
+        self.table.insert(child);
+    }
+
+    pub fn on_exit(&mut self, ev: &ProcessExit) {
+        if let Some(e) = self.table.get_mut(key_of(&ev.task)) {
+            e.exited = Some(ev.boot_ns);
+        }
+    }
+
+    pub fn on_cgroup_mkdir(&mut self, ev: &CgroupMkdir) {
+        if !ev.path_truncated {
+            self.cgroups.insert(ev.cgroup_id, ev.path.clone());
+        }
+    }
+
+    /// The environment of an exec for credential detection: the kernel's
+    /// copy, or, when the kernel had to cut it, the whole block from /proc
+    /// while the process still runs. The flag says whether the result is cut.
+    pub fn exec_environment(&self, ev: &ProcessExec) -> (Secret, bool) {
+        if ev.env_truncated
+            && let Some(full) = proc::environ(key_of(&ev.task), self.table.ns_per_tick())
+        {
+            return (full, false);
+        }
+        (ev.env.clone(), ev.env_truncated)
+    }
+
+    /// The one lookup: the workload behind an event's task.
+    pub fn workload(&mut self, task: &Task) -> Workload {
+        let key = key_of(task);
+        if self.table.get(key).is_none() {
+            self.learn(task);
+        }
+        let process = self.table.get(key).cloned();
+        let ancestors = self
+            .table
+            .ancestors(key, MAX_ANCESTORS)
+            .iter()
+            .map(|a| format!("{} {}", a.key.tgid, a.exe.as_deref().unwrap_or(&a.comm)))
+            .collect();
+        let creation_time = (task.start_boot_ns != 0).then(|| self.clock.wall_time(task.start_boot_ns));
+        let user_name = self.users.name(task.uid);
+        let cgroup = self.cgroups.resolve(task.cgroup_id, task.tgid);
+        let service_account = match cgroup.as_ref().and_then(|c| c.workload.pod_uid.clone().map(|u| (u, c.clone()))) {
+            Some((pod_uid, info)) => {
+                let cgroups = &self.cgroups;
+                let tgid = task.tgid;
+                self.pods.lookup(&pod_uid, || {
+                    let mut pids = vec![tgid];
+                    if let Some(pod_dir) = &info.workload.pod_cgroup {
+                        pids.extend(cgroups.pids_under(pod_dir, k8s::MAX_CANDIDATES));
+                    }
+                    pids.dedup();
+                    pids
+                })
+            }
+            None => None,
+        };
+        Workload { process, ancestors, creation_time, user_name, cgroup, service_account }
+    }
+
+    /// Adds a task's workload identity to a record's attributes (keys the
+    /// record already has are kept: they were captured at event time).
+    pub fn annotate(&mut self, task: &Task, attributes: &mut Vec<(&'static str, Value)>) {
+        self.workload(task).annotate(attributes);
+    }
+
+    /// A process the table does not know: from /proc if it is still the same
+    /// process, else from what the event's task carries.
+    fn learn(&mut self, task: &Task) {
+        let key = key_of(task);
+        let tick = self.table.ns_per_tick();
+        let entry = match proc::read_process(task.tgid, Some(task.start_boot_ns), tick, self.cfg.capture_args) {
+            Some((mut e, _)) => {
+                e.key = key;
+                e.coarse = false;
+                e.cgroup_id = task.cgroup_id;
+                e
+            }
+            None => {
+                let mut e = ProcessEntry::new(key, Origin::Task);
+                fill_from_task(&mut e, task);
+                e
+            }
+        };
+        self.table.insert(entry);
+    }
+
+    /// Periodic work: expire exited entries, reconcile against /proc, log
+    /// and publish the table's size. Cheap when nothing is due.
+    pub fn maintain(&mut self) {
+        let now_ns = boot_now_ns();
+        self.table.expire(now_ns, EXITED_GRACE_NS);
+        if self.last_reconcile.elapsed() >= self.cfg.reconcile_interval {
+            self.last_reconcile = Instant::now();
+            let tick = self.table.ns_per_tick();
+            let removed = self.table.reconcile(|e| proc::alive(e.key, tick));
+            if removed > 0 {
+                tracing::debug!(removed, "process table: removed processes whose exit record was lost");
+            }
+        }
+        self.publish_stats();
+        if self.last_stats.elapsed() >= self.cfg.stats_interval {
+            self.last_stats = Instant::now();
+            let c = self.table.counters;
+            tracing::info!(
+                process_table = self.table.len(),
+                capacity = self.table.capacity(),
+                evicted = c.evicted,
+                expired = c.expired,
+                reconciled = c.reconciled,
+                cgroups = self.cgroups.len(),
+                cgroups_unresolved = self.cgroups.unresolved,
+                sa_tokens_read = self.pods.tokens_read,
+                sa_token_errors = self.pods.token_errors,
+                "identity stats"
+            );
+        }
+    }
+
+    fn publish_stats(&self) {
+        let s = &self.stats;
+        Stats::set(&s.process_table_size, self.table.len() as u64);
+        Stats::set(&s.process_table_evicted, self.table.counters.evicted);
+        Stats::set(&s.process_table_reconciled, self.table.counters.reconciled);
+    }
+}
+
+fn key_of(task: &Task) -> ProcKey {
+    ProcKey { tgid: task.tgid, start_boot_ns: task.start_boot_ns }
+}
+
+fn fill_from_task(e: &mut ProcessEntry, task: &Task) {
+    e.ppid = task.ppid;
+    e.uid = task.uid;
+    e.gid = task.gid;
+    e.comm = task.comm.clone();
+    e.cgroup_id = task.cgroup_id;
+}
+
+fn boot_now_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .map(|t| {
+            u64::try_from(t.tv_sec()).unwrap_or(0).saturating_mul(1_000_000_000)
+                + u64::try_from(t.tv_nsec()).unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
+impl Workload {
+    /// Appends this workload's attributes, skipping keys already present.
+    pub fn annotate(&self, a: &mut Vec<(&'static str, Value)>) {
+        let mut put = |k: &'static str, v: Value| {
+            if !a.iter().any(|(key, _)| *key == k) {
+                a.push((k, v));
+            }
+        };
+        if let Some(p) = &self.process {
+            if p.ppid != 0 {
+                put("process.parent_pid", p.ppid.into());
+            }
+            if let Some(exe) = &p.exe {
+                put("process.executable.path", exe.clone().into());
+            }
+            if let Some(path) = &p.exec_path {
+                put("nhi.process.exec_path", path.clone().into());
+            }
+            if let Some(args) = &p.args {
+                put("process.command_args", args.to_vec().into());
+                if p.args_truncated {
+                    put("nhi.process.command_args_truncated", true.into());
+                }
+            }
+            put("nhi.process.group.id", p.gid.into());
+            put("process.interactive", p.tty.is_some().into());
+            if let Some(tty) = &p.tty {
+                put("nhi.process.tty", tty.clone().into());
+            }
+        }
+        if let Some(t) = self.creation_time {
+            put("process.creation.time", crate::export::record::rfc3339(t).into());
+        }
+        if !self.ancestors.is_empty() {
+            put("nhi.process.ancestors", self.ancestors.clone().into());
+        }
+        if let Some(name) = &self.user_name {
+            put("process.user.name", name.to_string().into());
+        }
+        if let Some(c) = &self.cgroup {
+            put("nhi.cgroup.path", c.path.clone().into());
+            let w = &c.workload;
+            if let Some(unit) = &w.systemd_unit {
+                put("nhi.systemd.unit", unit.clone().into());
+            }
+            if let Some(id) = &w.container_id {
+                put("container.id", id.clone().into());
+            }
+            if let Some(rt) = w.container_runtime {
+                put("container.runtime", rt.into());
+            }
+            if let Some(uid) = &w.pod_uid {
+                put("k8s.pod.uid", uid.clone().into());
+            }
+        }
+        if let Some(sa) = &self.service_account {
+            put("k8s.namespace.name", sa.namespace.clone().into());
+            if let Some(pod) = &sa.pod_name {
+                put("k8s.pod.name", pod.clone().into());
+            }
+            if let Some(uid) = &sa.pod_uid {
+                put("k8s.pod.uid", uid.clone().into());
+            }
+            put("nhi.k8s.service_account", format!("{}/{}", sa.namespace, sa.service_account).into());
+            if let Some(uid) = &sa.service_account_uid {
+                put("nhi.k8s.service_account.uid", uid.clone().into());
+            }
+            if let Some(node) = &sa.node_name {
+                put("k8s.node.name", node.clone().into());
+            }
+            if let Some(iss) = &sa.issuer {
+                put("nhi.k8s.token.issuer", iss.clone().into());
+            }
+            if let Some(exp) = sa.expires
+                && let Ok(t) = u64::try_from(exp)
+            {
+                let t = std::time::UNIX_EPOCH + Duration::from_secs(t);
+                put("nhi.k8s.token.expires", crate::export::record::rfc3339(t).into());
+            }
+        }
+    }
+}

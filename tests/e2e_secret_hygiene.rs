@@ -1,0 +1,173 @@
+//! Secret hygiene: known secrets planted in every supported format (the
+//! fixture corpus of `observer-creds`, synthetic secrets only) are read by
+//! `nhi-observer scan` and by the running agent, and then searched for in
+//! everything they produced: scan's stdout and stderr (table and JSON), the
+//! agent's stdout, JSON lines and logs (at debug level), and every file in
+//! both state directories. Zero hits. The same run checks that the
+//! identities did come out, so the test cannot pass by reading nothing.
+mod common;
+
+use std::{
+    collections::BTreeSet,
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use base64::{Engine as _, engine::general_purpose::STANDARD};
+use common::*;
+use nix::sys::signal::Signal;
+use observer_creds::{Keyed, Secret};
+use serde_json::Value;
+
+fn corpus_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../observer-creds/tests")
+}
+
+struct Case {
+    file: String,
+    /// Expected ids; keyed ones resolved per key.
+    ids: Vec<Value>,
+    secrets: Vec<String>,
+}
+
+fn cases() -> Vec<Case> {
+    let text = fs::read_to_string(corpus_dir().join("corpus.json")).unwrap();
+    let v: Vec<Value> = serde_json::from_str(&text).unwrap();
+    v.iter()
+        .map(|c| Case {
+            file: c["file"].as_str().unwrap().to_owned(),
+            ids: c.get("identities").and_then(Value::as_array).map(|a| a.iter().map(|i| i["id"].clone()).collect()).unwrap_or_default(),
+            secrets: c["secrets"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_owned()).collect(),
+        })
+        .collect()
+}
+
+fn resolve(id: &Value, keyed: &Keyed) -> String {
+    if let Some(s) = id.as_str() {
+        return s.to_owned();
+    }
+    if let Some([k, s]) = id.get("keyed").and_then(Value::as_array).map(Vec::as_slice) {
+        return keyed.id(k.as_str().unwrap(), s.as_str().unwrap().as_bytes());
+    }
+    let [k, b] = id["keyed_bytes"].as_array().unwrap().as_slice() else { panic!("{id}") };
+    keyed.id(k.as_str().unwrap(), &STANDARD.decode(b.as_str().unwrap()).unwrap())
+}
+
+fn key_of(state_dir: &Path) -> Keyed {
+    Keyed::new(Secret::new(fs::read(state_dir.join("fingerprint.key")).unwrap()))
+}
+
+/// Every (secret, place) where a planted secret shows up.
+fn hits(secrets: &BTreeSet<String>, outputs: &[(String, Vec<u8>)]) -> Vec<String> {
+    let mut found = Vec::new();
+    for (place, bytes) in outputs {
+        for s in secrets {
+            if bytes.windows(s.len()).any(|w| w == s.as_bytes()) {
+                found.push(format!("{s:?} in {place}"));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn no_planted_secret_reaches_any_output_of_scan_or_agent() {
+    if !bpf_available("no_planted_secret_reaches_any_output_of_scan_or_agent") {
+        return;
+    }
+    let _serial = serial();
+    let cases = cases();
+    let home = temp_home();
+    let root = home.path().join("corpus");
+    // Plant every fixture, and a catalog entry for each with its format.
+    let mut config = String::from("# every corpus file, exact path, its format\n");
+    for (i, c) in cases.iter().enumerate() {
+        let dst = root.join(&c.file);
+        fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        fs::copy(corpus_dir().join("corpus").join(&c.file), &dst).unwrap();
+        let v: Vec<Value> = serde_json::from_str(&fs::read_to_string(corpus_dir().join("corpus.json")).unwrap()).unwrap();
+        let kind = v[i]["kind"].as_str().filter(|k| !k.is_empty()).unwrap_or("unknown");
+        config.push_str(&format!(
+            "[[watch]]\nname = \"corpus-{i}\"\nkind = \"{kind}\"\npath = \"~/corpus/{}\"\nformat = \"{}\"\n",
+            c.file,
+            v[i]["format"].as_str().unwrap()
+        ));
+    }
+    let cfg = home.path().join("nhi-observer.toml");
+    fs::write(&cfg, &config).unwrap();
+    let secrets: BTreeSet<String> = cases.iter().flat_map(|c| c.secrets.iter().cloned()).filter(|s| s.len() >= 8).collect();
+    assert!(secrets.len() >= 60, "the corpus plants {} secrets", secrets.len());
+
+    // 1. scan, as a table and as JSON.
+    let scan_state = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_nhi-observer");
+    let mut outputs: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut scan_json = Value::Null;
+    for json in [false, true] {
+        let mut cmd = Command::new(bin);
+        cmd.args(["scan", "--config", cfg.to_str().unwrap(), "--state-dir", scan_state.path().to_str().unwrap()]);
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.arg(&root).env("NHI_OBSERVER_LOG", "debug").output().unwrap();
+        assert!(out.status.success(), "scan failed: {}", String::from_utf8_lossy(&out.stderr));
+        if json {
+            scan_json = serde_json::from_slice(&out.stdout).unwrap();
+        }
+        outputs.push((format!("scan stdout (json={json})"), out.stdout));
+        outputs.push((format!("scan stderr (json={json})"), out.stderr));
+    }
+    let scan_key = key_of(scan_state.path());
+    let scan_ids: BTreeSet<String> = scan_json["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|f| f["identities"].as_array().unwrap().iter().map(|i| i["nhi.id"].as_str().unwrap().to_owned()))
+        .collect();
+    for c in &cases {
+        for id in &c.ids {
+            let want = resolve(id, &scan_key);
+            assert!(scan_ids.contains(&want), "scan did not report {want} for {}", c.file);
+        }
+    }
+
+    // 2. the agent, with debug logs, reading every file.
+    let agent = Agent::start_with_log(&["--config", cfg.to_str().unwrap()], "debug");
+    let files: Vec<PathBuf> = cases.iter().map(|c| root.join(&c.file)).collect();
+    let out = Command::new(which("cat")).args(&files).output().unwrap();
+    assert!(!out.stdout.is_empty());
+    let wanted: BTreeSet<String> = files.iter().map(|f| f.to_str().unwrap().to_owned()).collect();
+    let seen = |records: &[Value]| -> BTreeSet<String> {
+        records.iter().filter_map(|r| str_attr(r, "file.path")).filter(|p| wanted.contains(*p)).map(str::to_owned).collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while seen(&agent.records()).len() < wanted.len() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, records, stderr, state) = agent.stop_keeping_state(Signal::SIGTERM);
+    let state_dir = state.path().to_owned();
+    assert!(status.success(), "agent: {}", stderr.join("\n"));
+    let got = seen(&records);
+    let missing: Vec<_> = wanted.difference(&got).collect();
+    assert!(missing.is_empty(), "no record for {missing:#?}");
+    let agent_key = key_of(&state_dir);
+    let agent_ids: BTreeSet<&str> = records.iter().filter_map(|r| str_attr(r, "nhi.id")).collect();
+    for c in &cases {
+        for id in &c.ids {
+            let want = resolve(id, &agent_key);
+            assert!(agent_ids.contains(want.as_str()), "the agent did not emit {want} for {}", c.file);
+        }
+    }
+    assert!(stderr.iter().any(|l| l.contains("DEBUG")), "debug logging was not on");
+    outputs.push(("agent stderr (logs)".into(), stderr.join("\n").into_bytes()));
+    for f in files_under(&state_dir).into_iter().chain(files_under(scan_state.path())) {
+        outputs.push((f.display().to_string(), fs::read(&f).unwrap()));
+    }
+    assert!(outputs.iter().any(|(p, b)| p.ends_with("out.jsonl") && !b.is_empty()));
+    assert!(outputs.iter().any(|(p, _)| p.ends_with("agent.stdout")));
+
+    let found = hits(&secrets, &outputs);
+    assert!(found.is_empty(), "{} planted secrets leaked:\n{}", found.len(), found.join("\n"));
+}
