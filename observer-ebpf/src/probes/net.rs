@@ -194,7 +194,7 @@ fn on_sock_addr(ctx: &SockAddrContext, hook: NetHook) -> Option<()> {
         announced: 0,
     };
     if protocol == IPPROTO_UDP {
-        kernel::current_task_info(&mut flow.task);
+        kernel::current_task_info_untyped(&mut flow.task, &kernel::offsets());
         flow.state = state::UDP;
         return FLOWS.insert(cookie, flow, 0).ok();
     }
@@ -221,7 +221,7 @@ fn emit_connect(flow: &Flow, cookie: u64, current: bool) -> Option<()> {
             boot_ns: generated::bpf_ktime_get_boot_ns(),
         };
         if current {
-            kernel::current_task_info(&mut (*ev).task);
+            kernel::current_task_info_untyped(&mut (*ev).task, &kernel::offsets());
         } else {
             (*ev).task = flow.task;
         }
@@ -235,7 +235,7 @@ fn emit_connect(flow: &Flow, cookie: u64, current: bool) -> Option<()> {
         (*ev)._pad1 = 0;
         (*ev).exe_len = 0;
         let mut flags = 0;
-        if current && let Some(exe) = kernel::current_exe_file() {
+        if current && let Some(exe) = kernel::current_exe_file_untyped(&kernel::offsets()) {
             let walk = kernel::walk_file_path(exe, &mut (*ev).exe);
             (*ev).exe_len = walk.len;
             flags |= net_flags::EXE_VALID;
