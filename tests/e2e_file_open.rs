@@ -28,8 +28,15 @@ fn credential_read_is_emitted_with_pid_and_executable() {
     assert!(child.status.success());
     // `output()` reaps the child, so find its pid from the records: there must
     // be exactly one record under our temporary home, from `cat`.
+    // Records of files under our temporary home opened by `cat` (another
+    // agent on a shared host may read them too: its own records don't
+    // concern this test).
     let home_str = home.path().to_str().unwrap().to_owned();
-    let ours = |r: &serde_json::Value| str_attr(r, "file.path").is_some_and(|p| p.starts_with(&home_str));
+    let cat_str = cat.to_str().unwrap().to_owned();
+    let ours = |r: &serde_json::Value| {
+        str_attr(r, "file.path").is_some_and(|p| p.starts_with(&home_str))
+            && str_attr(r, "process.executable.path") == Some(cat_str.as_str())
+    };
     agent.wait_for_record(Duration::from_secs(5), ours);
     let (status, records, stderr) = agent.stop(Signal::SIGTERM);
     assert!(status.success(), "agent exit {status}; stderr:\n{}", stderr.join("\n"));

@@ -25,9 +25,11 @@ pub const COMM_LEN: usize = 16;
 pub const PATH_KEY_LEN: usize = 256;
 
 mod file;
+mod net;
 mod offsets;
 mod process;
 pub use file::*;
+pub use net::*;
 pub use offsets::*;
 pub use process::*;
 
@@ -40,6 +42,9 @@ pub enum EventKind {
     FileOpen = 1,
 
     // 16..=31: network (probes/net.rs).
+    NetConnect = 16,
+    NetPayload = 17,
+    NetClose = 18,
 
     // 32..=47: processes and workload identity (probes/process.rs).
     ProcessExec = 32,
@@ -52,6 +57,10 @@ impl EventKind {
     pub const fn from_u32(v: u32) -> Option<Self> {
         match v {
             1 => Some(Self::FileOpen),
+
+            16 => Some(Self::NetConnect),
+            17 => Some(Self::NetPayload),
+            18 => Some(Self::NetClose),
 
             32 => Some(Self::ProcessExec),
             33 => Some(Self::ProcessFork),
@@ -140,6 +149,7 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for KernelOffsets {}
     // SAFETY: as above.
+    unsafe impl aya::Pod for MetadataDest {}
     unsafe impl aya::Pod for InodeKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for InodeRule {}

@@ -165,6 +165,47 @@ pub enum FileRef {
     Untyped(u64),
 }
 
+/// [`current_task_info`] through helper reads only, for program types
+/// that cannot count on `bpf_get_current_task_btf` (the network sensor's
+/// cgroup hooks: it is a tracing helper on older kernels).
+#[inline(always)]
+pub fn current_task_info_untyped(info: &mut TaskInfo, o: &KernelOffsets) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    info.tgid = (pid_tgid >> 32) as u32;
+    info.pid = pid_tgid as u32;
+    let uid_gid = bpf_get_current_uid_gid();
+    info.uid = uid_gid as u32;
+    info.gid = (uid_gid >> 32) as u32;
+    info._pad0 = 0;
+    // SAFETY: plain helper call without pointer arguments.
+    info.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    // SAFETY: writes at most 16 bytes into the 16-byte `comm`.
+    unsafe { generated::bpf_get_current_comm(info.comm.as_mut_ptr().cast(), info.comm.len() as u32) };
+    info.ppid = 0;
+    info.start_boot_ns = 0;
+    if o.valid != 0 {
+        let task = current_task();
+        if let Some(parent) = read::<u64>(task, o.task_real_parent) {
+            info.ppid = read::<u32>(parent, o.task_tgid).unwrap_or(0);
+        }
+        if let Some(leader) = read::<u64>(task, o.task_group_leader) {
+            info.start_boot_ns = read::<u64>(leader, o.task_start_boottime).unwrap_or(0);
+        }
+    }
+}
+
+/// [`current_exe_file`] through helper reads only (see
+/// [`current_task_info_untyped`]).
+#[inline(always)]
+pub fn current_exe_file_untyped(o: &KernelOffsets) -> Option<u64> {
+    if o.valid == 0 {
+        return None;
+    }
+    let mm = read::<u64>(current_task(), o.task_mm)?;
+    let file = read::<u64>(mm, o.mm_exe_file)?;
+    (file != 0).then_some(file)
+}
+
 /// The `struct file *` behind `fd` in the current task.
 ///
 /// The fd table's slots are untyped memory (`struct file **`), so the slot

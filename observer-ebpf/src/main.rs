@@ -1,6 +1,7 @@
 //! nhi-observer kernel programs.
 //!
-//! Program types used: tp_btf (raw syscall exit). No kprobes, fentry or LSM:
+//! Program types used: tp_btf (raw syscall exit); cgroup_sock_addr,
+//! cgroup_skb and cgroup_sock at the cgroup v2 root. No kprobes, fentry or LSM:
 //! they are unavailable on the machines we test on (see DESIGN.md).
 //! Minimum kernel: 5.8 (ring buffer), with BTF (tp_btf, offsets).
 #![no_std]

@@ -13,6 +13,7 @@ pub mod decode;
 pub mod enrich;
 pub mod export;
 pub mod identity;
+pub mod net;
 pub mod probes;
 pub mod ringbuf;
 pub mod scan;

@@ -22,6 +22,9 @@ use nix::{
 };
 use serde_json::Value;
 
+/// Peers and namespaces for the network-sensor tests.
+pub mod net;
+
 /// One agent at a time per test binary: each sees the whole host, and some
 /// tests assert on what the agent loads and unloads.
 static SERIAL: Mutex<()> = Mutex::new(());

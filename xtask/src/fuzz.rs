@@ -49,6 +49,13 @@ pub fn run(seconds: u32, filter: Option<&str>) -> anyhow::Result<()> {
         for (i, f) in files.iter().enumerate() {
             fs::copy(f, seed_dir.join(format!("seed-{i}")))?;
         }
+        // Committed seeds of their own (net_*: real ClientHellos, the RFC
+        // 9001 Initial packet, metadata requests).
+        if let Ok(own) = fs::read_dir(fuzz_dir.join("seeds").join(t)) {
+            for e in own.filter_map(Result::ok) {
+                fs::copy(e.path(), seed_dir.join(e.file_name()))?;
+            }
+        }
         eprintln!("xtask: fuzzing {t} for {seconds} s ({} seeds)", files.len());
         status(
             Command::new("cargo")

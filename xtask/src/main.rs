@@ -15,6 +15,7 @@ mod bench;
 mod fuzz;
 mod setup;
 mod tasks;
+mod test_tools;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask")]
@@ -47,11 +48,12 @@ enum Cmd {
     },
     /// Overhead benchmarks, as ratios against baselines in the same run:
     /// `files` (credential-file sensor: open loop and a source tree),
-    /// `process` (process creation with and without the agent).
+    /// `process` (process creation with and without the agent), `tls` (TLS
+    /// handshakes per second, and connections the agent missed).
     Bench {
-        /// Which benchmark: `files` or `process`.
+        /// Which benchmark: `files`, `process` or `tls`.
         name: String,
-        /// `files`: rounds of interleaved setups.
+        /// `files`, `tls`: rounds of interleaved setups.
         #[arg(long, default_value_t = 5)]
         rounds: usize,
         /// `process`: iterations per run.
@@ -71,7 +73,7 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Cmd::Setup => setup::ensure(),
+        Cmd::Setup => setup::ensure().and_then(|()| setup::ensure_test_tools()).and_then(|()| test_tools::ensure()),
         Cmd::Run { args } => tasks::run(&args),
         Cmd::Test { no_lint, no_fuzz, args } => tasks::test(!no_lint, &args).and_then(|()| {
             if no_fuzz { Ok(()) } else { fuzz::run(fuzz::SMOKE_SECONDS, None) }

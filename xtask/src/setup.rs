@@ -137,7 +137,16 @@ fn cargo_home() -> anyhow::Result<PathBuf> {
 }
 
 /// Tools the end-to-end tests run, with the Debian package of each.
-const TEST_TOOLS: &[(&str, &str)] = &[("unshare", "util-linux"), ("script", "bsdutils"), ("mount", "mount")];
+const TEST_TOOLS: &[(&str, &str)] = &[
+    ("unshare", "util-linux"),
+    ("script", "bsdutils"),
+    ("mount", "mount"),
+    // Network sensor tests: real peers and the test's own namespaces.
+    ("curl", "curl"),
+    ("openssl", "openssl"),
+    ("ip", "iproute2"),
+    ("python3", "python3"),
+];
 
 /// Installs the tools the end-to-end tests need when missing (Debian and
 /// derivatives: apt-get, as root or through sudo). Idempotent and instant

@@ -35,6 +35,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
 pub fn test(lint: bool, args: &[String]) -> anyhow::Result<()> {
     setup::ensure()?;
     setup::ensure_test_tools()?;
+    crate::test_tools::ensure()?;
     let root = workspace_root();
     if lint {
         // Host crates (the workspace's default members)...

@@ -62,7 +62,7 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
     });
     let stats = Arc::new(Stats::default());
     let mut store_opts = cfg.store.clone();
-    store_opts.sensors = vec!["file", "process"];
+    store_opts.sensors = vec!["file", "process", "network"];
     if cfg.otlp.enabled && cfg.otlp.logs {
         store_opts.cursors = vec![store::CURSOR_OTLP_LOGS];
     }
@@ -86,6 +86,10 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
     let mut known = KnownInodes::default();
     let mut catalog = cfg.catalog.clone();
     let watch = load_watch(&mut probes, &catalog, &known, &stats).context("loading the watch list")?;
+    let n = probes
+        .set_metadata_dests(&crate::net::imds::default_endpoints())
+        .context("filling the metadata-service addresses")?;
+    tracing::debug!(addresses = n, "metadata-service addresses loaded");
     let ring = probes.take_events().context("opening the event ring buffer")?;
     let kernel = probes.take_kernel_state().context("opening the kernel counters")?;
 
@@ -113,7 +117,7 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
         .context("starting the sink thread")?;
 
     probes.attach().context("attaching probes")?;
-    tracing::info!("probes attached; watching");
+    tracing::info!(network = probes.network(), "probes attached; watching");
     if cfg.scan_at_start {
         start_scan(&cfg, keyed, inode_tx)?;
     } else {

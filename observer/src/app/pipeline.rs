@@ -21,6 +21,10 @@
 //! tails included); connections are linked to the accesses before them.
 //! The usage deltas wait in the correlator until the sink drains them
 //! ([`Pipeline::drain_usage`]) into the store.
+//! Network events go to the network tracker (`crate::net`), which joins
+//! connect, payload and close records by socket cookie and yields
+//! `nhi.connection` and metadata-service `nhi.credential.access` records,
+//! annotated with the connecting task's workload identity like the others.
 use std::{
     sync::Arc,
     time::{Duration, Instant},
@@ -43,6 +47,7 @@ use crate::{
     enrich,
     export::record::{self, Context, EVENT_CREDENTIAL_ROTATION, Record, Value},
     identity::{Identity, env, table::ProcKey},
+    net,
     probes::KernelState,
     stats::Stats,
     store::Counters,
@@ -76,6 +81,9 @@ pub struct Pipeline {
     correlator: Correlator,
     usage_every: Duration,
     last_usage: Instant,
+    /// Network sensor: joins connect, payload and close records.
+    net: net::Tracker,
+    net_out: Vec<net::Output>,
 }
 
 impl Pipeline {
@@ -106,6 +114,8 @@ impl Pipeline {
             correlator: Correlator::new(cfg.usage.correlator.clone()),
             usage_every: cfg.usage.flush_every,
             last_usage: Instant::now(),
+            net: net::Tracker::new(net::TrackerConfig::default()),
+            net_out: Vec::new(),
         }
     }
 
@@ -127,11 +137,19 @@ impl Pipeline {
         let decode = self.stats.decode_errors().values().sum::<u64>();
         let mut c = Counters {
             events_received: Stats::get(&self.stats.events_received),
-            events_lost: kernel.file_open_reserve_failed + kernel.process_reserve_failed,
+            events_lost: 0,
             decode_errors: decode,
             drops: Default::default(),
         };
-        for (k, v) in [("file", kernel.file_open_reserve_failed), ("process", kernel.process_reserve_failed), ("decode", decode)] {
+        let network =
+            kernel.net_connect_reserve_failed + kernel.net_payload_reserve_failed + kernel.net_close_reserve_failed;
+        c.events_lost = kernel.file_open_reserve_failed + kernel.process_reserve_failed + network;
+        for (k, v) in [
+            ("file", kernel.file_open_reserve_failed),
+            ("process", kernel.process_reserve_failed),
+            ("network", network),
+            ("decode", decode),
+        ] {
             if v > 0 {
                 c.drops.insert(k, v);
             }
@@ -159,6 +177,8 @@ impl Pipeline {
             Input::Event(event) => self.on_event(event, out),
             Input::Watch(watch) => self.watch = watch,
             Input::Tick => {
+                self.net.on_tick(Instant::now(), &mut self.net_out);
+                self.drain_net(out);
                 self.sweep(out);
                 self.identity.maintain();
                 self.correlator.expire(crate::clock::boot_now_ns());
@@ -172,6 +192,10 @@ impl Pipeline {
 
     /// At shutdown: the last de-dup tails and a final stats record.
     pub fn finish(&mut self, out: &mut Vec<Record>) {
+        let pending = self.net.pending();
+        self.net.finish_all(&mut self.net_out);
+        self.drain_net(out);
+        tracing::info!(outcomes = ?self.net.stats(), pending, "network sensor stopped");
         self.sweep(out);
         out.push(self.stats_record());
     }
@@ -179,6 +203,13 @@ impl Pipeline {
     fn on_event(&mut self, mut event: Event, out: &mut Vec<Record>) {
         Stats::add(&self.stats.events_received, 1);
         enrich::enrich(&mut event);
+        let now = Instant::now();
+        let event = match event {
+            Event::NetConnect(ev) => return self.on_net(|n, o| n.on_connect(ev, now, o), out),
+            Event::NetPayload(ev) => return self.on_net(|n, o| n.on_payload(ev, now, o), out),
+            Event::NetClose(ev) => return self.on_net(|n, o| n.on_close(ev, now, o), out),
+            other => other,
+        };
         match &event {
             Event::FileOpen(ev) => {
                 if ev.task.tgid == self.own_pid {
@@ -262,6 +293,47 @@ impl Pipeline {
             Event::ProcessFork(ev) => self.identity.on_fork(ev),
             Event::ProcessExit(ev) => self.identity.on_exit(ev),
             Event::CgroupMkdir(ev) => self.identity.on_cgroup_mkdir(ev),
+            Event::NetConnect(_) | Event::NetPayload(_) | Event::NetClose(_) => {}
+        }
+    }
+
+    fn on_net(&mut self, step: impl FnOnce(&mut net::Tracker, &mut Vec<net::Output>), out: &mut Vec<Record>) {
+        step(&mut self.net, &mut self.net_out);
+        self.drain_net(out);
+    }
+
+    /// Network outputs as records, each with its task's workload identity.
+    fn drain_net(&mut self, out: &mut Vec<Record>) {
+        for o in std::mem::take(&mut self.net_out) {
+            let (mut rec, task, boot_ns) = match o {
+                net::Output::Connection(c) => {
+                    let time = self.clock.wall_time(c.boot_ns);
+                    (net::record::connection(&c, &self.host_name, time), c.socket.task, c.boot_ns)
+                }
+                net::Output::Imds(r) => {
+                    let time = self.clock.wall_time(r.boot_ns);
+                    (net::record::imds_request(&r, &self.host_name, time), r.socket.task, r.boot_ns)
+                }
+            };
+            self.identity.annotate(&task, &mut rec.attributes);
+            let process = ProcKey { tgid: task.tgid, start_boot_ns: task.start_boot_ns };
+            if rec.event_name == record::EVENT_CREDENTIAL_ACCESS {
+                self.correlate_access(&rec, process, boot_ns, 1);
+            } else if let Some(destination) = destination(&rec) {
+                let ancestors = self.identity.ancestor_keys(&task, correlate::MAX_DEPTH);
+                let linked = self.correlator.on_connection(&correlate::Connection {
+                    process,
+                    ancestors: &ancestors,
+                    boot_ns,
+                    wall: rec.time,
+                    destination,
+                });
+                Stats::add(
+                    if linked > 0 { &self.stats.connections_linked } else { &self.stats.connections_unlinked },
+                    1,
+                );
+            }
+            out.push(rec);
         }
     }
 
@@ -308,6 +380,12 @@ impl Pipeline {
             ("nhi.file.opens.slow_path", int(kernel.file_open_slow_path)),
             ("nhi.process.events.emitted", int(kernel.process_emitted)),
             ("nhi.process.events.lost", int(kernel.process_reserve_failed)),
+            ("nhi.net.connect.emitted", int(kernel.net_connect_emitted)),
+            ("nhi.net.connect.lost", int(kernel.net_connect_reserve_failed)),
+            ("nhi.net.payload.emitted", int(kernel.net_payload_emitted)),
+            ("nhi.net.payload.lost", int(kernel.net_payload_reserve_failed)),
+            ("nhi.net.close.lost", int(kernel.net_close_reserve_failed)),
+            ("nhi.net.connections.pending", int(self.net.pending() as u64)),
             ("nhi.agent.events.received", int(Stats::get(&s.events_received))),
             ("nhi.agent.candidates.rejected", int(Stats::get(&s.candidates_rejected))),
             ("nhi.agent.records.written", int(Stats::get(&s.records_written))),
@@ -323,6 +401,21 @@ impl Pipeline {
         ];
         Record { time: std::time::SystemTime::now(), event_name: record::EVENT_AGENT_STATS, attributes }
     }
+}
+
+/// A connection record's destination: `server.address` (server name, or
+/// the peer address when none was seen) and `server.port`.
+fn destination(r: &Record) -> Option<correlate::Destination> {
+    let get = |k: &str| r.attributes.iter().find(|(x, _)| *x == k).map(|(_, v)| v);
+    let address = match get("server.address")? {
+        Value::Str(s) => s.clone(),
+        _ => return None,
+    };
+    let port = match get("server.port")? {
+        Value::Int(p) => u16::try_from(*p).ok()?,
+        _ => return None,
+    };
+    Some(correlate::Destination { address, port })
 }
 
 /// The path to read: as the process asked for it when absolute (stable

@@ -107,7 +107,11 @@ pub fn cgroup2_mount() -> Option<String> {
 fn cgroup_v2() -> Finding {
     match cgroup2_mount() {
         Some(m) => finding(Status::Ok, "cgroup v2", format!("mounted at {m}")),
-        None => finding(Status::Warn, "cgroup v2", "not mounted: workload identity from cgroups and cgroup network hooks will be unavailable"),
+        None => finding(
+            Status::Warn,
+            "cgroup v2",
+            "not mounted: no network sensor (connections, TLS/QUIC server names, metadata calls), no workload identity from cgroups",
+        ),
     }
 }
 
@@ -141,8 +145,9 @@ fn program_types() -> Vec<Finding> {
         ("fentry/fexit", ProgramType::Tracing, "not used"),
         ("tracepoint", ProgramType::TracePoint, "not used yet"),
         ("raw tracepoint", ProgramType::RawTracePoint, "not used yet"),
-        ("cgroup_skb", ProgramType::CgroupSkb, "not used yet"),
-        ("cgroup_sock_addr", ProgramType::CgroupSockAddr, "not used yet"),
+        ("cgroup_skb", ProgramType::CgroupSkb, "network sensor: first payload bytes"),
+        ("cgroup_sock_addr", ProgramType::CgroupSockAddr, "network sensor: connect, sendmsg"),
+        ("cgroup_sock", ProgramType::CgroupSock, "network sensor: socket release"),
         ("sock_ops", ProgramType::SockOps, "not used yet"),
     ];
     let mut out: Vec<Finding> = types

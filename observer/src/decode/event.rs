@@ -8,6 +8,9 @@ use crate::secret::Secret;
 #[derive(Debug, Clone)]
 pub enum Event {
     FileOpen(FileOpen),
+    NetConnect(super::NetConnect),
+    NetPayload(super::NetPayload),
+    NetClose(super::NetClose),
     ProcessExec(ProcessExec),
     ProcessFork(ProcessFork),
     ProcessExit(ProcessExit),

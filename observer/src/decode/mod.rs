@@ -12,7 +12,9 @@ use observer_common::{
 use crate::secret::Secret;
 
 mod event;
+mod net;
 pub use event::*;
+pub use net::{NetClose, NetConnect, NetPayload, Transport};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
@@ -53,6 +55,9 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     let header: EventHeader = read(bytes).ok_or(DecodeError::ShortHeader)?;
     match EventKind::from_u32(header.kind) {
         Some(EventKind::FileOpen) => decode_file_open(bytes).map(Event::FileOpen),
+        Some(EventKind::NetConnect) => net::decode_connect(bytes).map(Event::NetConnect),
+        Some(EventKind::NetPayload) => net::decode_payload(bytes).map(Event::NetPayload),
+        Some(EventKind::NetClose) => net::decode_close(bytes).map(Event::NetClose),
         Some(EventKind::ProcessExec) => decode_exec(bytes).map(Event::ProcessExec),
         Some(EventKind::ProcessFork) => decode_fork(bytes).map(Event::ProcessFork),
         Some(EventKind::ProcessExit) => decode_exit(bytes).map(Event::ProcessExit),

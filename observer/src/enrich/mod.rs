@@ -9,17 +9,27 @@ use std::{ffi::OsString, path::PathBuf};
 use crate::decode::{Event, WalkedPath};
 
 /// Fills in the executable from `/proc/<tgid>/exe` when the kernel could not
-/// capture it (no kernel offsets). Processes that have exited stay unknown.
+/// capture it (no kernel offsets; or a UDP socket announced from packet
+/// context). Processes that have exited stay unknown.
 pub fn enrich(event: &mut Event) {
     match event {
         Event::FileOpen(ev) => {
-            if ev.exe.is_none()
-                && let Ok(path) = std::fs::read_link(PathBuf::from(format!("/proc/{}/exe", ev.task.tgid)))
-            {
-                ev.exe = Some(WalkedPath { path: OsString::from(path), complete: true });
+            if ev.exe.is_none() {
+                ev.exe = proc_exe(ev.task.tgid);
             }
         }
+        Event::NetConnect(ev) => {
+            if ev.exe.is_none() {
+                ev.exe = proc_exe(ev.task.tgid);
+            }
+        }
+        Event::NetPayload(_) | Event::NetClose(_) => {}
         // Process lifecycle events feed the process table (`crate::identity`).
         Event::ProcessExec(_) | Event::ProcessFork(_) | Event::ProcessExit(_) | Event::CgroupMkdir(_) => {}
     }
+}
+
+fn proc_exe(tgid: u32) -> Option<WalkedPath> {
+    let path = std::fs::read_link(PathBuf::from(format!("/proc/{tgid}/exe"))).ok()?;
+    Some(WalkedPath { path: OsString::from(path), complete: true })
 }

@@ -124,6 +124,8 @@ pub fn from_event(event: &Event, cx: &Context<'_>) -> Option<Record> {
     match event {
         Event::FileOpen(ev) => Some(file_open(ev, cx)),
         Event::ProcessExec(_) | Event::ProcessFork(_) | Event::ProcessExit(_) | Event::CgroupMkdir(_) => None,
+        // The network tracker (`crate::net`) makes those records.
+        Event::NetConnect(_) | Event::NetPayload(_) | Event::NetClose(_) => None,
     }
 }
 

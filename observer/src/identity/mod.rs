@@ -224,6 +224,16 @@ impl Identity {
         Workload { process, ancestors, creation_time, user_name, cgroup, service_account }
     }
 
+    /// The task's ancestors' keys, nearest first (up to `depth`), for the
+    /// correlator: a credential read by a parent is used by its children.
+    pub fn ancestor_keys(&mut self, task: &Task, depth: usize) -> Vec<ProcKey> {
+        let key = key_of(task);
+        if self.table.get(key).is_none() {
+            self.learn(task);
+        }
+        self.table.ancestors(key, depth).iter().map(|a| a.key).collect()
+    }
+
     /// Adds a task's workload identity to a record's attributes (keys the
     /// record already has are kept: they were captured at event time).
     pub fn annotate(&mut self, task: &Task, attributes: &mut Vec<(&'static str, Value)>) {

@@ -2,18 +2,21 @@
 //! fill the watch-list maps and attach. Dropping [`Probes`] detaches every
 //! program (aya closes the links).
 //!
-//! Program types: tp_btf only for now (kernel 5.5+ with BTF; the ring buffer
-//! needs 5.8).
-use std::path::Path;
+//! Program types: tp_btf (kernel 5.5+ with BTF; the ring buffer needs 5.8);
+//! cgroup_sock_addr, cgroup_skb and cgroup_sock (sock_release: 5.9) on the
+//! cgroup v2 root, whose directory stays open as long as [`Probes`] lives.
+use std::{fs::File, net::IpAddr, path::Path};
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, HashMap as BpfHashMap, LpmTrie, MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, ProgramError},
+    programs::{
+        BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr, ProgramError,
+    },
 };
 use observer_common::{
-    Counter, DedupKey, DedupValue, EventKind, FileSensorConfig, InodeKey, InodeRule, KernelOffsets, PathKeyData,
-    PathRule, counter_index,
+    Counter, DedupKey, DedupValue, EventKind, FileSensorConfig, InodeKey, InodeRule, KernelOffsets, MetadataDest,
+    NetAddr, PathKeyData, PathRule, counter_index,
 };
 
 use crate::classify::{catalog::WatchRule, watch::InodeEntry};
@@ -31,19 +34,36 @@ static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/
 pub enum Hook {
     /// BTF-enabled raw tracepoint, by tracepoint name.
     TpBtf(&'static str),
+    /// cgroup_sock_addr on the cgroup v2 root; the attach point
+    /// (`connect4`, `sendmsg6`, ...) is fixed by the program's section.
+    CgroupSockAddr(&'static str),
+    /// cgroup_skb egress on the cgroup v2 root.
+    CgroupSkbEgress,
+    /// cgroup_sock on the cgroup v2 root (`sock_release`, from the section).
+    CgroupSock(&'static str),
 }
 
 impl Hook {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::TpBtf(_) => "tp_btf",
+            Self::CgroupSockAddr(_) => "cgroup_sock_addr",
+            Self::CgroupSkbEgress => "cgroup_skb",
+            Self::CgroupSock(_) => "cgroup_sock",
         }
     }
 
     pub fn target(&self) -> &'static str {
         match self {
             Self::TpBtf(tp) => tp,
+            Self::CgroupSockAddr(at) | Self::CgroupSock(at) => at,
+            Self::CgroupSkbEgress => "egress",
         }
+    }
+
+    /// Whether the program attaches to a cgroup (needs the cgroup v2 root).
+    pub fn on_cgroup(&self) -> bool {
+        !matches!(self, Self::TpBtf(_))
     }
 }
 
@@ -56,6 +76,13 @@ pub const PROGRAM_LIST: &[(&str, Hook)] = &[
     ("sched_process_fork", Hook::TpBtf("sched_process_fork")),
     ("sched_process_exit", Hook::TpBtf("sched_process_exit")),
     ("cgroup_mkdir", Hook::TpBtf("cgroup_mkdir")),
+    // Network sensor (probes/net.rs), on the cgroup v2 root.
+    ("net_connect4", Hook::CgroupSockAddr("connect4")),
+    ("net_connect6", Hook::CgroupSockAddr("connect6")),
+    ("net_sendmsg4", Hook::CgroupSockAddr("sendmsg4")),
+    ("net_sendmsg6", Hook::CgroupSockAddr("sendmsg6")),
+    ("net_egress", Hook::CgroupSkbEgress),
+    ("net_sock_release", Hook::CgroupSock("sock_release")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +99,8 @@ pub enum ProbeError {
     Map { name: &'static str, source: aya::maps::MapError },
     #[error(transparent)]
     Patch(#[from] patch::PatchError),
+    #[error("cannot open the cgroup v2 root {path}: {source}")]
+    Cgroup { path: String, source: std::io::Error },
 }
 
 fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> ProbeError {
@@ -90,6 +119,11 @@ pub struct Probes {
     dedup_ns: u64,
     /// What the kernel's inode gate currently holds.
     inodes: Vec<InodeEntry>,
+    /// The cgroup v2 root the cgroup programs are attached to, held open
+    /// for as long as they are.
+    cgroup: Option<File>,
+    /// Whether the network sensor (the cgroup programs) is attached.
+    network: bool,
 }
 
 /// Maps the pipeline reads: counters and de-duplication state.
@@ -117,6 +151,12 @@ impl KernelState {
             file_open_slow_path: get(k, Counter::SlowPath)?,
             process_emitted: sum(Counter::Emitted)?,
             process_reserve_failed: sum(Counter::ReserveFailed)?,
+            net_connect_emitted: get(EventKind::NetConnect, Counter::Emitted)?,
+            net_connect_reserve_failed: get(EventKind::NetConnect, Counter::ReserveFailed)?,
+            net_payload_emitted: get(EventKind::NetPayload, Counter::Emitted)?,
+            net_payload_reserve_failed: get(EventKind::NetPayload, Counter::ReserveFailed)?,
+            net_close_emitted: get(EventKind::NetClose, Counter::Emitted)?,
+            net_close_reserve_failed: get(EventKind::NetClose, Counter::ReserveFailed)?,
         })
     }
 }
@@ -140,7 +180,7 @@ impl Probes {
             .map_max_entries("EVENTS", opts.ring_bytes)
             .load(&programs)
             .map_err(|e| ProbeError::Load(Box::new(e)))?;
-        let mut probes = Self { ebpf, dedup_ns: opts.dedup_ns, inodes: Vec::new() };
+        let mut probes = Self { ebpf, dedup_ns: opts.dedup_ns, inodes: Vec::new(), cgroup: None, network: false };
         for &(name, hook) in PROGRAM_LIST {
             probes
                 .load_one(name, hook, &btf)
@@ -156,26 +196,98 @@ impl Probes {
                 let p: &mut BtfTracePoint = program.try_into()?;
                 p.load(tp, btf)
             }
+            Hook::CgroupSockAddr(_) => {
+                let p: &mut CgroupSockAddr = program.try_into()?;
+                p.load()
+            }
+            Hook::CgroupSkbEgress => {
+                let p: &mut CgroupSkb = program.try_into()?;
+                p.load()
+            }
+            Hook::CgroupSock(_) => {
+                let p: &mut CgroupSock = program.try_into()?;
+                p.load()
+            }
         }
     }
 
-    /// Attaches every loaded program.
+    /// Attaches every loaded program. The cgroup programs (network sensor)
+    /// attach to the cgroup v2 root, found in /proc/self/mountinfo; without
+    /// a cgroup v2 mount they are skipped with a warning and the agent runs
+    /// without the network sensor.
     pub fn attach(&mut self) -> Result<(), ProbeError> {
+        if self.cgroup.is_none() {
+            match crate::check::cgroup2_mount() {
+                Some(path) => {
+                    let dir = File::open(&path).map_err(|source| ProbeError::Cgroup { path: path.clone(), source })?;
+                    tracing::debug!(cgroup = %path, "cgroup v2 root for the network sensor");
+                    self.cgroup = Some(dir);
+                }
+                None => tracing::warn!("no cgroup v2 mount: the network sensor is off (no connections, TLS or QUIC)"),
+            }
+        }
         for &(name, hook) in PROGRAM_LIST {
+            if hook.on_cgroup() && self.cgroup.is_none() {
+                continue;
+            }
             self.attach_one(name, hook)
                 .map_err(|source| ProbeError::Program { name, hook, source: Box::new(source) })?;
         }
+        self.network = self.cgroup.is_some();
         Ok(())
+    }
+
+    /// Whether the network sensor is attached.
+    pub fn network(&self) -> bool {
+        self.network
     }
 
     fn attach_one(&mut self, name: &'static str, hook: Hook) -> Result<(), ProgramError> {
         let program = self.ebpf.program_mut(name).ok_or(ProgramError::NotLoaded)?;
-        match hook {
-            Hook::TpBtf(_) => {
+        // aya attaches through bpf_link on 5.7+, which always runs beside
+        // other programs on the cgroup (systemd, runtimes, CNIs) and takes no
+        // attach flags: passing AllowMultiple there is EINVAL. (Before 5.7
+        // aya falls back to BPF_PROG_ATTACH, where Single would be exclusive;
+        // the ring buffer needs 5.8 anyway.)
+        let mode = CgroupAttachMode::Single;
+        match (hook, self.cgroup.as_ref()) {
+            (Hook::TpBtf(_), _) => {
                 let p: &mut BtfTracePoint = program.try_into()?;
                 p.attach().map(drop)
             }
+            (Hook::CgroupSockAddr(_), Some(cgroup)) => {
+                let p: &mut CgroupSockAddr = program.try_into()?;
+                p.attach(cgroup, mode).map(drop)
+            }
+            (Hook::CgroupSkbEgress, Some(cgroup)) => {
+                let p: &mut CgroupSkb = program.try_into()?;
+                p.attach(cgroup, CgroupSkbAttachType::Egress, mode).map(drop)
+            }
+            (Hook::CgroupSock(_), Some(cgroup)) => {
+                let p: &mut CgroupSock = program.try_into()?;
+                p.attach(cgroup, mode).map(drop)
+            }
+            (_, None) => Err(ProgramError::NotAttached),
         }
+    }
+
+    /// Replaces the metadata-service destinations (addresses whose plaintext
+    /// HTTP requests the kernel copies). Takes effect for new connections.
+    pub fn set_metadata_dests(&mut self, addrs: &[IpAddr]) -> Result<usize, ProbeError> {
+        const NAME: &str = "METADATA_DESTS";
+        let map = self.ebpf.map_mut(NAME).ok_or(ProbeError::NoMap(NAME))?;
+        let mut dests: BpfHashMap<&mut MapData, NetAddr, MetadataDest> =
+            BpfHashMap::try_from(map).map_err(map_err(NAME))?;
+        let wanted: Vec<NetAddr> = addrs.iter().map(net_addr_of).collect();
+        let stale: Vec<NetAddr> = dests.keys().filter_map(Result::ok).filter(|k| !wanted.contains(k)).collect();
+        for key in &stale {
+            dests.remove(key).map_err(map_err(NAME))?;
+        }
+        for (i, key) in wanted.iter().enumerate() {
+            let value = MetadataDest { id: u32::try_from(i).unwrap_or(u32::MAX), _pad0: 0 };
+            dests.insert(key, value, 0).map_err(map_err(NAME))?;
+        }
+        Ok(wanted.len())
     }
 
     /// Replaces the kernel's watch list: path rules, name gate and the
@@ -310,4 +422,21 @@ pub struct KernelCounters {
     /// Exec, fork, exit and cgroup records lost because the ring was full:
     /// the process table then reconciles against /proc.
     pub process_reserve_failed: u64,
+    pub net_connect_emitted: u64,
+    /// Connections lost because the ring buffer was full.
+    pub net_connect_reserve_failed: u64,
+    pub net_payload_emitted: u64,
+    /// Payload chunks lost (ring buffer full, or the per-CPU staging buffer
+    /// busy in a nested run).
+    pub net_payload_reserve_failed: u64,
+    pub net_close_emitted: u64,
+    pub net_close_reserve_failed: u64,
+}
+
+/// The kernel's address form ([`NetAddr`]): IPv4 as v4-mapped IPv6.
+pub fn net_addr_of(ip: &IpAddr) -> NetAddr {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
 }

@@ -19,6 +19,12 @@ use crate::{
 
 /// Records handled per wake-up before yielding to the consumer.
 const BATCH: usize = 512;
+/// After a wake-up, let a burst gather before draining: the kernel wakes
+/// the reader only when it has caught up, so one wake-up (and one channel
+/// hand-off, one write) then serves many records instead of one each.
+/// Measured with `cargo xtask bench tls`: about 2 futex + 1 epoll_wait + 1
+/// write per connection without it.
+const COALESCE: std::time::Duration = std::time::Duration::from_millis(2);
 
 pub async fn run(
     ring: RingBuf<MapData>,
@@ -35,6 +41,7 @@ pub async fn run(
         let stopping = tokio::select! {
             guard = fd.readable_mut() => {
                 let mut guard = guard?;
+                tokio::time::sleep(COALESCE).await;
                 let drained = drain(guard.get_inner_mut(), &mut batch, &stats);
                 if drained {
                     // Clears readiness only if no new wake-up arrived meanwhile.

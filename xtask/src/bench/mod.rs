@@ -14,6 +14,7 @@ use anyhow::{Context as _, anyhow, bail};
 
 pub mod files;
 pub mod process;
+pub mod tls;
 
 /// A helper process (agent or floor program) that runs during a measurement.
 pub struct Background {
@@ -150,6 +151,7 @@ pub fn run(name: &str, rounds: usize, iterations: u32) -> anyhow::Result<()> {
     match name {
         "files" => files::run(rounds),
         "process" => crate::tasks::bench_process(iterations),
-        other => bail!("unknown benchmark `{other}`; available: files, process"),
+        "tls" => tls::run(&tls::Args::with_rounds(rounds)),
+        other => bail!("unknown benchmark `{other}`; available: files, process, tls"),
     }
 }

@@ -1,0 +1,135 @@
+//! Network outputs as records, in the data contract's attribute names
+//! (OpenTelemetry semantic conventions where one exists, `nhi.*` otherwise).
+use std::{net::SocketAddr, time::SystemTime};
+
+use observer_common::AF_INET6;
+
+use super::{
+    flows::{ConnTransport, Connection, ImdsRequest, Socket, quic_version_name},
+    tls::version_name,
+};
+use crate::export::record::{Record, Value, process_attributes};
+
+pub const EVENT_CONNECTION: &str = "nhi.connection";
+pub const EVENT_CREDENTIAL_ACCESS: &str = "nhi.credential.access";
+
+fn peer_attributes(a: &mut Vec<(&'static str, Value)>, peer: &SocketAddr) {
+    a.push(("network.type", if peer.is_ipv4() { "ipv4" } else { "ipv6" }.into()));
+    a.push(("network.peer.address", peer.ip().to_string().into()));
+    a.push(("network.peer.port", u32::from(peer.port()).into()));
+}
+
+fn socket_attributes(a: &mut Vec<(&'static str, Value)>, socket: &Socket) {
+    a.push(("nhi.socket.family", if socket.family == AF_INET6 { "inet6" } else { "inet" }.into()));
+    a.push(("nhi.socket.cookie", socket.cookie.to_string().into()));
+}
+
+/// `nhi.connection`: one per TCP connection and per QUIC connection attempt.
+pub fn connection(c: &Connection, host_name: &str, time: SystemTime) -> Record {
+    let mut a: Vec<(&'static str, Value)> = Vec::with_capacity(28);
+    a.push(("host.name", host_name.into()));
+    a.push((
+        "network.transport",
+        match c.transport {
+            ConnTransport::Tcp => "tcp",
+            ConnTransport::Quic => "quic",
+        }
+        .into(),
+    ));
+    let sni = c.hello.as_ref().and_then(|h| h.server_name.clone());
+    let host = c.http.as_ref().and_then(|(host, _, _)| host.clone()).map(|h| strip_port(&h));
+    let (name, source) = match (&sni, &host) {
+        (Some(n), _) => (
+            Some(n.clone()),
+            Some(match c.transport {
+                ConnTransport::Tcp => "tls.sni",
+                ConnTransport::Quic => "quic.sni",
+            }),
+        ),
+        (None, Some(h)) => (Some(h.clone()), Some("http.host")),
+        (None, None) => (None, None),
+    };
+    a.push(("server.address", name.clone().unwrap_or_else(|| c.peer.ip().to_string()).into()));
+    a.push(("server.port", u32::from(c.peer.port()).into()));
+    a.push(("nhi.server_name.seen", name.is_some().into()));
+    if let Some(source) = source {
+        a.push(("nhi.server_name.source", source.into()));
+    }
+    peer_attributes(&mut a, &c.peer);
+    a.push(("nhi.connection.payload", c.payload.as_str().into()));
+    if let Some(h) = &c.hello {
+        if let Some(n) = &sni {
+            a.push(("tls.client.server_name", n.clone().into()));
+        }
+        if let Some(v) = h.max_version() {
+            a.push(("tls.protocol.name", if v == "3" { "ssl" } else { "tls" }.into()));
+            a.push(("tls.protocol.version", v.into()));
+        }
+        a.push(("nhi.tls.offered_versions", h.versions.iter().map(|v| version_name(*v)).collect::<Vec<_>>().into()));
+        if !h.alpn.is_empty() {
+            a.push(("nhi.tls.alpn", h.alpn.clone().into()));
+        }
+        a.push(("nhi.tls.grease", h.grease.into()));
+    }
+    if let Some(v) = c.quic_version {
+        a.push(("nhi.quic.version", quic_version_name(v).into()));
+    }
+    if let Some((_, method, path)) = &c.http {
+        a.push(("http.request.method", method.clone().into()));
+        a.push(("url.path", path.clone().into()));
+    }
+    if let Some(e) = c.error {
+        a.push(("error.type", e.into()));
+    }
+    socket_attributes(&mut a, &c.socket);
+    process_attributes(&mut a, &c.socket.task, c.socket.exe.as_ref());
+    Record { time, event_name: EVENT_CONNECTION, attributes: a }
+}
+
+/// `nhi.credential.access` from a metadata service (`nhi.source` = `imds`).
+pub fn imds_request(r: &ImdsRequest, host_name: &str, time: SystemTime) -> Record {
+    let mut a: Vec<(&'static str, Value)> = Vec::with_capacity(24);
+    a.push(("host.name", host_name.into()));
+    a.push(("nhi.source", "imds".into()));
+    if let Some(kind) = r.call.kind {
+        a.push(("nhi.kind", kind.into()));
+    }
+    if let Some(id) = &r.call.id {
+        a.push(("nhi.id", id.clone().into()));
+    }
+    a.push(("nhi.imds.provider", r.call.provider.into()));
+    a.push(("nhi.imds.operation", r.call.operation.into()));
+    a.push(("http.request.method", r.method.clone().into()));
+    a.push(("url.path", r.path.clone().into()));
+    let server = r.host.as_deref().map(strip_port).unwrap_or_else(|| r.peer.ip().to_string());
+    a.push(("server.address", server.into()));
+    a.push(("server.port", u32::from(r.peer.port()).into()));
+    peer_attributes(&mut a, &r.peer);
+    socket_attributes(&mut a, &r.socket);
+    process_attributes(&mut a, &r.socket.task, r.socket.exe.as_ref());
+    Record { time, event_name: EVENT_CREDENTIAL_ACCESS, attributes: a }
+}
+
+/// `Host: name:port` -> `name` (`[v6]:port` -> `v6`).
+fn strip_port(host: &str) -> String {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest).to_owned();
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if !name.contains(':') && port.chars().all(|c| c.is_ascii_digit()) => name.to_owned(),
+        _ => host.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_header_ports() {
+        assert_eq!(strip_port("169.254.169.254"), "169.254.169.254");
+        assert_eq!(strip_port("metadata.google.internal:80"), "metadata.google.internal");
+        assert_eq!(strip_port("[fd00:ec2::254]:80"), "fd00:ec2::254");
+        assert_eq!(strip_port("fd00:ec2::254"), "fd00:ec2::254");
+    }
+}
