@@ -2,8 +2,10 @@
 //! fixture corpus of `observer-creds`, synthetic secrets only) are read by
 //! `nhi-observer scan` and by the running agent, and then searched for in
 //! everything they produced: scan's stdout and stderr (table and JSON), the
-//! agent's stdout, JSON lines and logs (at debug level), and every file in
-//! both state directories. Zero hits. The same run checks that the
+//! agent's stdout, JSON lines and logs (at debug level), every file in
+//! both state directories (the agent's SQLite database and its WAL among
+//! them), and every OTLP request the agent sent to an in-process receiver
+//! (logs and metrics, decompressed). Zero hits. The same run checks that the
 //! identities did come out, so the test cannot pass by reading nothing.
 mod common;
 
@@ -133,8 +135,9 @@ fn no_planted_secret_reaches_any_output_of_scan_or_agent() {
         }
     }
 
-    // 2. the agent, with debug logs, reading every file.
-    let agent = Agent::start_with_log(&["--config", cfg.to_str().unwrap()], "debug");
+    // 2. the agent, with debug logs and OTLP export, reading every file.
+    let receiver = otlp::Receiver::start(otlp::Protocol::Grpc, 0);
+    let agent = Agent::start_env(&["--config", cfg.to_str().unwrap()], "debug", &otlp::otel_env(&receiver, true), None);
     let files: Vec<PathBuf> = cases.iter().map(|c| root.join(&c.file)).collect();
     let out = Command::new(which("cat")).args(&files).output().unwrap();
     assert!(!out.stdout.is_empty());
@@ -167,6 +170,21 @@ fn no_planted_secret_reaches_any_output_of_scan_or_agent() {
     }
     assert!(outputs.iter().any(|(p, b)| p.ends_with("out.jsonl") && !b.is_empty()));
     assert!(outputs.iter().any(|(p, _)| p.ends_with("agent.stdout")));
+    assert!(outputs.iter().any(|(p, b)| p.ends_with("nhi-observer.db") && !b.is_empty()), "no database");
+    // Everything exported over OTLP: the records (ids included) arrived...
+    let exported = receiver.wait_logs(Duration::from_secs(10), |logs| {
+        agent_ids.iter().all(|id| logs.iter().any(|l| l.str("nhi.id") == Some(*id)))
+    });
+    for id in &agent_ids {
+        assert!(exported.iter().any(|l| l.str("nhi.id") == Some(*id)), "{id} was not exported over OTLP");
+    }
+    // ...and no request carried a secret.
+    let got = receiver.got.lock().unwrap();
+    assert!(!got.metrics.is_empty(), "no metrics exported");
+    for (i, raw) in got.raw.iter().enumerate() {
+        outputs.push((format!("OTLP request {i}"), raw.clone()));
+    }
+    drop(got);
 
     let found = hits(&secrets, &outputs);
     assert!(found.is_empty(), "{} planted secrets leaked:\n{}", found.len(), found.join("\n"));

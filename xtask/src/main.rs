@@ -51,7 +51,9 @@ enum Cmd {
     /// `process` (process creation with and without the agent), `tls` (TLS
     /// handshakes per second, and connections the agent missed).
     Bench {
-        /// Which benchmark: `files`, `process` or `tls`.
+        /// Which benchmark: `files`, `process`, `tls`, `pipeline` (decode +
+        /// classify + correlate throughput, criterion) or `memory` (agent
+        /// RSS with 10k live processes and 1k credentials).
         name: String,
         /// `files`, `tls`: rounds of interleaved setups.
         #[arg(long, default_value_t = 5)]

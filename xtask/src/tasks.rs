@@ -74,3 +74,12 @@ pub fn bench_process(iterations: u32) -> anyhow::Result<()> {
     status(Command::new("cargo").current_dir(&root).args(["build", "--release", "--package", "nhi-observer"]))?;
     crate::bench::process::bench(&root.join("target/release/nhi-observer"), iterations)
 }
+
+pub fn bench_memory() -> anyhow::Result<()> {
+    if !is_root() {
+        anyhow::bail!("the benchmark loads the agent's probes: run it as root");
+    }
+    let root = workspace_root();
+    status(Command::new("cargo").current_dir(&root).args(["build", "--release", "--package", "nhi-observer"]))?;
+    crate::bench::memory::bench(&root.join("target/release/nhi-observer"))
+}

@@ -13,6 +13,7 @@ use std::{
 use anyhow::{Context as _, anyhow, bail};
 
 pub mod files;
+pub mod memory;
 pub mod process;
 pub mod tls;
 
@@ -70,6 +71,10 @@ impl Background {
     /// (kernel BPF statistics, from its fds' fdinfo).
     pub fn prog_stats(&self) -> (u64, u64) {
         prog_stats(self.child.id())
+    }
+
+    pub fn child_id(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn stop(mut self) -> anyhow::Result<()> {
@@ -152,6 +157,23 @@ pub fn run(name: &str, rounds: usize, iterations: u32) -> anyhow::Result<()> {
         "files" => files::run(rounds),
         "process" => crate::tasks::bench_process(iterations),
         "tls" => tls::run(&tls::Args::with_rounds(rounds)),
-        other => bail!("unknown benchmark `{other}`; available: files, process, tls"),
+        "pipeline" => pipeline(),
+        "memory" => crate::tasks::bench_memory(),
+        other => bail!("unknown benchmark `{other}`; available: files, process, tls, pipeline, memory"),
     }
+}
+
+/// `pipeline`: the criterion benchmark of decode + classify + correlate
+/// (observer/benches/pipeline.rs), on one core.
+fn pipeline() -> anyhow::Result<()> {
+    let root = crate::tasks::workspace_root();
+    let st = Command::new("cargo")
+        .current_dir(&root)
+        .args(["bench", "-p", "nhi-observer", "--bench", "pipeline"])
+        .status()
+        .context("running cargo bench")?;
+    if !st.success() {
+        bail!("cargo bench failed: {st}");
+    }
+    Ok(())
 }
