@@ -173,6 +173,10 @@ impl Cgroups {
         self.mount.as_deref()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn len(&self) -> usize {
         self.by_id.len()
     }

@@ -113,6 +113,10 @@ impl ProcessTable {
         }
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }
