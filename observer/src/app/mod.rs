@@ -116,6 +116,11 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
         })
         .context("starting the sink thread")?;
 
+    // Loading parsed the kernel's BTF twice (aya, btfparse) and the
+    // process table scanned /proc: tens of MiB freed since, which the
+    // allocator keeps unless told. Hand them back once, before watching.
+    // SAFETY: malloc_trim only releases free heap pages; no preconditions.
+    unsafe { libc::malloc_trim(0) };
     probes.attach().context("attaching probes")?;
     tracing::info!(network = probes.network(), "probes attached; watching");
     if cfg.scan_at_start {
@@ -395,6 +400,10 @@ impl Out<'_> {
 
 /// Heartbeats (coverage, run alive) and pruning, at most this often.
 const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How often freed heap is handed back to the system: after a burst
+/// (thousands of processes, a batch of credential reads) the allocator
+/// otherwise keeps its peak.
+const TRIM_EVERY: Duration = Duration::from_secs(30);
 
 /// The sink thread: inputs through the pipeline, records to the store and
 /// the JSON lines output, committed in batches (at most [`COMMIT_ROWS`]
@@ -409,6 +418,7 @@ fn sink_loop(
     let mut records = Vec::new();
     let mut deltas = Vec::new();
     let mut last_heartbeat = Instant::now();
+    let mut last_trim = Instant::now();
     let result = (|| {
         loop {
             // Wait for input; with a transaction open, only until it is due.
@@ -444,6 +454,11 @@ fn sink_loop(
                 }
                 Stats::set(&out.stats.store_bytes, out.store.size_bytes());
                 Stats::set(&out.stats.store_dropped, out.store.dropped);
+            }
+            if last_trim.elapsed() >= TRIM_EVERY {
+                last_trim = Instant::now();
+                // SAFETY: malloc_trim only releases free heap pages.
+                unsafe { libc::malloc_trim(0) };
             }
             out.commit(false, wake)?;
         }
