@@ -46,17 +46,29 @@ fn env_with(mut env: Vec<(String, String)>, extra: &[(&str, &str)]) -> Vec<(Stri
 /// received; panics with what came when they do not.
 fn received_access_and_usage(r: &Receiver, key_id: &str, timeout: Duration) -> (LogView, LogView) {
     let logs = r.wait_logs(timeout, |logs| {
+        let cat = which("cat");
         logs.iter().any(|l| l.event_name == "nhi.credential.access" && l.str("nhi.id") == Some(key_id))
-            && logs.iter().any(|l| l.event_name == "nhi.usage" && l.str("nhi.id") == Some(key_id))
+            && logs.iter().any(|l| {
+                l.event_name == "nhi.usage" && l.str("nhi.id") == Some(key_id) && l.str("process.executable.path") == cat.to_str()
+            })
     });
     let access = logs
         .iter()
-        .find(|l| l.event_name == "nhi.credential.access" && l.str("nhi.id") == Some(key_id))
+        .find(|l| {
+            l.event_name == "nhi.credential.access"
+                && l.str("nhi.id") == Some(key_id)
+                && l.str("process.executable.path") == which("cat").to_str()
+        })
         .unwrap_or_else(|| panic!("no access record for {key_id}; got {} logs: {:#?}", logs.len(), logs.iter().map(|l| &l.event_name).collect::<Vec<_>>()))
         .clone();
+    // By consumer: another agent on the host (another test run) may read
+    // the file too, which is a usage of its own.
+    let cat = which("cat");
     let usage = logs
         .iter()
-        .rfind(|l| l.event_name == "nhi.usage" && l.str("nhi.id") == Some(key_id))
+        .rfind(|l| {
+            l.event_name == "nhi.usage" && l.str("nhi.id") == Some(key_id) && l.str("process.executable.path") == cat.to_str()
+        })
         .unwrap_or_else(|| panic!("no nhi.usage record for {key_id}"))
         .clone();
     (access, usage)

@@ -69,11 +69,14 @@ fn read_then_connect(cred: &Path, opens: u32, port: u16, sni: &str, child: &[Str
     python(READ_THEN_CONNECT, &args).0
 }
 
-/// The last `nhi.usage` record of a credential (records are cumulative).
+/// The last `nhi.usage` record of a credential by Python (records are
+/// cumulative). Filtered by consumer: another agent on the host (another
+/// test run) may read the file too, which is a usage of its own.
 fn last_usage<'a>(records: &'a [Value], key_id: &str) -> &'a Value {
+    let exe = python_exe();
     named(records, "nhi.usage")
         .into_iter()
-        .rfind(|r| str_attr(r, "nhi.id") == Some(key_id))
+        .rfind(|r| str_attr(r, "nhi.id") == Some(key_id) && str_attr(r, "process.executable.path") == Some(exe.as_str()))
         .unwrap_or_else(|| panic!("no nhi.usage record for {key_id}"))
 }
 
@@ -121,7 +124,10 @@ fn read_then_tls_connect_is_one_direct_usage_counting_every_access() {
         let conns = connections_of(&records, pid);
         assert!(conns.iter().any(|c| str_attr(c, "server.address") == Some("sts.usage.nhi.test")), "no connection record for {pid}");
     }
-    let accesses = access_count(&records, |r| str_attr(r, "nhi.id") == Some(key_id));
+    let exe = python_exe();
+    let accesses = access_count(&records, |r| {
+        str_attr(r, "nhi.id") == Some(key_id) && str_attr(r, "process.executable.path") == Some(exe.as_str())
+    });
     assert_eq!(accesses, 6, "every open, folded or not");
     let u = last_usage(&records, key_id);
     assert_eq!(int_attr(u, "nhi.usage.count"), Some(accesses), "usage counts add nhi.access.count: {u:#}");
@@ -135,19 +141,26 @@ fn read_then_tls_connect_is_one_direct_usage_counting_every_access() {
     assert_eq!(str_attr(u, "process.executable.path"), Some(python_exe().as_str()));
     assert!(u.get("process.pid").is_none(), "the consumer is the workload, not a pid: {u:#}");
     assert!(str_attr(u, "host.name").is_some() && str_attr(u, "nhi.usage.first_seen").is_some());
-    let usages: Vec<&Value> = named(&records, "nhi.usage").into_iter().filter(|r| str_attr(r, "nhi.id") == Some(key_id)).collect();
+    let usages: Vec<&Value> = named(&records, "nhi.usage")
+        .into_iter()
+        .filter(|r| str_attr(r, "nhi.id") == Some(key_id) && str_attr(r, "process.executable.path") == Some(exe.as_str()))
+        .collect();
     assert!(usages.iter().all(|r| str_attr(r, "nhi.usage.id") == str_attr(u, "nhi.usage.id")), "one usage across versions");
 
     // The database holds the same.
     let db = open_db(state.path());
     let (accesses_db, connections_db): (i64, i64) = db
-        .query_row("SELECT accesses, connections FROM usage WHERE nhi_id = ?1", [key_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(
+            "SELECT accesses, connections FROM usage WHERE nhi_id = ?1 AND json_extract(consumer, '$.\"process.executable.path\"') = ?2",
+            [key_id, exe.as_str()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .unwrap();
     assert_eq!((accesses_db, connections_db), (6, 2));
     let dest: (String, i64, String, i64) = db
         .query_row(
-            "SELECT server_address, server_port, confidence, d.connections FROM usage_destinations d JOIN usage u ON u.id = d.usage_id WHERE u.nhi_id = ?1",
-            [key_id],
+            "SELECT server_address, server_port, confidence, d.connections FROM usage_destinations d JOIN usage u ON u.id = d.usage_id WHERE u.nhi_id = ?1 AND json_extract(u.consumer, '$.\"process.executable.path\"') = ?2",
+            [key_id, exe.as_str()],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .unwrap();
