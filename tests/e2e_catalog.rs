@@ -27,6 +27,7 @@ fn one_record_per_identity_with_its_nhi_id() {
     )
     .unwrap();
     let agent = Agent::start(&[]);
+    let agent_pid = i64::from(agent.pid());
     let out = Command::new(which("cat")).arg(&cred).output().unwrap();
     assert!(out.status.success());
     let path = cred.to_str().unwrap().to_owned();
@@ -40,6 +41,8 @@ fn one_record_per_identity_with_its_nhi_id() {
     assert_eq!(ids, ["AKIAE2EAAAAAAAAAAAAA", "AKIAE2EBBBBBBBBBBBBB", "arn:aws:iam::123456789012:role/ci"], "{mine:#?}");
     let pids: std::collections::BTreeSet<_> = mine.iter().filter_map(|r| int_attr(r, "process.pid")).collect();
     assert_eq!(pids.len(), 1, "one access, one process: {mine:#?}");
+    // The agent reads the file after cat did; its own read is not an access.
+    assert!(!records.iter().any(|r| int_attr(r, "process.pid") == Some(agent_pid)), "the agent's own read was reported");
     let role = mine.iter().find(|r| str_attr(r, "nhi.id") == Some("arn:aws:iam::123456789012:role/ci")).unwrap();
     assert_eq!(str_attr(role, "nhi.kind"), Some("aws.role"));
     assert_eq!(str_attr(role, "nhi.aws.profile"), Some("ci"));

@@ -111,6 +111,18 @@ pub const fn gate_name_bit(len: u64, words: &[u64; GATE_NAME_MAX / 8]) -> u32 {
     (h % GATE_BITS as u64) as u32
 }
 
+/// The name pre-filter (`AFFIX_GATE`): one bit per possible pair of bytes,
+/// for the last two bytes of suffix rules (bits 0..65536), the first two of
+/// prefix rules (65536..131072) and the first two of exact names
+/// (131072..196608). Indexed directly, no hashing: most names fail here,
+/// before any name hash is computed.
+pub const AFFIX_GATE_BITS: u32 = 3 << 16;
+pub const AFFIX_GATE_WORDS: u32 = AFFIX_GATE_BITS / 64;
+/// Where the prefix region of the pre-filter starts.
+pub const AFFIX_PREFIX_BASE: u32 = 1 << 16;
+/// Where the exact-name region of the pre-filter starts.
+pub const AFFIX_EXACT_BASE: u32 = 2 << 16;
+
 /// Bit index of a name-gate prefix or suffix entry: the first (prefix) or
 /// last (suffix) `len` bytes of the name as one little-endian word.
 #[inline(always)]

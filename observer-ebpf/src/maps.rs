@@ -32,6 +32,11 @@ pub static PATH_RULES: LpmTrie<PathKeyData, PathRule> = LpmTrie::with_max_entrie
 #[map]
 pub static NAME_GATE: Array<u64> = Array::with_max_entries(GATE_WORDS, 0);
 
+/// Affix pre-filter: the first two bytes of name prefixes and the last two
+/// of name suffixes (see `observer_common::AFFIX_GATE_BITS`).
+#[map]
+pub static AFFIX_GATE: Array<u64> = Array::with_max_entries(observer_common::AFFIX_GATE_WORDS, 0);
+
 /// Inode gate: a bitmap of hashed (dev, ino) of watched files and
 /// directories, in front of the exact `WATCHED_INODES` lookup.
 #[map]

@@ -21,14 +21,15 @@
 //! `FILE_CFG.dedup_ns` are folded into a monotonic count (`DEDUP`).
 use aya_ebpf::{helpers::generated, macros::btf_tracepoint, programs::BtfTracePointContext};
 use observer_common::{
-    Counter, DedupKey, DedupValue, EventHeader, EventKind, FileOpenEvent, FileSensorConfig, GATE_AFFIX_LENS,
+    AFFIX_EXACT_BASE, AFFIX_PREFIX_BASE, Counter, DedupKey, DedupValue, EventHeader, EventKind, FileOpenEvent, FileSensorConfig,
+    GATE_AFFIX_LENS,
     GATE_PREFIX, GATE_SUFFIX, INODE_DIR, INODE_FILE, InodeKey, MatchKind, OpenSyscall, PATH_KEY_LEN, PATH_LEN,
     event_flags, gate_affix_bit, gate_inode_bit, gate_name_bit,
 };
 
 use crate::{
     kernel::{self, FileRef},
-    maps::{DEDUP, EVENTS, INODE_GATE, NAME_GATE, PATH_RULES, Pending, SCRATCH, WATCHED_INODES, count, file_cfg, gate_test, scratch},
+    maps::{AFFIX_GATE, DEDUP, EVENTS, INODE_GATE, NAME_GATE, PATH_RULES, Pending, SCRATCH, WATCHED_INODES, count, file_cfg, gate_test, scratch},
 };
 
 const AT_FDCWD: i32 = -100;
@@ -259,27 +260,35 @@ fn watched<const TYPED: bool>(inode: u64, ino: u64, what: u32) -> Option<u32> {
 /// longer than the name reads padding and at worst makes a candidate.
 #[inline(always)]
 fn name_gate(words: &[u64; 8], len: u32, cfg: &FileSensorConfig) -> bool {
-    if gate_test(&NAME_GATE, gate_name_bit(len as u64, words)) {
+    let first2 = (words[0] & 0xffff) as u32;
+    if gate_test(&AFFIX_GATE, AFFIX_EXACT_BASE + first2) && gate_test(&NAME_GATE, gate_name_bit(len as u64, words)) {
         return true;
     }
-    let mut i = 0;
-    while i < GATE_AFFIX_LENS {
-        // A fresh copy: a branch on the configuration itself would split
-        // the verifier's states at every iteration (see `kernel::opaque`).
-        let n = kernel::opaque(cfg.prefix_lens[i] as u64) as u32;
-        if n == 0 {
-            break;
+    // Prefixes: only when the name's first two bytes start some prefix.
+    if cfg.prefix_lens[0] != 0 && gate_test(&AFFIX_GATE, AFFIX_PREFIX_BASE + first2) {
+        let mut i = 0;
+        while i < GATE_AFFIX_LENS {
+            // A fresh copy: a branch on the configuration itself would split
+            // the verifier's states at every iteration (see `kernel::opaque`).
+            let n = kernel::opaque(cfg.prefix_lens[i] as u64) as u32;
+            if n == 0 {
+                break;
+            }
+            let w = words[0] & low_bytes(n);
+            if gate_test(&NAME_GATE, gate_affix_bit(GATE_PREFIX, n as u64, w)) {
+                return true;
+            }
+            i += 1;
         }
-        let w = words[0] & low_bytes(n);
-        if gate_test(&NAME_GATE, gate_affix_bit(GATE_PREFIX, n as u64, w)) {
-            return true;
-        }
-        i += 1;
     }
     if cfg.suffix_lens[0] == 0 {
         return false;
     }
+    // Suffixes: only when the name's last two bytes end some suffix.
     let tail = last8(words, len);
+    if !gate_test(&AFFIX_GATE, (tail >> 48) as u32) {
+        return false;
+    }
     let mut i = 0;
     while i < GATE_AFFIX_LENS {
         let n = kernel::opaque(cfg.suffix_lens[i] as u64) as u32;

@@ -296,6 +296,7 @@ impl Probes {
         let path_keys = self.set_path_rules(rules)?;
         let gate = rules::NameGate::build(rules);
         self.write_bitmap("NAME_GATE", &gate.bits)?;
+        self.write_bitmap("AFFIX_GATE", &gate.affix)?;
         let dir_rules = rules
             .iter()
             .any(|r| r.pattern.kind == crate::classify::catalog::PatternKind::Prefix && r.pattern.text.ends_with('/'));

@@ -11,8 +11,8 @@
 //!   expansion of the rules over the file system.
 use aya::maps::lpm_trie::Key;
 use observer_common::{
-    GATE_AFFIX_LENS, GATE_AFFIX_MAX, GATE_NAME_MAX, GATE_PREFIX, GATE_SUFFIX, GATE_WORDS, PATH_KEY_LEN, PathKeyData,
-    PathRule, gate_affix_bit, gate_inode_bit, gate_name_bit,
+    AFFIX_EXACT_BASE, AFFIX_GATE_WORDS, AFFIX_PREFIX_BASE, GATE_AFFIX_LENS, GATE_AFFIX_MAX, GATE_NAME_MAX, GATE_PREFIX, GATE_SUFFIX,
+    GATE_WORDS, PATH_KEY_LEN, PathKeyData, PathRule, gate_affix_bit, gate_inode_bit, gate_name_bit,
 };
 
 use crate::classify::{
@@ -66,6 +66,10 @@ impl Default for Bitmap {
 }
 
 impl Bitmap {
+    pub fn with_words(words: u32) -> Self {
+        Self(vec![0; words as usize])
+    }
+
     pub fn set(&mut self, bit: u32) {
         self.0[(bit / 64) as usize] |= 1 << (bit % 64);
     }
@@ -78,9 +82,12 @@ impl Bitmap {
 
 /// The name gate: its bitmap and the prefix/suffix lengths the kernel must
 /// test (ascending, 0-terminated, at most [`GATE_AFFIX_LENS`] each).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NameGate {
     pub bits: Bitmap,
+    /// The affix pre-filter: pairs of first bytes of prefixes and of last
+    /// bytes of suffixes (see `observer_common::AFFIX_GATE_BITS`).
+    pub affix: Bitmap,
     pub prefix_lens: [u8; GATE_AFFIX_LENS],
     pub suffix_lens: [u8; GATE_AFFIX_LENS],
 }
@@ -119,6 +126,15 @@ pub fn name_words(name: &[u8]) -> Option<[u64; GATE_NAME_MAX / 8]> {
     Some(words)
 }
 
+/// The pre-filter's pairs for a prefix starting `first`, `second` (a
+/// one-byte prefix: `first` then any byte, or nothing).
+fn pairs(first: u8, second: Option<u8>) -> Vec<u32> {
+    match second {
+        Some(b) => vec![u32::from(first) | u32::from(b) << 8],
+        None => (0..=255u32).map(|b| u32::from(first) | b << 8).collect(),
+    }
+}
+
 fn affix_word(bytes: &[u8]) -> u64 {
     let mut b = [0u8; 8];
     b[..bytes.len()].copy_from_slice(bytes);
@@ -143,9 +159,10 @@ impl NameGate {
             }
         }
         let mut gate = NameGate {
+            bits: Bitmap::default(),
+            affix: Bitmap::with_words(AFFIX_GATE_WORDS),
             prefix_lens: kept_lengths(prefixes.iter().map(|p| p.len()).collect()),
             suffix_lens: kept_lengths(suffixes.iter().map(|s| s.len()).collect()),
-            ..NameGate::default()
         };
         for name in exact {
             gate.add_exact(name);
@@ -153,17 +170,45 @@ impl NameGate {
         for p in prefixes {
             let n = tested_length(&gate.prefix_lens, p.len());
             gate.bits.set(gate_affix_bit(GATE_PREFIX, n as u64, affix_word(&p[..n])));
+            // First two bytes; a one-byte prefix may be followed by any byte.
+            for pair in pairs(p[0], p.get(1).copied()) {
+                gate.affix.set(AFFIX_PREFIX_BASE + pair);
+            }
         }
         for s in suffixes {
             let n = tested_length(&gate.suffix_lens, s.len());
             gate.bits.set(gate_affix_bit(GATE_SUFFIX, n as u64, affix_word(&s[s.len() - n..])));
+            // Last two bytes, as a little-endian pair (second-to-last low);
+            // a one-byte suffix may follow any byte (or none).
+            let last = s[s.len() - 1];
+            match s.len() {
+                1 => (0..=255u32).for_each(|b| gate.affix.set(b | u32::from(last) << 8)),
+                _ => gate.affix.set(u32::from(s[s.len() - 2]) | u32::from(last) << 8),
+            }
         }
         gate
+    }
+
+    /// Whether the affix pre-filter lets a name through to the prefix
+    /// (`prefix`) or suffix tests, as the kernel checks it.
+    #[cfg(test)]
+    fn affix_passes(&self, name: &[u8], prefix: bool) -> bool {
+        let byte = |i: usize| u32::from(name.get(i).copied().unwrap_or(0));
+        if prefix {
+            self.affix.test(AFFIX_PREFIX_BASE + (byte(0) | byte(1) << 8))
+        } else {
+            let n = name.len();
+            let second_last = if n >= 2 { byte(n - 2) } else { 0 };
+            self.affix.test(second_last | byte(n - 1) << 8)
+        }
     }
 
     fn add_exact(&mut self, name: &[u8]) {
         if let Some(words) = name_words(name) {
             self.bits.set(gate_name_bit(name.len() as u64, &words));
+            for pair in pairs(name[0], name.get(1).copied().or(Some(0))) {
+                self.affix.set(AFFIX_EXACT_BASE + pair);
+            }
         }
     }
 
@@ -172,18 +217,21 @@ impl NameGate {
     #[cfg(test)]
     pub fn passes(&self, name: &[u8]) -> bool {
         let Some(words) = name_words(name) else { return false };
-        if self.bits.test(gate_name_bit(name.len() as u64, &words)) {
+        let first2 = u32::from(name[0]) | u32::from(name.get(1).copied().unwrap_or(0)) << 8;
+        if self.affix.test(AFFIX_EXACT_BASE + first2) && self.bits.test(gate_name_bit(name.len() as u64, &words)) {
             return true;
         }
         let lens = |kept: &[u8; GATE_AFFIX_LENS]| {
             kept.iter().map(|&n| usize::from(n)).take_while(|&n| n != 0).filter(|&n| n <= name.len()).collect::<Vec<_>>()
         };
-        lens(&self.prefix_lens)
-            .into_iter()
-            .any(|n| self.bits.test(gate_affix_bit(GATE_PREFIX, n as u64, affix_word(&name[..n]))))
-            || lens(&self.suffix_lens)
+        (self.affix_passes(name, true)
+            && lens(&self.prefix_lens)
                 .into_iter()
-                .any(|n| self.bits.test(gate_affix_bit(GATE_SUFFIX, n as u64, affix_word(&name[name.len() - n..]))))
+                .any(|n| self.bits.test(gate_affix_bit(GATE_PREFIX, n as u64, affix_word(&name[..n])))))
+            || (self.affix_passes(name, false)
+                && lens(&self.suffix_lens)
+                    .into_iter()
+                    .any(|n| self.bits.test(gate_affix_bit(GATE_SUFFIX, n as u64, affix_word(&name[name.len() - n..])))))
     }
 }
 
@@ -264,6 +312,21 @@ mod tests {
         assert_eq!(gate.suffix_lens, [2, 3, 4, 5]);
         assert_eq!(gate.prefix_lens, [2, 3, 4, 5]);
         assert!(gate.passes(b"x.abcdef") && gate.passes(b"p123456-key"));
+    }
+
+    /// The pre-filter stops names whose first/last two bytes start/end no
+    /// prefix/suffix, and never a name that matches one (one-byte affixes
+    /// included).
+    #[test]
+    fn affix_prefilter_has_no_false_negatives() {
+        let gate = NameGate::build(&[rule(1, "*.pem"), rule(2, "*x"), rule(3, "/d/k*"), rule(4, "/d/id_*")]);
+        for yes in ["a.pem", "box", "x", "k", "kfile", "id_rsa"] {
+            assert!(gate.passes(yes.as_bytes()), "{yes}");
+        }
+        for stopped in ["main.rs", "notes.txt", "data.json"] {
+            assert!(!gate.affix_passes(stopped.as_bytes(), false), "suffix pre-filter let {stopped} through");
+            assert!(!gate.affix_passes(stopped.as_bytes(), true), "prefix pre-filter let {stopped} through");
+        }
     }
 
     /// Guards the shared hash: the kernel hashes the name words of an

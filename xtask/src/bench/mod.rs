@@ -128,6 +128,9 @@ const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
 impl BpfStats {
     pub fn enable() -> Self {
         let old = std::fs::read_to_string(BPF_STATS).ok();
+        if old.as_deref().map(str::trim) == Some("1") {
+            eprintln!("bench: kernel.bpf_stats_enabled was already 1: wall-clock figures include its cost");
+        }
         if std::fs::write(BPF_STATS, "1").is_err() {
             eprintln!("bench: cannot enable {BPF_STATS}; program costs will read 0");
         }
