@@ -17,7 +17,6 @@
 use std::{
     collections::HashMap,
     hint::black_box,
-    sync::Arc,
     time::{Duration, SystemTime},
 };
 
@@ -31,6 +30,11 @@ use nhi_observer::{
     identity::table::ProcKey,
 };
 use observer_common::{EventKind, FileOpenEvent, INODE_FILE, InodeKey, InodeRule, MatchKind, OpenSyscall, event_flags};
+
+// The agent's allocator and its settings (observer/src/alloc.rs), so the
+// chain costs what it costs in the agent.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const EVENTS: usize = 4096;
 const PROCESSES: u32 = 512;
@@ -79,6 +83,7 @@ struct Chain {
     /// The reader's cache: the identity each credential file holds.
     ids: HashMap<u64, String>,
     correlator: Correlator,
+    heads: correlate::record::Heads,
 }
 
 impl Chain {
@@ -93,7 +98,9 @@ impl Chain {
             })
             .collect();
         let ids = (0..CREDENTIALS).map(|n| (1_000 + n, format!("AKIABENCH{n:011}"))).collect();
-        Chain { watch: WatchList::new(cfg.catalog, &entries), ids, correlator: Correlator::new(CorrelatorConfig::default()) }
+        Chain { watch: WatchList::new(cfg.catalog, &entries), ids, correlator: Correlator::new(CorrelatorConfig::default()),
+            heads: correlate::record::Heads::new(std::num::NonZeroUsize::new(4096).unwrap()),
+        }
     }
 
     /// decode + classify: the record an open becomes.
@@ -116,8 +123,7 @@ impl Chain {
     /// decode + classify + correlate, with a connection every fourth open.
     fn run(&mut self, i: usize, bytes: &[u8]) {
         let Some((r, process, boot_ns)) = self.classify(bytes) else { return };
-        let head = correlate::record::usage_head(&r).map(Arc::new);
-        if let Some(head) = head {
+        if let Some(head) = self.heads.get(&r) {
             self.correlator.on_access(Access { head, process, boot_ns, wall: r.time, count: 1 });
         }
         if i % 4 == 3 {
@@ -138,6 +144,7 @@ impl Chain {
 }
 
 fn bench(c: &mut Criterion) {
+    nhi_observer::alloc::tune();
     let chain = Chain::new();
     let rule = chain.watch.catalog().rules.iter().find(|r| r.name == "aws-shared-credentials").map(|r| r.id).unwrap_or(0);
     let stream: Vec<Vec<u8>> = (0..EVENTS).map(|i| raw_open(i, rule)).collect();

@@ -3,6 +3,7 @@
 //! (`benches/`) drive the stages directly. The folders follow the data:
 //! probes -> ringbuf -> decode -> enrich/identity -> classify -> correlate
 //! -> store -> export, wired in `app`.
+pub mod alloc;
 pub mod app;
 pub mod check;
 pub mod classify;

@@ -10,6 +10,10 @@ use nhi_observer::{app, check, classify, config, scan, secret};
 
 const EX_USAGE: u8 = 64;
 
+/// mimalloc, tuned by [`nhi_observer::alloc::tune`] (see there why).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "nhi-observer", version, about, long_about = None)]
 struct Cli {
@@ -79,6 +83,7 @@ struct RunArgs {
 }
 
 fn main() -> ExitCode {
+    nhi_observer::alloc::tune();
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {

@@ -118,9 +118,8 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
 
     // Loading parsed the kernel's BTF twice (aya, btfparse) and the
     // process table scanned /proc: tens of MiB freed since, which the
-    // allocator keeps unless told. Hand them back once, before watching.
-    // SAFETY: malloc_trim only releases free heap pages; no preconditions.
-    unsafe { libc::malloc_trim(0) };
+    // allocators keep unless told. Hand them back once, before watching.
+    crate::alloc::release_free_memory();
     probes.attach().context("attaching probes")?;
     tracing::info!(network = probes.network(), "probes attached; watching");
     if cfg.scan_at_start {
@@ -457,8 +456,7 @@ fn sink_loop(
             }
             if last_trim.elapsed() >= TRIM_EVERY {
                 last_trim = Instant::now();
-                // SAFETY: malloc_trim only releases free heap pages.
-                unsafe { libc::malloc_trim(0) };
+                crate::alloc::release_free_memory();
             }
             out.commit(false, wake)?;
         }
@@ -480,3 +478,4 @@ fn sink_loop(
         other => other,
     }
 }
+

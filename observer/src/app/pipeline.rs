@@ -79,6 +79,8 @@ pub struct Pipeline {
     stats_every: Duration,
     last_stats: Instant,
     correlator: Correlator,
+    /// Usage heads shared between accesses of the same usage.
+    heads: correlate::record::Heads,
     usage_every: Duration,
     last_usage: Instant,
     /// Network sensor: joins connect, payload and close records.
@@ -112,6 +114,7 @@ impl Pipeline {
             stats_every: cfg.stats_every,
             last_stats: Instant::now(),
             correlator: Correlator::new(cfg.usage.correlator.clone()),
+            heads: correlate::record::Heads::new(std::num::NonZeroUsize::new(4096).unwrap_or(std::num::NonZeroUsize::MIN)),
             usage_every: cfg.usage.flush_every,
             last_usage: Instant::now(),
             net: net::Tracker::new(net::TrackerConfig::default()),
@@ -167,8 +170,8 @@ impl Pipeline {
                 _ => "unknown",
             }, count);
         }
-        let Some(head) = correlate::record::usage_head(r) else { return };
-        self.correlator.on_access(correlate::Access { head: Arc::new(head), process, boot_ns, wall: r.time, count });
+        let Some(head) = self.heads.get(r) else { return };
+        self.correlator.on_access(correlate::Access { head, process, boot_ns, wall: r.time, count });
     }
 
     /// Handles one input, appending the records it yields to `out`.

@@ -131,16 +131,46 @@ impl PathPattern {
         out
     }
 
+    /// The length of the spelling of this pattern (itself or its `/run` <->
+    /// `/var/run` twin, as [`PathPattern::spellings`] lists them) that
+    /// matches `normalised`, without building the twin: this runs for every
+    /// event the agent confirms.
+    pub fn matching_spelling_len(&self, normalised: &str) -> Option<usize> {
+        if self.matches(normalised) {
+            return Some(self.text.len());
+        }
+        if !matches!(self.kind, PatternKind::Exact | PatternKind::Prefix) {
+            return None; // name patterns hold no directory to respell
+        }
+        let (rest, twin_head, path_head) = if let Some(rest) = self.text.strip_prefix("/var/run/") {
+            (rest, "/run/", "/run/")
+        } else if let Some(rest) = self.text.strip_prefix("/run/") {
+            (rest, "/var/run/", "/var/run/")
+        } else {
+            return None;
+        };
+        let twin_len = twin_head.len() + rest.len();
+        if twin_len > MAX_PATTERN_LEN {
+            return None;
+        }
+        let tail = normalised.strip_prefix(path_head)?;
+        let hit = match self.kind {
+            PatternKind::Exact => tail == rest,
+            _ => tail.starts_with(rest),
+        };
+        hit.then_some(twin_len)
+    }
+
     /// Whether `normalised` (a path with its home prefix replaced by `~`)
     /// matches; the kernel's semantics, for scan and for confirming the
     /// kernel's candidates.
     pub fn matches(&self, normalised: &str) -> bool {
-        let name = normalised.rsplit('/').next().unwrap_or(normalised);
+        let name = || normalised.rsplit('/').next().unwrap_or(normalised);
         match self.kind {
             PatternKind::Exact => normalised == self.text,
             PatternKind::Prefix => normalised.starts_with(&self.text),
-            PatternKind::Basename => name == self.text,
-            PatternKind::Suffix => name.ends_with(&self.text),
+            PatternKind::Basename => normalised.ends_with(&self.text) && name() == self.text,
+            PatternKind::Suffix => normalised.ends_with(&self.text) && name().ends_with(&self.text),
         }
     }
 }
@@ -292,7 +322,7 @@ impl Catalog {
     /// namespace) is excluded.
     pub fn excluded(&self, path: &str) -> bool {
         let n = normalise_home(path);
-        self.exclude.iter().any(|p| p.spellings().iter().any(|s| s.matches(&n)))
+        self.exclude.iter().any(|p| p.matching_spelling_len(&n).is_some())
     }
 
     /// The rule for `path`, as the kernel would pick it: an exact path,
@@ -309,25 +339,22 @@ impl Catalog {
             return None;
         }
         let n = normalise_home(path);
-        let rank = |p: &PathPattern| -> (u8, usize) {
-            let class = match p.kind {
+        let class = |p: &PathPattern| -> u8 {
+            match p.kind {
                 PatternKind::Exact => 3,
                 PatternKind::Prefix => 2,
                 PatternKind::Basename => 1,
                 PatternKind::Suffix => 0,
-            };
-            (class, p.text.len())
+            }
         };
         let mut best: Option<(&WatchRule, (u8, usize))> = None;
         for rule in self.rules.iter().filter(|r| keep(r)) {
-            for p in rule.pattern.spellings() {
-                if p.matches(&n) {
-                    let r = rank(&p);
-                    // Ties go to the later rule: configuration extends the
-                    // built-in list, and a user's own rule is the intent.
-                    if best.is_none_or(|(_, b)| r >= b) {
-                        best = Some((rule, r));
-                    }
+            if let Some(len) = rule.pattern.matching_spelling_len(&n) {
+                let r = (class(&rule.pattern), len);
+                // Ties go to the later rule: configuration extends the
+                // built-in list, and a user's own rule is the intent.
+                if best.is_none_or(|(_, b)| r >= b) {
+                    best = Some((rule, r));
                 }
             }
         }
@@ -361,6 +388,31 @@ pub fn normalise_home(path: &str) -> std::borrow::Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The allocation-free matcher agrees with matching every spelling.
+    #[test]
+    fn matching_spelling_len_agrees_with_spellings() {
+        let patterns = ["/var/run/secrets/", "/run/secrets/token", "/var/run/a", "/run/", "~/.kube/config", "token", "*.pem", "/etc/x/"];
+        let paths = [
+            "/run/secrets/token",
+            "/var/run/secrets/token",
+            "/var/run/a",
+            "/run/a",
+            "/run/x/y.pem",
+            "~/.kube/config",
+            "/run/secrets/",
+            "/var/run/",
+            "/etc/x/y",
+            "/var/runx/a",
+        ];
+        for raw in patterns {
+            let p = PathPattern::parse(raw).unwrap();
+            for path in paths {
+                let slow = p.spellings().iter().filter(|s| s.matches(path)).map(|s| s.text.len()).max();
+                assert_eq!(p.matching_spelling_len(path), slow, "{raw} on {path}");
+            }
+        }
+    }
 
     #[test]
     fn catalog_matches_paths_like_the_kernel_and_skips_trust_stores() {

@@ -230,7 +230,13 @@ impl WatchList {
 
 /// Lexically cleans a path: drops `.` and empty components, applies `..`
 /// and skips Kubernetes atomic-writer directories (`..data`, `..<stamp>`).
-pub fn clean_path(path: &str) -> String {
+pub fn clean_path(path: &str) -> std::borrow::Cow<'_, str> {
+    let clean = |c: &str| !c.is_empty() && c != "." && !c.starts_with("..");
+    if let Some(rest) = path.strip_prefix('/')
+        && rest.split('/').all(clean)
+    {
+        return path.into(); // the common case: nothing to clean, nothing to copy
+    }
     let mut parts: Vec<&str> = Vec::new();
     for c in path.split('/') {
         match c {
@@ -242,7 +248,7 @@ pub fn clean_path(path: &str) -> String {
             c => parts.push(c),
         }
     }
-    format!("/{}", parts.join("/"))
+    format!("/{}", parts.join("/")).into()
 }
 
 #[cfg(test)]
@@ -367,5 +373,8 @@ mod tests {
         assert_eq!(clean_path("/a/./b//c/../d"), "/a/b/d");
         assert_eq!(clean_path("/run/s/..data/token"), "/run/s/token");
         assert_eq!(clean_path("/../.."), "/");
+        assert_eq!(clean_path("/"), "/");
+        assert_eq!(clean_path("/a/b/"), "/a/b");
+        assert!(matches!(clean_path("/home/u/.aws/credentials"), std::borrow::Cow::Borrowed(_)));
     }
 }

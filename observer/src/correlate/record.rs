@@ -1,7 +1,9 @@
 //! Between records and the correlator: which attributes of an access
 //! record name the usage ([`usage_head`]), and the `nhi.usage` record of a
 //! usage as stored ([`usage_record`]).
-use std::{sync::Arc, time::SystemTime};
+use std::{num::NonZeroUsize, sync::Arc, time::SystemTime};
+
+use lru::LruCache;
 
 use sha2::{Digest as _, Sha256};
 
@@ -38,43 +40,115 @@ fn get<'a>(r: &'a Record, key: &str) -> Option<&'a Value> {
 }
 
 fn text(v: &Value) -> String {
+    let mut s = String::new();
+    push_text(&mut s, v);
+    s
+}
+
+fn push_text(out: &mut String, v: &Value) {
+    use std::fmt::Write as _;
     match v {
-        Value::Str(s) => s.clone(),
-        Value::Int(i) => i.to_string(),
-        Value::Bool(b) => b.to_string(),
-        Value::StrList(l) => l.join(","),
+        Value::Str(s) => out.push_str(s),
+        Value::Int(i) => {
+            let _ = write!(out, "{i}");
+        }
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::StrList(l) => {
+            for (i, s) in l.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(s);
+            }
+        }
     }
+}
+
+/// The consumer attributes of an access record, in [`CONSUMER_KEYS`] order.
+fn consumer_attributes(r: &Record) -> impl Iterator<Item = (&'static str, &Value)> {
+    let in_pod = get(r, "k8s.namespace.name").is_some();
+    CONSUMER_KEYS
+        .iter()
+        .filter(move |k| !(in_pod && **k == "container.id"))
+        .filter_map(move |k| get(r, k).map(|v| (*k, v)))
+}
+
+/// Writes the usage key of an access record into `key`; `None` for records
+/// that name no credential.
+fn write_usage_key(r: &Record, key: &mut String) -> Option<()> {
+    let nhi_id = match get(r, "nhi.id")? {
+        Value::Str(s) if !s.is_empty() => s,
+        _ => return None,
+    };
+    let host = get(r, "host.name");
+    let source = get(r, "nhi.source");
+    if let Some(v) = host {
+        push_text(key, v);
+    }
+    key.push('\u{1f}');
+    key.push_str(nhi_id);
+    key.push('\u{1f}');
+    if let Some(v) = source {
+        push_text(key, v);
+    }
+    key.push('\u{1f}');
+    for (k, v) in consumer_attributes(r) {
+        key.push_str(k);
+        key.push('=');
+        push_text(key, v);
+        key.push('\u{1f}');
+    }
+    Some(())
+}
+
+fn head_with_key(r: &Record, key: Arc<str>) -> Option<UsageHead> {
+    let nhi_id = match get(r, "nhi.id")? {
+        Value::Str(s) if !s.is_empty() => s.clone(),
+        _ => return None,
+    };
+    Some(UsageHead {
+        key,
+        nhi_id,
+        kind: get(r, "nhi.kind").map(text).unwrap_or_default(),
+        source: get(r, "nhi.source").map(text).unwrap_or_default(),
+        host: get(r, "host.name").map(text).unwrap_or_default(),
+        consumer: consumer_attributes(r).map(|(k, v)| (k, v.clone())).collect(),
+    })
 }
 
 /// The usage an access record belongs to: `None` for records that name no
 /// credential (`nhi.id` absent: failed opens, unparsed files, environment
 /// variables without a derivable id).
 pub fn usage_head(r: &Record) -> Option<UsageHead> {
-    let nhi_id = match get(r, "nhi.id")? {
-        Value::Str(s) if !s.is_empty() => s.clone(),
-        _ => return None,
-    };
-    let kind = get(r, "nhi.kind").map(text).unwrap_or_default();
-    let source = get(r, "nhi.source").map(text).unwrap_or_default();
-    let host = get(r, "host.name").map(text).unwrap_or_default();
-    let in_pod = get(r, "k8s.namespace.name").is_some();
-    let consumer: Vec<(&'static str, Value)> = CONSUMER_KEYS
-        .iter()
-        .filter(|k| !(in_pod && **k == "container.id"))
-        .filter_map(|k| get(r, k).map(|v| (*k, v.clone())))
-        .collect();
     let mut key = String::with_capacity(128);
-    for part in [host.as_str(), nhi_id.as_str(), source.as_str()] {
-        key.push_str(part);
-        key.push('\u{1f}');
+    write_usage_key(r, &mut key)?;
+    head_with_key(r, Arc::from(key))
+}
+
+/// Usage heads recently seen, shared: a process reading the same credential
+/// in a loop builds its usage key once per access (no copy) and its head
+/// once. Bounded (least recently used first).
+pub struct Heads {
+    cache: LruCache<Arc<str>, Arc<UsageHead>>,
+    key: String,
+}
+
+impl Heads {
+    pub fn new(capacity: NonZeroUsize) -> Self {
+        Self { cache: LruCache::new(capacity), key: String::with_capacity(256) }
     }
-    for (k, v) in &consumer {
-        key.push_str(k);
-        key.push('=');
-        key.push_str(&text(v));
-        key.push('\u{1f}');
+
+    /// [`usage_head`], shared with earlier accesses of the same usage.
+    pub fn get(&mut self, r: &Record) -> Option<Arc<UsageHead>> {
+        self.key.clear();
+        write_usage_key(r, &mut self.key)?;
+        if let Some(head) = self.cache.get(self.key.as_str()) {
+            return Some(head.clone());
+        }
+        let head = Arc::new(head_with_key(r, Arc::from(self.key.as_str()))?);
+        self.cache.put(head.key.clone(), head.clone());
+        Some(head)
     }
-    Some(UsageHead { key: Arc::from(key), nhi_id, kind, source, host, consumer })
 }
 
 /// A stable, short id for a usage key (`nhi.usage.id`): the same usage on
@@ -170,6 +244,24 @@ mod tests {
         assert!(usage_head(&no_id).is_none());
         assert_eq!(usage_id(&a.key), usage_id(&b.key));
         assert_eq!(usage_id(&a.key).len(), 24);
+    }
+
+    #[test]
+    fn interned_heads_equal_fresh_ones_and_are_shared() {
+        let mut heads = Heads::new(NonZeroUsize::new(2).unwrap());
+        let r1 = access_record(1, "/usr/bin/aws", false);
+        let a = heads.get(&r1).unwrap();
+        assert_eq!(*a, usage_head(&r1).unwrap());
+        assert!(Arc::ptr_eq(&a, &heads.get(&access_record(1, "/usr/bin/aws", false)).unwrap()));
+        let b = heads.get(&access_record(2, "/usr/bin/aws", false)).unwrap();
+        assert_ne!(a.key, b.key);
+        let mut pod = access_record(3, "/usr/bin/aws", true);
+        pod.attributes.push(("process.interactive", true.into()));
+        assert_eq!(*heads.get(&pod).unwrap(), usage_head(&pod).unwrap());
+        assert!(usage_head(&pod).unwrap().key.contains("process.interactive=true\u{1f}"));
+        let mut no_id = access_record(1, "/x", false);
+        no_id.attributes.retain(|(k, _)| *k != "nhi.id");
+        assert!(heads.get(&no_id).is_none());
     }
 
     #[test]
