@@ -401,6 +401,7 @@ impl Pipeline {
             ("nhi.agent.usage.pending", int(self.correlator.pending() as u64)),
             ("nhi.agent.connections.linked", int(self.correlator.linked)),
             ("nhi.agent.connections.unlinked", int(self.correlator.unlinked)),
+            ("nhi.agent.usage.destinations_dropped", int(self.correlator.destinations_dropped)),
         ];
         Record { time: std::time::SystemTime::now(), event_name: record::EVENT_AGENT_STATS, attributes }
     }

@@ -14,6 +14,10 @@ use crate::{export::record::Value, identity::table::ProcKey};
 pub const MAX_DEPTH: usize = 4;
 /// Credentials remembered per process (the most recent ones).
 pub const MAX_CREDS_PER_PROCESS: usize = 8;
+/// Distinct destinations a usage delta holds between two flushes; a
+/// process that reads a credential and then scans a network still counts
+/// every connection, but the destinations past this are counted, not kept.
+pub const MAX_DESTINATIONS_PER_DELTA: usize = 256;
 
 #[derive(Debug, Clone)]
 pub struct CorrelatorConfig {
@@ -154,11 +158,14 @@ pub struct Correlator {
     /// Connections linked to at least one credential, and not.
     pub linked: u64,
     pub unlinked: u64,
+    /// Links whose destination a full usage delta could not keep
+    /// ([`MAX_DESTINATIONS_PER_DELTA`]).
+    pub destinations_dropped: u64,
 }
 
 impl Correlator {
     pub fn new(cfg: CorrelatorConfig) -> Self {
-        Self { recent: LruCache::new(cfg.max_processes), pending: HashMap::new(), cfg, linked: 0, unlinked: 0 }
+        Self { recent: LruCache::new(cfg.max_processes), pending: HashMap::new(), cfg, linked: 0, unlinked: 0, destinations_dropped: 0 }
     }
 
     /// Usage deltas waiting for the sink.
@@ -229,11 +236,14 @@ impl Correlator {
                 self.pending.entry(head.key.clone()).or_insert_with(|| UsageDelta::new(head.clone(), c.wall));
             delta.touch(c.wall);
             delta.connections += 1;
-            delta
-                .destinations
-                .entry((c.destination.clone(), confidence))
-                .and_modify(|s| s.add(c.wall, 1))
-                .or_insert_with(|| Seen::new(c.wall, 1));
+            let key = (c.destination.clone(), confidence);
+            if let Some(seen) = delta.destinations.get_mut(&key) {
+                seen.add(c.wall, 1);
+            } else if delta.destinations.len() < MAX_DESTINATIONS_PER_DELTA {
+                delta.destinations.insert(key, Seen::new(c.wall, 1));
+            } else {
+                self.destinations_dropped += 1;
+            }
         }
         n
     }
@@ -316,6 +326,23 @@ mod tests {
         let mut v = Vec::new();
         c.drain(&mut v);
         v.into_iter().map(|d| (d.head.nhi_id.clone(), d)).collect()
+    }
+
+    #[test]
+    fn a_usage_delta_keeps_a_bounded_number_of_destinations() {
+        let mut c = Correlator::new(CorrelatorConfig::default());
+        let p = ProcKey { tgid: 7, start_boot_ns: 1 };
+        c.on_access(Access { head: head("AKIASCAN"), process: p, boot_ns: S, wall: UNIX_EPOCH, count: 1 });
+        let extra = 10;
+        for port in 0..(MAX_DESTINATIONS_PER_DELTA + extra) {
+            let destination = Destination { address: "10.0.0.1".into(), port: u16::try_from(port).unwrap() };
+            c.on_connection(&Connection { process: p, ancestors: &[], boot_ns: 2 * S, wall: UNIX_EPOCH, destination });
+        }
+        let mut out = Vec::new();
+        c.drain(&mut out);
+        assert_eq!(out[0].connections, (MAX_DESTINATIONS_PER_DELTA + extra) as u64, "every connection counted");
+        assert_eq!(out[0].destinations.len(), MAX_DESTINATIONS_PER_DELTA);
+        assert_eq!(c.destinations_dropped, extra as u64);
     }
 
     #[test]

@@ -191,7 +191,9 @@ pub fn usage_record(u: &UsageRow) -> Record {
             listed.push(dest);
             confidences.push(d.confidence.as_str().into());
         }
-        if let [only] = u.destinations.as_slice() {
+        // One destination (reached directly, inferred, or both): named as
+        // `server.*` too.
+        if let ([_], Some(only)) = (listed.as_slice(), u.destinations.first()) {
             a.push(("server.address", only.server_address.clone().into()));
             a.push(("server.port", u32::from(only.server_port).into()));
         }
@@ -306,6 +308,10 @@ mod tests {
             get(&r, "nhi.usage.destination_confidences"),
             Some(Value::StrList(vec!["direct".into(), "inferred".into()]))
         );
+        row.destinations.remove(1);
+        let r = usage_record(&row);
+        assert_eq!(get(&r, "server.address"), Some("a.example".into()), "one destination, two confidences");
+        assert_eq!(get(&r, "nhi.usage.confidence"), Some("direct".into()));
         row.destinations.truncate(1);
         let r = usage_record(&row);
         assert_eq!(get(&r, "server.address"), Some("a.example".into()));

@@ -183,10 +183,15 @@ impl Store {
         let path = db_path(state_dir);
         let mut conn = open_conn(&path)?;
         let migrations = schema::migrations();
-        if let rusqlite_migration::SchemaVersion::Inside(v) = migrations.current_version(&conn)?
-            && v.get() > schema::VERSION
-        {
-            return Err(StoreError::TooNew { path, found: v.get(), supported: schema::VERSION });
+        // A database written by a newer agent: its version is past our
+        // migrations (`Outside`); refuse it with a message that says so.
+        match migrations.current_version(&conn)? {
+            rusqlite_migration::SchemaVersion::Outside(v) | rusqlite_migration::SchemaVersion::Inside(v)
+                if v.get() > schema::VERSION =>
+            {
+                return Err(StoreError::TooNew { path, found: v.get(), supported: schema::VERSION });
+            }
+            _ => {}
         }
         migrations.to_latest(&mut conn)?;
         let now = now_ns();
@@ -672,6 +677,20 @@ mod tests {
             accesses,
             connections: u64::from(dest.is_some()),
             destinations,
+        }
+    }
+
+    #[test]
+    fn a_database_from_a_newer_agent_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path(), StoreOptions::default()).unwrap());
+        let conn = rusqlite::Connection::open(db_path(dir.path())).unwrap();
+        conn.pragma_update(None, "user_version", i64::try_from(schema::VERSION + 1).unwrap()).unwrap();
+        drop(conn);
+        match Store::open(dir.path(), StoreOptions::default()) {
+            Err(StoreError::TooNew { found, supported, .. }) => assert_eq!((found, supported), (schema::VERSION + 1, schema::VERSION)),
+            Err(e) => panic!("refused, but not as too new: {e}"),
+            Ok(_) => panic!("a newer database was opened"),
         }
     }
 

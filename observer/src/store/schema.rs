@@ -55,7 +55,7 @@ CREATE TABLE usage_destinations (
     PRIMARY KEY (usage_id, server_address, server_port, confidence)
 ) STRICT;
 
--- One row per agent start. `last_alive_ns` moves with every commit; a run
+-- One row per agent start. `last_alive_ns` moves at every heartbeat (1 s); a run
 -- that ended without a clean stop (kill -9, crash, power loss) keeps it as
 -- its end: the gap to the next run is time nothing was watched.
 CREATE TABLE runs (

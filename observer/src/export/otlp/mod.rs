@@ -65,6 +65,21 @@ pub fn endpoint_in_env() -> bool {
         .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
 }
 
+/// Whether a signal (`LOGS`, `METRICS`) is exported: when the environment
+/// names no endpoint (export turned on by `[otlp] enabled`), every signal
+/// goes to the SDK's default endpoint; when it names one, only signals with
+/// an endpoint (the common one or their own) are sent, so setting just
+/// `OTEL_EXPORTER_OTLP_LOGS_ENDPOINT` does not also send metrics to a
+/// localhost default that is not there.
+fn signal_wanted(signal: &str, var: impl Fn(&str) -> Option<String>) -> bool {
+    let set = |name: &str| var(name).is_some_and(|v| !v.is_empty());
+    let own = format!("OTEL_EXPORTER_OTLP_{signal}_ENDPOINT");
+    let any = ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"]
+        .iter()
+        .any(|v| set(v));
+    !any || set("OTEL_EXPORTER_OTLP_ENDPOINT") || set(&own)
+}
+
 /// The resource every export carries: the SDK's detectors (the
 /// `OTEL_RESOURCE_ATTRIBUTES` and `OTEL_SERVICE_NAME` variables, telemetry
 /// SDK), then `host.name`, `service.instance.id` (the database's instance
@@ -120,7 +135,12 @@ impl Exporter {
         let wake = Arc::new(Notify::new());
         let stop = CancellationToken::new();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), OtlpError>>();
-        let (cfg, w, s) = (cfg.clone(), wake.clone(), stop.clone());
+        let env = |name: &str| std::env::var(name).ok();
+        let mut cfg = cfg.clone();
+        cfg.logs &= signal_wanted("LOGS", env);
+        cfg.metrics &= signal_wanted("METRICS", env);
+        tracing::info!(logs = cfg.logs, metrics = cfg.metrics, "OTLP export");
+        let (w, s) = (wake.clone(), stop.clone());
         let thread = thread::Builder::new().name("nhi-otlp".into()).spawn(move || {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
@@ -205,3 +225,20 @@ impl Exporter {
 
 /// How long the exporter keeps delivering after a stop was asked for.
 pub const STOP_DEADLINE: Duration = Duration::from_secs(5);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signal_without_an_endpoint_is_not_sent() {
+        let env = |vars: &'static [(&'static str, &'static str)]| move |n: &str| vars.iter().find(|(k, _)| *k == n).map(|(_, v)| (*v).to_owned());
+        assert!(signal_wanted("METRICS", env(&[])), "export on by config: both signals to the defaults");
+        let logs_only = env(&[("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "http://c:4318/v1/logs")]);
+        assert!(signal_wanted("LOGS", logs_only) && !signal_wanted("METRICS", logs_only));
+        let common = env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")]);
+        assert!(signal_wanted("LOGS", common) && signal_wanted("METRICS", common));
+        let empty = env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", ""), ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://m")]);
+        assert!(!signal_wanted("LOGS", empty) && signal_wanted("METRICS", empty));
+    }
+}
