@@ -14,23 +14,13 @@ mod common;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use common::{otlp::*, *};
 use nix::sys::signal::Signal;
-
-/// A home with an AWS credentials file holding `key_id`.
-fn aws_home(key_id: &str) -> (tempfile::TempDir, PathBuf) {
-    let home = temp_home();
-    let cred = home.path().join(".aws/credentials");
-    std::fs::create_dir_all(cred.parent().unwrap()).unwrap();
-    std::fs::write(&cred, format!("[default]\naws_access_key_id = {key_id}\naws_secret_access_key = otlp-e2e-not-a-secret\n"))
-        .unwrap();
-    (home, cred)
-}
 
 fn cat(path: &Path) {
     let st = Command::new(which("cat")).arg(path).stdout(Stdio::null()).status().unwrap();

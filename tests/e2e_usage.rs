@@ -11,7 +11,7 @@
 mod common;
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     process::Command,
     time::Duration,
 };
@@ -19,15 +19,6 @@ use std::{
 use common::{net::*, *};
 use nix::sys::signal::Signal;
 use serde_json::Value;
-
-fn aws_home(key_id: &str) -> (tempfile::TempDir, PathBuf) {
-    let home = temp_home();
-    let cred = home.path().join(".aws/credentials");
-    std::fs::create_dir_all(cred.parent().unwrap()).unwrap();
-    std::fs::write(&cred, format!("[default]\naws_access_key_id = {key_id}\naws_secret_access_key = usage-e2e-not-a-secret\n"))
-        .unwrap();
-    (home, cred)
-}
 
 /// Reads the credential file `opens` times, then makes a TLS connection
 /// with SNI `argv[4]` to 127.0.0.1:`argv[3]`, then, when `argv[5]` is given,

@@ -254,6 +254,17 @@ pub fn temp_home() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("nhi-e2e-").tempdir_in("/home").expect("temp home")
 }
 
+/// A temporary home with an AWS shared credentials file holding `key_id`
+/// (the secret is a fixed non-secret string the tests can look for).
+pub fn aws_home(key_id: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let home = temp_home();
+    let cred = home.path().join(".aws/credentials");
+    std::fs::create_dir_all(cred.parent().expect("parent")).expect("~/.aws");
+    std::fs::write(&cred, format!("[default]\naws_access_key_id = {key_id}\naws_secret_access_key = e2e-not-a-secret\n"))
+        .expect("credentials file");
+    (home, cred)
+}
+
 /// The canonical path of a program on PATH.
 pub fn which(program: &str) -> PathBuf {
     let paths = std::env::var_os("PATH").unwrap_or_default();

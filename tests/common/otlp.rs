@@ -28,7 +28,7 @@ use opentelemetry_proto::tonic::{
     },
     common::v1::{AnyValue, KeyValue, any_value},
 };
-use prost::Message as _;
+use prost::Message;
 use serde_json::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,12 +80,9 @@ fn headers_of(md: &tonic::metadata::MetadataMap) -> HashMap<String, String> {
         .collect()
 }
 
-#[tonic::async_trait]
-impl LogsService for Grpc {
-    async fn export(
-        &self,
-        req: tonic::Request<ExportLogsServiceRequest>,
-    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+impl Grpc {
+    /// Counts a request and keeps its headers, raw bytes and body.
+    fn note<T: Message>(&self, req: tonic::Request<T>, list: impl FnOnce(&mut Received) -> &mut Vec<T>) {
         let headers = headers_of(req.metadata());
         let body = req.into_inner();
         let mut g = self.0.lock().unwrap();
@@ -95,7 +92,17 @@ impl LogsService for Grpc {
         }
         g.headers.push(headers);
         g.raw.push(body.encode_to_vec());
-        g.logs.push(body);
+        list(&mut g).push(body);
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for Grpc {
+    async fn export(
+        &self,
+        req: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        self.note(req, |g| &mut g.logs);
         Ok(tonic::Response::new(ExportLogsServiceResponse { partial_success: None }))
     }
 }
@@ -106,16 +113,7 @@ impl MetricsService for Grpc {
         &self,
         req: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
-        let headers = headers_of(req.metadata());
-        let body = req.into_inner();
-        let mut g = self.0.lock().unwrap();
-        g.requests += 1;
-        if headers.get("grpc-encoding").is_some_and(|e| e == "gzip") {
-            g.gzip += 1;
-        }
-        g.headers.push(headers);
-        g.raw.push(body.encode_to_vec());
-        g.metrics.push(body);
+        self.note(req, |g| &mut g.metrics);
         Ok(tonic::Response::new(ExportMetricsServiceResponse { partial_success: None }))
     }
 }
