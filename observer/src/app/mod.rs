@@ -105,11 +105,14 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
     let sink_stats = stats.clone();
     let sink_shutdown = shutdown.clone();
     let runtime = tokio::runtime::Handle::current();
+    // When the probes were attached: coverage (what was watched) starts there.
+    let attached = Arc::new(std::sync::OnceLock::new());
+    let sink_attached = attached.clone();
     let sink_thread = thread::Builder::new()
         .name("nhi-sink".into())
         .spawn(move || {
             let mut out = Out { sink: &mut sink, store: &mut db, stats: &sink_stats, store_errors_logged: None };
-            let result = sink_loop(&runtime, rx, &mut pipeline, &mut out, waker.as_deref());
+            let result = sink_loop(&runtime, rx, &mut pipeline, &mut out, waker.as_deref(), &sink_attached);
             sink_shutdown.cancel();
             let _ = done_tx.send(());
             result
@@ -121,6 +124,7 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
     // allocators keep unless told. Hand them back once, before watching.
     crate::alloc::release_free_memory();
     probes.attach().context("attaching probes")?;
+    let _ = attached.set(std::time::SystemTime::now());
     tracing::info!(network = probes.network(), "probes attached; watching");
     if cfg.scan_at_start {
         start_scan(&cfg, keyed, inode_tx)?;
@@ -413,6 +417,7 @@ fn sink_loop(
     pipeline: &mut Pipeline,
     out: &mut Out<'_>,
     wake: Option<&tokio::sync::Notify>,
+    attached: &std::sync::OnceLock<std::time::SystemTime>,
 ) -> std::io::Result<()> {
     let mut records = Vec::new();
     let mut deltas = Vec::new();
@@ -442,6 +447,12 @@ fn sink_loop(
             }
             if pipeline.usage_due() {
                 out.usage(pipeline, &mut deltas)?;
+            }
+            if !out.store.is_watching()
+                && let Some(since) = attached.get()
+                && let Err(e) = out.store.watching(*since, &pipeline.counters())
+            {
+                out.store_error(&e);
             }
             if last_heartbeat.elapsed() >= HEARTBEAT {
                 last_heartbeat = Instant::now();

@@ -122,6 +122,9 @@ pub struct Store {
     next_id: i64,
     reserved: i64,
     coverage: CoverageState,
+    /// Whether the probes are attached: until then the run's first coverage
+    /// interval stays empty (loading takes seconds; nothing is seen then).
+    watching: bool,
     last_counters: Counters,
     last_prune: Instant,
     /// Records deleted undelivered because of `max_records`.
@@ -253,6 +256,7 @@ impl Store {
             next_id,
             reserved,
             coverage: CoverageState { row, start_ns: now, base: Counters::default() },
+            watching: false,
             last_counters: Counters::default(),
             last_prune: Instant::now(),
             dropped: 0,
@@ -393,6 +397,10 @@ impl Store {
         self.conn
             .prepare_cached("UPDATE runs SET last_alive_ns = ?1 WHERE id = ?2")?
             .execute(params![now, self.run_id])?;
+        self.rows += 1;
+        if !self.watching {
+            return Ok(()); // alive, but not watching yet: no coverage
+        }
         self.write_coverage(now, counters)?;
         if u(now - self.coverage.start_ns) >= u64::try_from(self.opts.coverage_every.as_nanos()).unwrap_or(u64::MAX) {
             self.conn.execute(
@@ -402,8 +410,24 @@ impl Store {
             self.coverage = CoverageState { row: self.conn.last_insert_rowid(), start_ns: now, base: counters.clone() };
         }
         self.last_counters = counters.clone();
+        Ok(())
+    }
+
+    /// The probes are attached since `since` (wall clock): the run's first
+    /// coverage interval starts there, with the counters as they are.
+    pub fn watching(&mut self, since: SystemTime, counters: &Counters) -> Result<(), StoreError> {
+        self.begin()?;
+        let since = ns(since);
+        self.conn.execute("UPDATE coverage SET start_ns = ?1, end_ns = ?1 WHERE id = ?2", params![since, self.coverage.row])?;
+        self.coverage.start_ns = since;
+        self.coverage.base = counters.clone();
+        self.watching = true;
         self.rows += 1;
         Ok(())
+    }
+
+    pub fn is_watching(&self) -> bool {
+        self.watching
     }
 
     fn write_coverage(&mut self, now: i64, c: &Counters) -> rusqlite::Result<()> {
@@ -723,6 +747,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let t0 = SystemTime::now();
         let mut s = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        // Loading the probes: alive, nothing watched yet.
+        std::thread::sleep(Duration::from_millis(20));
+        s.heartbeat(&Counters::default()).unwrap();
+        let attached = SystemTime::now();
+        s.watching(attached, &Counters::default()).unwrap();
         let mut c = Counters { events_received: 10, events_lost: 2, ..Counters::default() };
         c.drops.insert("file", 2);
         s.heartbeat(&c).unwrap();
@@ -744,6 +773,8 @@ mod tests {
         let watched: Vec<_> = iv.iter().filter(|i| i.run.is_some()).collect();
         assert_eq!(watched.len(), 2);
         assert_eq!(watched[0].events_lost, 2);
+        assert_eq!(watched[0].start, time(ns(attached)), "coverage starts when the probes were attached, not at open");
+        assert_eq!(watched[1].start, watched[1].end, "the second run never attached: it watched nothing");
         assert!(iv.iter().any(|i| i.run.is_none()), "the agent-down gap is an interval: {iv:?}");
         let drops: String = conn.query_row("SELECT drops FROM coverage ORDER BY id LIMIT 1", [], |r| r.get(0)).unwrap();
         assert_eq!(drops, r#"{"file":2}"#);
