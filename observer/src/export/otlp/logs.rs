@@ -87,9 +87,19 @@ pub struct Delivery {
     _provider: SdkLoggerProvider,
     scope: InstrumentationScope,
     batch: usize,
+    /// The batch size now: halved after each failed export (a batch the
+    /// collector refuses as too large gets through in halves), doubled
+    /// back to `batch` after each success.
+    size: usize,
     max_backoff: Duration,
     stats: Arc<Stats>,
     last_warn: Option<Instant>,
+}
+
+/// The next batch size: halved after a failed export (down to one record),
+/// doubled after a success (up to `max`).
+fn next_size(size: usize, max: usize, ok: bool) -> usize {
+    if ok { size.saturating_mul(2).min(max) } else { (size / 2).max(1) }
 }
 
 impl Delivery {
@@ -113,7 +123,8 @@ impl Delivery {
             logger,
             _provider: provider,
             scope,
-            batch: cfg.batch_size,
+            batch: cfg.batch_size.max(1),
+            size: cfg.batch_size.max(1),
             max_backoff: cfg.max_backoff,
             stats,
             last_warn: None,
@@ -173,7 +184,7 @@ impl Delivery {
     /// Exports the next batch behind the cursor; the number exported.
     async fn deliver_one(&mut self) -> Result<usize, String> {
         let cursor = store::cursor(&self.conn, store::CURSOR_OTLP_LOGS).map_err(|e| e.to_string())?;
-        let rows = store::records_after(&self.conn, cursor, self.batch).map_err(|e| e.to_string())?;
+        let rows = store::records_after(&self.conn, cursor, self.size).map_err(|e| e.to_string())?;
         if let Ok(n) = store::backlog(&self.conn, store::CURSOR_OTLP_LOGS) {
             Stats::set(&self.stats.export_backlog, n);
         }
@@ -187,15 +198,18 @@ impl Delivery {
         let result = tokio::time::timeout(EXPORT_TIMEOUT, self.exporter.export(LogBatch::new(&refs))).await;
         match result {
             Ok(Ok(())) => {
+                self.size = next_size(self.size, self.batch, true);
                 store::set_cursor(&self.conn, store::CURSOR_OTLP_LOGS, last).map_err(|e| e.to_string())?;
                 Stats::add(&self.stats.exported_records, records.len() as u64);
                 Ok(rows.len())
             }
             Ok(Err(e)) => {
+                self.size = next_size(self.size, self.batch, false);
                 Stats::add(&self.stats.export_failures_logs, 1);
                 Err(e.to_string())
             }
             Err(_) => {
+                self.size = next_size(self.size, self.batch, false);
                 Stats::add(&self.stats.export_failures_logs, 1);
                 Err(format!("export timed out after {EXPORT_TIMEOUT:?}"))
             }
