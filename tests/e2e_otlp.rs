@@ -247,6 +247,23 @@ fn receiver_down_30s_under_load_loses_nothing() {
     assert!(committed.len() >= after, "records disappeared from the store");
     let dups = assert_all_delivered(&receiver, &committed, Duration::from_secs(90));
     eprintln!("all {} committed records delivered {:?} after the receiver came back", committed.len(), outage.elapsed());
+    // The metrics tell the same story: failed log exports during the
+    // outage, and at least every delivered record counted as exported.
+    let logs_failures = || {
+        receiver
+            .metric("nhi.export.failures")
+            .iter()
+            .filter(|(a, _)| a.get("nhi.export.signal").and_then(|v| v.as_str()) == Some("logs"))
+            .map(|(_, v)| *v)
+            .sum::<f64>()
+    };
+    let exported = || receiver.metric("nhi.export.records").iter().map(|(_, v)| *v).sum::<f64>();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while (logs_failures() < 1.0 || exported() < committed.len() as f64) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(logs_failures() >= 1.0, "nhi.export.failures (logs) never rose: {:?}", receiver.metric("nhi.export.failures"));
+    assert!(exported() >= committed.len() as f64, "nhi.export.records {} < {} delivered", exported(), committed.len());
     let (status, _records, stderr, _state) = agent.stop_keeping_state(Signal::SIGTERM);
     assert!(status.success(), "{}", stderr.join("\n"));
     assert!(dups <= 4 * 512, "{dups} duplicates: more than a few batches");

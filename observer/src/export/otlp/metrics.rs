@@ -115,12 +115,15 @@ pub fn start(runtime: tokio::runtime::Handle, resource: Resource, stats: Arc<Sta
     meter
         .u64_observable_counter("nhi.agent.drops")
         .with_unit("{event}")
-        .with_description("Events lost: kernel ring buffer full (per sensor), undecodable, store full")
+        .with_description("Events lost: kernel ring buffer full (per sensor), undecodable, store full, store write failed")
         .with_callback(move |o| {
             for (reason, n) in s.drops() {
                 o.observe(n, &[KeyValue::new("nhi.drop.reason", reason)]);
             }
             o.observe(Stats::get(&s.store_dropped), &[KeyValue::new("nhi.drop.reason", "store_full")]);
+            // Failed store writes: their records reached JSON lines only,
+            // never this exporter.
+            o.observe(Stats::get(&s.store_errors), &[KeyValue::new("nhi.drop.reason", "store_error")]);
         })
         .build();
     let s = stats.clone();
