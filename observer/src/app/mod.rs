@@ -70,8 +70,12 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
     let exporter = if cfg.otlp.enabled {
         let host = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
         let resource = otlp::resource(&host, db.instance());
-        let e = otlp::Exporter::start(&cfg.otlp, cfg.state_dir.clone(), resource, stats.clone())
-            .context("starting the OTLP exporter")?;
+        // Waits for the exporter thread to build its exporters: off the
+        // runtime's workers.
+        let e = tokio::task::block_in_place(|| {
+            otlp::Exporter::start(&cfg.otlp, cfg.state_dir.clone(), resource, stats.clone())
+        })
+        .context("starting the OTLP exporter")?;
         tracing::info!(logs = cfg.otlp.logs, metrics = cfg.otlp.metrics, "OTLP export on");
         Some(e)
     } else {
@@ -178,7 +182,9 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
     .await;
     drop(probes);
     if let Some(e) = exporter {
-        e.stop(otlp::STOP_DEADLINE);
+        // Waits (up to the deadline) for the exporter thread: off the
+        // runtime's workers.
+        tokio::task::block_in_place(|| e.stop(otlp::STOP_DEADLINE));
     }
     tracing::info!(
         events = Stats::get(&stats.events_received),
