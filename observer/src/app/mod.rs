@@ -49,6 +49,8 @@ pub use pipeline::{Input, Pipeline};
 /// kernel ring absorbs the burst (and counts what it cannot).
 const CHANNEL_CAPACITY: usize = 4096;
 
+/// Runs the agent until SIGINT/SIGTERM. Needs a multi-thread runtime (the
+/// exporter's start and stop wait in `block_in_place`).
 pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
     // Handlers first: a signal that arrives while we start must be a clean
     // shutdown, not the default action (death without a flush).
