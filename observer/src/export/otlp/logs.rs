@@ -94,6 +94,9 @@ pub struct Delivery {
     max_backoff: Duration,
     stats: Arc<Stats>,
     last_warn: Option<Instant>,
+    /// When the backlog gauge was last counted (a count over the records
+    /// behind the cursor: once a second, not per batch while catching up).
+    last_backlog: Option<Instant>,
 }
 
 /// The next batch size: halved after a failed export (down to one record),
@@ -128,6 +131,7 @@ impl Delivery {
             max_backoff: cfg.max_backoff,
             stats,
             last_warn: None,
+            last_backlog: None,
         })
     }
 
@@ -185,7 +189,10 @@ impl Delivery {
     async fn deliver_one(&mut self) -> Result<usize, String> {
         let cursor = store::cursor(&self.conn, store::CURSOR_OTLP_LOGS).map_err(|e| e.to_string())?;
         let rows = store::records_after(&self.conn, cursor, self.size).map_err(|e| e.to_string())?;
-        if let Ok(n) = store::backlog(&self.conn, store::CURSOR_OTLP_LOGS) {
+        if self.last_backlog.is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+            && let Ok(n) = store::backlog(&self.conn, store::CURSOR_OTLP_LOGS)
+        {
+            self.last_backlog = Some(Instant::now());
             Stats::set(&self.stats.export_backlog, n);
         }
         let Some(last) = rows.last().map(|r| r.0) else { return Ok(0) };
