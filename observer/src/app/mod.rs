@@ -78,7 +78,6 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
             otlp::Exporter::start(&cfg.otlp, cfg.state_dir.clone(), resource, stats.clone())
         })
         .context("starting the OTLP exporter")?;
-        tracing::info!(logs = cfg.otlp.logs, metrics = cfg.otlp.metrics, "OTLP export on");
         Some(e)
     } else {
         None

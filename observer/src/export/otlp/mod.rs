@@ -139,7 +139,7 @@ impl Exporter {
         let mut cfg = cfg.clone();
         cfg.logs &= signal_wanted("LOGS", env);
         cfg.metrics &= signal_wanted("METRICS", env);
-        tracing::info!(logs = cfg.logs, metrics = cfg.metrics, "OTLP export");
+        tracing::info!(logs = cfg.logs, metrics = cfg.metrics, "OTLP export on");
         let (w, s) = (wake.clone(), stop.clone());
         let thread = thread::Builder::new().name("nhi-otlp".into()).spawn(move || {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
