@@ -79,7 +79,15 @@ impl Agent {
             .append(true)
             .open(state_dir.path().join("agent.stdout"))
             .expect("stdout file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_nhi-observer"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nhi-observer"));
+        // The test's configuration only: OTEL_* and MIMALLOC_* variables set
+        // on the machine running the tests must not reach the agent.
+        for (k, _) in std::env::vars_os() {
+            if k.to_str().is_some_and(|k| k.starts_with("OTEL_") || k.starts_with("MIMALLOC_")) {
+                cmd.env_remove(&k);
+            }
+        }
+        let mut child = cmd
             .arg("run")
             .arg("--state-dir")
             .arg(state_dir.path())
