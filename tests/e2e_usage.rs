@@ -11,7 +11,7 @@
 mod common;
 
 use std::{
-    path::Path,
+    path::{Path, PathBuf},
     process::Command,
     time::Duration,
 };
@@ -86,6 +86,24 @@ fn python_exe() -> String {
 
 const CONFIG: &str = "[usage]\nflush_interval_secs = 1\n";
 
+/// A home holding `key_id`, a TLS server on loopback, the agent watching.
+struct Setup {
+    cred: PathBuf,
+    port: u16,
+    agent: Agent,
+    _home: tempfile::TempDir,
+    _server: TlsServer,
+}
+
+fn setup(key_id: &str) -> Setup {
+    let (home, cred) = aws_home(key_id);
+    let server = TlsServer::start(&Certs::new(), "127.0.0.1:0".parse().unwrap(), None);
+    let port = server.addr.port();
+    let args = config_args(home.path(), CONFIG);
+    let agent = Agent::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    Setup { cred, port, agent, _home: home, _server: server }
+}
+
 #[test]
 fn read_then_tls_connect_is_one_direct_usage_counting_every_access() {
     if !bpf_available("read_then_tls_connect_is_one_direct_usage_counting_every_access") {
@@ -93,12 +111,7 @@ fn read_then_tls_connect_is_one_direct_usage_counting_every_access() {
     }
     let _serial = serial();
     let key_id = "AKIAUSAGEDIRECT00001";
-    let (home, cred) = aws_home(key_id);
-    let certs = Certs::new();
-    let server = TlsServer::start(&certs, "127.0.0.1:0".parse().unwrap(), None);
-    let port = server.addr.port();
-    let args = config_args(home.path(), CONFIG);
-    let agent = Agent::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let Setup { cred, port, agent, _home, _server } = setup(key_id);
     // Two runs of one program: one workload, one usage. The first reads the
     // file 5 times in a row (folded by de-dup into counts).
     let p1 = read_then_connect(&cred, 5, port, "sts.usage.nhi.test", &[]);
@@ -167,12 +180,7 @@ fn child_connection_is_inferred_and_strangers_are_not_linked() {
     }
     let _serial = serial();
     let key_id = "AKIAUSAGEINFERRED001";
-    let (home, cred) = aws_home(key_id);
-    let certs = Certs::new();
-    let server = TlsServer::start(&certs, "127.0.0.1:0".parse().unwrap(), None);
-    let port = server.addr.port();
-    let args = config_args(home.path(), CONFIG);
-    let agent = Agent::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let Setup { cred, port, agent, _home, _server } = setup(key_id);
     // Python reads the key, makes no connection itself, runs curl.
     read_then_connect(&cred, 1, port, "-", &curl_args("child.usage.nhi.test", port));
     // A process that never read it (nor did its ancestors) connects too.

@@ -45,17 +45,25 @@ pub fn release_free_memory() {
 mod tests {
     use super::*;
 
-    /// The option numbers still mean what they meant: after `tune`, both
-    /// hold our values (a renumbered mimalloc fails here, not silently).
+    /// The option numbers still mean what they meant (a renumbered
+    /// mimalloc fails here, not silently), and a value the user set is kept.
     #[test]
-    fn tune_sets_immediate_purge_and_lazy_arena_commit() {
-        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() || std::env::var_os("MIMALLOC_ARENA_EAGER_COMMIT").is_some() {
-            return; // the user's settings win; nothing of ours to check
-        }
+    fn tune_sets_immediate_purge_and_lazy_arena_commit_unless_the_user_did() {
+        let user_set = |o: c_int| match o {
+            4 => std::env::var_os("MIMALLOC_ARENA_EAGER_COMMIT").is_some(),
+            _ => std::env::var_os("MIMALLOC_PURGE_DELAY").is_some(),
+        };
+        // SAFETY: see `tune`.
+        let get = |o: c_int| unsafe { libmimalloc_sys::mi_option_get(o) };
+        let before: Vec<c_long> = [ARENA_EAGER_COMMIT, PURGE_DELAY].iter().map(|(o, _, _)| get(*o)).collect();
         tune();
-        for (option, _, ours) in [ARENA_EAGER_COMMIT, PURGE_DELAY] {
-            // SAFETY: see `tune`.
-            assert_eq!(unsafe { libmimalloc_sys::mi_option_get(option) }, ours, "option {option}");
+        for ((option, default, ours), before) in [ARENA_EAGER_COMMIT, PURGE_DELAY].into_iter().zip(before) {
+            if user_set(option) {
+                assert_eq!(get(option), before, "option {option}: the user's value must stay");
+            } else {
+                assert_eq!(before, default, "option {option} no longer has the default we expect");
+                assert_eq!(get(option), ours, "option {option}");
+            }
         }
     }
 }

@@ -362,6 +362,19 @@ impl Catalog {
     }
 }
 
+/// A kernel rule for tests: id `id`, name `r<id>`, kind `test`.
+#[cfg(test)]
+pub fn test_rule(id: u32, pattern: &str) -> WatchRule {
+    WatchRule {
+        id,
+        name: format!("r{id}"),
+        kind: "test".into(),
+        pattern: PathPattern::parse(pattern).unwrap_or_else(|e| panic!("{pattern}: {e}")),
+        format: observer_creds::Format::Auto,
+        kernel: true,
+    }
+}
+
 /// The built-in watch list. Ids are positions + 1 and part of the output
 /// contract of a given version only (records carry the rule name too).
 #[cfg(test)]

@@ -263,16 +263,7 @@ mod tests {
         decode::{Task, WalkedPath},
     };
 
-    fn rule(id: u32, pattern: &str) -> WatchRule {
-        WatchRule {
-            id,
-            name: format!("r{id}"),
-            kind: "test".into(),
-            pattern: PathPattern::parse(pattern).unwrap(),
-            format: observer_creds::Format::Auto,
-            kernel: true,
-        }
-    }
+    use crate::classify::catalog::test_rule as rule;
 
     fn catalog(rules: Vec<WatchRule>) -> Catalog {
         Catalog { rules, exclude: vec![PathPattern::parse("/etc/ssl/certs/").unwrap()] }

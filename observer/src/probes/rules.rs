@@ -247,18 +247,9 @@ pub fn inode_gate(entries: &[InodeEntry]) -> Bitmap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::classify::catalog::{PathPattern, builtin_rules};
+    use crate::classify::catalog::builtin_rules;
 
-    fn rule(id: u32, pattern: &str) -> WatchRule {
-        WatchRule {
-            id,
-            name: format!("r{id}"),
-            kind: "test".into(),
-            pattern: PathPattern::parse(pattern).unwrap(),
-            format: observer_creds::Format::Auto,
-            kernel: true,
-        }
-    }
+    use crate::classify::catalog::test_rule as rule;
 
     #[test]
     fn exact_keys_end_in_nul_prefix_keys_do_not() {
