@@ -13,7 +13,9 @@ pub mod correlate;
 pub mod decode;
 pub mod enrich;
 pub mod export;
+pub mod host;
 pub mod identity;
+pub mod model;
 pub mod net;
 pub mod probes;
 pub mod ringbuf;
@@ -21,3 +23,6 @@ pub mod scan;
 pub mod secret;
 pub mod stats;
 pub mod store;
+
+#[cfg(test)]
+mod layering;

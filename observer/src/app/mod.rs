@@ -34,7 +34,8 @@ use crate::{
         watch::{self, InodeEntry, WatchList},
     },
     config::{Config, Overrides},
-    export::{jsonl::JsonLines, otlp, record::Record},
+    export::{jsonl::JsonLines, otlp},
+    model::Record,
     probes::{ProbeOptions, Probes},
     ringbuf, scan,
     stats::Stats,
@@ -297,11 +298,8 @@ fn start_scan(
                 else {
                     continue;
                 };
-                let entry = InodeEntry {
-                    key: observer_common::InodeKey { ino, dev: dev as u32, _pad0: 0 },
-                    rule: observer_common::InodeRule { rule_id: rule.id, what: observer_common::INODE_FILE },
-                    path: found.path.clone(),
-                };
+                let entry =
+                    InodeEntry::new(dev as u32, ino, rule.id, observer_common::INODE_FILE, found.path.clone());
                 if inodes.send(entry).is_err() {
                     return;
                 }
@@ -351,7 +349,7 @@ impl Out<'_> {
 
     fn write(&mut self, records: &mut Vec<Record>) -> std::io::Result<()> {
         for mut record in records.drain(..) {
-            if record.event_name == crate::export::record::EVENT_AGENT_STATS {
+            if record.event_name == crate::model::EVENT_AGENT_STATS {
                 // Counters, not observations: JSON lines, and OTLP metrics.
                 self.sink.write(&record)?;
             } else {
@@ -377,7 +375,7 @@ impl Out<'_> {
         let mut records = Vec::with_capacity(deltas.len());
         for d in deltas.drain(..) {
             match self.store.upsert_usage(&d) {
-                Ok(row) => records.push(crate::correlate::record::usage_record(&row)),
+                Ok(row) => records.push(store::usage_record(&row)),
                 Err(e) => self.store_error(&e),
             }
         }

@@ -11,7 +11,7 @@ use rusqlite::{Connection, OptionalExtension as _, params};
 use super::schema;
 use crate::{
     correlate::{Confidence, UsageDelta},
-    export::record::{Record, Value},
+    model::{Record, Value},
 };
 
 /// Rows in one transaction at most before it is committed.

@@ -25,9 +25,11 @@
 //! Schema: `schema.rs` (versioned migrations), documented in docs/design.md.
 mod db;
 pub mod schema;
+mod usage_record;
 
 pub use db::{
     COMMIT_INTERVAL, COMMIT_ROWS, CURSOR_OTLP_LOGS, Counters, DestinationRow, Interval, Store, StoreError,
     StoreOptions, UsageRow, backlog, coverage, cursor, db_path, open_reader, records_after, set_cursor,
     time as db_time,
 };
+pub use usage_record::{MAX_LISTED_DESTINATIONS, usage_id, usage_record};
