@@ -58,6 +58,9 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     ensure_state_dir(&cfg.state_dir)?;
+    // Before anything in the directory is touched: one agent per state
+    // directory. Held until `run` returns.
+    let _lock = store::lock(&cfg.state_dir)?;
     let keyed = Arc::new(match &cfg.fingerprint_key_file {
         Some(path) => key::load(path)?,
         None => key::load_or_create(&cfg.state_dir)?,

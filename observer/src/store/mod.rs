@@ -27,14 +27,17 @@
 //! Files, by role: `writer` (the [`Store`], its batched transactions and
 //! record ids), `usage` (cumulative usage and destinations), `outbox` (the
 //! records the exporters read behind their cursors, and retention),
-//! `coverage` (runs and watched intervals), `schema` (migrations).
+//! `coverage` (runs and watched intervals), `lock` (one agent per state
+//! directory), `schema` (migrations).
 mod coverage;
+mod lock;
 mod outbox;
 pub mod schema;
 mod usage;
 mod writer;
 
 pub use coverage::{Counters, Interval, coverage};
+pub use lock::{LOCK_FILE, LockError, StateLock, lock};
 pub use outbox::{CURSOR_OTLP_LOGS, backlog, cursor, open_reader, records_after, set_cursor};
 pub use usage::{DestinationRow, UsageRow};
 pub use writer::{COMMIT_INTERVAL, COMMIT_ROWS, Store, StoreError, StoreOptions, db_path, time as db_time};
