@@ -6,10 +6,16 @@
 //! it did not deliver is counted under a named reason.
 mod common;
 
-use std::time::Duration;
+use std::{collections::BTreeSet, path::Path, time::Duration};
 
 use common::*;
 use nix::sys::signal::Signal;
+
+/// Record ids in a JSON lines file (records that carry one: all but the
+/// agent's own stats).
+fn jsonl_record_ids(path: &Path) -> BTreeSet<String> {
+    read_jsonl(path).iter().filter_map(|r| str_attr(r, "nhi.record.id").map(str::to_owned)).collect()
+}
 
 /// Guards the state-directory lock: a second agent on the same directory
 /// would record every event twice and mark the first one's run unclean.
@@ -41,4 +47,37 @@ fn a_second_agent_on_the_same_state_dir_is_refused_naming_the_first() {
     assert!(status.success(), "first agent: {status}; {stderr:?}");
     let clean: i64 = open_db(state.path()).query_row("SELECT clean FROM runs", [], |r| r.get(0)).unwrap();
     assert_eq!(clean, 1, "the first agent's run ends clean");
+}
+
+/// Guards "JSON lines only after the store commit": before, the 64 KiB
+/// JSON-lines buffer flushed on its own ahead of the commit, and a
+/// `kill -9` left records in JSON lines that no database or OTLP receiver
+/// ever had.
+#[test]
+fn kill_9_under_load_leaves_no_json_line_the_database_lacks() {
+    if !bpf_available("kill_9_under_load_leaves_no_json_line_the_database_lacks") {
+        return;
+    }
+    let _serial = serial();
+    let (home, cred) = aws_home("AKIAFAULTKILL9000001");
+    let args = config_args(home.path(), "dedup_interval_ms = 0\n[usage]\nflush_interval_secs = 1\n");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut in_jsonl = BTreeSet::new();
+    let mut state = None;
+    // Three kills, at different moments of the commit cycle.
+    for pause_ms in [3000, 3130, 3270] {
+        let agent = Agent::start_env(&args, "info", &[], state.take());
+        let load = open_loop(&cred);
+        std::thread::sleep(Duration::from_millis(pause_ms));
+        let dir = agent.kill9();
+        stop_loop(load);
+        let jsonl = dir.path().join("out.jsonl");
+        in_jsonl = jsonl_record_ids(&jsonl);
+        let in_db = db_record_ids(dir.path());
+        assert!(in_jsonl.len() > 300, "only {} records in JSON lines under load", in_jsonl.len());
+        let missing: Vec<_> = in_jsonl.difference(&in_db).collect();
+        assert!(missing.is_empty(), "{} records in JSON lines are not in the database, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+        state = Some(dir);
+    }
+    assert!(!in_jsonl.is_empty());
 }

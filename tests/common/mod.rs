@@ -599,6 +599,23 @@ pub fn records_of<'a>(records: &'a [Value], pid: u32, source: &str) -> Vec<&'a V
         .collect()
 }
 
+/// Load: a Python process opening `cred` 20 times every 20 ms until
+/// [`stop_loop`] (with `dedup_interval_ms = 0`, a record per open).
+pub fn open_loop(cred: &Path) -> Child {
+    let script = "import os, sys, time\n\
+                  p = sys.argv[1]\n\
+                  while True:\n\
+                  \x20   for _ in range(20):\n\
+                  \x20       os.close(os.open(p, os.O_RDONLY))\n\
+                  \x20   time.sleep(0.02)\n";
+    Command::new("python3").args(["-I", "-S", "-c", script]).arg(cred).spawn().expect("python3")
+}
+
+pub fn stop_loop(mut c: Child) {
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
 /// A temporary config file for the agent.
 pub fn config_file(text: &str) -> tempfile::NamedTempFile {
     use std::io::Write as _;

@@ -18,6 +18,7 @@ pub struct Counters {
     pub drops: BTreeMap<&'static str, u64>,
 }
 
+#[derive(Clone)]
 pub(super) struct CoverageState {
     pub(super) row: i64,
     pub(super) start_ns: i64,
@@ -29,6 +30,16 @@ impl Store {
     /// now, with the counters' deltas; starts a new interval when the
     /// current one is `coverage_every` long. Part of the open transaction.
     pub fn heartbeat(&mut self, counters: &Counters) -> Result<(), StoreError> {
+        if self.failing.is_some() {
+            return Ok(()); // the gap is recorded when writes come back
+        }
+        self.beat(counters).map_err(|e| {
+            self.fail(&e);
+            e.into()
+        })
+    }
+
+    fn beat(&mut self, counters: &Counters) -> rusqlite::Result<()> {
         self.begin()?;
         let now = now_ns();
         self.conn
@@ -53,9 +64,18 @@ impl Store {
     /// The probes are attached since `since` (wall clock): the run's first
     /// coverage interval starts there, with the counters as they are.
     pub fn watching(&mut self, since: SystemTime, counters: &Counters) -> Result<(), StoreError> {
-        self.begin()?;
+        if self.failing.is_some() {
+            return Ok(()); // asked again once writes come back
+        }
         let since = ns(since);
-        self.conn.execute("UPDATE coverage SET start_ns = ?1, end_ns = ?1 WHERE id = ?2", params![since, self.coverage.row])?;
+        let row = self.coverage.row;
+        let written = self.begin().and_then(|()| {
+            self.conn.execute("UPDATE coverage SET start_ns = ?1, end_ns = ?1 WHERE id = ?2", params![since, row])
+        });
+        if let Err(e) = written {
+            self.fail(&e);
+            return Err(e.into());
+        }
         self.coverage.start_ns = since;
         self.coverage.base = counters.clone();
         self.watching = true;

@@ -23,7 +23,7 @@ impl Store {
     /// Deletes delivered records past the retention, and the oldest past
     /// `max_records`. Runs at most once a minute (or when `force`).
     pub fn prune(&mut self, force: bool) -> Result<(), StoreError> {
-        if !force && self.last_prune.elapsed() < PRUNE_EVERY {
+        if self.failing.is_some() || (!force && self.last_prune.elapsed() < PRUNE_EVERY) {
             return Ok(());
         }
         self.last_prune = Instant::now();

@@ -4,7 +4,7 @@ use std::time::SystemTime;
 
 use rusqlite::{Connection, params};
 
-use super::writer::{Store, StoreError, i, ns, time, u};
+use super::writer::{Op, Store, StoreError, i, ns, time, u};
 use crate::{
     correlate::{Confidence, UsageDelta},
     export::record::Value,
@@ -40,13 +40,34 @@ pub struct UsageRow {
 }
 
 impl Store {
-    /// Adds a usage delta to the cumulative usage and returns the result.
-    pub fn upsert_usage(&mut self, d: &UsageDelta) -> Result<UsageRow, StoreError> {
-        self.begin()?;
+    /// Adds a usage delta to the cumulative usage and returns the result;
+    /// `None` while the database cannot be written (the delta then waits in
+    /// the retry queue, and the next usage record after it shows the total).
+    pub fn upsert_usage(&mut self, d: &UsageDelta) -> Result<Option<UsageRow>, StoreError> {
+        if self.failing.is_some() {
+            self.queue(Op::Usage(d.clone()));
+            return Ok(None);
+        }
+        let written = self.begin().and_then(|()| upsert(&self.conn, d));
+        self.pending.push(Op::Usage(d.clone()));
+        match written {
+            Ok(row) => {
+                self.rows += 1 + d.destinations.len();
+                Ok(Some(row))
+            }
+            Err(e) => {
+                self.fail(&e);
+                Err(e.into())
+            }
+        }
+    }
+}
+
+/// Adds a usage delta in the open transaction; the cumulative row.
+pub(super) fn upsert(conn: &Connection, d: &UsageDelta) -> rusqlite::Result<UsageRow> {
         let h = &d.head;
         let consumer = consumer_json(&h.consumer);
-        let (id, first, last, accesses, connections): (i64, i64, i64, i64, i64) = self
-            .conn
+        let (id, first, last, accesses, connections): (i64, i64, i64, i64, i64) = conn
             .prepare_cached(
                 "INSERT INTO usage (usage_key, nhi_id, kind, source, host, consumer, first_seen_ns, last_seen_ns, accesses, connections)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
@@ -74,7 +95,7 @@ impl Store {
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
             )?;
         for ((dest, confidence), seen) in &d.destinations {
-            self.conn
+            conn
                 .prepare_cached(
                     "INSERT INTO usage_destinations (usage_id, server_address, server_port, confidence, first_seen_ns, last_seen_ns, connections)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
@@ -93,8 +114,7 @@ impl Store {
                     i(seen.count)
                 ])?;
         }
-        self.rows += 1 + d.destinations.len();
-        let destinations = destinations(&self.conn, id)?;
+        let destinations = destinations(conn, id)?;
         Ok(UsageRow {
             id,
             usage_key: h.key.to_string(),
@@ -109,7 +129,6 @@ impl Store {
             connections: u(connections),
             destinations,
         })
-    }
 }
 
 fn consumer_json(consumer: &[(&'static str, Value)]) -> String {
@@ -179,13 +198,13 @@ mod tests {
     fn usage_accumulates_across_deltas() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Store::open(dir.path(), StoreOptions::default()).unwrap();
-        let a = s.upsert_usage(&delta(3, None)).unwrap();
+        let a = s.upsert_usage(&delta(3, None)).unwrap().unwrap();
         assert_eq!((a.accesses, a.connections, a.destinations.len()), (3, 0, 0));
-        let b = s.upsert_usage(&delta(2, Some(("sts.amazonaws.com", Confidence::Direct)))).unwrap();
+        let b = s.upsert_usage(&delta(2, Some(("sts.amazonaws.com", Confidence::Direct)))).unwrap().unwrap();
         assert_eq!(b.id, a.id);
         assert_eq!((b.accesses, b.connections), (5, 1));
         assert_eq!(b.destinations[0].server_address, "sts.amazonaws.com");
-        let c = s.upsert_usage(&delta(0, Some(("sts.amazonaws.com", Confidence::Direct)))).unwrap();
+        let c = s.upsert_usage(&delta(0, Some(("sts.amazonaws.com", Confidence::Direct)))).unwrap().unwrap();
         assert_eq!(c.destinations.len(), 1);
         assert_eq!(c.destinations[0].connections, 2);
         assert!(c.first_seen <= c.last_seen);

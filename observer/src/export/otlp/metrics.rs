@@ -115,15 +115,17 @@ pub fn start(runtime: tokio::runtime::Handle, resource: Resource, stats: Arc<Sta
     meter
         .u64_observable_counter("nhi.agent.drops")
         .with_unit("{event}")
-        .with_description("Events lost: kernel ring buffer full (per sensor), undecodable, store full, store write failed")
+        .with_description("Events or records lost: kernel ring buffer full (per sensor), undecodable, store full, store unwritable past its queue")
         .with_callback(move |o| {
             for (reason, n) in s.drops() {
                 o.observe(n, &[KeyValue::new("nhi.drop.reason", reason)]);
             }
             o.observe(Stats::get(&s.store_dropped), &[KeyValue::new("nhi.drop.reason", "store_full")]);
-            // Failed store writes: their records reached JSON lines only,
-            // never this exporter.
-            o.observe(Stats::get(&s.store_errors), &[KeyValue::new("nhi.drop.reason", "store_error")]);
+            // Records the store gave up on while it could not write
+            // (`store_queue_full`, `usage_queue_full`, `store_unwritable_at_stop`).
+            for (reason, n) in s.store_drops() {
+                o.observe(n, &[KeyValue::new("nhi.drop.reason", reason)]);
+            }
         })
         .build();
     let s = stats.clone();
