@@ -8,7 +8,10 @@ mod common;
 
 use std::{collections::BTreeSet, path::Path, time::Duration};
 
-use common::*;
+use common::{
+    otlp::{self, Protocol, Receiver},
+    *,
+};
 use nix::sys::signal::Signal;
 
 /// Record ids in a JSON lines file (records that carry one: all but the
@@ -80,4 +83,92 @@ fn kill_9_under_load_leaves_no_json_line_the_database_lacks() {
         state = Some(dir);
     }
     assert!(!in_jsonl.is_empty());
+}
+
+/// Guards delivery past a record the collector refuses for good: before,
+/// the batch shrank to that record and it was retried every 30 s forever,
+/// holding back every record after it.
+fn refused_record_is_set_aside_and_delivery_goes_on(protocol: Protocol, bad: &str, good: &str) {
+    let _serial = serial();
+    let (bad_home, bad_cred) = aws_home(bad);
+    let (_good_home, good_cred) = aws_home(good);
+    let receiver = Receiver::start(protocol, 0);
+    receiver.refuse(bad);
+    let args = config_args(bad_home.path(), "[usage]\nflush_interval_secs = 1\n[otlp]\nmax_backoff_secs = 2\n");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut agent = Agent::start_env(&args, "info", &otlp::otel_env(&receiver, false), None);
+    let cat = which("cat");
+    let read = |p: &Path| assert!(std::process::Command::new(&cat).arg(p).stdout(std::process::Stdio::null()).status().unwrap().success());
+    read(&good_cred);
+    read(&bad_cred);
+    read(&good_cred);
+    agent.wait_for_log("refused a record for good", Duration::from_secs(30));
+    // After the refusal: the next good record still arrives.
+    read(&bad_cred);
+    read(&good_cred);
+    let has = |logs: &[otlp::LogView], key: &str, n: usize| {
+        logs.iter().filter(|l| l.event_name == "nhi.credential.access" && l.str("nhi.id") == Some(key)).count() >= n
+    };
+    let logs = receiver.wait_logs(Duration::from_secs(30), |logs| has(logs, good, 3));
+    assert!(has(&logs, good, 3), "good records held back behind the refused one: {} received", logs.len());
+    let rejected_metric = || {
+        receiver
+            .metric("nhi.export.rejected")
+            .iter()
+            .filter(|(a, _)| a.get("nhi.export.reason").and_then(|v| v.as_str()).is_some_and(|r| r == "grpc_invalid_argument" || r == "http_400"))
+            .map(|(_, v)| *v)
+            .sum::<f64>()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while rejected_metric() < 2.0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(rejected_metric() >= 2.0, "nhi.export.rejected by reason: {:?}", receiver.metric("nhi.export.rejected"));
+    // Everything stored is delivered by now, except what was refused.
+    std::thread::sleep(Duration::from_secs(2));
+    let (status, _records, stderr, state) = agent.stop_keeping_state(Signal::SIGTERM);
+    assert!(status.success(), "{}", stderr.join("\n"));
+    let received: BTreeSet<String> =
+        receiver.logs().iter().filter_map(|l| l.str("nhi.record.id").map(str::to_owned)).collect();
+    let db = open_db(state.path());
+    let rejected: Vec<(String, String)> = db
+        .prepare("SELECT body, reason FROM rejected")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mut rejected_ids = BTreeSet::new();
+    for (body, reason) in &rejected {
+        assert!(body.contains(bad), "a record without the refused marker was set aside: {body}");
+        assert!(reason == "grpc_invalid_argument" || reason == "http_400", "reason {reason}");
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        rejected_ids.insert(v["nhi.record.id"].as_str().unwrap().to_owned());
+    }
+    assert!(rejected_ids.len() >= 2, "both reads of the refused credential set aside: {rejected:?}");
+    for id in &rejected_ids {
+        let logged = stderr.iter().filter(|l| l.contains("refused a record for good") && l.contains(&format!("\"record_id\":\"{id}\""))).count();
+        assert_eq!(logged, 1, "record {id} logged {logged} times");
+    }
+    assert!(received.is_disjoint(&rejected_ids), "a refused record was also received");
+    // Every stored record either reached the receiver or is set aside.
+    let stored = db_record_ids(state.path());
+    let unaccounted: Vec<_> = stored.iter().filter(|id| !received.contains(*id) && !rejected_ids.contains(*id)).collect();
+    assert!(unaccounted.is_empty(), "{} stored records neither delivered nor set aside: {unaccounted:?}", unaccounted.len());
+}
+
+#[test]
+fn grpc_invalid_argument_sets_the_record_aside_and_delivery_goes_on() {
+    if !bpf_available("grpc_invalid_argument_sets_the_record_aside_and_delivery_goes_on") {
+        return;
+    }
+    refused_record_is_set_aside_and_delivery_goes_on(Protocol::Grpc, "AKIAFAULTREJECTGRPC1", "AKIAFAULTGOODGRPC001");
+}
+
+#[test]
+fn http_400_sets_the_record_aside_and_delivery_goes_on() {
+    if !bpf_available("http_400_sets_the_record_aside_and_delivery_goes_on") {
+        return;
+    }
+    refused_record_is_set_aside_and_delivery_goes_on(Protocol::HttpProtobuf, "AKIAFAULTREJECTHTTP1", "AKIAFAULTGOODHTTP001");
 }

@@ -38,6 +38,6 @@ mod writer;
 
 pub use coverage::{Counters, Interval, coverage};
 pub use lock::{LOCK_FILE, LockError, StateLock, lock};
-pub use outbox::{CURSOR_OTLP_LOGS, backlog, cursor, open_reader, records_after, set_cursor};
+pub use outbox::{CURSOR_OTLP_LOGS, backlog, cursor, open_reader, records_after, reject, set_cursor};
 pub use usage::{DestinationRow, UsageRow};
 pub use writer::{COMMIT_INTERVAL, COMMIT_ROWS, Store, StoreError, StoreOptions, db_path, time as db_time};

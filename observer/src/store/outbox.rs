@@ -33,6 +33,7 @@ impl Store {
         let old = self
             .conn
             .execute("DELETE FROM records WHERE time_ns < ?1 AND id <= ?2", params![cutoff, delivered])?;
+        self.conn.execute("DELETE FROM rejected WHERE rejected_ns < ?1", [cutoff])?;
         let count: i64 = self.conn.query_row("SELECT count(*) FROM records", [], |r| r.get(0))?;
         let excess = u(count).saturating_sub(self.opts.max_records);
         if excess > 0 {
@@ -88,6 +89,27 @@ pub fn set_cursor(conn: &Connection, name: &str, last_id: i64) -> rusqlite::Resu
     Ok(())
 }
 
+/// Reader side: a record the exporter's collector refused for good is kept
+/// in `rejected` with the reason, and the cursor moves past it, together.
+pub fn reject(
+    conn: &mut Connection,
+    name: &str,
+    id: i64,
+    time_ns: i64,
+    body: &str,
+    reason: &str,
+    message: &str,
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    tx.execute(
+        "INSERT OR IGNORE INTO rejected (record_id, exporter, reason, message, time_ns, rejected_ns, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![id, name, reason, message, time_ns, now_ns(), body],
+    )?;
+    set_cursor(&tx, name, id)?;
+    tx.commit()
+}
+
 /// Reader side: up to `limit` records after `after`, in id order.
 pub fn records_after(conn: &Connection, after: i64, limit: usize) -> rusqlite::Result<Vec<(i64, i64, String)>> {
     let mut stmt = conn.prepare_cached("SELECT id, time_ns, body FROM records WHERE id > ?1 ORDER BY id LIMIT ?2")?;
@@ -109,6 +131,26 @@ mod tests {
 
     use super::*;
     use crate::store::{StoreOptions, writer::tests::record};
+
+    #[test]
+    fn a_rejected_record_is_kept_aside_and_the_cursor_moves_past_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions { cursors: vec![CURSOR_OTLP_LOGS], ..StoreOptions::default() };
+        let mut s = Store::open(dir.path(), opts).unwrap();
+        for n in 0..3 {
+            s.append(&mut record(n)).unwrap();
+        }
+        s.maybe_commit(true).unwrap();
+        let mut reader = open_reader(dir.path()).unwrap();
+        let rows = records_after(&reader, 0, 10).unwrap();
+        set_cursor(&reader, CURSOR_OTLP_LOGS, rows[0].0).unwrap();
+        reject(&mut reader, CURSOR_OTLP_LOGS, rows[1].0, rows[1].1, &rows[1].2, "grpc_invalid_argument", "refused").unwrap();
+        assert_eq!(cursor(&reader, CURSOR_OTLP_LOGS).unwrap(), rows[1].0);
+        assert_eq!(backlog(&reader, CURSOR_OTLP_LOGS).unwrap(), 1, "delivery goes on after it");
+        let (id, reason, body): (i64, String, String) =
+            reader.query_row("SELECT record_id, reason, body FROM rejected", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap();
+        assert_eq!((id, reason.as_str(), body.as_str()), (rows[1].0, "grpc_invalid_argument", rows[1].2.as_str()));
+    }
 
     #[test]
     fn prune_keeps_undelivered_records_until_the_bound() {

@@ -13,6 +13,7 @@
 //! | `nhi.export.records` | counter | `{record}` | |
 //! | `nhi.export.failures` | counter | `{request}` | `nhi.export.signal` |
 //! | `nhi.export.backlog` | gauge | `{record}` | |
+//! | `nhi.export.rejected` | counter | `{record}` | `nhi.export.reason` |
 //!
 //! The SDK's periodic reader (interval: `OTEL_METRIC_EXPORT_INTERVAL`,
 //! default 60 s) runs on its own thread; its exports run on the exporter
@@ -157,6 +158,17 @@ pub fn start(runtime: tokio::runtime::Handle, resource: Resource, stats: Arc<Sta
         .with_callback(move |o| {
             o.observe(Stats::get(&s.export_failures_logs), &[KeyValue::new("nhi.export.signal", "logs")]);
             o.observe(Stats::get(&s.export_failures_metrics), &[KeyValue::new("nhi.export.signal", "metrics")]);
+        })
+        .build();
+    let s = stats.clone();
+    meter
+        .u64_observable_counter("nhi.export.rejected")
+        .with_unit("{record}")
+        .with_description("Records an OTLP collector refused for good (kept in the store's rejected table), by reason")
+        .with_callback(move |o| {
+            for (reason, n) in s.export_rejections() {
+                o.observe(n, &[KeyValue::new("nhi.export.reason", reason)]);
+            }
         })
         .build();
     let s = stats;
