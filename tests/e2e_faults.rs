@@ -172,3 +172,83 @@ fn http_400_sets_the_record_aside_and_delivery_goes_on() {
     }
     refused_record_is_set_aside_and_delivery_goes_on(Protocol::HttpProtobuf, "AKIAFAULTREJECTHTTP1", "AKIAFAULTGOODHTTP001");
 }
+
+/// Starts an agent under load, stops it, damages its database with
+/// `damage`, starts again: the damage is reported, the file kept aside,
+/// and new records flow into a new database.
+fn damaged_database_is_set_aside_and_records_flow(key: &str, damage: impl Fn(&Path)) {
+    let _serial = serial();
+    let (home, cred) = aws_home(key);
+    let args = config_args(home.path(), "dedup_interval_ms = 0\n");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let agent = Agent::start_env(&args, "info", &[], None);
+    let load = open_loop(&cred);
+    std::thread::sleep(Duration::from_secs(3));
+    stop_loop(load);
+    let (status, _, stderr, state) = agent.stop_keeping_state(Signal::SIGTERM);
+    assert!(status.success(), "{}", stderr.join("\n"));
+    let db = state.path().join("nhi-observer.db");
+    let before = db_record_ids(state.path());
+    assert!(before.len() > 300, "a database of some size: {} records", before.len());
+    damage(&db);
+    let mut agent = Agent::start_env(&args, "info", &[], Some(state));
+    agent.wait_for_log("the database is damaged", Duration::from_secs(5));
+    assert!(agent.log_lines().iter().any(|l| l.contains("the database is damaged") && l.contains("ERROR")));
+    let cat = which("cat");
+    assert!(std::process::Command::new(&cat).arg(&cred).stdout(std::process::Stdio::null()).status().unwrap().success());
+    let is_cat_read = |r: &serde_json::Value| {
+        str_attr(r, "nhi.id") == Some(key) && str_attr(r, "process.executable.path") == cat.to_str()
+    };
+    let records = agent.wait_for_record(Duration::from_secs(20), is_cat_read);
+    let id = records.iter().rfind(|r| is_cat_read(r)).and_then(|r| str_attr(r, "nhi.record.id")).expect("a record after the restart").to_owned();
+    let (status, _, stderr, state) = agent.stop_keeping_state(Signal::SIGTERM);
+    assert!(status.success(), "{}", stderr.join("\n"));
+    let after = db_record_ids(state.path());
+    assert!(after.contains(&id), "the new record {id} is in the new database");
+    assert!(after.is_disjoint(&before), "the new database starts empty");
+    let kept: Vec<_> = files_under(state.path())
+        .into_iter()
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("nhi-observer.db.damaged-") && !n.ends_with("-wal") && !n.ends_with("-shm")))
+        .collect();
+    assert_eq!(kept.len(), 1, "the damaged database is kept aside once: {kept:?}");
+    let gap: String = open_db(state.path()).query_row("SELECT detail FROM gaps WHERE kind = 'database_replaced'", [], |r| r.get(0)).unwrap();
+    assert!(gap.contains("damaged-"), "the gap names where the old database went: {gap}");
+}
+
+fn overwrite(path: &Path, at: u64, bytes: &[u8]) {
+    use std::io::{Seek as _, SeekFrom, Write as _};
+    let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.write_all(bytes).unwrap();
+}
+
+/// Guards the integrity check: 8 KiB of random bytes in the middle of the
+/// database went unnoticed and stopped OTLP delivery for good.
+#[test]
+fn random_bytes_mid_database_are_noticed_at_start() {
+    if !bpf_available("random_bytes_mid_database_are_noticed_at_start") {
+        return;
+    }
+    damaged_database_is_set_aside_and_records_flow("AKIAFAULTDAMAGEMID01", |db| {
+        let mut junk = vec![0u8; 8192];
+        getrandom_fill(&mut junk);
+        let size = std::fs::metadata(db).unwrap().len();
+        overwrite(db, size / 2 / 4096 * 4096, &junk);
+    });
+}
+
+/// Guards "file is not a database": an overwritten header made the agent
+/// exit 1 at every start.
+#[test]
+fn an_overwritten_database_header_is_noticed_at_start() {
+    if !bpf_available("an_overwritten_database_header_is_noticed_at_start") {
+        return;
+    }
+    damaged_database_is_set_aside_and_records_flow("AKIAFAULTDAMAGEHEAD1", |db| overwrite(db, 0, &[0x5a; 100]));
+}
+
+/// Random bytes from the kernel (no extra dependency for the tests).
+fn getrandom_fill(buf: &mut [u8]) {
+    use std::io::Read as _;
+    std::fs::File::open("/dev/urandom").unwrap().read_exact(buf).unwrap();
+}

@@ -41,6 +41,8 @@ pub enum StoreError {
     Migration(#[from] rusqlite_migration::Error),
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("cannot move the damaged database {path} aside: {source}")]
+    SetAside { path: PathBuf, source: std::io::Error },
     #[error("the database cannot be written; records waiting for it are lost")]
     Unwritable,
     #[error("database {path} has schema version {found}, newer than this agent's {supported}: upgrade the agent")]
@@ -157,6 +159,61 @@ pub(super) fn open_conn(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+/// Whether the database file is damaged: `PRAGMA quick_check` finds a
+/// problem, or the file is not a database at all (overwritten header).
+/// `None` when it is sound, absent, or cannot be read for another reason
+/// (then opening it says why).
+fn damage(path: &Path) -> Option<String> {
+    use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+    if !path.exists() {
+        return None;
+    }
+    let corrupt = |e: &rusqlite::Error| matches!(e.sqlite_error_code(), Some(NotADatabase | DatabaseCorrupt));
+    let conn = match Connection::open(path) {
+        Ok(c) => c,
+        Err(e) => return corrupt(&e).then(|| e.to_string()),
+    };
+    let _ = conn.busy_timeout(BUSY_TIMEOUT);
+    let found: rusqlite::Result<Vec<String>> =
+        conn.prepare("PRAGMA quick_check(20)").and_then(|mut s| s.query_map([], |r| r.get(0))?.collect());
+    match found {
+        Ok(rows) if rows.len() == 1 && rows[0] == "ok" => None,
+        Ok(rows) => Some(rows.join("; ")),
+        Err(e) => corrupt(&e).then(|| e.to_string()),
+    }
+}
+
+/// Moves a damaged database (and its WAL and shared-memory files) aside
+/// under a dated name, so a new one can start; says so at ERROR. Returns
+/// where it went and what was wrong.
+fn set_aside(path: &Path, problem: &str) -> Result<(PathBuf, String), StoreError> {
+    let t = ::time::OffsetDateTime::now_utc();
+    let stamp = format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    );
+    let moved = PathBuf::from(format!("{}.damaged-{stamp}", path.display()));
+    for suffix in ["", "-wal", "-shm"] {
+        let from = PathBuf::from(format!("{}{suffix}", path.display()));
+        let to = PathBuf::from(format!("{}{suffix}", moved.display()));
+        if from.exists() {
+            std::fs::rename(&from, &to).map_err(|e| StoreError::SetAside { path: from.clone(), source: e })?;
+        }
+    }
+    tracing::error!(
+        path = %path.display(),
+        kept_as = %moved.display(),
+        problem,
+        "the database is damaged: it is kept aside and a new one is started. Records it held that were not yet exported are not in the new database, and coverage starts again now (recorded in the gaps table). Keep the damaged file for inspection (sqlite3 .recover can salvage rows) and delete it when done"
+    );
+    Ok((moved, problem.to_owned()))
+}
+
 pub fn ns(t: SystemTime) -> i64 {
     t.duration_since(SystemTime::UNIX_EPOCH).map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)).unwrap_or(0)
 }
@@ -182,6 +239,10 @@ impl Store {
     /// (cleanly stopped or not), and starts this one.
     pub fn open(state_dir: &Path, opts: StoreOptions) -> Result<Store, StoreError> {
         let path = db_path(state_dir);
+        let replaced = match damage(&path) {
+            None => None,
+            Some(problem) => Some(set_aside(&path, &problem)?),
+        };
         let mut conn = open_conn(&path)?;
         let migrations = schema::migrations();
         // A database written by a newer agent: its version is past our
@@ -240,6 +301,15 @@ impl Store {
         let row = tx.last_insert_rowid();
         for name in &opts.cursors {
             tx.execute("INSERT OR IGNORE INTO cursors (name, last_id, updated_ns) VALUES (?1, 0, ?2)", params![name, now])?;
+        }
+        if let Some((moved, problem)) = &replaced {
+            // What the damaged database held is not in this one: evidence
+            // built on this database starts here.
+            let detail = serde_json::json!({ "moved_to": moved.display().to_string(), "problem": problem }).to_string();
+            tx.execute(
+                "INSERT INTO gaps (start_ns, end_ns, kind, detail) VALUES (?1, ?1, 'database_replaced', ?2)",
+                params![now, detail],
+            )?;
         }
         tx.commit()?;
         tracing::info!(path = %path.display(), run = run_id, next_record = next_id, schema = schema::VERSION, "store opened");
@@ -643,6 +713,47 @@ pub(super) mod tests {
         s.take_committed(&mut out);
         assert_eq!(out.len(), MAX_QUEUED);
         assert!(out[0].contains("-8\""), "the oldest went first: {}", out[0]);
+    }
+
+    /// Guards the integrity check at start: a damaged database used to be
+    /// appended to silently, and delivery stopped for good at the damaged
+    /// page; an overwritten header made the agent exit.
+    #[test]
+    fn a_damaged_database_is_kept_aside_and_a_new_one_started() {
+        use std::io::{Seek as _, SeekFrom, Write as _};
+        for (what, at, len) in [("overwritten header", 0u64, 100usize), ("random bytes mid-file", 0, 8192)] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut s = Store::open(dir.path(), StoreOptions::default()).unwrap();
+            for n in 0..3000 {
+                let mut r = record(n);
+                r.attributes.push(("pad", "y".repeat(300).into()));
+                s.append(&mut r).unwrap();
+            }
+            s.close(&Counters::default()).unwrap();
+            drop(s);
+            let path = db_path(dir.path());
+            let size = std::fs::metadata(&path).unwrap().len();
+            let at = if at == 0 && len > 100 { size / 2 } else { at };
+            let mut junk = vec![0u8; len];
+            getrandom::fill(&mut junk).unwrap();
+            let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            f.seek(SeekFrom::Start(at)).unwrap();
+            f.write_all(&junk).unwrap();
+            drop(f);
+            let mut s = Store::open(dir.path(), StoreOptions::default()).unwrap_or_else(|e| panic!("{what}: {e}"));
+            s.append(&mut record(1)).unwrap();
+            s.maybe_commit(true).unwrap();
+            let aside: Vec<_> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+                .filter(|n| n.starts_with("nhi-observer.db.damaged-"))
+                .collect();
+            assert_eq!(aside.len(), 1, "{what}: the damaged file is kept aside: {aside:?}");
+            let reader = open_reader(dir.path()).unwrap();
+            assert_eq!(records_after(&reader, 0, 10).unwrap().len(), 1, "{what}: a new database");
+            let kind: String = reader.query_row("SELECT kind FROM gaps", [], |r| r.get(0)).unwrap();
+            assert_eq!(kind, "database_replaced", "{what}");
+        }
     }
 
     pub(in crate::store) fn record(n: u32) -> Record {
