@@ -15,7 +15,7 @@ mod common;
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -191,25 +191,7 @@ fn http_protobuf_without_compression() {
     }
 }
 
-/// Load: a Python process opening a credential file (de-dup off, so each
-/// open is a record) in bursts, until killed.
-fn load(cred: &Path) -> Child {
-    let script = "import os, sys, time\n\
-                  p = sys.argv[1]\n\
-                  while True:\n\
-                  \x20   for _ in range(20):\n\
-                  \x20       os.close(os.open(p, os.O_RDONLY))\n\
-                  \x20   time.sleep(0.02)\n";
-    Command::new("python3").args(["-I", "-S", "-c", script]).arg(cred).spawn().expect("python3")
-}
-
-fn stop_load(mut c: Child) {
-    let _ = c.kill();
-    let _ = c.wait();
-}
-
-/// Config for the delivery tests: every open a record, quick usage
-/// flushes, and retries at most 2 s apart once the receiver is back.
+/// De-dup off (each open of the load is a record), usage every second.
 const DELIVERY_CONFIG: &str = "dedup_interval_ms = 0\n[usage]\nflush_interval_secs = 1\n[otlp]\nmax_backoff_secs = 2\n";
 
 /// Every committed record id arrived (waits up to `timeout` for it);
@@ -245,7 +227,7 @@ fn receiver_down_30s_under_load_loses_nothing() {
     let args = config_args(home.path(), DELIVERY_CONFIG);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let agent = Agent::start_env(&args, "info", &otel_env(&receiver, true), None);
-    let load = load(&cred);
+    let load = open_loop(&cred);
     receiver.wait_logs(Duration::from_secs(20), |l| l.iter().any(|l| l.str("nhi.id") == Some("AKIAOTLPOUTAGE000001")));
     receiver.down();
     let outage = Instant::now();
@@ -257,7 +239,7 @@ fn receiver_down_30s_under_load_loses_nothing() {
     receiver.up();
     eprintln!("receiver back after {:?}; {} records committed", outage.elapsed(), after);
     std::thread::sleep(Duration::from_secs(3));
-    stop_load(load);
+    stop_loop(load);
     // The sink commits within 200 ms; then the same agent, still running,
     // must catch up on everything: the outage delayed delivery, nothing more.
     std::thread::sleep(Duration::from_secs(1));
@@ -299,10 +281,10 @@ fn kill_9_under_load_then_restart_delivers_every_committed_record() {
     let args = config_args(home.path(), DELIVERY_CONFIG);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let agent = Agent::start_env(&args, "info", &otel_env(&receiver, false), None);
-    let load = load(&cred);
+    let load = open_loop(&cred);
     std::thread::sleep(Duration::from_secs(6));
     let state = agent.kill9();
-    stop_load(load);
+    stop_loop(load);
     let committed_first = db_record_ids(state.path());
     assert!(committed_first.len() > 500, "only {} records committed under load", committed_first.len());
     let db = open_db(state.path());

@@ -115,6 +115,64 @@ pub struct Delivery {
     last_backlog: Option<Instant>,
 }
 
+/// What a failed export says about its batch, after the OTLP
+/// specification's failure rules (gRPC status codes, HTTP status codes).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Transient (unavailable, throttled, timed out, no answer): retried
+    /// with backoff, nothing is given up.
+    Retry,
+    /// Non-retryable but about the agent's set-up, not its records
+    /// (unauthenticated, permission denied, endpoint not found or not
+    /// implemented): retried with backoff, logged as an ERROR for the
+    /// operator; no record is set aside for a configuration problem.
+    Config(String),
+    /// Non-retryable and about the request's content (invalid argument,
+    /// HTTP 400 and the other 4xx): the batch is narrowed down to the
+    /// record the collector refuses, which is set aside, with this reason.
+    Record(String),
+}
+
+/// Classifies the SDK exporter's error text: "... gRPC code: InvalidArgument
+/// ..." (tonic) or "... status code: 400" (HTTP).
+pub fn refusal(message: &str) -> Refusal {
+    if let Some(rest) = message.split("gRPC code: ").nth(1) {
+        let code: String = rest.chars().take_while(char::is_ascii_alphanumeric).collect();
+        let mut reason = String::from("grpc_");
+        for (n, c) in code.chars().enumerate() {
+            if c.is_ascii_uppercase() && n > 0 {
+                reason.push('_');
+            }
+            reason.push(c.to_ascii_lowercase());
+        }
+        return match code.as_str() {
+            "Cancelled" | "DeadlineExceeded" | "Aborted" | "OutOfRange" | "Unavailable" | "DataLoss"
+            | "ResourceExhausted" | "Unknown" | "Internal" | "" => Refusal::Retry,
+            "Unauthenticated" | "PermissionDenied" | "NotFound" | "Unimplemented" => Refusal::Config(reason),
+            _ => Refusal::Record(reason),
+        };
+    }
+    if let Some(rest) = message.split("status code: ").nth(1) {
+        let code: u16 = rest.chars().take_while(char::is_ascii_digit).collect::<String>().parse().unwrap_or(0);
+        return match code {
+            401 | 403 | 404 | 405 => Refusal::Config(format!("http_{code}")),
+            408 | 429 => Refusal::Retry,
+            400..=499 => Refusal::Record(format!("http_{code}")),
+            _ => Refusal::Retry,
+        };
+    }
+    Refusal::Retry
+}
+
+/// What one delivery step did.
+enum Step {
+    /// Nothing behind the cursor.
+    Idle,
+    /// Records delivered or set aside, or the batch narrowed after a refusal
+    /// of its content: go on at once.
+    Progress,
+}
+
 /// The next batch size: halved after a failed export (down to one record),
 /// doubled after a success (up to `max`).
 fn next_size(size: usize, max: usize, ok: bool) -> usize {
@@ -163,7 +221,7 @@ impl Delivery {
                 return;
             }
             match self.deliver_one().await {
-                Ok(0) => {
+                Ok(Step::Idle) => {
                     backoff = Duration::from_millis(250);
                     if stop_at.is_some() {
                         return;
@@ -174,7 +232,7 @@ impl Delivery {
                         () = stop.cancelled() => {}
                     }
                 }
-                Ok(_) => backoff = Duration::from_millis(250),
+                Ok(Step::Progress) => backoff = Duration::from_millis(250),
                 Err(e) => {
                     self.warn(&e);
                     let wait = match stop_at {
@@ -195,14 +253,18 @@ impl Delivery {
         // Rate-limited: an outage is one line per minute, not per retry.
         if self.last_warn.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
             self.last_warn = Some(Instant::now());
+            if let Refusal::Config(reason) = refusal(e) {
+                tracing::error!(error = %e, reason, backlog = Stats::get(&self.stats.export_backlog), "the OTLP collector refuses the agent (authentication, permission or endpoint): fix the OTEL_EXPORTER_OTLP_* settings; retrying, nothing is dropped");
+                return;
+            }
             tracing::warn!(error = %e, backlog = Stats::get(&self.stats.export_backlog), "OTLP log export failed; retrying (nothing is dropped)");
         } else {
             tracing::debug!(error = %e, "OTLP log export failed; retrying");
         }
     }
 
-    /// Exports the next batch behind the cursor; the number exported.
-    async fn deliver_one(&mut self) -> Result<usize, String> {
+    /// Exports the next batch behind the cursor.
+    async fn deliver_one(&mut self) -> Result<Step, String> {
         let cursor = store::cursor(&self.conn, store::CURSOR_OTLP_LOGS).map_err(|e| e.to_string())?;
         let rows = store::records_after(&self.conn, cursor, self.size).map_err(|e| e.to_string())?;
         if self.last_backlog.is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
@@ -211,7 +273,7 @@ impl Delivery {
             self.last_backlog = Some(Instant::now());
             Stats::set(&self.stats.export_backlog, n);
         }
-        let Some(last) = rows.last().map(|r| r.0) else { return Ok(0) };
+        let Some(last) = rows.last().map(|r| r.0) else { return Ok(Step::Idle) };
         let records: Vec<SdkLogRecord> =
             rows.iter().filter_map(|(_, time_ns, body)| to_log_record(&self.logger, *time_ns, body)).collect();
         if records.len() < rows.len() {
@@ -224,12 +286,29 @@ impl Delivery {
                 self.size = next_size(self.size, self.batch, true);
                 store::set_cursor(&self.conn, store::CURSOR_OTLP_LOGS, last).map_err(|e| e.to_string())?;
                 Stats::add(&self.stats.exported_records, records.len() as u64);
-                Ok(rows.len())
+                Ok(Step::Progress)
             }
             Ok(Err(e)) => {
-                self.size = next_size(self.size, self.batch, false);
+                let message = e.to_string();
                 Stats::add(&self.stats.export_failures_logs, 1);
-                Err(e.to_string())
+                match refusal(&message) {
+                    Refusal::Record(reason) if rows.len() > 1 => {
+                        // Some record in the batch is refused: narrow down
+                        // to it at once (the rest goes through in halves).
+                        tracing::debug!(reason, rows = rows.len(), "OTLP collector refused a batch; narrowing it");
+                        self.size = (rows.len() / 2).max(1);
+                        Ok(Step::Progress)
+                    }
+                    Refusal::Record(reason) => {
+                        let (id, time_ns, body) = &rows[0];
+                        self.set_aside(*id, *time_ns, body, &reason, &message).map_err(|e| e.to_string())?;
+                        Ok(Step::Progress)
+                    }
+                    Refusal::Retry | Refusal::Config(_) => {
+                        self.size = next_size(self.size, self.batch, false);
+                        Err(message)
+                    }
+                }
             }
             Err(_) => {
                 self.size = next_size(self.size, self.batch, false);
@@ -240,8 +319,50 @@ impl Delivery {
     }
 }
 
+impl Delivery {
+    /// A record the collector refuses for good: kept aside in the store's
+    /// `rejected` table with the reason, and the cursor moves past it (one
+    /// transaction); counted and logged once, with its record id.
+    fn set_aside(&mut self, id: i64, time_ns: i64, body: &str, reason: &str, message: &str) -> rusqlite::Result<()> {
+        store::reject(&mut self.conn, store::CURSOR_OTLP_LOGS, id, time_ns, body, reason, message)?;
+        self.stats.export_rejected(reason);
+        let record_id = serde_json::from_str::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v.get("nhi.record.id").and_then(|i| i.as_str().map(str::to_owned)))
+            .unwrap_or_default();
+        tracing::error!(
+            record_id,
+            reason,
+            error = message,
+            "the OTLP collector refused a record for good: kept in the store's rejected table, delivery goes on"
+        );
+        self.size = 1;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn refusals_are_classified_after_the_otlp_specification() {
+        assert_eq!(
+            refusal("TonicLogsClient export failed with gRPC code: InvalidArgument: bad"),
+            Refusal::Record("grpc_invalid_argument".into())
+        );
+        assert_eq!(refusal("TonicLogsClient export failed with gRPC code: Unavailable"), Refusal::Retry);
+        assert_eq!(refusal("TonicLogsClient export failed with gRPC code: ResourceExhausted"), Refusal::Retry);
+        assert_eq!(
+            refusal("TonicLogsClient export failed with gRPC code: Unauthenticated"),
+            Refusal::Config("grpc_unauthenticated".into())
+        );
+        assert_eq!(refusal("HTTP export failed with status code: 400"), Refusal::Record("http_400".into()));
+        assert_eq!(refusal("HTTP export failed with status code: 413"), Refusal::Record("http_413".into()));
+        assert_eq!(refusal("HTTP export failed with status code: 401"), Refusal::Config("http_401".into()));
+        assert_eq!(refusal("HTTP export failed with status code: 429"), Refusal::Retry);
+        assert_eq!(refusal("HTTP export failed with status code: 503"), Refusal::Retry);
+        assert_eq!(refusal("connection refused"), Refusal::Retry);
+    }
 
     use super::*;
 
