@@ -167,15 +167,15 @@ pub fn time(ns: i64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_nanos(u64::try_from(ns).unwrap_or(0))
 }
 
-fn now_ns() -> i64 {
+pub(super) fn now_ns() -> i64 {
     ns(SystemTime::now())
 }
 
-fn u(v: i64) -> u64 {
+pub(super) fn u(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-fn i(v: u64) -> i64 {
+pub(super) fn i(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
@@ -272,6 +272,19 @@ impl Store {
 
     pub fn run_id(&self) -> i64 {
         self.run_id
+    }
+
+    /// The connection, inside the open transaction, for `rows` more rows
+    /// (the findings' writers in `evidence.rs`).
+    pub(super) fn write_conn(&mut self, rows: usize) -> rusqlite::Result<&Connection> {
+        self.begin()?;
+        self.rows += rows;
+        Ok(&self.conn)
+    }
+
+    /// The connection, for reads.
+    pub(super) fn read_conn(&self) -> &Connection {
+        &self.conn
     }
 
     fn begin(&mut self) -> rusqlite::Result<()> {
@@ -422,6 +435,15 @@ impl Store {
         self.coverage.start_ns = since;
         self.coverage.base = counters.clone();
         self.watching = true;
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// The sensors this run actually has (the network sensor may fail to
+    /// attach): the report's blind spots come from here.
+    pub fn set_sensors(&mut self, sensors: &[&str]) -> Result<(), StoreError> {
+        self.begin()?;
+        self.conn.execute("UPDATE runs SET sensors = ?1 WHERE id = ?2", params![sensors.join(","), self.run_id])?;
         self.rows += 1;
         Ok(())
     }

@@ -22,8 +22,11 @@
 //!   `max_records`, the oldest go even undelivered (counted, logged as the
 //!   data loss it is).
 //!
+//! Findings' facts and lifecycle state: `evidence.rs`.
+//!
 //! Schema: `schema.rs` (versioned migrations), documented in docs/design.md.
 mod db;
+pub mod evidence;
 pub mod schema;
 
 pub use db::{
