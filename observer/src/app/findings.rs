@@ -18,12 +18,10 @@ use std::{
 
 use crate::{
     config::FindingsConfig,
-    export::record::{Record, Value, rfc3339},
+    export::record::{EVENT_COVERAGE, Record, Value, rfc3339},
     findings::{self, lifecycle, render},
     store::{Counters, Store, StoreError, evidence::AtRest},
 };
-
-pub const EVENT_COVERAGE: &str = "nhi.coverage";
 
 pub struct Findings {
     cfg: FindingsConfig,

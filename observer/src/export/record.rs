@@ -12,6 +12,8 @@ pub const EVENT_CREDENTIAL_ACCESS: &str = "nhi.credential.access";
 /// The agent's own counters: events lost, folded, rejected (JSON lines;
 /// OTLP metrics later).
 pub const EVENT_AGENT_STATS: &str = "nhi.agent.stats";
+/// What was watched in an interval, and what was lost (`app::findings`).
+pub const EVENT_COVERAGE: &str = "nhi.coverage";
 /// A known credential file changed: its identities before and after.
 pub const EVENT_CREDENTIAL_ROTATION: &str = "nhi.credential.rotation";
 

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::{OtlpConfig, OtlpError, STOP_DEADLINE};
 use crate::{
     correlate::record::EVENT_USAGE,
-    export::record::{EVENT_AGENT_STATS, EVENT_CREDENTIAL_ACCESS, EVENT_CREDENTIAL_ROTATION},
+    export::record::{EVENT_AGENT_STATS, EVENT_COVERAGE, EVENT_CREDENTIAL_ACCESS, EVENT_CREDENTIAL_ROTATION},
     stats::Stats,
     store,
 };
@@ -35,7 +35,15 @@ const POLL: Duration = Duration::from_secs(1);
 
 /// The event names the agent emits, as the `'static` strings the SDK wants.
 fn event_name(name: &str) -> Option<&'static str> {
-    [EVENT_CREDENTIAL_ACCESS, EVENT_CREDENTIAL_ROTATION, EVENT_CONNECTION, EVENT_USAGE, EVENT_FINDING, EVENT_AGENT_STATS]
+    [
+        EVENT_CREDENTIAL_ACCESS,
+        EVENT_CREDENTIAL_ROTATION,
+        EVENT_CONNECTION,
+        EVENT_USAGE,
+        EVENT_FINDING,
+        EVENT_COVERAGE,
+        EVENT_AGENT_STATS,
+    ]
         .into_iter()
         .find(|n| *n == name)
 }
