@@ -440,3 +440,80 @@ pub fn runs(conn: &Connection) -> rusqlite::Result<Vec<(SystemTime, SystemTime, 
         conn.prepare_cached("SELECT started_ns, coalesce(stopped_ns, last_alive_ns), clean, sensors FROM runs ORDER BY id")?;
     stmt.query_map([], |r| Ok((time(r.get(0)?), time(r.get(1)?), r.get::<_, i64>(2)? != 0, r.get(3)?)))?.collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{
+        export::record::{Record, Value},
+        findings::{FindingType, Settings, evaluate, lifecycle::reconcile},
+        store::StoreOptions,
+    };
+
+    fn access(path: &str, id: Option<&str>, create: bool, tty: Option<&str>) -> Record {
+        let mut a: Vec<(&'static str, Value)> = vec![
+            ("nhi.source", "file".into()),
+            ("nhi.kind", "aws.access_key".into()),
+            ("file.path", path.into()),
+            ("nhi.file.create", create.into()),
+            ("nhi.open.result", Value::Int(3)),
+            ("process.executable.path", "/usr/bin/tee".into()),
+            ("process.user.id", Value::Int(1000)),
+        ];
+        if let Some(id) = id {
+            a.push(("nhi.id", id.into()));
+        }
+        if let Some(t) = tty {
+            a.push(("nhi.process.tty", t.into()));
+        }
+        Record { time: SystemTime::now(), event_name: "nhi.credential.access", attributes: a }
+    }
+
+    #[test]
+    fn records_become_facts_and_findings_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("credentials");
+        std::fs::write(&file, "x").unwrap();
+        let path = file.to_str().unwrap();
+        let mut s = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        s.watching(SystemTime::now(), &Default::default()).unwrap();
+        s.append(&mut access(path, None, true, Some("pts/1"))).unwrap();
+        s.append(&mut access(path, Some("AKIA1"), false, None)).unwrap();
+        s.add_at_rest(&[AtRest { path: "/gone/credentials".into(), nhi_id: "AKIA2".into(), kind: "aws.access_key".into(), expires: None }])
+            .unwrap();
+        assert_eq!(s.ingest_records().unwrap(), 2);
+        assert_eq!(s.ingest_records().unwrap(), 0, "the cursor moved past them");
+        s.refresh_files().unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        s.heartbeat(&Default::default()).unwrap();
+        let facts = s.facts().unwrap();
+        let one = facts.credentials.iter().find(|c| c.nhi_id == "AKIA1").unwrap();
+        assert_eq!(one.files[0].path, path);
+        assert!(one.files[0].present && one.files[0].mode.is_some());
+        assert_eq!(one.record_ids.len(), 1, "the access that named it");
+        let two = facts.credentials.iter().find(|c| c.nhi_id == "AKIA2").unwrap();
+        assert!(!two.files[0].present && two.files[0].at_rest, "scanned, since deleted");
+        assert_eq!(facts.creations.len(), 1);
+        assert_eq!(facts.creations[0].tty.as_deref(), Some("pts/1"));
+        assert!(facts.coverage.tracked_since.is_some());
+
+        let now = SystemTime::now();
+        let eval = evaluate(&facts, None, &Settings::default(), now);
+        assert!(eval.findings.iter().any(|f| f.kind == FindingType::Created && f.nhi_id == "AKIA1"));
+        let changes = reconcile(&s.findings().unwrap(), eval.findings, now);
+        assert!(!changes.emit.is_empty());
+        s.save_findings(&changes.store).unwrap();
+        s.maybe_commit(true).unwrap();
+        // A reader meanwhile: read-only, while the writer holds a transaction.
+        s.append(&mut access(path, Some("AKIA1"), false, None)).unwrap();
+        let ro = open_read_only(dir.path()).unwrap();
+        assert_eq!(open_findings(&ro).unwrap().len(), changes.store.len());
+        assert!(ro.execute("DELETE FROM findings", []).is_err(), "read-only");
+        drop(s);
+        let s = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let again = reconcile(&s.findings().unwrap(), evaluate(&s.facts().unwrap(), None, &Settings::default(), now).findings, now);
+        assert!(again.emit.is_empty(), "reopened: nothing new to say: {:?}", again.emit);
+    }
+}
