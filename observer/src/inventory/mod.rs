@@ -298,7 +298,7 @@ impl Inventory {
         let mut entries = Vec::with_capacity(doc.credentials.len());
         for (n, raw) in doc.credentials.into_iter().enumerate() {
             let entry = Entry::try_from(raw).map_err(|reason| {
-                let reason = format!("credentials entry {}: {reason}", n + 1);
+                let reason = format!("credentials[{n}]: {reason}");
                 match entry_line(text, n) {
                     Some(line) => InventoryError::Invalid { path: path.to_owned(), line, reason },
                     None => InventoryError::InvalidNoLine { path: path.to_owned(), reason },

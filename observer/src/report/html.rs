@@ -183,6 +183,9 @@ pub fn html(r: &Report) -> String {
         for s in signoffs {
             let _ = write!(o, "<p class=\"signoff\">{}</p>", esc(s));
         }
+        if let Some(c) = &r.signoff_caveat {
+            let _ = write!(o, "<p class=\"caveat\">{}</p>", esc(c));
+        }
     }
     o.push_str("</body></html>\n");
     o

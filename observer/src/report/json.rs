@@ -83,6 +83,7 @@ pub fn json(r: &Report) -> String {
         "nhi.inventory.path": r.inventory,
         "coverage": timeline,
         "blind_spots": r.blind_spots,
+        "nhi.signoff.caveat": r.signoff_caveat,
         "credentials": credentials,
         "findings": findings,
         "nhi.inventory.not_found": r.declared_not_found,

@@ -117,6 +117,9 @@ pub fn markdown(r: &Report) -> String {
         for s in signoffs {
             let _ = writeln!(o, "- {}", cell(s));
         }
+        if let Some(c) = &r.signoff_caveat {
+            let _ = writeln!(o, "\n{}", cell(c));
+        }
     }
     o
 }

@@ -71,6 +71,9 @@ pub struct Report {
     /// Watched spans and gaps within the window, in time order.
     pub timeline: Vec<Span>,
     pub blind_spots: Vec<String>,
+    /// Said beside the sign-off statements when the window was not fully
+    /// watched.
+    pub signoff_caveat: Option<String>,
     pub credentials: Vec<CredentialReport>,
     pub findings: Vec<Finding>,
     pub declared_not_found: Vec<String>,
@@ -194,7 +197,14 @@ pub fn build(
             .to_owned(),
     );
     blind_spots.push("environment-variable credentials are seen when a process starts, not each time it uses them".to_owned());
+    let signoff_caveat = (coverage_percent < 100.0).then(|| {
+        format!(
+            "The window was watched {}% of the time: weigh the gaps in the coverage timeline before signing.",
+            findings::render::percent(coverage_percent)
+        )
+    });
     Report {
+        signoff_caveat,
         host: host.to_owned(),
         generated_at: now,
         window: settings.unused_window,

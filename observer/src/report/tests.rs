@@ -67,6 +67,7 @@ fn statuses_signoff_and_gaps() {
     assert!(signoff.starts_with("No use of <script>alert(1)</script> observed on host host-1 between "), "{signoff}");
     assert!(signoff.ends_with("coverage 80.0%, 3 events lost."), "{signoff}");
     assert!(r.credentials[1].signoff.is_none());
+    assert!(r.signoff_caveat.as_deref().is_some_and(|c| c.contains("80.0%")), "gaps: the sign-off says so");
     assert_eq!(r.timeline.iter().filter(|s| !s.watched).count(), 1, "{:?}", r.timeline);
     assert!(r.blind_spots.iter().any(|b| b.contains("no network sensor")));
     assert!(r.blind_spots.iter().any(|b| b.contains("not watching for 20s")), "{:?}", r.blind_spots);
