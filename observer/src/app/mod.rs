@@ -43,6 +43,7 @@ use crate::{
 };
 
 mod dedup;
+mod findings;
 mod pipeline;
 pub use pipeline::{Input, Pipeline};
 
@@ -110,6 +111,8 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
     let mut sink = JsonLines::open(&cfg.jsonl).with_context(|| format!("opening JSON lines output {:?}", cfg.jsonl))?;
     let (inode_tx, mut inode_rx) = mpsc::unbounded_channel();
     let mut pipeline = Pipeline::new(&cfg, watch, Some(kernel), keyed.clone(), stats.clone(), inode_tx.clone());
+    let (at_rest_tx, at_rest_rx) = std_mpsc::channel();
+    let mut findings = findings::Findings::new(cfg.findings.clone(), at_rest_rx);
     let (done_tx, done_rx) = std_mpsc::channel();
     let sink_stats = stats.clone();
     let sink_shutdown = shutdown.clone();
@@ -122,7 +125,8 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
         .spawn(move || {
             let mut out =
                 Out { sink: &mut sink, store: &mut db, stats: &sink_stats, lines: Vec::new(), unstored: Vec::new() };
-            let result = sink_loop(&runtime, rx, &mut pipeline, &mut out, waker.as_deref(), &sink_attached);
+            let result =
+                sink_loop(&runtime, rx, &mut pipeline, &mut out, &mut findings, waker.as_deref(), &sink_attached);
             sink_shutdown.cancel();
             let _ = done_tx.send(());
             result
@@ -134,12 +138,15 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
     // allocators keep unless told. Hand them back once, before watching.
     crate::alloc::release_free_memory();
     probes.attach().context("attaching probes")?;
-    let _ = attached.set(std::time::SystemTime::now());
+    let sensors: Vec<&'static str> =
+        if probes.network() { vec!["file", "process", "network"] } else { vec!["file", "process"] };
+    let _ = attached.set((std::time::SystemTime::now(), sensors));
     tracing::info!(network = probes.network(), "probes attached; watching");
     if cfg.scan_at_start {
-        start_scan(&cfg, keyed, inode_tx)?;
+        start_scan(&cfg, keyed, inode_tx, at_rest_tx)?;
     } else {
         drop(inode_tx);
+        drop(at_rest_tx);
     }
 
     let mut rescan = tokio::time::interval(cfg.rescan_every);
@@ -282,6 +289,7 @@ fn start_scan(
     cfg: &Config,
     keyed: Arc<observer_creds::Keyed>,
     inodes: mpsc::UnboundedSender<InodeEntry>,
+    at_rest: std_mpsc::Sender<Vec<store::evidence::AtRest>>,
 ) -> anyhow::Result<()> {
     let catalog = cfg.catalog.clone();
     let opts = scan::ScanOptions { roots: scan::roots(&[], &cfg.scan_roots), max_bytes: cfg.max_credential_bytes };
@@ -296,6 +304,24 @@ fn start_scan(
                 walk_errors = report.walk_errors,
                 "at-rest scan done"
             );
+            // The findings' facts: what is present at rest.
+            let found: Vec<store::evidence::AtRest> = report
+                .found
+                .iter()
+                .flat_map(|f| {
+                    f.parsed.identities.iter().map(|i| store::evidence::AtRest {
+                        path: f.path.to_string_lossy().into_owned(),
+                        nhi_id: i.id.clone(),
+                        kind: i.kind.clone(),
+                        expires: i
+                            .attributes
+                            .iter()
+                            .filter(|(k, _)| *k == "nhi.credential.expires_at" || *k == "nhi.x509.not_after")
+                            .find_map(|(_, v)| crate::inventory::parse_expiry(v)),
+                    })
+                })
+                .collect();
+            let _ = at_rest.send(found);
             for found in &report.found {
                 let (Some((dev, ino)), Some(rule)) =
                     (found.kernel_inode(), catalog.rules.iter().find(|r| r.name == found.rule))
@@ -435,8 +461,9 @@ fn sink_loop(
     mut rx: mpsc::Receiver<Input>,
     pipeline: &mut Pipeline,
     out: &mut Out<'_>,
+    findings: &mut findings::Findings,
     wake: Option<&tokio::sync::Notify>,
-    attached: &std::sync::OnceLock<std::time::SystemTime>,
+    attached: &std::sync::OnceLock<(std::time::SystemTime, Vec<&'static str>)>,
 ) -> std::io::Result<()> {
     let mut records = Vec::new();
     let mut deltas = Vec::new();
@@ -468,10 +495,15 @@ fn sink_loop(
                 out.usage(pipeline, &mut deltas);
             }
             if !out.store.is_watching()
-                && let Some(since) = attached.get()
-                && let Err(e) = out.store.watching(*since, &pipeline.counters())
+                && let Some((since, sensors)) = attached.get()
             {
-                out.store_error(&e);
+                let counters = pipeline.counters();
+                if let Err(e) = out.store.watching(*since, &counters).and_then(|()| out.store.set_sensors(sensors)) {
+                    out.store_error(&e);
+                }
+                findings.watching(*since, sensors.clone(), &counters);
+                records.extend(findings.coverage(out.store, &counters, "up"));
+                out.write(&mut records);
             }
             if last_heartbeat.elapsed() >= HEARTBEAT {
                 last_heartbeat = Instant::now();
@@ -484,6 +516,16 @@ fn sink_loop(
                 Stats::set(&out.stats.store_bytes, out.store.size_bytes());
                 Stats::set(&out.stats.store_dropped, out.store.dropped);
             }
+            if findings.coverage_due() {
+                records.extend(findings.coverage(out.store, &pipeline.counters(), "up"));
+                out.write(&mut records);
+            }
+            if out.store.is_watching() && findings.evaluation_due() {
+                if let Err(e) = findings.evaluate(out.store, &mut records) {
+                    out.store_error(&e);
+                }
+                out.write(&mut records);
+            }
             if last_trim.elapsed() >= TRIM_EVERY {
                 last_trim = Instant::now();
                 crate::alloc::release_free_memory();
@@ -493,6 +535,14 @@ fn sink_loop(
         pipeline.finish(&mut records);
         out.write(&mut records);
         out.usage(pipeline, &mut deltas);
+        // Last judgement on what this run saw, and its last interval.
+        if out.store.is_watching() {
+            if let Err(e) = findings.evaluate(out.store, &mut records) {
+                out.store_error(&e);
+            }
+            records.extend(findings.coverage(out.store, &pipeline.counters(), "stopping"));
+            out.write(&mut records);
+        }
         out.commit(true, wake)?;
         if let Err(e) = out.store.close(&pipeline.counters()) {
             out.store_error(&e);

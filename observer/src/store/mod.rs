@@ -28,8 +28,10 @@
 //! record ids), `usage` (cumulative usage and destinations), `outbox` (the
 //! records the exporters read behind their cursors, and retention),
 //! `coverage` (runs and watched intervals), `lock` (one agent per state
-//! directory), `schema` (migrations).
+//! directory), `evidence` (the findings' facts and lifecycle state),
+//! `schema` (migrations).
 mod coverage;
+pub mod evidence;
 mod lock;
 mod outbox;
 pub mod schema;
