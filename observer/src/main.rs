@@ -80,6 +80,10 @@ struct RunArgs {
     /// values masked [default: off, or `capture_args` in the config].
     #[arg(long)]
     capture_args: bool,
+    /// Serve `/healthz` and `/readyz` on this address (IP:PORT), for
+    /// orchestrators' probes [default: off, or `health_listen` in the config].
+    #[arg(long)]
+    health_listen: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -100,6 +104,7 @@ fn main() -> ExitCode {
                 jsonl: args.jsonl,
                 ring_buffer_bytes: args.ring_buffer_bytes,
                 capture_args: args.capture_args,
+                health_listen: args.health_listen,
             };
             let cfg = match config::Config::resolve(overrides.clone()) {
                 Ok(cfg) => cfg,

@@ -42,6 +42,7 @@ use crate::{
 };
 
 mod dedup;
+pub mod health;
 mod pipeline;
 pub use pipeline::{Input, Pipeline};
 
@@ -83,6 +84,14 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
         None
     };
     let waker = exporter.as_ref().map(otlp::Exporter::waker);
+    // Before the probes load: a start-up probe sees the agent alive while
+    // loading, and not ready until attached.
+    let health = Arc::new(health::Health::new());
+    let health_stop = CancellationToken::new();
+    let health_task = match cfg.health_listen {
+        Some(addr) => Some(health::serve(addr, health.clone(), health_stop.clone()).await?),
+        None => None,
+    };
     let dedup_ns = u64::try_from(cfg.dedup.as_nanos()).unwrap_or(u64::MAX);
     let mut probes =
         Probes::load(&ProbeOptions { ring_bytes: cfg.ring_bytes, dedup_ns }).context("loading probes")?;
@@ -113,11 +122,13 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
     // When the probes were attached: coverage (what was watched) starts there.
     let attached = Arc::new(std::sync::OnceLock::new());
     let sink_attached = attached.clone();
+    let sink_health = health.clone();
     let sink_thread = thread::Builder::new()
         .name("nhi-sink".into())
         .spawn(move || {
             let mut out = Out { sink: &mut sink, store: &mut db, stats: &sink_stats, store_errors_logged: None };
-            let result = sink_loop(&runtime, rx, &mut pipeline, &mut out, waker.as_deref(), &sink_attached);
+            let result =
+                sink_loop(&runtime, rx, &mut pipeline, &mut out, waker.as_deref(), &sink_attached, &sink_health);
             sink_shutdown.cancel();
             let _ = done_tx.send(());
             result
@@ -130,6 +141,7 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
     crate::alloc::release_free_memory();
     probes.attach().context("attaching probes")?;
     let _ = attached.set(std::time::SystemTime::now());
+    health.attached();
     tracing::info!(network = probes.network(), "probes attached; watching");
     if cfg.scan_at_start {
         start_scan(&cfg, keyed, inode_tx)?;
@@ -171,6 +183,7 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
             }
         }
     }
+    health.stopping();
     shutdown.cancel();
     drop(tx);
     let reader_result = tokio::time::timeout(Duration::from_secs(10), reader).await;
@@ -186,6 +199,10 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
         // Waits (up to the deadline) for the exporter thread: off the
         // runtime's workers.
         tokio::task::block_in_place(|| e.stop(otlp::STOP_DEADLINE));
+    }
+    health_stop.cancel();
+    if let Some(task) = health_task {
+        let _ = task.await;
     }
     tracing::info!(
         events = Stats::get(&stats.events_received),
@@ -425,6 +442,7 @@ fn sink_loop(
     out: &mut Out<'_>,
     wake: Option<&tokio::sync::Notify>,
     attached: &std::sync::OnceLock<std::time::SystemTime>,
+    health: &health::Health,
 ) -> std::io::Result<()> {
     let mut records = Vec::new();
     let mut deltas = Vec::new();
@@ -442,6 +460,7 @@ fn sink_loop(
                 },
             };
             let Some(input) = next else { break };
+            health.beat();
             if let Some(input) = input {
                 pipeline.on_input(input, &mut records);
                 out.write(&mut records)?;
