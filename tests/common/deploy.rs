@@ -83,13 +83,14 @@ pub struct Seen {
     pub env_key_id: String,
     pub server_name: String,
     pub container_id: String,
-    pub cat_pid: u32,
+    pub reader_pid: u32,
     pub records: Vec<Value>,
 }
 
 /// With `agent` running: a process in a docker-named cgroup (container
 /// identity from the cgroup name) started with an AWS key in its
-/// environment reads an AWS credentials file, and this test process makes a
+/// environment reads an AWS credentials file (as user nobody, in a shell
+/// that lives on for two seconds), and this test process makes a
 /// TLS connection to a loopback server with a unique server name. Stops the
 /// agent (SIGTERM, must exit 0) and asserts it reported all three.
 pub fn exercise(agent: Agent, tag: &str) -> Seen {
@@ -105,14 +106,27 @@ pub fn exercise(agent: Agent, tag: &str) -> Seen {
     run_ok(Command::new("chmod").arg("0600").arg(&cred));
     let cid = container_id(&u);
     let cgroup = TestCgroup::new(&format!("nhi-e2e-{u}"), &format!("system.slice/docker-{cid}.scope"));
-    let cat = which("cat");
+    let sh = which("sh");
     let env = [format!("AWS_ACCESS_KEY_ID={env_key_id}"), "AWS_SECRET_ACCESS_KEY=deploy-e2e-not-a-secret".to_owned()];
     let env_refs: Vec<&str> = env.iter().map(String::as_str).collect();
     let setpriv = which("setpriv");
-    let (uid, cat_path, cred_path) = (format!("--reuid={USER}"), cat.to_str().expect("cat"), cred.to_str().expect("cred"));
-    let gid = format!("--regid={USER}");
-    let argv = [setpriv.to_str().expect("setpriv"), &uid, &gid, "--clear-groups", cat_path, cred_path];
-    let cat_pid = run_in_cgroup(&cgroup, &argv, &env_refs, None).expect("cat ran");
+    let (uid, gid) = (format!("--reuid={USER}"), format!("--regid={USER}"));
+    // The shell opens the file itself (a redirection) and lives on for two
+    // seconds: a containerised agent reads it through /proc/<pid>/root of
+    // the live process (after exit it falls back to /proc/1/root, which the
+    // test machines' PID 1 does not allow).
+    let script = "read -r _ < \"$0\"; sleep 2";
+    let argv = [
+        setpriv.to_str().expect("setpriv"),
+        &uid,
+        &gid,
+        "--clear-groups",
+        sh.to_str().expect("sh"),
+        "-c",
+        script,
+        cred.to_str().expect("cred"),
+    ];
+    let reader_pid = run_in_cgroup(&cgroup, &argv, &env_refs, None).expect("the reader ran");
 
     let certs = Certs::new();
     let server = TlsServer::start(&certs, SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0), None);
@@ -120,30 +134,30 @@ pub fn exercise(agent: Agent, tag: &str) -> Seen {
     rustls_client(&certs, server.addr, &server_name, &["http/1.1"], HelloWrite::Whole, None).expect("TLS handshake");
     let me = std::process::id();
     let want = |records: &[Value]| {
-        let file = records_of(records, cat_pid, "file").iter().any(|r| str_attr(r, "nhi.id") == Some(key_id.as_str()));
-        let env = records_of(records, cat_pid, "env").iter().any(|r| str_attr(r, "nhi.id") == Some(env_key_id.as_str()));
+        let file = records_of(records, reader_pid, "file").iter().any(|r| str_attr(r, "nhi.id") == Some(key_id.as_str()));
+        let env = records_of(records, reader_pid, "env").iter().any(|r| str_attr(r, "nhi.id") == Some(env_key_id.as_str()));
         let tls = connections_of(records, me).iter().any(|r| str_attr(r, "server.address") == Some(server_name.as_str()));
         file && env && tls
     };
     agent.wait_for_record(Duration::from_secs(20), |_| want(&agent.records()));
     let (status, records, stderr) = agent.stop(Signal::SIGTERM);
     assert!(status.success(), "agent exit {status}; stderr:\n{}", stderr.join("\n"));
-    let file = records_of(&records, cat_pid, "file");
+    let file = records_of(&records, reader_pid, "file");
     let r = file
         .iter()
         .find(|r| str_attr(r, "nhi.id") == Some(key_id.as_str()))
-        .unwrap_or_else(|| panic!("no credential-file record of pid {cat_pid}; stderr:\n{}", stderr.join("\n")));
+        .unwrap_or_else(|| panic!("no credential-file record of pid {reader_pid} with {key_id}: {file:#?}\nstderr:\n{}", stderr.join("\n")));
     assert_eq!(str_attr(r, "file.path"), cred.to_str());
     assert_eq!(str_attr(r, "nhi.kind"), Some("aws.access_key"));
-    assert_eq!(str_attr(r, "process.executable.path"), cat.to_str());
+    assert_eq!(str_attr(r, "process.executable.path"), sh.to_str());
     assert_eq!(int_attr(r, "process.user.id"), Some(i64::from(USER)));
     assert_eq!(str_attr(r, "container.id"), Some(cid.as_str()), "workload identity from the cgroup: {r:#}");
     assert_eq!(str_attr(r, "container.runtime"), Some("docker"));
-    let envs = records_of(&records, cat_pid, "env");
+    let envs = records_of(&records, reader_pid, "env");
     let e = envs
         .iter()
         .find(|r| str_attr(r, "nhi.env.name") == Some("AWS_ACCESS_KEY_ID"))
-        .unwrap_or_else(|| panic!("no exec-environment record of pid {cat_pid}: {envs:#?}"));
+        .unwrap_or_else(|| panic!("no exec-environment record of pid {reader_pid}: {envs:#?}"));
     assert_eq!(str_attr(e, "nhi.id"), Some(env_key_id.as_str()));
     assert_eq!(str_attr(e, "container.id"), Some(cid.as_str()));
     let conns = connections_of(&records, me);
@@ -154,5 +168,5 @@ pub fn exercise(agent: Agent, tag: &str) -> Seen {
     assert_eq!(str_attr(c, "nhi.server_name.source"), Some("tls.sni"));
     assert_eq!(int_attr(c, "server.port"), Some(i64::from(server.addr.port())));
     drop(home);
-    Seen { key_id, env_key_id, server_name, container_id: cid, cat_pid, records }
+    Seen { key_id, env_key_id, server_name, container_id: cid, reader_pid, records }
 }
