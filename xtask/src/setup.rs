@@ -146,6 +146,13 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("openssl", "openssl"),
     ("ip", "iproute2"),
     ("python3", "python3"),
+    // Deployment tests (tests/e2e_deploy_*.rs, tests/deploy_manifests.rs).
+    ("buildah", "buildah"),
+    ("debootstrap", "debootstrap"),
+    ("kubectl", "kubectl"),
+    ("systemd-analyze", "systemd"),
+    ("setpriv", "util-linux"),
+    ("chroot", "coreutils"),
 ];
 
 /// Installs the tools the end-to-end tests need when missing (Debian and
