@@ -9,9 +9,12 @@
 //! through `Identity::annotate`, the one workload-identity lookup.
 //!
 //! A credential file whose open succeeded is read (see `classify::reader`)
-//! and yields one `nhi.credential.access` record per identity it holds,
-//! each with its `nhi.id`; a file with none yields one file-level record
-//! with `nhi.unparsed.reason`; a failed open yields the file-level record
+//! and yields one `nhi.credential.access` record per credential identity
+//! it holds, each with its `nhi.id`; a file that holds only public
+//! material (certificates, public keys) or nothing is counted, not
+//! reported, when opened read-only (`classify::verdict`); one that could not be parsed at a
+//! specific credential path yields one file-level record with
+//! `nhi.unparsed.reason`; a failed open yields the file-level record
 //! alone, as does a write-only open (its content is not written yet); a
 //! change of a known file that held identities first yields
 //! `nhi.credential.rotation`.
@@ -38,6 +41,7 @@ use super::dedup::Dedup;
 use crate::{
     classify::{
         reader::{Access, Reader},
+        verdict::{self, Verdict},
         watch::{InodeEntry, Via, WatchList},
     },
     clock::BootClock,
@@ -261,7 +265,18 @@ impl Pipeline {
                             self.stats.count(u.reason());
                             tracing::debug!(reason = %u, "credential file not parsed");
                         }
-                        records.extend(identity_records(base, &c.parsed, rule.format.name()));
+                        match verdict::judge(&c.parsed, verdict::broad(&rule)) {
+                            Verdict::Report(parsed) => records.extend(identity_records(base, &parsed, rule.format.name())),
+                            // Public material, placeholders, nothing: reading
+                            // them is not a credential access (issue 14, item
+                            // 7). Opening one to write is: the content comes.
+                            Verdict::Count(why) if ev.access() == crate::decode::Access::Read => {
+                                self.stats.count("file_not_credential");
+                                self.stats.count(why);
+                                return;
+                            }
+                            Verdict::Count(_) => records.extend(identity_records(base, &c.parsed, rule.format.name())),
+                        }
                     }
                     None => records.push(base),
                 }
@@ -285,7 +300,7 @@ impl Pipeline {
                 Stats::add(&self.stats.env_credentials, creds.len() as u64);
                 let time = self.clock.wall_time(ev.boot_ns);
                 for cred in &creds {
-                    let id = env::derive_id(cred, &creds);
+                    let id = env::derive_id(cred, &creds, &self.keyed);
                     let mut rec = env::record(ev, cred, id, &self.host_name, time);
                     self.identity.annotate(&ev.task, &mut rec.attributes);
                     let process = ProcKey { tgid: ev.task.tgid, start_boot_ns: ev.task.start_boot_ns };

@@ -54,7 +54,7 @@ pub struct Stat {
 }
 
 impl Stat {
-    fn of(m: &std::fs::Metadata) -> Self {
+    pub(crate) fn of(m: &std::fs::Metadata) -> Self {
         let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
         Self {
             dev: m.dev(),
@@ -118,7 +118,7 @@ impl Reader {
             Err(e) => return fail(Unparsed::Unreadable(e.kind().to_string())),
         };
         if !meta.is_file() {
-            return fail(Unparsed::Unreadable("not a regular file".into()));
+            return fail(Unparsed::Unreadable(not_regular(&meta).into()));
         }
         let stat = Stat::of(&meta);
         let key = (ns, access.path.to_owned());
@@ -183,6 +183,27 @@ impl Reader {
     }
 }
 
+/// What a non-regular file is, for the unparsed reason's detail: a
+/// credential path that is (a symlink to) a FIFO or a device is reported
+/// as such, never read.
+pub(crate) fn not_regular(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_fifo() {
+        "not a regular file: a FIFO"
+    } else if t.is_char_device() {
+        "not a regular file: a character device"
+    } else if t.is_block_device() {
+        "not a regular file: a block device"
+    } else if t.is_socket() {
+        "not a regular file: a socket"
+    } else if t.is_dir() {
+        "not a regular file: a directory"
+    } else {
+        "not a regular file"
+    }
+}
+
 /// The mount namespace inode of `/proc/<pid>`, if the process exists.
 pub fn mount_ns(pid: &str) -> Option<u64> {
     std::fs::metadata(format!("/proc/{pid}/ns/mnt")).ok().map(|m| m.ino())
@@ -192,7 +213,7 @@ fn io_reason(e: &std::io::Error) -> Unparsed {
     Unparsed::Unreadable(e.kind().to_string())
 }
 
-fn open_plain(path: &Path) -> Result<File, Unparsed> {
+pub(crate) fn open_plain(path: &Path) -> Result<File, Unparsed> {
     // O_NONBLOCK: a FIFO at a credential path must not stall the agent.
     std::fs::OpenOptions::new()
         .read(true)
@@ -226,7 +247,7 @@ fn open_in_root(pid: u32, path: &Path) -> Result<File, Unparsed> {
 }
 
 /// Reads at most `max` bytes into a `Secret` sized before the read.
-fn read_bounded(file: File, size_hint: u64, max: u64) -> Result<Secret, Unparsed> {
+pub(crate) fn read_bounded(file: File, size_hint: u64, max: u64) -> Result<Secret, Unparsed> {
     if size_hint > max {
         return Err(Unparsed::TooLarge { limit: max });
     }
