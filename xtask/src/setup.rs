@@ -146,6 +146,10 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("openssl", "openssl"),
     ("ip", "iproute2"),
     ("python3", "python3"),
+    // Discovery (issue 14): the noise test compiles a program; the scan
+    // benchmark compares with ripgrep.
+    ("gcc", "gcc"),
+    ("rg", "ripgrep"),
 ];
 
 /// Installs the tools the end-to-end tests need when missing (Debian and

@@ -234,13 +234,18 @@ fn prefixed_tokens(bytes: &[u8], keyed: &Keyed, out: &mut Vec<Identity>) {
 }
 
 /// Whether a variable or key name announces a secret value.
+/// `AUTH` alone is too common a word part in configuration
+/// (`authorityKeyIdentifier`, `auth.tunneling.disabledSchemes`): here it
+/// counts only as the whole name or its last part (`NPM_AUTH`, `_auth`).
 pub(crate) fn secret_name(name: &str) -> bool {
     let upper = name.to_ascii_uppercase().replace(['-', '.'], "_");
-    SECRET_NAME_PARTS.iter().any(|p| upper.contains(p)) && !NOT_SECRET_NAME_ENDS.iter().any(|e| upper.ends_with(e))
+    let by_part = SECRET_NAME_PARTS.iter().filter(|p| **p != "AUTH").any(|p| upper.contains(p));
+    let auth = upper == "AUTH" || upper.ends_with("_AUTH");
+    (by_part || auth) && !NOT_SECRET_NAME_ENDS.iter().any(|e| upper.ends_with(e))
 }
 
 /// Whether a value stands for a secret rather than being one: empty or
-/// short, a reference (`$VAR`, `${VAR}`, `{{ .x }}`, `<password>`,
+/// short, a single word, a reference (`$VAR`, `${VAR}`, `{{ .x }}`, `<password>`,
 /// `%(x)s`), a path, code (`get_token()`, `self.token`, `os.environ[`), a placeholder
 /// word or a run of one character.
 pub(crate) fn placeholder(value: &[u8]) -> bool {
@@ -262,6 +267,9 @@ pub(crate) fn placeholder(value: &[u8]) -> bool {
             .iter()
             .any(|p| lower.contains(p))
         || v.iter().all(|&b| b == v[0])
+        // A word (`Basic`, `disabled`, `required`): configuration, not a
+        // secret.
+        || v.iter().all(u8::is_ascii_alphabetic)
     {
         return true;
     }

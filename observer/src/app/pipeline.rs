@@ -40,6 +40,7 @@ use tokio::sync::mpsc;
 use super::dedup::Dedup;
 use crate::{
     classify::{
+        env_paths,
         reader::{Access, Reader},
         verdict::{self, Verdict},
         watch::{InodeEntry, Via, WatchList},
@@ -90,7 +91,15 @@ pub struct Pipeline {
     /// Network sensor: joins connect, payload and close records.
     net: net::Tracker,
     net_out: Vec<net::Output>,
+    /// Variables naming credential files, and the inodes already handed
+    /// to the kernel for them (bounded: cleared past its size).
+    env_paths: Vec<env_paths::EnvPathRule>,
+    env_inodes_sent: std::collections::HashSet<(u32, u64)>,
 }
+
+/// Env-named inodes remembered as sent; past this the set starts over
+/// (a resend is harmless).
+const MAX_ENV_INODES: usize = 16_384;
 
 impl Pipeline {
     /// Builds the stages; loads the process table from /proc.
@@ -123,6 +132,8 @@ impl Pipeline {
             last_usage: Instant::now(),
             net: net::Tracker::new(net::TrackerConfig::default()),
             net_out: Vec::new(),
+            env_paths: cfg.env_paths.clone(),
+            env_inodes_sent: std::collections::HashSet::new(),
         }
     }
 
@@ -293,6 +304,7 @@ impl Pipeline {
             Event::ProcessExec(ev) => {
                 self.identity.on_exec(ev);
                 let (environment, cut) = self.identity.exec_environment(ev);
+                self.watch_env_paths(ev.task.tgid, &environment, cut);
                 let creds = env::credentials(&environment, cut);
                 if creds.is_empty() {
                     return;
@@ -352,6 +364,28 @@ impl Pipeline {
                 );
             }
             out.push(rec);
+        }
+    }
+
+    /// Files the exec's environment names (`GOOGLE_APPLICATION_CREDENTIALS`,
+    /// `KUBECONFIG`, ...), resolved in the process's mount namespace and
+    /// cwd: watched by inode from now on, under the rule each variable says.
+    fn watch_env_paths(&mut self, pid: u32, environment: &crate::secret::Secret, cut: bool) {
+        for (rule_name, path) in env_paths::targets(environment.expose(), cut, &self.env_paths) {
+            let Some(rule_id) = self.watch.catalog().rules.iter().find(|r| r.name == rule_name).map(|r| r.id) else {
+                continue;
+            };
+            let Some(entry) = env_paths::inode_entry(pid, &path, rule_id) else {
+                self.stats.count("env_path_missing");
+                continue;
+            };
+            if self.env_inodes_sent.len() >= MAX_ENV_INODES {
+                self.env_inodes_sent.clear();
+            }
+            if self.env_inodes_sent.insert((entry.key.dev, entry.key.ino)) {
+                self.stats.count("env_path_watched");
+                let _ = self.new_inodes.send(entry);
+            }
         }
     }
 

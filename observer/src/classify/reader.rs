@@ -224,7 +224,7 @@ pub(crate) fn open_plain(path: &Path) -> Result<File, Unparsed> {
 
 /// Opens `path` as process `pid` sees it: relative to `/proc/<pid>/root`,
 /// with symlinks resolved inside that root.
-fn open_in_root(pid: u32, path: &Path) -> Result<File, Unparsed> {
+pub(crate) fn open_in_root(pid: u32, path: &Path) -> Result<File, Unparsed> {
     use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
     let root = format!("/proc/{pid}/root");
     let rel = PathBuf::from(OsString::from(std::ffi::OsStr::from_bytes(
