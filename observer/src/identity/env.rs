@@ -104,19 +104,21 @@ pub fn derive_id(cred: &EnvCredential, siblings: &[EnvCredential], keyed: &Keyed
     };
     let name = cred.name.to_ascii_uppercase();
     match name.as_str() {
-        "AWS_ACCESS_KEY_ID" => key_id(cred).map(|id| CredIdentity::new(aws_kind(&id), id)),
+        "AWS_ACCESS_KEY_ID" => key_id(cred).map(|id| CredIdentity { kind: None, id }),
         "AWS_SECRET_ACCESS_KEY" | "AWS_SESSION_TOKEN" => {
             match siblings.iter().find(|s| s.name.eq_ignore_ascii_case("AWS_ACCESS_KEY_ID")).and_then(key_id) {
-                Some(id) => Some(CredIdentity::new(aws_kind(&id), id)),
+                Some(id) => Some(CredIdentity { kind: None, id }),
                 None => {
                     let kind = if name == "AWS_SESSION_TOKEN" { "aws.session_token" } else { "aws.secret_key" };
-                    Some(CredIdentity::new(kind, keyed.id(kind, cred.value.expose().trim_ascii())))
+                    Some(CredIdentity { kind: None, id: keyed.id(kind, cred.value.expose().trim_ascii()) })
                 }
             }
         }
         "GOOGLE_APPLICATION_CREDENTIALS" => None,
-        _ => observer_creds::tokens::identity(cred.value.expose(), SECRET_VALUE_KIND, keyed)
-            .map(|i| CredIdentity::new(i.kind, i.id)),
+        _ => observer_creds::tokens::identity(cred.value.expose(), SECRET_VALUE_KIND, keyed).map(|i| CredIdentity {
+            kind: (i.kind != SECRET_VALUE_KIND).then_some(i.kind),
+            id: i.id,
+        }),
     }
 }
 
@@ -129,23 +131,13 @@ fn aws_access_key_id(v: &str) -> bool {
         && v.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
 }
 
-fn aws_kind(key_id: &str) -> String {
-    if key_id.starts_with("ASIA") { "aws.session_key" } else { "aws.access_key" }.to_owned()
-}
-
 /// `nhi.kind` and `nhi.id` of an environment credential.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CredIdentity {
-    /// The value's own kind (`github.pat`); `secret.value` when only the
-    /// variable's name says what it is.
-    pub kind: String,
+    /// The value's own kind when its prefix names one (`github.pat`);
+    /// else the variable's name says the kind.
+    pub kind: Option<String>,
     pub id: String,
-}
-
-impl CredIdentity {
-    fn new(kind: impl Into<String>, id: impl Into<String>) -> Self {
-        Self { kind: kind.into(), id: id.into() }
-    }
 }
 
 /// The `nhi.credential.access` record for one environment credential. The
@@ -155,10 +147,7 @@ pub fn record(ev: &ProcessExec, cred: &EnvCredential, id: Option<CredIdentity>, 
     a.push(("host.name", host_name.into()));
     a.push(("nhi.source", "env".into()));
     // The value's own kind when it names one; else the name's.
-    let kind = match &id {
-        Some(i) if i.kind != SECRET_VALUE_KIND => i.kind.clone(),
-        _ => cred.kind.to_owned(),
-    };
+    let kind = id.as_ref().and_then(|i| i.kind.clone()).unwrap_or_else(|| cred.kind.to_owned());
     a.push(("nhi.kind", kind.into()));
     if let Some(id) = id {
         a.push(("nhi.id", id.id.into()));
@@ -213,12 +202,12 @@ mod tests {
         assert!(!format!("{creds:?}").contains("wJalr"), "Debug must not show values");
         let keyed = keyed();
         let ids: Vec<_> = creds.iter().map(|c| derive_id(c, &creds, &keyed)).collect();
-        let aws = Some(CredIdentity::new("aws.access_key", "AKIAIOSFODNN7EXAMPLE"));
+        let aws = Some(CredIdentity { kind: None, id: "AKIAIOSFODNN7EXAMPLE".into() });
         assert_eq!(ids[..2], [aws.clone(), aws]);
         // Issue 14, item 3: a token's kind from its prefix and the same
         // keyed id as the same token in a file.
         let gh = ids[2].clone().unwrap();
-        assert_eq!(gh.kind, "github.pat");
+        assert_eq!(gh.kind.as_deref(), Some("github.pat"));
         let in_file = observer_creds::tokens::identity(b"ghp_000000000000000000000000000000000000", "x", &keyed).unwrap();
         assert_eq!(gh.id, in_file.id);
         assert!(!gh.id.contains("ghp_0000"));
@@ -236,7 +225,7 @@ mod tests {
         assert_eq!(names, [("DB_PASSWORD", "generic.password"), ("HF_HUB", "huggingface.token"), ("GOOGLE_APPLICATION_CREDENTIALS", "gcp.service_account_key")]);
         let keyed = keyed();
         let db = derive_id(&creds[0], &creds, &keyed).unwrap();
-        assert_eq!(db.kind, "secret.value");
+        assert_eq!(db.kind, None);
         assert_eq!(db.id, keyed.id("secret.value", b"hunter2-synthetic"));
         assert_eq!(derive_id(&creds[2], &creds, &keyed), None);
         // A secret key alone: the keyed id the AWS INI parser gives it.
