@@ -350,3 +350,45 @@ fn files_named_by_the_environment_are_watched_from_exec() {
     let kube_ids: std::collections::BTreeSet<_> = kube_recs.iter().filter_map(|r| str_attr(r, "nhi.id")).collect();
     assert!(kube_ids.contains("payments/api"), "{kube_recs:#?}");
 }
+
+/// Issue 14, item 6: a credential under a directory whose name is not
+/// UTF-8 is read and reported with the path's bytes escaped; a FIFO at a
+/// credential path is reported unparsed, with the reason, never read (a
+/// symlink to one is not: the kernel matches the resolved name, see the
+/// design notes).
+#[test]
+fn odd_names_and_special_files_are_reported() {
+    if !bpf_available("odd_names_and_special_files_are_reported") {
+        return;
+    }
+    let _serial = serial();
+    let home = temp_home();
+    let odd_dir = home.path().join(std::ffi::OsStr::from_bytes(b"caf\xe9"));
+    fs::create_dir_all(&odd_dir).unwrap();
+    const TOKEN: &str = "ghp_E2eOddName0000000000000000000000001";
+    let env = odd_dir.join(".env");
+    fs::write(&env, format!("GITHUB_TOKEN={TOKEN}\n")).unwrap();
+    let link = home.path().join(".aws/credentials");
+    fs::create_dir_all(link.parent().unwrap()).unwrap();
+    nix::unistd::mkfifo(&link, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let agent = Agent::start(&["--config", config_file("scan_at_start = false\n").path().to_str().unwrap()]);
+    let script = "import os, sys\nos.close(os.open(sys.argv[1], os.O_RDONLY | os.O_NONBLOCK))\nwith open(sys.argv[2], 'rb') as f: f.read()\n";
+    let child = Command::new("python3").args(["-I", "-S", "-c", script]).arg(&link).arg(&env).spawn().unwrap();
+    let pid = i64::from(child.id());
+    assert!(child.wait_with_output().unwrap().status.success());
+    let escaped = format!("{}/caf\\xe9/.env", home.path().display());
+    agent.wait_for_record(Duration::from_secs(10), |r| str_attr(r, "file.path") == Some(escaped.as_str()));
+    let (status, records, _) = agent.stop(Signal::SIGTERM);
+    assert!(status.success());
+    let mine: Vec<&Value> = records.iter().filter(|r| int_attr(r, "process.pid") == Some(pid)).collect();
+    let odd = mine.iter().find(|r| str_attr(r, "file.path") == Some(escaped.as_str())).unwrap_or_else(|| panic!("{mine:#?}"));
+    assert_eq!(odd["nhi.file.path_escaped"], true);
+    assert_eq!(str_attr(odd, "nhi.kind"), Some("github.pat"));
+    assert!(str_attr(odd, "nhi.id").is_some_and(|i| i.starts_with("github.pat:hmac-sha256:")));
+    let special = mine
+        .iter()
+        .find(|r| str_attr(r, "nhi.rule") == Some("aws-shared-credentials"))
+        .unwrap_or_else(|| panic!("no record of the FIFO credential path: {mine:#?}"));
+    assert_eq!(str_attr(special, "nhi.unparsed.reason"), Some("unreadable"));
+    assert!(!serde_json::to_string(&records).unwrap().contains(TOKEN));
+}

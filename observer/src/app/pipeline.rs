@@ -256,12 +256,11 @@ impl Pipeline {
                 // next read shows it (and a change of known content then is
                 // a rotation). Failed opens have nothing to read.
                 let readable = ev.ret >= 0 && ev.access() != crate::decode::Access::Write;
-                match WatchList::event_path(ev).filter(|_| readable) {
+                match read_path(ev).filter(|_| readable) {
                     Some(path) => {
-                        let path = read_path(ev).unwrap_or(path);
                         let access = Access {
                             pid: ev.task.tgid,
-                            path: std::path::Path::new(&path),
+                            path: &path,
                             kernel_inode: (ev.ino != 0).then_some((ev.dev, ev.ino)),
                             format: rule.format,
                             kind: &rule.kind,
@@ -474,8 +473,10 @@ fn destination(r: &Record) -> Option<correlate::Destination> {
 /// The path to read: as the process asked for it when absolute (stable
 /// across symlink swaps, e.g. Kubernetes' token rotation), else the
 /// kernel's resolved path.
-fn read_path(ev: &FileOpen) -> Option<String> {
-    ev.path.to_str().filter(|p| p.starts_with('/')).map(str::to_owned).or_else(|| WatchList::event_path(ev))
+fn read_path(ev: &FileOpen) -> Option<std::path::PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = Some(ev.path.as_bytes().to_vec()).filter(|p| p.starts_with(b"/")).or_else(|| WatchList::event_path_bytes(ev))?;
+    Some(std::path::PathBuf::from(std::ffi::OsString::from(std::ffi::OsStr::from_bytes(&bytes))))
 }
 
 /// One record per identity; the file-level record when there is none.

@@ -91,18 +91,10 @@ pub fn table(report: &ScanReport) -> Table {
     t
 }
 
-/// A path as text, with the bytes that are not UTF-8 as `\\xNN` (a
-/// lossy conversion would print two different names the same).
+/// A path as text, with the bytes that are not UTF-8 as `\\xNN`.
 pub fn escaped(path: &std::path::Path) -> String {
     use std::os::unix::ffi::OsStrExt;
-    let mut out = String::new();
-    for chunk in path.as_os_str().as_bytes().utf8_chunks() {
-        out.push_str(chunk.valid());
-        for b in chunk.invalid() {
-            out.push_str(&format!("\\x{b:02x}"));
-        }
-    }
-    out
+    crate::export::record::escaped(path.as_os_str().as_bytes())
 }
 
 /// Prints the report in the chosen form.
