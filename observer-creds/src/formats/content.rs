@@ -8,8 +8,9 @@
 //! there are none. Detectors: PEM and OpenSSH private keys; structured
 //! files (GCP service-account and ADC JSON, registry auth JSON,
 //! kubeconfigs, AWS shared credentials); JWTs; tokens with a known prefix
-//! (AWS key ids among them); `NAME=value` / `name: value` assignments whose
-//! name says secret; URLs with a password.
+//! (AWS key ids among them); `NAME=value` / `name: value` assignments and
+//! JSON `"name": "value"` pairs whose name says secret; URLs with a
+//! password.
 //!
 //! Invariants:
 //! - every identity comes from the parsers of this crate and the prefixes
@@ -102,6 +103,10 @@ static ASSIGNMENT: LazyLock<Option<Regex>> = LazyLock::new(|| {
     )
     .ok()
 });
+
+/// `"name": "value"` anywhere (JSON written on one line).
+static JSON_PAIR: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new(r#""([A-Za-z_][A-Za-z0-9_.-]{0,127})"[ \t]*:[ \t]*"([^"\\\r\n]+)""#).ok());
 
 /// `scheme://user:password@host`.
 static URL: LazyLock<Option<Regex>> = LazyLock::new(|| {
@@ -281,9 +286,16 @@ pub(crate) fn placeholder(value: &[u8]) -> bool {
 }
 
 fn assignments(bytes: &[u8], keyed: &Keyed, out: &mut Vec<Identity>) {
-    let Some(re) = ASSIGNMENT.as_ref() else { return };
-    for c in re.captures_iter(bytes) {
+    let (Some(re), Some(json)) = (ASSIGNMENT.as_ref(), JSON_PAIR.as_ref()) else { return };
+    let lines = re.captures_iter(bytes);
+    let pairs = json.captures_iter(bytes);
+    let mut seen = std::collections::HashSet::new();
+    for c in lines.chain(pairs) {
         let (Some(name), Some(value)) = (c.get(1), c.get(2).or_else(|| c.get(3)).or_else(|| c.get(4))) else { continue };
+        // A JSON pair at the start of a line is found by both expressions.
+        if !seen.insert(value.start()) {
+            continue;
+        }
         let Ok(name) = std::str::from_utf8(name.as_bytes()) else { continue };
         if !secret_name(name) || placeholder(value.as_bytes()) {
             continue;
@@ -364,7 +376,7 @@ mod tests {
     #[test]
     fn every_expression_compiles() {
         assert!(GATE.is_some() && PEM_BEGIN.is_some() && JWT.is_some() && TOKEN.is_some());
-        assert!(ASSIGNMENT.is_some() && URL.is_some());
+        assert!(ASSIGNMENT.is_some() && URL.is_some() && JSON_PAIR.is_some());
     }
 
     #[test]
