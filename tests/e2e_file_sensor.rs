@@ -246,6 +246,11 @@ except PermissionError: pass
     assert_eq!(int_attr(eacces, "process.user.id"), Some(65534));
 }
 
+/// What the loops open: a credential file (reads of files that hold no
+/// credential are counted, not reported).
+const SYNTHETIC_AWS: &str = "[default]\naws_access_key_id = AKIAE2ELOOPSYNTHET01\n";
+const SYNTHETIC_KEY: &str = include_str!("../observer-creds/tests/corpus/tls/pkcs8-rsa.key");
+
 const LOOP: &str = r#"
 import os, sys
 path, n, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
@@ -265,7 +270,7 @@ fn repeated_opens_are_folded_and_counted_exactly() {
     let home = temp_home();
     let cred = home.path().join(".aws/credentials");
     fs::create_dir_all(cred.parent().unwrap()).unwrap();
-    fs::write(&cred, "[default]\n").unwrap();
+    fs::write(&cred, SYNTHETIC_AWS).unwrap();
     let agent = Agent::start(&[]);
     let c = cred.to_str().unwrap();
     let (reader, _) = python(LOOP, &[c, "500", "r"]);
@@ -298,7 +303,7 @@ fn burst_of_100k_opens_is_fully_accounted_at_the_default_ring_size() {
     let home = temp_home();
     let cred = home.path().join(".kube/config");
     fs::create_dir_all(cred.parent().unwrap()).unwrap();
-    fs::write(&cred, "apiVersion: v1\n").unwrap();
+    fs::write(&cred, "apiVersion: v1\nusers:\n- name: e2e\n  user:\n    token: e2e-synthetic-kube-token-0001\n").unwrap();
     let agent = Agent::start(&[]);
     let (pid, _) = python(LOOP, &[cred.to_str().unwrap(), "100000", "r"]);
     std::thread::sleep(Duration::from_millis(1500));
@@ -321,7 +326,7 @@ fn ring_overflow_loss_is_counted_exactly() {
     let home = temp_home();
     let cred = home.path().join(".aws/config");
     fs::create_dir_all(cred.parent().unwrap()).unwrap();
-    fs::write(&cred, "[default]\n").unwrap();
+    fs::write(&cred, SYNTHETIC_AWS).unwrap();
     let state = tempfile::tempdir().unwrap();
     let args = config_args(state.path(), "dedup_interval_ms = 0\nring_buffer_bytes = 16384\n");
     let agent = Agent::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
@@ -378,10 +383,11 @@ fn directory_and_suffix_rules_match_in_the_kernel() {
     let _serial = serial();
     let pki = tempfile::tempdir().unwrap();
     fs::create_dir_all(pki.path().join("etcd")).unwrap();
-    fs::write(pki.path().join("etcd/ca.key"), "k").unwrap();
+    // Real (synthetic) keys: files without a credential are not records.
+    fs::write(pki.path().join("etcd/ca.key"), SYNTHETIC_KEY).unwrap();
     let other = tempfile::tempdir().unwrap();
     let pem = other.path().join("server-chain.pem");
-    fs::write(&pem, "-----BEGIN CERTIFICATE-----\n").unwrap();
+    fs::write(&pem, SYNTHETIC_KEY).unwrap();
     fs::write(other.path().join("server-chain.pem.txt"), "not it").unwrap();
     let state = tempfile::tempdir().unwrap();
     let cfg = format!(

@@ -346,12 +346,13 @@ fn environment_credentials_are_reported_without_values() {
         ("AWS_SECRET_ACCESS_KEY", "e2eSecretAccessKey/wJalrXUtnFEMI/K7MDENG", "aws.access_key"),
         ("AWS_SESSION_TOKEN", "e2eSessionTokenValueIQoJb3JpZ2luX2Vj", "aws.session_token"),
         ("GOOGLE_APPLICATION_CREDENTIALS", "/etc/e2e/gcp-key.json", "gcp.service_account_key"),
-        ("GITHUB_TOKEN", "ghp_e2eSecretGithubToken000000000000000", "github.token"),
-        ("VAULT_TOKEN", "hvs.e2eSecretVaultToken", "vault.token"),
+        // A known prefix names the kind (issue 14): the value's, not the name's.
+        ("GITHUB_TOKEN", "ghp_e2eSecretGithubToken000000000000000", "github.pat"),
+        ("VAULT_TOKEN", "hvs.e2eSecretVaultToken", "vault.service_token"),
         ("PAYMENTS_API_KEY", "e2e-secret-payments-api-key", "generic.api_key"),
         ("SESSION_SECRET", "e2e-secret-session-secret", "generic.secret"),
         ("DB_PASSWORD", "e2e-secret-db-password", "generic.password"),
-        ("SLACK_BOT_TOKEN", "xoxb-e2e-secret-slack", "generic.token"),
+        ("SLACK_BOT_TOKEN", "xoxb-e2e-secret-slack", "slack.bot_token"),
     ];
     let agent = Agent::start(&[]);
     let mut short = Command::new("/bin/true");
@@ -379,12 +380,13 @@ fn environment_credentials_are_reported_without_values() {
     });
     drop(long.stdin.take());
     long.wait().unwrap();
+    let keyed = observer_creds::Keyed::new(observer_creds::Secret::new(std::fs::read(agent.state_dir.path().join("fingerprint.key")).unwrap()));
     let (status, records, stderr) = agent.stop(Signal::SIGTERM);
     assert!(status.success(), "{}", stderr.join("\n"));
 
     let got = records_of(&records, short_pid, "env");
     assert_eq!(got.len(), secrets.len(), "{got:#?}");
-    for (name, _, kind) in &secrets {
+    for (name, value, kind) in &secrets {
         let r = got
             .iter()
             .find(|r| str_attr(r, "nhi.env.name") == Some(name))
@@ -392,8 +394,15 @@ fn environment_credentials_are_reported_without_values() {
         assert_eq!(str_attr(r, "event.name"), Some("nhi.credential.access"));
         assert_eq!(str_attr(r, "nhi.kind"), Some(*kind), "{name}");
         assert_eq!(str_attr(r, "process.executable.path"), Some("/usr/bin/true"));
-        let want_id = name.starts_with("AWS_").then_some("AKIAIOSFODNN7EXAMPLE");
-        assert_eq!(str_attr(r, "nhi.id"), want_id, "{name}");
+        // Ids (issue 14): AWS by the key id; a path none; every other value
+        // its keyed fingerprint, under its prefix's kind or `secret.value`,
+        // as the same value has in a file.
+        let want_id = match *name {
+            n if n.starts_with("AWS_") => Some("AKIAIOSFODNN7EXAMPLE".to_owned()),
+            "GOOGLE_APPLICATION_CREDENTIALS" => None,
+            _ => observer_creds::tokens::identity(value.as_bytes(), "secret.value", &keyed).map(|i| i.id),
+        };
+        assert_eq!(str_attr(r, "nhi.id"), want_id.as_deref(), "{name}");
     }
     let late = records_of(&records, long_pid, "env");
     assert_eq!(late.len(), 1, "{late:#?}");

@@ -22,7 +22,7 @@ mod secret;
 pub mod tokens;
 
 pub use formats::{
-    Format, UnknownFormat,
+    Format, UnknownFormat, content,
     jwt::{JwtError, ServiceAccount, service_account},
     parse,
 };

@@ -55,6 +55,12 @@ pub const PREFIXES: &[(&str, &str, Visibility)] = &[
     ("AGE-SECRET-KEY-1", "age.secret_key", Visibility::Secret),
 ];
 
+/// The kind of a secret value with no known prefix, named only by the
+/// variable or key that holds it (`DB_PASSWORD=...` in a `.env` file, in
+/// any text file, or in a process's environment): the same value gets the
+/// same keyed id wherever it is found.
+pub const SECRET_VALUE_KIND: &str = "secret.value";
+
 /// The shortest token we classify by prefix: shorter values are too likely
 /// to be ordinary words that happen to share a prefix.
 const MIN_TOKEN_LEN: usize = 16;

@@ -446,9 +446,9 @@ STRIPE_KEY=sk_live_SYNTHETICSTRIPE00000000044
 """)
     case("dotenv/.env", "dotenv", [
         ("aws.access_key", "AKIAENVSYNTHETIC0040", {"nhi.env.name": "AWS_ACCESS_KEY_ID"}),
-        ("dotenv.secret", keyed("dotenv.secret", "SYNTHETICENVAWSSECRET41"), {"nhi.env.name": "AWS_SECRET_ACCESS_KEY"}),
+        ("secret.value", keyed("secret.value", "SYNTHETICENVAWSSECRET41"), {"nhi.env.name": "AWS_SECRET_ACCESS_KEY"}),
         ("slack.bot_token", keyed("slack.bot_token", "xoxb-SYNTHETIC-SLACK-000000000042"), {"nhi.env.name": "SLACK_BOT"}),
-        ("dotenv.secret", keyed("dotenv.secret", "SYNTHETIC-DB-PASSWORD-43"), {"nhi.env.name": "DATABASE_PASSWORD"}),
+        ("secret.value", keyed("secret.value", "SYNTHETIC-DB-PASSWORD-43"), {"nhi.env.name": "DATABASE_PASSWORD"}),
         ("stripe.secret_key", keyed("stripe.secret_key", "sk_live_SYNTHETICSTRIPE00000000044"), {"nhi.env.name": "STRIPE_KEY"}),
     ], secrets=["SYNTHETICENVAWSSECRET41", "xoxb-SYNTHETIC-SLACK-000000000042", "SYNTHETIC-DB-PASSWORD-43", "sk_live_SYNTHETICSTRIPE00000000044"])
     for tok, kind in [("github_pat_11SYNTHETIC0000000000_abcdefSYNTHETIC45", "github.fine_grained_pat"),

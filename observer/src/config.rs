@@ -55,6 +55,13 @@ pub struct FileConfig {
     /// trust-store exclusions.
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// Environment variables that name credential files, on top of the
+    /// built-in ones (`GOOGLE_APPLICATION_CREDENTIALS`, `KUBECONFIG`, ...):
+    /// `variable`, `rule` (the catalog rule whose format reads the file),
+    /// `files` (the value is a directory: these files in it), `list` (the
+    /// value is `:`-separated). At exec, their targets are watched by inode.
+    #[serde(default)]
+    pub env_path: Vec<crate::classify::env_paths::EnvPathRule>,
     /// Extra directories `scan` (and the agent's scan at start) walks, on
     /// top of the homes, `/etc`, `/var/lib/kubelet/pods` and `/run/secrets`.
     #[serde(default)]
@@ -230,6 +237,8 @@ pub struct Config {
     pub rescan_every: Duration,
     pub stats_every: Duration,
     pub catalog: Catalog,
+    /// Variables naming credential files (built-in and configured).
+    pub env_paths: Vec<crate::classify::env_paths::EnvPathRule>,
     pub identity: IdentityConfig,
     pub scan_roots: Vec<PathBuf>,
     pub scan_at_start: bool,
@@ -259,6 +268,8 @@ pub enum ConfigError {
     RingSize(u32),
     #[error("{0}")]
     Catalog(#[from] catalog::CatalogError),
+    #[error("{0}")]
+    EnvPath(#[from] crate::classify::env_paths::EnvPathError),
     #[error("scan root {0} must be an absolute path")]
     RelativeScanRoot(PathBuf),
     #[error("state_dir must be an absolute path, got {0}")]
@@ -305,6 +316,7 @@ impl Config {
         let dedup = Duration::from_millis(file.dedup_interval_ms.unwrap_or(1000));
         let mut catalog = Catalog::builtin()?;
         catalog.extend(file.watch, &file.exclude)?;
+        let env_paths = crate::classify::env_paths::resolve(file.env_path, &catalog)?;
         if let Some(root) = file.scan_roots.iter().find(|r| !r.is_absolute()) {
             return Err(ConfigError::RelativeScanRoot(root.clone()));
         }
@@ -383,6 +395,7 @@ impl Config {
             rescan_every,
             stats_every,
             catalog,
+            env_paths,
             identity,
             scan_roots: file.scan_roots,
             scan_at_start: file.scan_at_start.unwrap_or(true),

@@ -247,7 +247,7 @@ fn run_scan(args: ScanArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let opts = scan::ScanOptions { roots: scan::roots(&args.paths, &cfg.scan_roots), max_bytes: cfg.max_credential_bytes };
+    let opts = scan::ScanOptions::new(scan::roots(&args.paths, &cfg.scan_roots), cfg.max_credential_bytes);
     let bar = scan::output::progress();
     let report = scan::scan(&cfg.catalog, &keyed, &opts, &mut |path, r| {
         if let Some(bar) = &bar

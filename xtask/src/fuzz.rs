@@ -42,7 +42,7 @@ pub fn run(seconds: u32, filter: Option<&str>) -> anyhow::Result<()> {
         fs::create_dir_all(&seed_dir)?;
         let format = t.strip_prefix("creds_").map(|f| f.replace('_', "-"));
         let files: Vec<&PathBuf> = match format.as_deref() {
-            Some("auto") => seeds.iter().map(|(_, p)| p).collect(),
+            Some("auto" | "content") => seeds.iter().map(|(_, p)| p).collect(),
             Some(f) => seeds.iter().filter(|(sf, _)| sf == f).map(|(_, p)| p).collect(),
             None => Vec::new(),
         };

@@ -52,10 +52,12 @@ enum Cmd {
     /// handshakes per second, and connections the agent missed).
     Bench {
         /// Which benchmark: `files`, `process`, `tls`, `pipeline` (decode +
-        /// classify + correlate throughput, criterion) or `memory` (agent
-        /// RSS with 10k live processes and 1k credentials).
+        /// classify + correlate throughput, criterion), `memory` (agent
+        /// RSS with 10k live processes and 1k credentials) or `scan`
+        /// (content discovery: recall against detect-secrets, wall time
+        /// against ripgrep).
         name: String,
-        /// `files`, `tls`: rounds of interleaved setups.
+        /// `files`, `tls`, `scan`: rounds of interleaved setups.
         #[arg(long, default_value_t = 5)]
         rounds: usize,
         /// `process`: iterations per run.

@@ -155,6 +155,10 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("systemd-analyze", "systemd"),
     ("setpriv", "util-linux"),
     ("chroot", "coreutils"),
+    // Discovery (issue 14): the noise test compiles a program; the scan
+    // benchmark compares with ripgrep.
+    ("gcc", "gcc"),
+    ("rg", "ripgrep"),
 ];
 
 /// Installs the tools the end-to-end tests need when missing (Debian and

@@ -76,6 +76,14 @@ pub fn bench_process(iterations: u32) -> anyhow::Result<()> {
     crate::bench::process::bench(&root.join("target/release/nhi-observer"), iterations)
 }
 
+/// `bench scan`: content discovery against detect-secrets and ripgrep
+/// (no probes: needs no root).
+pub fn bench_scan(rounds: usize) -> anyhow::Result<()> {
+    let root = workspace_root();
+    status(Command::new("cargo").current_dir(&root).args(["build", "--release", "--package", "nhi-observer"]))?;
+    crate::bench::scan::run(&root.join("target/release/nhi-observer"), rounds)
+}
+
 pub fn bench_memory() -> anyhow::Result<()> {
     if !is_root() {
         anyhow::bail!("the benchmark loads the agent's probes: run it as root");

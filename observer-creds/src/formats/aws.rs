@@ -7,11 +7,20 @@
 //! and a `credential_process` command get keyed fingerprints.
 use serde::Deserialize;
 
-use super::{ParseResult, ini, json, text};
+use super::{ParseResult, ini, json, text, text_lossy};
 use crate::{Identity, Keyed, Secret, Unparsed, tokens};
 
 pub fn ini(bytes: &[u8], keyed: &Keyed) -> ParseResult {
-    let t = text(bytes)?;
+    // The CLI reads these files as text whatever a comment holds: so do we.
+    let lossy;
+    let t = match text(bytes) {
+        Ok(t) => t,
+        Err(Unparsed::Binary) => {
+            lossy = text_lossy(bytes)?;
+            lossy.expose_str().unwrap_or_default()
+        }
+        Err(e) => return Err(e),
+    };
     let (entries, bad) = ini::entries(t);
     if entries.is_empty() && !bad.is_empty() {
         return Err(Unparsed::Malformed(format!("no INI entries; unreadable lines {bad:?}")));

@@ -4,11 +4,9 @@
 //! its name says so (`*_TOKEN`, `*_SECRET`, `*_PASSWORD`, `*_API_KEY`, ...).
 //! Identity: an AWS key id as itself; a token by prefix or the variable's
 //! keyed fingerprint, tagged with the variable name (names are not secret).
-use super::{ParseResult, text};
+use super::{ParseResult, content::SECRET_NAME_PARTS, text};
 use crate::{Keyed, Secret, Unparsed, tokens};
 
-const SECRET_NAME_PARTS: &[&str] =
-    &["TOKEN", "SECRET", "PASSWORD", "PASSWD", "API_KEY", "APIKEY", "PRIVATE_KEY", "ACCESS_KEY", "CREDENTIAL", "AUTH"];
 
 pub fn parse(bytes: &[u8], keyed: &Keyed) -> ParseResult {
     text(bytes)?;
@@ -34,7 +32,7 @@ pub fn parse(bytes: &[u8], keyed: &Keyed) -> ParseResult {
         if !(by_prefix || by_name) {
             continue;
         }
-        if let Some(id) = tokens::identity(value.expose(), "dotenv.secret", keyed) {
+        if let Some(id) = tokens::identity(value.expose(), tokens::SECRET_VALUE_KIND, keyed) {
             out.push(id.with("nhi.env.name", name));
         }
     }

@@ -10,6 +10,7 @@ use crate::{Identity, Keyed, Parsed, Secret, Unparsed};
 
 mod aws;
 mod azure;
+pub mod content;
 mod docker;
 mod dotenv;
 mod gcp;
@@ -72,6 +73,9 @@ pub enum Format {
     TerraformCredentials,
     /// `.env` files.
     Dotenv,
+    /// Any text file, searched for credentials by content (what the
+    /// at-rest scan found outside the catalog's paths).
+    Content,
 }
 
 /// Every format, for docs, config errors and the fuzz targets.
@@ -96,6 +100,7 @@ pub const ALL: &[Format] = &[
     Format::Token,
     Format::TerraformCredentials,
     Format::Dotenv,
+    Format::Content,
 ];
 
 impl Format {
@@ -124,6 +129,7 @@ impl Format {
             Self::Token => "token",
             Self::TerraformCredentials => "terraform-credentials",
             Self::Dotenv => "dotenv",
+            Self::Content => "content",
         }
     }
 }
@@ -174,6 +180,7 @@ pub fn parse(format: Format, input: &Secret, kind: &str, keyed: &Keyed) -> Parse
         Format::Token => token::file(bytes, kind, keyed),
         Format::TerraformCredentials => terraform::credentials(bytes, keyed),
         Format::Dotenv => dotenv::parse(bytes, keyed),
+        Format::Content => content::detect(bytes, keyed),
     };
     match result {
         Ok(mut identities) if !identities.is_empty() => {
@@ -250,6 +257,24 @@ fn text(bytes: &[u8]) -> Result<&str, Unparsed> {
         return Err(Unparsed::Binary);
     }
     Ok(t.strip_prefix('\u{feff}').unwrap_or(t))
+}
+
+/// The file as text even when some bytes are not UTF-8 (a Latin-1 `é` in
+/// a comment): each invalid sequence becomes U+FFFD, in a [`Secret`]
+/// sized for the worst case before the first byte is copied, so no
+/// reallocation leaves a copy behind. A NUL byte still means binary.
+fn text_lossy(bytes: &[u8]) -> Result<Secret, Unparsed> {
+    if bytes.contains(&0) {
+        return Err(Unparsed::Binary);
+    }
+    let mut out = Vec::with_capacity(bytes.len().saturating_mul(3));
+    for chunk in bytes.utf8_chunks() {
+        out.extend_from_slice(chunk.valid().as_bytes());
+        if !chunk.invalid().is_empty() {
+            out.extend_from_slice("\u{fffd}".as_bytes());
+        }
+    }
+    Ok(Secret::new(out))
 }
 
 /// serde_json from bytes, with the error as an [`Unparsed`].

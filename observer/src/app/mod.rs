@@ -314,7 +314,8 @@ fn start_scan(
     at_rest: std_mpsc::Sender<Vec<store::evidence::AtRest>>,
 ) -> anyhow::Result<()> {
     let catalog = cfg.catalog.clone();
-    let opts = scan::ScanOptions { roots: scan::roots(&[], &cfg.scan_roots), max_bytes: cfg.max_credential_bytes };
+    // Two walker threads: the agent is running beside it.
+    let opts = scan::ScanOptions { threads: 2, ..scan::ScanOptions::new(scan::roots(&[], &cfg.scan_roots), cfg.max_credential_bytes) };
     thread::Builder::new()
         .name("nhi-scan".into())
         .spawn(move || {
@@ -324,6 +325,7 @@ fn start_scan(
                 identities = report.identities(),
                 files_seen = report.files_seen,
                 walk_errors = report.walk_errors,
+                skipped = ?report.skipped,
                 "at-rest scan done"
             );
             // The findings' facts: what is present at rest.

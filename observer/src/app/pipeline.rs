@@ -9,9 +9,12 @@
 //! through `Identity::annotate`, the one workload-identity lookup.
 //!
 //! A credential file whose open succeeded is read (see `classify::reader`)
-//! and yields one `nhi.credential.access` record per identity it holds,
-//! each with its `nhi.id`; a file with none yields one file-level record
-//! with `nhi.unparsed.reason`; a failed open yields the file-level record
+//! and yields one `nhi.credential.access` record per credential identity
+//! it holds, each with its `nhi.id`; a file that holds only public
+//! material (certificates, public keys) or nothing is counted, not
+//! reported, when opened read-only (`classify::verdict`); one that could not be parsed at a
+//! specific credential path yields one file-level record with
+//! `nhi.unparsed.reason`; a failed open yields the file-level record
 //! alone, as does a write-only open (its content is not written yet); a
 //! change of a known file that held identities first yields
 //! `nhi.credential.rotation`.
@@ -37,7 +40,9 @@ use tokio::sync::mpsc;
 use super::dedup::Dedup;
 use crate::{
     classify::{
+        env_paths,
         reader::{Access, Reader},
+        verdict::{self, Verdict},
         watch::{InodeEntry, Via, WatchList},
     },
     clock::BootClock,
@@ -92,7 +97,15 @@ pub struct Pipeline {
     /// Network sensor: joins connect, payload and close records.
     net: net::Tracker,
     net_out: Vec<net::Output>,
+    /// Variables naming credential files, and the inodes already handed
+    /// to the kernel for them (bounded: cleared past its size).
+    env_paths: Vec<env_paths::EnvPathRule>,
+    env_inodes_sent: std::collections::HashSet<(u32, u64)>,
 }
+
+/// Env-named inodes remembered as sent; past this the set starts over
+/// (a resend is harmless).
+const MAX_ENV_INODES: usize = 16_384;
 
 impl Pipeline {
     /// Builds the stages; loads the process table from /proc.
@@ -125,6 +138,8 @@ impl Pipeline {
             last_usage: Instant::now(),
             net: net::Tracker::new(net::TrackerConfig::default()),
             net_out: Vec::new(),
+            env_paths: cfg.env_paths.clone(),
+            env_inodes_sent: std::collections::HashSet::new(),
         }
     }
 
@@ -247,12 +262,11 @@ impl Pipeline {
                 // next read shows it (and a change of known content then is
                 // a rotation). Failed opens have nothing to read.
                 let readable = ev.ret >= 0 && ev.access() != crate::decode::Access::Write;
-                match WatchList::event_path(ev).filter(|_| readable) {
+                match read_path(ev).filter(|_| readable) {
                     Some(path) => {
-                        let path = read_path(ev).unwrap_or(path);
                         let access = Access {
                             pid: ev.task.tgid,
-                            path: std::path::Path::new(&path),
+                            path: &path,
                             kernel_inode: (ev.ino != 0).then_some((ev.dev, ev.ino)),
                             format: rule.format,
                             kind: &rule.kind,
@@ -267,7 +281,18 @@ impl Pipeline {
                             self.stats.count(u.reason());
                             tracing::debug!(reason = %u, "credential file not parsed");
                         }
-                        records.extend(identity_records(base, &c.parsed, rule.format.name()));
+                        match verdict::judge(&c.parsed, verdict::broad(&rule)) {
+                            Verdict::Report(parsed) => records.extend(identity_records(base, &parsed, rule.format.name())),
+                            // Public material, placeholders, nothing: reading
+                            // them is not a credential access (issue 14, item
+                            // 7). Opening one to write is: the content comes.
+                            Verdict::Count(why) if ev.access() == crate::decode::Access::Read => {
+                                self.stats.count("file_not_credential");
+                                self.stats.count(why);
+                                return;
+                            }
+                            Verdict::Count(_) => records.extend(identity_records(base, &c.parsed, rule.format.name())),
+                        }
                     }
                     None => records.push(base),
                 }
@@ -284,6 +309,7 @@ impl Pipeline {
             Event::ProcessExec(ev) => {
                 self.identity.on_exec(ev);
                 let (environment, cut) = self.identity.exec_environment(ev);
+                self.watch_env_paths(ev.task.tgid, &environment, cut);
                 let creds = env::credentials(&environment, cut);
                 if creds.is_empty() {
                     return;
@@ -291,7 +317,7 @@ impl Pipeline {
                 Stats::add(&self.stats.env_credentials, creds.len() as u64);
                 let time = self.clock.wall_time(ev.boot_ns);
                 for cred in &creds {
-                    let id = env::derive_id(cred, &creds);
+                    let id = env::derive_id(cred, &creds, &self.keyed);
                     let mut rec = env::record(ev, cred, id, &self.host_name, time);
                     self.identity.annotate(&ev.task, &mut rec.attributes);
                     let process = ProcKey { tgid: ev.task.tgid, start_boot_ns: ev.task.start_boot_ns };
@@ -343,6 +369,28 @@ impl Pipeline {
                 );
             }
             out.push(rec);
+        }
+    }
+
+    /// Files the exec's environment names (`GOOGLE_APPLICATION_CREDENTIALS`,
+    /// `KUBECONFIG`, ...), resolved in the process's mount namespace and
+    /// cwd: watched by inode from now on, under the rule each variable says.
+    fn watch_env_paths(&mut self, pid: u32, environment: &crate::secret::Secret, cut: bool) {
+        for (rule_name, path) in env_paths::targets(environment.expose(), cut, &self.env_paths) {
+            let Some(rule_id) = self.watch.catalog().rules.iter().find(|r| r.name == rule_name).map(|r| r.id) else {
+                continue;
+            };
+            let Some(entry) = env_paths::inode_entry(pid, &path, rule_id) else {
+                self.stats.count("env_path_missing");
+                continue;
+            };
+            if self.env_inodes_sent.len() >= MAX_ENV_INODES {
+                self.env_inodes_sent.clear();
+            }
+            if self.env_inodes_sent.insert((entry.key.dev, entry.key.ino)) {
+                self.stats.count("env_path_watched");
+                let _ = self.new_inodes.send(entry);
+            }
         }
     }
 
@@ -428,8 +476,10 @@ fn destination(r: &Record) -> Option<correlate::Destination> {
 /// The path to read: as the process asked for it when absolute (stable
 /// across symlink swaps, e.g. Kubernetes' token rotation), else the
 /// kernel's resolved path.
-fn read_path(ev: &FileOpen) -> Option<String> {
-    ev.path.to_str().filter(|p| p.starts_with('/')).map(str::to_owned).or_else(|| WatchList::event_path(ev))
+fn read_path(ev: &FileOpen) -> Option<std::path::PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = Some(ev.path.as_bytes().to_vec()).filter(|p| p.starts_with(b"/")).or_else(|| WatchList::event_path_bytes(ev))?;
+    Some(std::path::PathBuf::from(std::ffi::OsString::from(std::ffi::OsStr::from_bytes(&bytes))))
 }
 
 /// One record per identity; the file-level record when there is none.

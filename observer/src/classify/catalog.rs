@@ -165,6 +165,9 @@ impl PathPattern {
     /// matches; the kernel's semantics, for scan and for confirming the
     /// kernel's candidates.
     pub fn matches(&self, normalised: &str) -> bool {
+        if self.text.is_empty() {
+            return false; // the content rule's: no path
+        }
         let name = || normalised.rsplit('/').next().unwrap_or(normalised);
         match self.kind {
             PatternKind::Exact => normalised == self.text,
@@ -240,6 +243,10 @@ struct CatalogFile {
 
 static BUILTIN: &str = include_str!("builtin.toml");
 
+/// The name of the built-in rule of files recognised by content
+/// (`nhi.rule`), which no configured rule may take.
+pub const CONTENT_RULE: &str = "content";
+
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
     #[error("watch rule `{name}`: {source}")]
@@ -270,7 +277,23 @@ impl Catalog {
         let file: CatalogFile = toml::from_str(BUILTIN).map_err(|e| CatalogError::Builtin(e.to_string()))?;
         let mut c = Self { rules: Vec::new(), exclude: Vec::new() };
         c.extend(file.watch, &file.exclude)?;
+        // Files the at-rest scan recognised by content, at no catalog
+        // path: watched by inode only (the pattern matches no path).
+        let id = u32::try_from(c.rules.len() + 1).unwrap_or(u32::MAX);
+        c.rules.push(WatchRule {
+            id,
+            name: CONTENT_RULE.into(),
+            kind: "unknown".into(),
+            pattern: PathPattern { text: String::new(), kind: PatternKind::Basename },
+            format: Format::Content,
+            kernel: false,
+        });
         Ok(c)
+    }
+
+    /// The rule of files found by content ([`CONTENT_RULE`]).
+    pub fn content_rule(&self) -> Option<&WatchRule> {
+        self.rules.iter().find(|r| r.name == CONTENT_RULE)
     }
 
     /// Adds entries and exclusions (from the config file). Rule ids go on
@@ -280,7 +303,7 @@ impl Catalog {
             self.exclude.push(PathPattern::parse(raw).map_err(CatalogError::Exclude)?);
         }
         for e in entries {
-            if self.rules.iter().any(|r| r.name == e.name) {
+            if e.name == CONTENT_RULE || self.rules.iter().any(|r| r.name == e.name) {
                 return Err(CatalogError::DuplicateName(e.name));
             }
             let format = match &e.format {

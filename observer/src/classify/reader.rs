@@ -54,7 +54,7 @@ pub struct Stat {
 }
 
 impl Stat {
-    fn of(m: &std::fs::Metadata) -> Self {
+    pub(crate) fn of(m: &std::fs::Metadata) -> Self {
         let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
         Self {
             dev: m.dev(),
@@ -118,7 +118,7 @@ impl Reader {
             Err(e) => return fail(Unparsed::Unreadable(e.kind().to_string())),
         };
         if !meta.is_file() {
-            return fail(Unparsed::Unreadable("not a regular file".into()));
+            return fail(Unparsed::Unreadable(not_regular(&meta).into()));
         }
         let stat = Stat::of(&meta);
         let key = (ns, access.path.to_owned());
@@ -183,6 +183,27 @@ impl Reader {
     }
 }
 
+/// What a non-regular file is, for the unparsed reason's detail: a
+/// credential path that is (a symlink to) a FIFO or a device is reported
+/// as such, never read.
+pub(crate) fn not_regular(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_fifo() {
+        "not a regular file: a FIFO"
+    } else if t.is_char_device() {
+        "not a regular file: a character device"
+    } else if t.is_block_device() {
+        "not a regular file: a block device"
+    } else if t.is_socket() {
+        "not a regular file: a socket"
+    } else if t.is_dir() {
+        "not a regular file: a directory"
+    } else {
+        "not a regular file"
+    }
+}
+
 /// The mount namespace inode of `/proc/<pid>`, if the process exists.
 pub fn mount_ns(pid: &str) -> Option<u64> {
     std::fs::metadata(format!("/proc/{pid}/ns/mnt")).ok().map(|m| m.ino())
@@ -192,18 +213,43 @@ fn io_reason(e: &std::io::Error) -> Unparsed {
     Unparsed::Unreadable(e.kind().to_string())
 }
 
-fn open_plain(path: &Path) -> Result<File, Unparsed> {
+pub(crate) fn open_plain(path: &Path) -> Result<File, Unparsed> {
     // O_NONBLOCK: a FIFO at a credential path must not stall the agent.
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| io_reason(&e))
+    let flags = libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
+    match std::fs::OpenOptions::new().read(true).custom_flags(flags).open(path) {
+        Ok(f) => Ok(f),
+        // Longer than PATH_MAX (4 KiB): walk down in pieces that fit.
+        Err(e) if e.raw_os_error() == Some(libc::ENAMETOOLONG) => open_long(path).map_err(|e| io_reason(&e)),
+        Err(e) => Err(io_reason(&e)),
+    }
+}
+
+/// Opens a path longer than PATH_MAX: each step opens (relative to the
+/// directory the last step opened) a run of components that fits.
+fn open_long(path: &Path) -> std::io::Result<File> {
+    use std::os::fd::AsFd;
+    const STEP: usize = 2048;
+    let bytes = path.as_os_str().as_bytes();
+    let mut dir = File::open("/")?;
+    let mut rest = bytes.strip_prefix(b"/").unwrap_or(bytes);
+    loop {
+        if rest.len() < STEP {
+            let how = nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_NOCTTY | nix::fcntl::OFlag::O_CLOEXEC;
+            let fd = nix::fcntl::openat(dir.as_fd(), std::ffi::OsStr::from_bytes(rest), how, nix::sys::stat::Mode::empty())?;
+            return Ok(File::from(fd));
+        }
+        // Cut at the last `/` within the step.
+        let cut = rest[..STEP].iter().rposition(|&b| b == b'/').filter(|&c| c > 0).ok_or(std::io::ErrorKind::InvalidFilename)?;
+        let how = nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC;
+        let fd = nix::fcntl::openat(dir.as_fd(), std::ffi::OsStr::from_bytes(&rest[..cut]), how, nix::sys::stat::Mode::empty())?;
+        dir = File::from(fd);
+        rest = &rest[cut + 1..];
+    }
 }
 
 /// Opens `path` as process `pid` sees it: relative to `/proc/<pid>/root`,
 /// with symlinks resolved inside that root.
-fn open_in_root(pid: u32, path: &Path) -> Result<File, Unparsed> {
+pub(crate) fn open_in_root(pid: u32, path: &Path) -> Result<File, Unparsed> {
     use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
     let root = format!("/proc/{pid}/root");
     let rel = PathBuf::from(OsString::from(std::ffi::OsStr::from_bytes(
@@ -226,7 +272,7 @@ fn open_in_root(pid: u32, path: &Path) -> Result<File, Unparsed> {
 }
 
 /// Reads at most `max` bytes into a `Secret` sized before the read.
-fn read_bounded(file: File, size_hint: u64, max: u64) -> Result<Secret, Unparsed> {
+pub(crate) fn read_bounded(file: File, size_hint: u64, max: u64) -> Result<Secret, Unparsed> {
     if size_hint > max {
         return Err(Unparsed::TooLarge { limit: max });
     }
@@ -319,6 +365,35 @@ mod tests {
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         assert_eq!(r.classify(&access(&fifo), &k).parsed.unparsed.unwrap().reason(), "unreadable");
         assert_eq!(r.classify(&access(Path::new("rel/x")), &k).parsed.unparsed.unwrap().reason(), "unreadable");
+    }
+
+    /// Issue 14, item 6: a path over PATH_MAX (4 KiB) is read, not skipped.
+    #[test]
+    fn paths_longer_than_path_max_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut deep = dir.path().to_owned();
+        let name = "d".repeat(200);
+        // Created step by step, relative to the last directory: mkdir of
+        // the whole path would hit the same limit.
+        let mut cur = File::open(dir.path()).unwrap();
+        for _ in 0..25 {
+            use std::os::fd::AsFd;
+            nix::sys::stat::mkdirat(cur.as_fd(), name.as_str(), nix::sys::stat::Mode::from_bits_truncate(0o700)).unwrap();
+            let fd = nix::fcntl::openat(cur.as_fd(), name.as_str(), nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY, nix::sys::stat::Mode::empty()).unwrap();
+            cur = File::from(fd);
+            deep.push(&name);
+        }
+        let path = deep.join("credentials");
+        assert!(path.as_os_str().len() > 4096);
+        {
+            use std::os::fd::AsFd;
+            let fd = nix::fcntl::openat(cur.as_fd(), "credentials", nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CREAT, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+            let mut f = File::from(fd);
+            f.write_all(b"[a]\naws_access_key_id = AKIALONGPATHSYNTH001\n").unwrap();
+        }
+        let mut r = Reader::new(1 << 20);
+        let got = r.classify(&access(&path), &keyed());
+        assert_eq!(got.parsed.identities[0].id, "AKIALONGPATHSYNTH001", "{:?}", got.parsed);
     }
 
     #[test]

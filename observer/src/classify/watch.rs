@@ -183,8 +183,14 @@ impl WatchList {
     /// The path an event concerns: for a failed relative open its base
     /// joined with the name, else the file's resolved path (its real
     /// location in the process's mount namespace), else the requested path
-    /// when absolute.
+    /// when absolute. As text for matching: bytes that are not UTF-8 become
+    /// U+FFFD (catalog patterns are ASCII, so they match the same).
     pub fn event_path(ev: &FileOpen) -> Option<String> {
+        Self::event_path_bytes(ev).map(|p| String::from_utf8(p).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+    }
+
+    /// [`WatchList::event_path`] as the exact bytes (to open the file).
+    pub fn event_path_bytes(ev: &FileOpen) -> Option<Vec<u8>> {
         let requested = ev.path.as_bytes();
         if let Some(r) = &ev.resolved
             && r.complete
@@ -196,9 +202,9 @@ impl WatchList {
                 }
                 p.extend_from_slice(requested);
             }
-            return String::from_utf8(p).ok();
+            return Some(p);
         }
-        requested.starts_with(b"/").then(|| String::from_utf8_lossy(requested).into_owned())
+        requested.starts_with(b"/").then(|| requested.to_vec())
     }
 
     /// The rule an event concerns, or `None` to drop it: a kernel candidate
@@ -221,7 +227,7 @@ impl WatchList {
         {
             return Some((id, Via::Inode));
         }
-        let requested = ev.path.to_str().filter(|p| p.starts_with('/')).map(str::to_owned);
+        let requested = Some(ev.path.to_string_lossy().into_owned()).filter(|p| p.starts_with('/'));
         [path, requested]
             .into_iter()
             .flatten()

@@ -1,15 +1,19 @@
 //! Credentials in a new process's environment.
 //!
 //! Input: the environment block the kernel copied at exec (a [`Secret`]).
-//! Output: one [`EnvCredential`] per variable whose *name* says it holds a
-//! credential, with its value still in a [`Secret`], and the
-//! `nhi.credential.access` record for it (`nhi.source = env`).
+//! Output: one [`EnvCredential`] per variable whose name says it holds a
+//! credential, or whose value has a known token prefix, with its value
+//! still in a [`Secret`]; its identity ([`derive_id`]: the same as the same
+//! credential's in a file); and the `nhi.credential.access` record for it
+//! (`nhi.source = env`).
 //!
 //! Only variable names, kinds and non-secret identities derived from values
 //! (see [`derive_id`], the classifier's hook) leave the agent; a value never
 //! does. A variable with an empty value is not a credential. When the kernel
 //! had to cut the block, the last (partial) variable is dropped.
 use std::time::SystemTime;
+
+use observer_creds::{Keyed, tokens::SECRET_VALUE_KIND};
 
 use crate::{
     decode::ProcessExec,
@@ -67,29 +71,54 @@ pub fn credentials(env: &Secret, truncated: bool) -> Vec<EnvCredential> {
             let eq = entry.iter().position(|&b| b == b'=')?;
             let (name, value) = (&entry[..eq], &entry[eq + 1..]);
             let name = std::str::from_utf8(name).ok()?;
-            let kind = kind_of(name)?;
+            // By name, else by a known token prefix of the value
+            // (`HF_HUB=hf_...`).
+            let kind = kind_of(name).or_else(|| {
+                let v = std::str::from_utf8(value).ok()?;
+                match observer_creds::tokens::classify(v)? {
+                    (kind, observer_creds::tokens::Visibility::Secret) => Some(kind),
+                    _ => None,
+                }
+            })?;
             (!value.is_empty()).then(|| EnvCredential { name: name.to_owned(), kind, value: Secret::new(value) })
         })
         .collect()
 }
 
-/// The classifier's hook: a stable, non-secret identity (`nhi.id`) for an
-/// environment credential, from its value and its siblings in the same
-/// environment. Today: AWS access keys (the key id is not secret and names
-/// the key; the secret key and session token take the id of the
-/// `AWS_ACCESS_KEY_ID` beside them). Other kinds return `None` until the
-/// credential catalog (issue 7) derives their ids (keyed fingerprints).
-pub fn derive_id(cred: &EnvCredential, siblings: &[EnvCredential]) -> Option<String> {
+/// The identity (`nhi.kind`, `nhi.id`) of an environment credential, from
+/// its value and its siblings in the same environment, derived as for the
+/// same credential in a file, so both name it alike:
+/// - AWS: the access key id (not secret); the secret key and session token
+///   take the id of the `AWS_ACCESS_KEY_ID` beside them, else a keyed
+///   fingerprint of their own;
+/// - a value with a known token prefix (`ghp_`, `glpat-`, `xoxb-`, ...):
+///   that kind and the keyed fingerprint, as in any file;
+/// - any other value: `secret.value` and its keyed fingerprint, as in a
+///   `.env` file;
+/// - a variable that names a file (`GOOGLE_APPLICATION_CREDENTIALS`): none
+///   (the file's read is the credential access).
+pub fn derive_id(cred: &EnvCredential, siblings: &[EnvCredential], keyed: &Keyed) -> Option<CredIdentity> {
     let key_id = |c: &EnvCredential| {
         let v = std::str::from_utf8(c.value.expose()).ok()?.trim();
         aws_access_key_id(v).then(|| v.to_owned())
     };
-    match cred.name.to_ascii_uppercase().as_str() {
-        "AWS_ACCESS_KEY_ID" => key_id(cred),
+    let name = cred.name.to_ascii_uppercase();
+    match name.as_str() {
+        "AWS_ACCESS_KEY_ID" => key_id(cred).map(|id| CredIdentity { kind: None, id }),
         "AWS_SECRET_ACCESS_KEY" | "AWS_SESSION_TOKEN" => {
-            siblings.iter().find(|s| s.name.eq_ignore_ascii_case("AWS_ACCESS_KEY_ID")).and_then(key_id)
+            match siblings.iter().find(|s| s.name.eq_ignore_ascii_case("AWS_ACCESS_KEY_ID")).and_then(key_id) {
+                Some(id) => Some(CredIdentity { kind: None, id }),
+                None => {
+                    let kind = if name == "AWS_SESSION_TOKEN" { "aws.session_token" } else { "aws.secret_key" };
+                    Some(CredIdentity { kind: None, id: keyed.id(kind, cred.value.expose().trim_ascii()) })
+                }
+            }
         }
-        _ => None,
+        "GOOGLE_APPLICATION_CREDENTIALS" => None,
+        _ => observer_creds::tokens::identity(cred.value.expose(), SECRET_VALUE_KIND, keyed).map(|i| CredIdentity {
+            kind: (i.kind != SECRET_VALUE_KIND).then_some(i.kind),
+            id: i.id,
+        }),
     }
 }
 
@@ -102,15 +131,26 @@ fn aws_access_key_id(v: &str) -> bool {
         && v.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
 }
 
+/// `nhi.kind` and `nhi.id` of an environment credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredIdentity {
+    /// The value's own kind when its prefix names one (`github.pat`);
+    /// else the variable's name says the kind.
+    pub kind: Option<String>,
+    pub id: String,
+}
+
 /// The `nhi.credential.access` record for one environment credential. The
 /// pipeline adds the workload identity.
-pub fn record(ev: &ProcessExec, cred: &EnvCredential, id: Option<String>, host_name: &str, time: SystemTime) -> Record {
+pub fn record(ev: &ProcessExec, cred: &EnvCredential, id: Option<CredIdentity>, host_name: &str, time: SystemTime) -> Record {
     let mut a: Vec<(&'static str, Value)> = Vec::with_capacity(24);
     a.push(("host.name", host_name.into()));
     a.push(("nhi.source", "env".into()));
-    a.push(("nhi.kind", cred.kind.into()));
+    // The value's own kind when it names one; else the name's.
+    let kind = id.as_ref().and_then(|i| i.kind.clone()).unwrap_or_else(|| cred.kind.to_owned());
+    a.push(("nhi.kind", kind.into()));
     if let Some(id) = id {
-        a.push(("nhi.id", id.into()));
+        a.push(("nhi.id", id.id.into()));
     }
     a.push(("nhi.env.name", cred.name.clone().into()));
     crate::model::process_attributes(&mut a, &ev.task, ev.exe.as_ref());
@@ -160,8 +200,38 @@ mod tests {
         let names: Vec<_> = creds.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "GITHUB_TOKEN"]);
         assert!(!format!("{creds:?}").contains("wJalr"), "Debug must not show values");
-        let ids: Vec<_> = creds.iter().map(|c| derive_id(c, &creds)).collect();
-        assert_eq!(ids, [Some("AKIAIOSFODNN7EXAMPLE".to_owned()), Some("AKIAIOSFODNN7EXAMPLE".to_owned()), None]);
+        let keyed = keyed();
+        let ids: Vec<_> = creds.iter().map(|c| derive_id(c, &creds, &keyed)).collect();
+        let aws = Some(CredIdentity { kind: None, id: "AKIAIOSFODNN7EXAMPLE".into() });
+        assert_eq!(ids[..2], [aws.clone(), aws]);
+        // Issue 14, item 3: a token's kind from its prefix and the same
+        // keyed id as the same token in a file.
+        let gh = ids[2].clone().unwrap();
+        assert_eq!(gh.kind.as_deref(), Some("github.pat"));
+        let in_file = observer_creds::tokens::identity(b"ghp_000000000000000000000000000000000000", "x", &keyed).unwrap();
+        assert_eq!(gh.id, in_file.id);
+        assert!(!gh.id.contains("ghp_0000"));
+    }
+
+    fn keyed() -> Keyed {
+        Keyed::new(Secret::new([3u8; 32]))
+    }
+
+    #[test]
+    fn values_without_a_prefix_get_keyed_ids_and_prefixed_values_are_found_by_value() {
+        let env = block(&["DB_PASSWORD=hunter2-synthetic", "HF_HUB=hf_SYNTH3TICtokenValue0123456789", "HOME=/root", "GOOGLE_APPLICATION_CREDENTIALS=/srv/sa.json"]);
+        let creds = credentials(&env, false);
+        let names: Vec<_> = creds.iter().map(|c| (c.name.as_str(), c.kind)).collect();
+        assert_eq!(names, [("DB_PASSWORD", "generic.password"), ("HF_HUB", "huggingface.token"), ("GOOGLE_APPLICATION_CREDENTIALS", "gcp.service_account_key")]);
+        let keyed = keyed();
+        let db = derive_id(&creds[0], &creds, &keyed).unwrap();
+        assert_eq!(db.kind, None);
+        assert_eq!(db.id, keyed.id("secret.value", b"hunter2-synthetic"));
+        assert_eq!(derive_id(&creds[2], &creds, &keyed), None);
+        // A secret key alone: the keyed id the AWS INI parser gives it.
+        let alone = credentials(&block(&["AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"]), false);
+        let id = derive_id(&alone[0], &alone, &keyed).unwrap();
+        assert_eq!(id.id, keyed.id("aws.secret_key", b"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"));
     }
 
     #[test]
@@ -176,6 +246,6 @@ mod tests {
     #[test]
     fn not_an_access_key_id_is_no_id() {
         let creds = credentials(&block(&["AWS_ACCESS_KEY_ID=hello"]), false);
-        assert_eq!(derive_id(&creds[0], &creds), None);
+        assert_eq!(derive_id(&creds[0], &creds, &keyed()), None);
     }
 }

@@ -33,6 +33,20 @@ pub fn from_event(event: &Event, cx: &Context<'_>) -> Option<Record> {
     }
 }
 
+/// A path's bytes as text, with the bytes that are not UTF-8 as `\xNN`
+/// (a lossy conversion would show two different names the same).
+pub fn escaped(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out
+}
+
 fn file_open(ev: &FileOpen, cx: &Context<'_>) -> Record {
     let mut a: Vec<(&'static str, Value)> = Vec::with_capacity(24);
     a.push(("host.name", cx.host_name.into()));
@@ -41,15 +55,20 @@ fn file_open(ev: &FileOpen, cx: &Context<'_>) -> Record {
         a.push(("nhi.kind", kind.into()));
         a.push(("nhi.rule", name.into()));
     }
-    let requested = ev.path.to_string_lossy().into_owned();
+    use std::os::unix::ffi::OsStrExt;
+    // Bytes that are not UTF-8 are shown as `\xNN` (issue 14), and said so.
+    let requested = escaped(ev.path.as_bytes());
+    if ev.path.to_str().is_none() || ev.resolved.as_ref().is_some_and(|r| r.path.to_str().is_none()) {
+        a.push(("nhi.file.path_escaped", true.into()));
+    }
     match &ev.resolved {
         Some(r) => {
-            let resolved = r.path.to_string_lossy();
+            let resolved = escaped(r.path.as_bytes());
             let path = if ev.resolved_is_base {
                 // A failed relative open: its directory joined with the name.
                 format!("{}/{requested}", resolved.trim_end_matches('/'))
             } else {
-                resolved.into_owned()
+                resolved
             };
             a.push(("file.path", path.into()));
             if !r.complete {

@@ -28,15 +28,19 @@ pub fn json(report: &ScanReport) -> Value {
         "files": report.found.iter().map(file_json).collect::<Vec<_>>(),
         "files_seen": report.files_seen,
         "walk_errors": report.walk_errors,
+        "skipped": report.skipped,
         "identities": report.identities(),
     })
 }
 
 fn file_json(f: &Found) -> Value {
     let mut m = Map::new();
-    m.insert("path".into(), f.path.to_string_lossy().into());
+    m.insert("path".into(), escaped(&f.path).into());
     m.insert("nhi.rule".into(), f.rule.clone().into());
     m.insert("nhi.format".into(), f.format.name().into());
+    if f.path.to_str().is_none() {
+        m.insert("nhi.file.path_escaped".into(), true.into());
+    }
     if let Some(st) = f.stat {
         let kdev = st.kernel_dev();
         m.insert("nhi.file.device".into(), crate::model::file::device(kdev).into());
@@ -75,7 +79,7 @@ pub fn table(report: &ScanReport) -> Table {
     }
     t.set_header(["path", "rule", "kind", "identity"]);
     for f in &report.found {
-        let path = f.path.to_string_lossy();
+        let path = escaped(&f.path);
         if f.parsed.identities.is_empty() {
             let why = f.parsed.unparsed.as_ref().map(ToString::to_string).unwrap_or_default();
             t.add_row([path.as_ref(), f.rule.as_str(), f.kind.as_str(), &format!("(unparsed: {why})")]);
@@ -87,6 +91,12 @@ pub fn table(report: &ScanReport) -> Table {
     t
 }
 
+/// A path as text, with the bytes that are not UTF-8 as `\\xNN`.
+pub fn escaped(path: &std::path::Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    crate::model::file::escaped(path.as_os_str().as_bytes())
+}
+
 /// Prints the report in the chosen form.
 pub fn print(report: &ScanReport, as_json: bool, out: &mut dyn Write) -> std::io::Result<()> {
     if as_json {
@@ -94,13 +104,15 @@ pub fn print(report: &ScanReport, as_json: bool, out: &mut dyn Write) -> std::io
         writeln!(out)
     } else {
         writeln!(out, "{}", table(report))?;
+        let skipped: Vec<String> = report.skipped.iter().map(|(k, v)| format!("{v} {k}")).collect();
         writeln!(
             out,
-            "{} credential files, {} identities ({} files seen, {} unreadable entries)",
+            "{} credential files, {} identities ({} files seen, {} unreadable entries; not credentials: {})",
             report.found.len(),
             report.identities(),
             report.files_seen,
-            report.walk_errors
+            report.walk_errors,
+            if skipped.is_empty() { "none".to_owned() } else { skipped.join(", ") }
         )
     }
 }

@@ -15,6 +15,7 @@ use anyhow::{Context as _, anyhow, bail};
 pub mod files;
 pub mod memory;
 pub mod process;
+pub mod scan;
 pub mod tls;
 
 /// A helper process (agent or floor program) that runs during a measurement.
@@ -162,7 +163,8 @@ pub fn run(name: &str, rounds: usize, iterations: u32) -> anyhow::Result<()> {
         "tls" => tls::run(&tls::Args::with_rounds(rounds)),
         "pipeline" => pipeline(),
         "memory" => crate::tasks::bench_memory(),
-        other => bail!("unknown benchmark `{other}`; available: files, process, tls, pipeline, memory"),
+        "scan" => crate::tasks::bench_scan(rounds),
+        other => bail!("unknown benchmark `{other}`; available: files, process, tls, pipeline, memory, scan"),
     }
 }
 
