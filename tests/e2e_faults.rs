@@ -252,3 +252,131 @@ fn getrandom_fill(buf: &mut [u8]) {
     use std::io::Read as _;
     std::fs::File::open("/dev/urandom").unwrap().read_exact(buf).unwrap();
 }
+
+/// A small tmpfs mounted on a fresh temporary directory (root only),
+/// unmounted on drop.
+struct SmallDisk {
+    dir: Option<tempfile::TempDir>,
+    path: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_owned();
+        nix::mount::mount(Some("tmpfs"), &path, Some("tmpfs"), nix::mount::MsFlags::empty(), Some(format!("size={size},mode=0700").as_str()))
+            .unwrap_or_else(|e| panic!("mount a {size} tmpfs on {}: {e}", path.display()));
+        SmallDisk { dir: Some(dir), path }
+    }
+
+    /// Fills what is left with a ballast file, but for `leave` bytes.
+    fn fill(&self, leave: u64) -> std::path::PathBuf {
+        let st = nix::sys::statvfs::statvfs(&self.path).unwrap();
+        let free = st.blocks_available() * st.fragment_size();
+        let ballast = self.path.join(format!("ballast-{free}"));
+        std::fs::write(&ballast, vec![0u8; free.saturating_sub(leave) as usize]).unwrap();
+        ballast
+    }
+
+    /// The state directory for an agent (kept: the tmpfs is the disk).
+    fn state(&mut self) -> tempfile::TempDir {
+        self.dir.take().expect("state dir taken once")
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.path, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// A field of the agent's last "stopped" log line (JSON log format).
+fn stop_field(stderr: &[String], field: &str) -> serde_json::Value {
+    let line = stderr.iter().rfind(|l| l.contains("stopped; probes detached")).expect("no stop line");
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    v["fields"][field].clone()
+}
+
+/// Guards the full state disk: the database used to stop while JSON lines
+/// went on, records were counted stored that were not, the WAL refilled the
+/// disk, the second outage and the recovery went unlogged, and a restart
+/// on the full disk exited 1 (the host unwatched).
+#[test]
+fn a_full_state_disk_loses_nothing_silently_and_recovers() {
+    if !bpf_available("a_full_state_disk_loses_nothing_silently_and_recovers") {
+        return;
+    }
+    let _serial = serial();
+    let mut disk = SmallDisk::mount("2m");
+    // JSON lines on a small disk of their own (the agent follows the link).
+    let mut out_disk = SmallDisk::mount("1m");
+    let out_dir = out_disk.state();
+    let state = disk.state();
+    std::os::unix::fs::symlink(out_dir.path().join("out.jsonl"), state.path().join("out.jsonl")).unwrap();
+    let (home, cred) = aws_home("AKIAFAULTFULLDISK001");
+    let args = config_args(home.path(), "dedup_interval_ms = 0\n");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut agent = Agent::start_env(&args, "info", &[], Some(state));
+    let cat = which("cat");
+    let read = || assert!(std::process::Command::new(&cat).arg(&cred).stdout(std::process::Stdio::null()).status().unwrap().success());
+    // The state disk: room for a few hundred records, then load until full.
+    let ballast = disk.fill(256 * 1024);
+    let load = open_loop(&cred);
+    agent.wait_for_log("store write failed", Duration::from_secs(30));
+    // A few more while it cannot write (all must fit once space returns).
+    std::thread::sleep(Duration::from_millis(300));
+    stop_loop(load);
+    std::thread::sleep(Duration::from_millis(1500));
+    // Space comes back: the waiting records are stored.
+    std::fs::remove_file(&ballast).unwrap();
+    agent.wait_for_log("store writes again", Duration::from_secs(20));
+    // The JSON lines disk fills: the agent goes on, counting lines.
+    let out_ballast = out_disk.fill(0);
+    for _ in 0..5 {
+        read();
+    }
+    agent.wait_for_log("JSON lines output cannot be written", Duration::from_secs(20));
+    std::fs::remove_file(&out_ballast).unwrap();
+    read();
+    agent.wait_for_log("JSON lines output writable again", Duration::from_secs(20));
+    let (status, _, stderr, state) = agent.stop_keeping_state(Signal::SIGTERM);
+    assert!(status.success(), "{}", stderr.join("\n"));
+    assert!(stderr.iter().any(|l| l.contains("JSON lines output writable again")), "JSON lines recovery logged");
+    let in_db = db_record_ids(state.path());
+    let in_jsonl = jsonl_record_ids(&out_dir.path().join("out.jsonl"));
+    assert!(in_jsonl.is_subset(&in_db), "JSON lines hold records the database lacks");
+    // Record ids are handed out in sequence: any hole is a lost record.
+    let mut seq: Vec<u64> = in_db.iter().map(|id| id.rsplit('-').next().unwrap().parse().unwrap()).collect();
+    seq.sort_unstable();
+    let holes = (seq[seq.len() - 1] - seq[0] + 1) - seq.len() as u64;
+    let drops = stop_field(&stderr, "store_drops");
+    assert_eq!(holes, 0, "records missing from the database; drops counted: {drops}");
+    assert_eq!(drops.as_str(), Some("{}"), "no drop within the retry queue's bound");
+    // Every line not written is counted, exactly.
+    let lost = stop_field(&stderr, "jsonl_lines_lost").as_u64().unwrap();
+    assert!(lost > 0, "the output was full for a while");
+    assert_eq!(lost, (in_db.len() - in_jsonl.len()) as u64, "JSON lines not written, counted exactly");
+    let db = open_db(state.path());
+    let gaps: i64 = db.query_row("SELECT count(*) FROM gaps WHERE kind = 'store_unwritable'", [], |r| r.get(0)).unwrap();
+    assert!(gaps >= 1, "the unwritable interval is kept");
+    let wal = std::fs::metadata(state.path().join("nhi-observer.db-wal")).map(|m| m.len()).unwrap_or(0);
+    assert!(wal < 1024 * 1024, "the WAL stays bounded: {wal} bytes");
+    drop(db);
+
+    // A restart on a full disk runs (degraded) instead of exiting.
+    let ballast = disk.fill(0);
+    let mut agent = Agent::start_env(&args, "info", &[], Some(state));
+    agent.wait_for_log("cannot be written at start: running degraded", Duration::from_secs(10));
+    read();
+    std::thread::sleep(Duration::from_secs(1));
+    std::fs::remove_file(&ballast).unwrap();
+    agent.wait_for_log("store writes again", Duration::from_secs(20));
+    let (status, records, stderr, state) = agent.stop_keeping_state(Signal::SIGTERM);
+    assert!(status.success(), "{}", stderr.join("\n"));
+    let runs: i64 = open_db(state.path()).query_row("SELECT count(*) FROM runs WHERE clean = 1", [], |r| r.get(0)).unwrap();
+    assert_eq!(runs, 2, "the degraded run is recorded once it could be");
+    let after = db_record_ids(state.path());
+    assert!(records.iter().filter_map(|r| str_attr(r, "nhi.record.id")).all(|id| after.contains(id)));
+    drop(state);
+    drop(out_dir);
+}

@@ -199,6 +199,9 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
         process_table_reconciled = Stats::get(&stats.process_table_reconciled),
         env_credentials = Stats::get(&stats.env_credentials),
         stored = Stats::get(&stats.records_stored),
+        store_write_failures = Stats::get(&stats.store_errors),
+        store_drops = ?stats.store_drops(),
+        jsonl_lines_lost = Stats::get(&stats.jsonl_lines_lost),
         exported = Stats::get(&stats.exported_records),
         export_backlog = Stats::get(&stats.export_backlog),
         decode_errors = ?stats.decode_errors(),
@@ -417,6 +420,7 @@ impl Out<'_> {
         self.stats.set_store_drops(&self.store.drops);
         if stored > 0 || self.store.unreleased() == 0 {
             self.sink.flush()?;
+            Stats::set(&self.stats.jsonl_lines_lost, self.sink.lines_lost);
         }
         Ok(())
     }
@@ -506,7 +510,9 @@ fn sink_loop(
         for line in out.unstored.drain(..) {
             out.sink.write_raw(&line)?;
         }
-        out.sink.flush()
+        let flushed = out.sink.flush();
+        Stats::set(&out.stats.jsonl_lines_lost, out.sink.lines_lost);
+        flushed
     })();
     match result {
         // A closed stdout (`| head`) is the reader of our output leaving.

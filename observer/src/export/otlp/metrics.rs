@@ -127,6 +127,9 @@ pub fn start(runtime: tokio::runtime::Handle, resource: Resource, stats: Arc<Sta
             for (reason, n) in s.store_drops() {
                 o.observe(n, &[KeyValue::new("nhi.drop.reason", reason)]);
             }
+            // Lines the JSON lines output could not take (their records
+            // are in the store).
+            o.observe(Stats::get(&s.jsonl_lines_lost), &[KeyValue::new("nhi.drop.reason", "jsonl_unwritable")]);
         })
         .build();
     let s = stats.clone();
