@@ -380,3 +380,46 @@ fn a_full_state_disk_loses_nothing_silently_and_recovers() {
     drop(state);
     drop(out_dir);
 }
+
+/// Guards the stop while the collector fails: SIGINT took over 5 s (the
+/// exporter retried until its deadline, and an export in flight to a
+/// collector that never answers held it up to its timeout).
+#[test]
+fn sigint_while_the_collector_does_not_answer_stops_within_2_s() {
+    if !bpf_available("sigint_while_the_collector_does_not_answer_stops_within_2_s") {
+        return;
+    }
+    let _serial = serial();
+    // A collector that accepts connections and never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let (home, cred) = aws_home("AKIAFAULTSIGINT00001");
+    let env: Vec<(String, String)> = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}")),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf".into()),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "1000".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let args = config_args(home.path(), "[usage]\nflush_interval_secs = 1\n");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let agent = Agent::start_env(&args, "info", &env, None);
+    let cat = which("cat");
+    assert!(std::process::Command::new(&cat).arg(&cred).stdout(std::process::Stdio::null()).status().unwrap().success());
+    let is_cat = |r: &serde_json::Value| str_attr(r, "process.executable.path") == cat.to_str();
+    agent.wait_for_record(Duration::from_secs(10), is_cat);
+    // An export is in flight to the silent collector by now.
+    std::thread::sleep(Duration::from_secs(2));
+    let asked = std::time::Instant::now();
+    let (status, _, stderr) = agent.stop(Signal::SIGINT);
+    let took = asked.elapsed();
+    assert!(status.success(), "{}", stderr.join("\n"));
+    assert!(took < Duration::from_secs(2), "SIGINT took {took:?} with a collector that does not answer");
+}

@@ -65,6 +65,11 @@ fn file_json(f: &Found) -> Value {
     Value::Object(m)
 }
 
+/// Control characters escaped (`\u{1b}`), the rest as it is.
+pub fn printable(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
 pub fn table(report: &ScanReport) -> Table {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic);
@@ -75,7 +80,9 @@ pub fn table(report: &ScanReport) -> Table {
     }
     t.set_header(["path", "rule", "kind", "identity"]);
     for f in &report.found {
-        let path = f.path.to_string_lossy();
+        // A file name is anyone's to choose: its control characters
+        // (terminal escape sequences) are shown escaped, never sent.
+        let path = printable(&f.path.to_string_lossy());
         if f.parsed.identities.is_empty() {
             let why = f.parsed.unparsed.as_ref().map(ToString::to_string).unwrap_or_default();
             t.add_row([path.as_ref(), f.rule.as_str(), f.kind.as_str(), &format!("(unparsed: {why})")]);
@@ -102,5 +109,20 @@ pub fn print(report: &ScanReport, as_json: bool, out: &mut dyn Write) -> std::io
             report.files_seen,
             report.walk_errors
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    /// Guards the scan table against file names that carry terminal escape
+    /// sequences (a crafted name could rewrite the operator's screen).
+    #[test]
+    fn control_characters_in_file_names_are_escaped() {
+        let shown = printable("/home/a/\u{1b}[2J\u{1b}]0;owned\u{7}.aws/credentials\n");
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        assert_eq!(shown, "/home/a/\\u{1b}[2J\\u{1b}]0;owned\\u{7}.aws/credentials\\n");
+        assert_eq!(printable("/etc/ünïcode"), "/etc/ünïcode");
     }
 }

@@ -168,6 +168,18 @@ pub(super) fn open_conn(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+/// The database names credentials and their users: only the agent's user
+/// reads it (0600), whatever the directory's mode or the umask. Created so
+/// before SQLite opens it (its WAL and shared-memory files take its mode).
+fn private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let f = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
+    if f.metadata()?.permissions().mode() & 0o077 != 0 {
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
 /// Whether the database file is damaged: `PRAGMA quick_check` finds a
 /// problem, or the file is not a database at all (overwritten header).
 /// `None` when it is sound, absent, or cannot be read for another reason
@@ -252,6 +264,10 @@ impl Store {
             None => None,
             Some(problem) => Some(set_aside(&path, &problem)?),
         };
+        private_file(&path).map_err(|source| StoreError::Open {
+            path: path.clone(),
+            source: rusqlite::Error::ToSqlConversionFailure(Box::new(source)),
+        })?;
         let mut conn = open_conn(&path)?;
         let migrations = schema::migrations();
         // A database written by a newer agent: its version is past our
@@ -815,6 +831,20 @@ pub(super) mod tests {
             time: SystemTime::now(),
             event_name: "nhi.credential.access",
             attributes: vec![("nhi.id", format!("AKIA{n}").into()), ("process.pid", n.into())],
+        }
+    }
+
+    #[test]
+    fn the_database_is_private_to_the_agent_even_in_an_open_directory() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut s = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        s.append(&mut record(1)).unwrap();
+        s.maybe_commit(true).unwrap();
+        for name in ["nhi-observer.db", "nhi-observer.db-wal"] {
+            let mode = std::fs::metadata(dir.path().join(name)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{name}: {mode:o}");
         }
     }
 

@@ -30,6 +30,8 @@ const EVENT_CONNECTION: &str = "nhi.connection";
 const EVENT_FINDING: &str = "nhi.finding";
 /// Longest one export call may take before it counts as failed.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an export in flight may still take once a stop is asked for.
+const STOP_GRACE: Duration = Duration::from_millis(400);
 /// How often the cursor is checked when nothing wakes the loop.
 const POLL: Duration = Duration::from_secs(1);
 
@@ -204,7 +206,7 @@ impl Delivery {
             if stop_at.is_some_and(|t| Instant::now() >= t) {
                 return;
             }
-            match self.deliver_one().await {
+            match self.deliver_one(stop).await {
                 Ok(Step::Idle) => {
                     backoff = Duration::from_millis(250);
                     if stop_at.is_some() {
@@ -219,6 +221,13 @@ impl Delivery {
                 Ok(Step::Progress) => backoff = Duration::from_millis(250),
                 Err(e) => {
                     self.warn(&e);
+                    if stop_at.is_some() {
+                        // Stopping and the collector fails: what is left
+                        // stays behind the cursor for the next start; the
+                        // stop is not held up by retries.
+                        tracing::info!(backlog = Stats::get(&self.stats.export_backlog), "OTLP export failing at stop: the rest goes at the next start");
+                        return;
+                    }
                     let wait = match stop_at {
                         Some(t) => backoff.min(t.saturating_duration_since(Instant::now())),
                         None => backoff,
@@ -248,7 +257,7 @@ impl Delivery {
     }
 
     /// Exports the next batch behind the cursor.
-    async fn deliver_one(&mut self) -> Result<Step, String> {
+    async fn deliver_one(&mut self, stop: &CancellationToken) -> Result<Step, String> {
         let cursor = store::cursor(&self.conn, store::CURSOR_OTLP_LOGS).map_err(|e| e.to_string())?;
         let rows = store::records_after(&self.conn, cursor, self.size).map_err(|e| e.to_string())?;
         if self.last_backlog.is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
@@ -264,7 +273,18 @@ impl Delivery {
             tracing::debug!(skipped = rows.len() - records.len(), "stored records that are not JSON objects skipped");
         }
         let refs: Vec<(&SdkLogRecord, &InstrumentationScope)> = records.iter().map(|r| (r, &self.scope)).collect();
-        let result = tokio::time::timeout(EXPORT_TIMEOUT, self.exporter.export(LogBatch::new(&refs))).await;
+        // A stop asked for (now or during the call) leaves an export
+        // [`STOP_GRACE`] more: a collector that does not answer does not
+        // hold the agent's stop up.
+        let result = {
+            let export = self.exporter.export(LogBatch::new(&refs));
+            tokio::pin!(export);
+            tokio::select! {
+                r = tokio::time::timeout(EXPORT_TIMEOUT, &mut export) => r,
+                () = stop.cancelled() => tokio::time::timeout(STOP_GRACE, &mut export).await,
+            }
+        };
+        drop(refs);
         match result {
             Ok(Ok(())) => {
                 self.size = next_size(self.size, self.batch, true);
