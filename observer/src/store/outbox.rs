@@ -16,7 +16,11 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// A second connection on the database (the exporter's): migrations are
 /// the writer's job, so this waits for no schema change.
 pub fn open_reader(state_dir: &Path) -> Result<Connection, StoreError> {
-    open_conn(&db_path(state_dir))
+    let conn = open_conn(&db_path(state_dir))?;
+    // Checkpoints are the writer's: a reader's small commits (its cursor)
+    // must not each copy the WAL back while it is delivering.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    Ok(conn)
 }
 
 impl Store {
