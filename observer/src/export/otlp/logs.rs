@@ -96,6 +96,11 @@ pub struct Delivery {
     max_backoff: Duration,
     stats: Arc<Stats>,
     last_warn: Option<Instant>,
+    /// The last record id delivered: ahead of the stored cursor when saving
+    /// it failed, so a cursor that cannot be written does not resend the
+    /// same batch again and again (a restart resends from the saved one).
+    sent_upto: i64,
+    last_cursor_warn: Option<Instant>,
     /// When the backlog gauge was last counted (a count over the records
     /// behind the cursor: once a second, not per batch while catching up).
     last_backlog: Option<Instant>,
@@ -191,6 +196,8 @@ impl Delivery {
             max_backoff: cfg.max_backoff,
             stats,
             last_warn: None,
+            sent_upto: 0,
+            last_cursor_warn: None,
             last_backlog: None,
         })
     }
@@ -258,7 +265,7 @@ impl Delivery {
 
     /// Exports the next batch behind the cursor.
     async fn deliver_one(&mut self, stop: &CancellationToken) -> Result<Step, String> {
-        let cursor = store::cursor(&self.conn, store::CURSOR_OTLP_LOGS).map_err(|e| e.to_string())?;
+        let cursor = store::cursor(&self.conn, store::CURSOR_OTLP_LOGS).map_err(|e| e.to_string())?.max(self.sent_upto);
         let rows = store::records_after(&self.conn, cursor, self.size).map_err(|e| e.to_string())?;
         if self.last_backlog.is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
             && let Ok(n) = store::backlog(&self.conn, store::CURSOR_OTLP_LOGS)
@@ -288,7 +295,13 @@ impl Delivery {
         match result {
             Ok(Ok(())) => {
                 self.size = next_size(self.size, self.batch, true);
-                store::set_cursor(&self.conn, store::CURSOR_OTLP_LOGS, last).map_err(|e| e.to_string())?;
+                self.sent_upto = last;
+                if let Err(e) = store::set_cursor(&self.conn, store::CURSOR_OTLP_LOGS, last)
+                    && self.last_cursor_warn.is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+                {
+                    self.last_cursor_warn = Some(Instant::now());
+                    tracing::warn!(error = %e, "cannot save the OTLP delivery cursor: delivery goes on; a restart before it is saved resends from the saved one");
+                }
                 Stats::add(&self.stats.exported_records, records.len() as u64);
                 Ok(Step::Progress)
             }
