@@ -423,3 +423,56 @@ fn sigint_while_the_collector_does_not_answer_stops_within_2_s() {
     assert!(status.success(), "{}", stderr.join("\n"));
     assert!(took < Duration::from_secs(2), "SIGINT took {took:?} with a collector that does not answer");
 }
+
+/// Guards the non-root start: it said only "failed to create map FLOWS",
+/// after creating the database and the key.
+#[test]
+fn run_without_capabilities_names_them_points_to_check_and_creates_nothing() {
+    if !bpf_available("run_without_capabilities_names_them_points_to_check_and_creates_nothing") {
+        return;
+    }
+    let parent = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(parent.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let state = parent.path().join("state");
+    let setpriv = which("setpriv");
+    let out = std::process::Command::new(setpriv)
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--"])
+        .arg(env!("CARGO_BIN_EXE_nhi-observer"))
+        .args(["run", "--state-dir", state.to_str().unwrap(), "--jsonl", "-"])
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("CAP_BPF") && stderr.contains("nhi-observer check"), "{stderr}");
+    assert!(!state.exists(), "the state directory was created before the refusal");
+}
+
+/// Guards `check --config/--state-dir`: check could not validate them.
+#[test]
+fn check_validates_the_config_and_the_state_dir() {
+    if !bpf_available("check_validates_the_config_and_the_state_dir") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[[watch]]\nname = \"all\"\npath = \"/\"\n").unwrap();
+    let (status, stderr) = run_agent_to_end(&["check", "--config", bad.to_str().unwrap()], &[], Duration::from_secs(60));
+    assert_eq!(status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("names every file"), "{stderr}");
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, "").unwrap();
+    let (status, stderr) = run_agent_to_end(&["check", "--state-dir", file.to_str().unwrap()], &[], Duration::from_secs(60));
+    assert_eq!(status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains(file.to_str().unwrap()), "the path is named: {stderr}");
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "dedup_interval_ms = 0\n").unwrap();
+    let out = common::agent_command()
+        .args(["check", "--config", good.to_str().unwrap(), "--state-dir", dir.path().join("new").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.lines().any(|l| l.contains("config") && l.contains("good.toml: valid")), "{stdout}");
+    assert!(stdout.lines().any(|l| l.contains("state dir") && l.contains("will be created")), "{stdout}");
+}

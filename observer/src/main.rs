@@ -42,6 +42,12 @@ enum Command {
         /// Ring-buffer size to try, in bytes.
         #[arg(long, default_value_t = config::DEFAULT_RING_BYTES)]
         ring_buffer_bytes: u32,
+        /// Configuration file to validate (TOML), as `run` would read it.
+        #[arg(long, env = "NHI_OBSERVER_CONFIG")]
+        config: Option<PathBuf>,
+        /// State directory to check [default: the config's, or /var/lib/nhi-observer].
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
     },
     /// At-rest discovery of credential files and their identities; no BPF
     /// needed. Walks the homes, /etc, /var/lib/kubelet/pods, /run/secrets
@@ -89,8 +95,20 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
-        Command::Check { ring_buffer_bytes } => {
-            let findings = check::run(ring_buffer_bytes);
+        Command::Check { ring_buffer_bytes, config, state_dir } => {
+            let cfg = match config::Config::resolve(config::Overrides {
+                config: config.clone(),
+                state_dir,
+                ..Default::default()
+            }) {
+                Ok(cfg) => cfg,
+                Err(e) => {
+                    tracing::error!("configuration: {e}");
+                    return ExitCode::from(EX_USAGE);
+                }
+            };
+            let mut findings = check::configuration(&cfg, config.as_deref());
+            findings.extend(check::run(ring_buffer_bytes));
             check::print(&findings);
             if check::can_run(&findings) { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }

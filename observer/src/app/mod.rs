@@ -57,6 +57,11 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    // Before anything is created: without the capabilities to load the
+    // probes, say which and stop.
+    if let Some(missing) = crate::check::missing_bpf_capabilities() {
+        anyhow::bail!(missing);
+    }
     ensure_state_dir(&cfg.state_dir)?;
     // Before anything in the directory is touched: one agent per state
     // directory. Held until `run` returns.
