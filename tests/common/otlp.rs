@@ -7,7 +7,7 @@
 #![allow(dead_code)]
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::SocketAddr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -318,6 +318,17 @@ impl Receiver {
         }
     }
 
+    /// (name, version) of every instrumentation scope metrics came in.
+    pub fn metric_scopes(&self) -> BTreeSet<(String, String)> {
+        let g = self.got.lock().unwrap();
+        g.metrics
+            .iter()
+            .flat_map(|req| &req.resource_metrics)
+            .flat_map(|rm| &rm.scope_metrics)
+            .filter_map(|sm| sm.scope.as_ref().map(|s| (s.name.clone(), s.version.clone())))
+            .collect()
+    }
+
     /// Data points of a metric by name: (attributes, value) of the last
     /// export that had it.
     pub fn metric(&self, name: &str) -> Vec<(BTreeMap<String, Value>, f64)> {
@@ -365,6 +376,9 @@ pub struct LogView {
     pub attributes: BTreeMap<String, Value>,
     pub resource: BTreeMap<String, Value>,
     pub scope: String,
+    pub scope_version: String,
+    /// The body, when it is a string.
+    pub body: Option<String>,
 }
 
 impl LogView {
@@ -398,6 +412,7 @@ fn flatten_logs(req: &ExportLogsServiceRequest) -> Vec<LogView> {
         let resource = rl.resource.as_ref().map(|r| attrs(&r.attributes)).unwrap_or_default();
         for sl in &rl.scope_logs {
             let scope = sl.scope.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+            let scope_version = sl.scope.as_ref().map(|s| s.version.clone()).unwrap_or_default();
             for lr in &sl.log_records {
                 out.push(LogView {
                     event_name: lr.event_name.clone(),
@@ -405,6 +420,11 @@ fn flatten_logs(req: &ExportLogsServiceRequest) -> Vec<LogView> {
                     attributes: attrs(&lr.attributes),
                     resource: resource.clone(),
                     scope: scope.clone(),
+                    scope_version: scope_version.clone(),
+                    body: lr.body.as_ref().and_then(|b| match &b.value {
+                        Some(any_value::Value::StringValue(s)) => Some(s.clone()),
+                        _ => None,
+                    }),
                 });
             }
         }

@@ -146,6 +146,8 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("openssl", "openssl"),
     ("ip", "iproute2"),
     ("python3", "python3"),
+    // The evidence report's HTML, rendered headless (e2e_findings).
+    ("chromium", "chromium"),
 ];
 
 /// Installs the tools the end-to-end tests need when missing (Debian and

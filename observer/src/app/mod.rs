@@ -34,7 +34,8 @@ use crate::{
         watch::{self, InodeEntry, WatchList},
     },
     config::{Config, Overrides},
-    export::{jsonl::JsonLines, otlp, record::Record},
+    export::{jsonl::JsonLines, otlp},
+    model::Record,
     probes::{ProbeOptions, Probes},
     ringbuf, scan,
     stats::Stats,
@@ -42,6 +43,7 @@ use crate::{
 };
 
 mod dedup;
+mod findings;
 mod pipeline;
 pub use pipeline::{Input, Pipeline};
 
@@ -114,6 +116,8 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
     let mut sink = JsonLines::open(&cfg.jsonl).with_context(|| format!("opening JSON lines output {:?}", cfg.jsonl))?;
     let (inode_tx, mut inode_rx) = mpsc::unbounded_channel();
     let mut pipeline = Pipeline::new(&cfg, watch, Some(kernel), keyed.clone(), stats.clone(), inode_tx.clone());
+    let (at_rest_tx, at_rest_rx) = std_mpsc::channel();
+    let mut findings = findings::Findings::new(cfg.findings.clone(), at_rest_rx);
     let (done_tx, done_rx) = std_mpsc::channel();
     let sink_stats = stats.clone();
     let sink_shutdown = shutdown.clone();
@@ -126,7 +130,8 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
         .spawn(move || {
             let mut out =
                 Out { sink: &mut sink, store: &mut db, stats: &sink_stats, lines: Vec::new(), unstored: Vec::new() };
-            let result = sink_loop(&runtime, rx, &mut pipeline, &mut out, waker.as_deref(), &sink_attached);
+            let result =
+                sink_loop(&runtime, rx, &mut pipeline, &mut out, &mut findings, waker.as_deref(), &sink_attached);
             sink_shutdown.cancel();
             let _ = done_tx.send(());
             result
@@ -138,12 +143,15 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
     // allocators keep unless told. Hand them back once, before watching.
     crate::alloc::release_free_memory();
     probes.attach().context("attaching probes")?;
-    let _ = attached.set(std::time::SystemTime::now());
+    let sensors: Vec<&'static str> =
+        if probes.network() { vec!["file", "process", "network"] } else { vec!["file", "process"] };
+    let _ = attached.set((std::time::SystemTime::now(), sensors));
     tracing::info!(network = probes.network(), "probes attached; watching");
     if cfg.scan_at_start {
-        start_scan(&cfg, keyed, inode_tx)?;
+        start_scan(&cfg, keyed, inode_tx, at_rest_tx)?;
     } else {
         drop(inode_tx);
+        drop(at_rest_tx);
     }
 
     let mut rescan = tokio::time::interval(cfg.rescan_every);
@@ -289,6 +297,7 @@ fn start_scan(
     cfg: &Config,
     keyed: Arc<observer_creds::Keyed>,
     inodes: mpsc::UnboundedSender<InodeEntry>,
+    at_rest: std_mpsc::Sender<Vec<store::evidence::AtRest>>,
 ) -> anyhow::Result<()> {
     let catalog = cfg.catalog.clone();
     let opts = scan::ScanOptions { roots: scan::roots(&[], &cfg.scan_roots), max_bytes: cfg.max_credential_bytes };
@@ -303,17 +312,32 @@ fn start_scan(
                 walk_errors = report.walk_errors,
                 "at-rest scan done"
             );
+            // The findings' facts: what is present at rest.
+            let found: Vec<store::evidence::AtRest> = report
+                .found
+                .iter()
+                .flat_map(|f| {
+                    f.parsed.identities.iter().map(|i| store::evidence::AtRest {
+                        path: f.path.to_string_lossy().into_owned(),
+                        nhi_id: i.id.clone(),
+                        kind: i.kind.clone(),
+                        expires: i
+                            .attributes
+                            .iter()
+                            .filter(|(k, _)| *k == "nhi.credential.expires_at" || *k == "nhi.x509.not_after")
+                            .find_map(|(_, v)| crate::inventory::parse_expiry(v)),
+                    })
+                })
+                .collect();
+            let _ = at_rest.send(found);
             for found in &report.found {
                 let (Some((dev, ino)), Some(rule)) =
                     (found.kernel_inode(), catalog.rules.iter().find(|r| r.name == found.rule))
                 else {
                     continue;
                 };
-                let entry = InodeEntry {
-                    key: observer_common::InodeKey { ino, dev: dev as u32, _pad0: 0 },
-                    rule: observer_common::InodeRule { rule_id: rule.id, what: observer_common::INODE_FILE },
-                    path: found.path.clone(),
-                };
+                let entry =
+                    InodeEntry::new(dev as u32, ino, rule.id, observer_common::INODE_FILE, found.path.clone());
                 if inodes.send(entry).is_err() {
                     return;
                 }
@@ -367,7 +391,7 @@ impl Out<'_> {
 
     fn write(&mut self, records: &mut Vec<Record>) {
         for mut record in records.drain(..) {
-            if record.event_name == crate::export::record::EVENT_AGENT_STATS {
+            if record.event_name == crate::model::EVENT_AGENT_STATS {
                 // Counters, not observations: JSON lines, and OTLP metrics.
                 self.unstored.push(serde_json::to_string(&record).unwrap_or_default());
             } else if let Err(e) = self.store.append(&mut record) {
@@ -383,7 +407,7 @@ impl Out<'_> {
         let mut records = Vec::with_capacity(deltas.len());
         for d in deltas.drain(..) {
             match self.store.upsert_usage(&d) {
-                Ok(Some(row)) => records.push(crate::correlate::record::usage_record(&row)),
+                Ok(Some(row)) => records.push(store::usage_record(&row)),
                 Ok(None) => {}
                 Err(e) => self.store_error(&e),
             }
@@ -446,8 +470,9 @@ fn sink_loop(
     mut rx: mpsc::Receiver<Input>,
     pipeline: &mut Pipeline,
     out: &mut Out<'_>,
+    findings: &mut findings::Findings,
     wake: Option<&tokio::sync::Notify>,
-    attached: &std::sync::OnceLock<std::time::SystemTime>,
+    attached: &std::sync::OnceLock<(std::time::SystemTime, Vec<&'static str>)>,
 ) -> std::io::Result<()> {
     let mut records = Vec::new();
     let mut deltas = Vec::new();
@@ -479,10 +504,15 @@ fn sink_loop(
                 out.usage(pipeline, &mut deltas);
             }
             if !out.store.is_watching()
-                && let Some(since) = attached.get()
-                && let Err(e) = out.store.watching(*since, &pipeline.counters())
+                && let Some((since, sensors)) = attached.get()
             {
-                out.store_error(&e);
+                let counters = pipeline.counters();
+                if let Err(e) = out.store.watching(*since, &counters).and_then(|()| out.store.set_sensors(sensors)) {
+                    out.store_error(&e);
+                }
+                findings.watching(*since, sensors.clone(), &counters);
+                records.extend(findings.coverage(out.store, &counters, "up"));
+                out.write(&mut records);
             }
             if last_heartbeat.elapsed() >= HEARTBEAT {
                 last_heartbeat = Instant::now();
@@ -495,6 +525,16 @@ fn sink_loop(
                 Stats::set(&out.stats.store_bytes, out.store.size_bytes());
                 Stats::set(&out.stats.store_dropped, out.store.dropped);
             }
+            if findings.coverage_due() {
+                records.extend(findings.coverage(out.store, &pipeline.counters(), "up"));
+                out.write(&mut records);
+            }
+            if out.store.is_watching() && findings.evaluation_due() {
+                if let Err(e) = findings.evaluate(out.store, &mut records) {
+                    out.store_error(&e);
+                }
+                out.write(&mut records);
+            }
             if last_trim.elapsed() >= TRIM_EVERY {
                 last_trim = Instant::now();
                 crate::alloc::release_free_memory();
@@ -504,6 +544,14 @@ fn sink_loop(
         pipeline.finish(&mut records);
         out.write(&mut records);
         out.usage(pipeline, &mut deltas);
+        // Last judgement on what this run saw, and its last interval.
+        if out.store.is_watching() {
+            if let Err(e) = findings.evaluate(out.store, &mut records) {
+                out.store_error(&e);
+            }
+            records.extend(findings.coverage(out.store, &pipeline.counters(), "stopping"));
+            out.write(&mut records);
+        }
         out.commit(true, wake)?;
         if let Err(e) = out.store.close(&pipeline.counters()) {
             out.store_error(&e);

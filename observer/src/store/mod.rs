@@ -28,12 +28,15 @@
 //! record ids), `usage` (cumulative usage and destinations), `outbox` (the
 //! records the exporters read behind their cursors, and retention),
 //! `coverage` (runs and watched intervals), `lock` (one agent per state
-//! directory), `schema` (migrations).
+//! directory), `evidence` (the findings' facts and lifecycle state),
+//! `schema` (migrations).
 mod coverage;
+pub mod evidence;
 mod lock;
 mod outbox;
 pub mod schema;
 mod usage;
+mod usage_record;
 mod writer;
 
 pub use coverage::{Counters, Interval, coverage};
@@ -41,3 +44,4 @@ pub use lock::{LOCK_FILE, LockError, StateLock, lock};
 pub use outbox::{CURSOR_OTLP_LOGS, backlog, cursor, open_reader, records_after, reject, set_cursor};
 pub use usage::{DestinationRow, UsageRow};
 pub use writer::{COMMIT_INTERVAL, COMMIT_ROWS, Store, StoreError, StoreOptions, db_path, time as db_time};
+pub use usage_record::{MAX_LISTED_DESTINATIONS, usage_id, usage_record};

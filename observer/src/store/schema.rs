@@ -122,14 +122,66 @@ CREATE TABLE rejected (
 ) STRICT;
 "#;
 
+/// Version 3: findings and the facts they are judged on that records
+/// alone do not keep (records are pruned; these tables are not): the
+/// files holding each credential, who created them, and each finding's
+/// lifecycle state.
+const V3: &str = r#"
+-- One row per (credential, file): where a credential is stored, from the
+-- at-rest scan and from accesses. Mode, owner and the nearest
+-- world-writable directory are refreshed at each findings evaluation.
+CREATE TABLE credential_files (
+    nhi_id             TEXT NOT NULL,
+    kind               TEXT NOT NULL,
+    path               TEXT NOT NULL,
+    first_seen_ns      INTEGER NOT NULL,
+    last_seen_ns       INTEGER NOT NULL,
+    at_rest            INTEGER NOT NULL DEFAULT 0,
+    present            INTEGER NOT NULL DEFAULT 1,
+    mode               INTEGER,
+    owner_uid          INTEGER,
+    world_writable_dir TEXT,
+    expires_ns         INTEGER,
+    record_id          TEXT,
+    PRIMARY KEY (nhi_id, path)
+) STRICT;
+CREATE INDEX credential_files_path ON credential_files (path);
+
+-- The last creating open (O_CREAT) of each credential file: who, from
+-- which terminal, and how many such opens were seen.
+CREATE TABLE file_creations (
+    path       TEXT PRIMARY KEY,
+    time_ns    INTEGER NOT NULL,
+    record_id  TEXT NOT NULL,
+    executable TEXT,
+    uid        INTEGER,
+    tty        TEXT,
+    count      INTEGER NOT NULL
+) STRICT;
+
+-- Every finding ever opened, with its current state (open, resolved) and
+-- its last emitted form (JSON): a restart does not re-open what is open.
+CREATE TABLE findings (
+    id         TEXT PRIMARY KEY,
+    type       TEXT NOT NULL,
+    nhi_id     TEXT NOT NULL,
+    state      TEXT NOT NULL CHECK (state IN ('open', 'resolved')),
+    severity   TEXT NOT NULL,
+    opened_ns  INTEGER NOT NULL,
+    updated_ns INTEGER NOT NULL,
+    body       TEXT NOT NULL
+) STRICT;
+CREATE INDEX findings_nhi_id ON findings (nhi_id);
+"#;
+
 pub fn migrations() -> Migrations<'static> {
     Migrations::from_slice(MIGRATIONS)
 }
 
-static MIGRATIONS: &[M<'static>] = &[M::up(V1), M::up(V2)];
+static MIGRATIONS: &[M<'static>] = &[M::up(V1), M::up(V2), M::up(V3)];
 
 /// The schema version this agent writes.
-pub const VERSION: usize = 2;
+pub const VERSION: usize = 3;
 
 #[cfg(test)]
 mod tests {

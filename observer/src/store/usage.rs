@@ -7,7 +7,7 @@ use rusqlite::{Connection, params};
 use super::writer::{Op, Store, StoreError, i, ns, time, u};
 use crate::{
     correlate::{Confidence, UsageDelta},
-    export::record::Value,
+    model::Value,
 };
 
 /// One destination of a usage, as stored.

@@ -15,7 +15,7 @@ use super::{
 };
 use crate::{
     correlate::UsageDelta,
-    export::record::{Record, Value},
+    model::{Record, Value},
 };
 
 /// Rows in one transaction at most before it is committed.
@@ -395,6 +395,28 @@ impl Store {
 
     pub fn run_id(&self) -> i64 {
         self.run_id
+    }
+
+    /// The connection, inside the open transaction, for `rows` more rows
+    /// (the findings' writers in `evidence.rs`).
+    pub(super) fn write_conn(&mut self, rows: usize) -> rusqlite::Result<&Connection> {
+        self.begin()?;
+        self.rows += rows;
+        Ok(&self.conn)
+    }
+
+    /// The connection, for reads.
+    pub(super) fn read_conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The sensors this run actually has (the network sensor may fail to
+    /// attach): the report's blind spots come from here.
+    pub fn set_sensors(&mut self, sensors: &[&str]) -> Result<(), StoreError> {
+        self.begin()?;
+        self.conn.execute("UPDATE runs SET sensors = ?1 WHERE id = ?2", params![sensors.join(","), self.run_id])?;
+        self.rows += 1;
+        Ok(())
     }
 
     pub(super) fn begin(&mut self) -> rusqlite::Result<()> {

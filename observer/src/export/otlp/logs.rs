@@ -20,14 +20,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::{OtlpConfig, OtlpError, STOP_DEADLINE};
 use crate::{
-    correlate::record::EVENT_USAGE,
-    export::record::{EVENT_AGENT_STATS, EVENT_CREDENTIAL_ACCESS, EVENT_CREDENTIAL_ROTATION},
+    model::EVENT_NAMES,
     stats::Stats,
     store,
 };
 
-const EVENT_CONNECTION: &str = "nhi.connection";
-const EVENT_FINDING: &str = "nhi.finding";
 /// Longest one export call may take before it counts as failed.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an export in flight may still take once a stop is asked for.
@@ -37,9 +34,7 @@ const POLL: Duration = Duration::from_secs(1);
 
 /// The event names the agent emits, as the `'static` strings the SDK wants.
 fn event_name(name: &str) -> Option<&'static str> {
-    [EVENT_CREDENTIAL_ACCESS, EVENT_CREDENTIAL_ROTATION, EVENT_CONNECTION, EVENT_USAGE, EVENT_FINDING, EVENT_AGENT_STATS]
-        .into_iter()
-        .find(|n| *n == name)
+    EVENT_NAMES.iter().copied().find(|n| *n == name)
 }
 
 fn any_value(v: &serde_json::Value) -> Option<AnyValue> {
@@ -55,10 +50,31 @@ fn any_value(v: &serde_json::Value) -> Option<AnyValue> {
     })
 }
 
+/// Keys of a stored record that are not log attributes in OTLP: the time
+/// and event name have fields of their own, and host identity is the
+/// resource's (`host.name` there may come from OTEL_RESOURCE_ATTRIBUTES;
+/// JSON lines, which have no resource, keep it on each line).
+const NOT_ATTRIBUTES: &[&str] = &["time", "event.name", "host.name"];
+
+/// Attributes a log body names after the event name, when present: a short
+/// human summary (what, which credential, who, where to). None is secret.
+const SUMMARY_KEYS: &[&str] =
+    &["nhi.finding.type", "nhi.id", "nhi.kind", "process.executable.path", "file.path", "server.address"];
+
+/// The log body: the event name and [`SUMMARY_KEYS`] present, space-separated.
+fn summary(name: &str, map: &serde_json::Map<String, serde_json::Value>) -> String {
+    let mut s = name.to_owned();
+    for v in SUMMARY_KEYS.iter().filter_map(|k| map.get(*k)?.as_str()) {
+        s.push(' ');
+        s.push_str(v);
+    }
+    s
+}
+
 /// A stored record (its JSON line) as an OTLP log record: `event.name`
-/// becomes the EventName, `time` the timestamp, every other key an
-/// attribute of the same name and type. `None` for rows that are not a
-/// JSON object.
+/// becomes the EventName, `time` the timestamp, every other key but
+/// [`NOT_ATTRIBUTES`] an attribute of the same name and type, and the body
+/// a one-line [`summary`]. `None` for rows that are not a JSON object.
 pub fn to_log_record(logger: &SdkLogger, time_ns: i64, body: &str) -> Option<SdkLogRecord> {
     let serde_json::Value::Object(map) = serde_json::from_str::<serde_json::Value>(body).ok()? else { return None };
     let mut r = logger.create_log_record();
@@ -70,9 +86,9 @@ pub fn to_log_record(logger: &SdkLogger, time_ns: i64, body: &str) -> Option<Sdk
     r.set_observed_timestamp(SystemTime::now());
     r.set_severity_number(Severity::Info);
     r.set_severity_text("INFO");
-    r.set_body(AnyValue::String(name.to_owned().into()));
+    r.set_body(AnyValue::String(summary(name, &map).into()));
     for (k, v) in &map {
-        if k == "time" || k == "event.name" {
+        if NOT_ATTRIBUTES.contains(&k.as_str()) {
             continue;
         }
         if let Some(v) = any_value(v) {
@@ -387,7 +403,7 @@ mod tests {
     fn json_line_to_log_record() {
         let provider = SdkLoggerProvider::builder().build();
         let logger = provider.logger("t");
-        let body = r#"{"time":"2026-01-01T00:00:00Z","event.name":"nhi.usage","nhi.id":"AKIA","nhi.usage.count":3,"process.interactive":false,"nhi.usage.destinations":["a:443","b:443"]}"#;
+        let body = r#"{"time":"2026-01-01T00:00:00Z","event.name":"nhi.usage","host.name":"vm","nhi.id":"AKIA","nhi.kind":"aws.access_key","nhi.usage.count":3,"process.interactive":false,"nhi.usage.destinations":["a:443","b:443"]}"#;
         let r = to_log_record(&logger, 1_000_000_000, body).unwrap();
         assert_eq!(r.event_name(), Some("nhi.usage"));
         assert_eq!(r.timestamp(), Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1)));
@@ -398,6 +414,8 @@ mod tests {
         assert_eq!(get("process.interactive"), Some(AnyValue::Boolean(false)));
         assert!(matches!(get("nhi.usage.destinations"), Some(AnyValue::ListAny(l)) if l.len() == 2));
         assert!(get("time").is_none() && get("event.name").is_none());
+        assert!(get("host.name").is_none(), "host identity is the resource's");
+        assert_eq!(r.body(), Some(&AnyValue::String("nhi.usage AKIA aws.access_key".into())));
         assert!(to_log_record(&logger, 0, "[1,2]").is_none());
         assert!(to_log_record(&logger, 0, "not json").is_none());
     }

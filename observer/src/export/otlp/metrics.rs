@@ -109,7 +109,9 @@ pub fn start(
     let exporter = OnRuntime { inner, runtime, stats: stats.clone(), stop };
     let reader = PeriodicReader::builder(exporter).build();
     let provider = SdkMeterProvider::builder().with_resource(resource).with_reader(reader).build();
-    let meter = provider.meter("nhi-observer");
+    let scope =
+        opentelemetry::InstrumentationScope::builder("nhi-observer").with_version(env!("CARGO_PKG_VERSION")).build();
+    let meter = provider.meter_with_scope(scope);
     let s = stats.clone();
     meter
         .u64_observable_counter("nhi.credential.accesses")
