@@ -400,6 +400,9 @@ impl Store {
     /// The connection, inside the open transaction, for `rows` more rows
     /// (the findings' writers in `evidence.rs`).
     pub(super) fn write_conn(&mut self, rows: usize) -> rusqlite::Result<&Connection> {
+        if self.failing.is_some() {
+            return Err(unwritable_now());
+        }
         self.begin()?;
         self.rows += rows;
         Ok(&self.conn)
@@ -413,6 +416,9 @@ impl Store {
     /// The sensors this run actually has (the network sensor may fail to
     /// attach): the report's blind spots come from here.
     pub fn set_sensors(&mut self, sensors: &[&str]) -> Result<(), StoreError> {
+        if self.failing.is_some() {
+            return Err(unwritable_now().into());
+        }
         self.begin()?;
         self.conn.execute("UPDATE runs SET sensors = ?1 WHERE id = ?2", params![sensors.join(","), self.run_id])?;
         self.rows += 1;
@@ -420,6 +426,16 @@ impl Store {
     }
 
     pub(super) fn begin(&mut self) -> rusqlite::Result<()> {
+        if self.in_tx && self.conn.is_autocommit() {
+            // SQLite rolled the open transaction back after an error (a
+            // full disk mid-statement): what it held is lost unless replayed.
+            let e = rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+                Some("the open transaction was rolled back".into()),
+            );
+            self.fail(&e);
+            return Err(e);
+        }
         if !self.in_tx {
             self.conn.execute_batch("BEGIN")?;
             self.in_tx = true;
@@ -635,7 +651,10 @@ impl Store {
         if let Some(f) = &mut self.failing {
             f.last_try = Instant::now();
         }
-        debug_assert!(self.pending.is_empty() && !self.in_tx);
+        if self.in_tx || !self.pending.is_empty() {
+            // Something began a transaction meanwhile: it goes back in line.
+            self.fail(&unwritable_now());
+        }
         let mut stored = 0;
         // In chunks of a transaction's size: space freed a little at a time
         // is used a little at a time.
@@ -739,8 +758,19 @@ fn unwritable(e: &rusqlite::Error) -> bool {
     matches!(e.sqlite_error_code(), Some(DiskFull | SystemIoFailure | CannotOpen))
 }
 
+/// The error of a write asked for while the store cannot write.
+fn unwritable_now() -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+        Some("the store cannot write now (records wait in its retry queue)".into()),
+    )
+}
+
+/// `OR IGNORE`: a replayed record that did reach the database (a
+/// statement SQLite committed on its own after a failure) is not a reason
+/// to fail the whole replay.
 fn insert_row(conn: &Connection, row: &Row) -> rusqlite::Result<()> {
-    conn.prepare_cached("INSERT INTO records (id, time_ns, event_name, nhi_id, body) VALUES (?1, ?2, ?3, ?4, ?5)")?
+    conn.prepare_cached("INSERT OR IGNORE INTO records (id, time_ns, event_name, nhi_id, body) VALUES (?1, ?2, ?3, ?4, ?5)")?
         .execute(params![row.id, row.time_ns, row.event_name, row.nhi_id, row.body])?;
     Ok(())
 }
@@ -789,6 +819,26 @@ pub(super) mod tests {
         let gaps: i64 = reader.query_row("SELECT count(*) FROM gaps WHERE kind = 'store_unwritable'", [], |r| r.get(0)).unwrap();
         assert_eq!(gaps, 1, "the outage is kept as a gap");
         assert!(s.drops.is_empty(), "nothing dropped within the queue's bound: {:?}", s.drops);
+    }
+
+    /// Guards the replay against writers that open a transaction while the
+    /// store cannot write (the sink thread panicked on a restart on a full
+    /// disk): they are refused until the queue is written.
+    #[test]
+    fn nothing_opens_a_transaction_while_the_store_cannot_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        s.fail(&unwritable_now());
+        s.append(&mut record(1)).unwrap();
+        assert!(s.set_sensors(&["file"]).is_err());
+        assert!(s.write_conn(1).is_err());
+        assert!(!s.in_tx);
+        assert!(s.maybe_commit(true).unwrap());
+        let mut out = Vec::new();
+        s.take_committed(&mut out);
+        assert_eq!(out.len(), 1);
+        s.set_sensors(&["file"]).unwrap();
+        s.maybe_commit(true).unwrap();
     }
 
     #[test]
