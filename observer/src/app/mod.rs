@@ -529,7 +529,9 @@ fn sink_loop(
             if pipeline.usage_due() {
                 out.usage(pipeline, &mut deltas);
             }
+            // Once the store can take it (a start on a full disk waits).
             if !out.store.is_watching()
+                && !out.store.is_failing()
                 && let Some((since, sensors)) = attached.get()
             {
                 let counters = pipeline.counters();
