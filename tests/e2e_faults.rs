@@ -484,3 +484,20 @@ fn check_validates_the_config_and_the_state_dir() {
     assert!(stdout.lines().any(|l| l.contains("config") && l.contains("good.toml: valid")), "{stdout}");
     assert!(stdout.lines().any(|l| l.contains("state dir") && l.contains("will be created")), "{stdout}");
 }
+
+/// Guards the log on a file or pipe: ANSI colour codes went to stderr
+/// even when it was not a terminal.
+#[test]
+fn logs_to_a_file_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "no_such_key = 1\n").unwrap();
+    let out = common::agent_command()
+        .args(["check", "--config", bad.to_str().unwrap()])
+        .env("NHI_OBSERVER_LOG_FORMAT", "text")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("ERROR") && !stderr.contains('\u{1b}'), "{stderr:?}");
+}
