@@ -71,6 +71,8 @@ fn kill_9_under_load_leaves_no_json_line_the_database_lacks() {
     for pause_ms in [3000, 3130, 3270] {
         let agent = Agent::start_env(&args, "info", &[], state.take());
         let load = open_loop(&cred);
+        // Under way (a busy host can make the agent lag at first).
+        agent.wait_for_record(Duration::from_secs(30), |r| str_attr(r, "nhi.id") == Some("AKIAFAULTKILL9000001"));
         std::thread::sleep(Duration::from_millis(pause_ms));
         let dir = agent.kill9();
         stop_loop(load);
@@ -251,4 +253,251 @@ fn an_overwritten_database_header_is_noticed_at_start() {
 fn getrandom_fill(buf: &mut [u8]) {
     use std::io::Read as _;
     std::fs::File::open("/dev/urandom").unwrap().read_exact(buf).unwrap();
+}
+
+/// A small tmpfs mounted on a fresh temporary directory (root only),
+/// unmounted on drop.
+struct SmallDisk {
+    dir: Option<tempfile::TempDir>,
+    path: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_owned();
+        nix::mount::mount(Some("tmpfs"), &path, Some("tmpfs"), nix::mount::MsFlags::empty(), Some(format!("size={size},mode=0700").as_str()))
+            .unwrap_or_else(|e| panic!("mount a {size} tmpfs on {}: {e}", path.display()));
+        SmallDisk { dir: Some(dir), path }
+    }
+
+    /// Fills what is left with a ballast file, but for `leave` bytes.
+    fn fill(&self, leave: u64) -> std::path::PathBuf {
+        let st = nix::sys::statvfs::statvfs(&self.path).unwrap();
+        let free = st.blocks_available() * st.fragment_size();
+        let ballast = self.path.join(format!("ballast-{free}"));
+        // The agent writes meanwhile (other tests' agents' loads are real
+        // accesses too): a ballast cut short by a full disk is still full.
+        match std::fs::write(&ballast, vec![0u8; free.saturating_sub(leave) as usize]) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::StorageFull => {}
+            Err(e) => panic!("ballast {}: {e}", ballast.display()),
+        }
+        ballast
+    }
+
+    /// The state directory for an agent (kept: the tmpfs is the disk).
+    fn state(&mut self) -> tempfile::TempDir {
+        self.dir.take().expect("state dir taken once")
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.path, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// A field of the agent's last "stopped" log line (JSON log format).
+fn stop_field(stderr: &[String], field: &str) -> serde_json::Value {
+    let line = stderr.iter().rfind(|l| l.contains("stopped; probes detached")).expect("no stop line");
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    v["fields"][field].clone()
+}
+
+/// Guards the full state disk: the database used to stop while JSON lines
+/// went on, records were counted stored that were not, the WAL refilled the
+/// disk, the second outage and the recovery went unlogged, and a restart
+/// on the full disk exited 1 (the host unwatched).
+#[test]
+fn a_full_state_disk_loses_nothing_silently_and_recovers() {
+    if !bpf_available("a_full_state_disk_loses_nothing_silently_and_recovers") {
+        return;
+    }
+    let _serial = serial();
+    let mut disk = SmallDisk::mount("2m");
+    // JSON lines on a small disk of their own (the agent follows the link).
+    let mut out_disk = SmallDisk::mount("1m");
+    let out_dir = out_disk.state();
+    let state = disk.state();
+    std::os::unix::fs::symlink(out_dir.path().join("out.jsonl"), state.path().join("out.jsonl")).unwrap();
+    let (home, cred) = aws_home("AKIAFAULTFULLDISK001");
+    let args = config_args(home.path(), "dedup_interval_ms = 0\n");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut agent = Agent::start_env(&args, "info", &[], Some(state));
+    let cat = which("cat");
+    let read = || assert!(std::process::Command::new(&cat).arg(&cred).stdout(std::process::Stdio::null()).status().unwrap().success());
+    // The state disk: room for a few hundred records, then load until full.
+    let ballast = disk.fill(256 * 1024);
+    let load = open_loop(&cred);
+    agent.wait_for_log("store write failed", Duration::from_secs(30));
+    // A few more while it cannot write (all must fit once space returns).
+    std::thread::sleep(Duration::from_millis(300));
+    stop_loop(load);
+    std::thread::sleep(Duration::from_millis(1500));
+    // Space comes back: the waiting records are stored.
+    std::fs::remove_file(&ballast).unwrap();
+    agent.wait_for_log("store writes again", Duration::from_secs(20));
+    // The JSON lines disk fills: the agent goes on, counting lines.
+    let out_ballast = out_disk.fill(0);
+    for _ in 0..5 {
+        read();
+    }
+    agent.wait_for_log("JSON lines output cannot be written", Duration::from_secs(20));
+    std::fs::remove_file(&out_ballast).unwrap();
+    read();
+    agent.wait_for_log("JSON lines output writable again", Duration::from_secs(20));
+    let (status, _, stderr, state) = agent.stop_keeping_state(Signal::SIGTERM);
+    assert!(status.success(), "{}", stderr.join("\n"));
+    assert!(stderr.iter().any(|l| l.contains("JSON lines output writable again")), "JSON lines recovery logged");
+    let in_db = db_record_ids(state.path());
+    let in_jsonl = jsonl_record_ids(&out_dir.path().join("out.jsonl"));
+    assert!(in_jsonl.is_subset(&in_db), "JSON lines hold records the database lacks");
+    // Record ids are handed out in sequence: any hole is a lost record.
+    let mut seq: Vec<u64> = in_db.iter().map(|id| id.rsplit('-').next().unwrap().parse().unwrap()).collect();
+    seq.sort_unstable();
+    let holes = (seq[seq.len() - 1] - seq[0] + 1) - seq.len() as u64;
+    let drops = stop_field(&stderr, "store_drops");
+    assert_eq!(holes, 0, "records missing from the database; drops counted: {drops}");
+    assert_eq!(drops.as_str(), Some("{}"), "no drop within the retry queue's bound");
+    // Every line not written is counted, exactly.
+    let lost = stop_field(&stderr, "jsonl_lines_lost").as_u64().unwrap();
+    assert!(lost > 0, "the output was full for a while");
+    assert_eq!(lost, (in_db.len() - in_jsonl.len()) as u64, "JSON lines not written, counted exactly");
+    let db = open_db(state.path());
+    let gaps: i64 = db.query_row("SELECT count(*) FROM gaps WHERE kind = 'store_unwritable'", [], |r| r.get(0)).unwrap();
+    assert!(gaps >= 1, "the unwritable interval is kept");
+    let wal = std::fs::metadata(state.path().join("nhi-observer.db-wal")).map(|m| m.len()).unwrap_or(0);
+    assert!(wal < 1024 * 1024, "the WAL stays bounded: {wal} bytes");
+    drop(db);
+
+    // A restart on a full disk runs (degraded) instead of exiting.
+    let ballast = disk.fill(0);
+    let mut agent = Agent::start_env(&args, "info", &[], Some(state));
+    agent.wait_for_log("cannot be written at start: running degraded", Duration::from_secs(10));
+    read();
+    std::thread::sleep(Duration::from_secs(1));
+    std::fs::remove_file(&ballast).unwrap();
+    agent.wait_for_log("store writes again", Duration::from_secs(20));
+    let (status, records, stderr, state) = agent.stop_keeping_state(Signal::SIGTERM);
+    assert!(status.success(), "{}", stderr.join("\n"));
+    let runs: i64 = open_db(state.path()).query_row("SELECT count(*) FROM runs WHERE clean = 1", [], |r| r.get(0)).unwrap();
+    assert_eq!(runs, 2, "the degraded run is recorded once it could be");
+    let after = db_record_ids(state.path());
+    assert!(records.iter().filter_map(|r| str_attr(r, "nhi.record.id")).all(|id| after.contains(id)));
+    drop(state);
+    drop(out_dir);
+}
+
+/// Guards the stop while the collector fails: SIGINT took over 5 s (the
+/// exporter retried until its deadline, and an export in flight to a
+/// collector that never answers held it up to its timeout).
+#[test]
+fn sigint_while_the_collector_does_not_answer_stops_within_2_s() {
+    if !bpf_available("sigint_while_the_collector_does_not_answer_stops_within_2_s") {
+        return;
+    }
+    let _serial = serial();
+    // A collector that accepts connections and never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let (home, cred) = aws_home("AKIAFAULTSIGINT00001");
+    let env: Vec<(String, String)> = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}")),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf".into()),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "1000".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let args = config_args(home.path(), "[usage]\nflush_interval_secs = 1\n");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let agent = Agent::start_env(&args, "info", &env, None);
+    let cat = which("cat");
+    assert!(std::process::Command::new(&cat).arg(&cred).stdout(std::process::Stdio::null()).status().unwrap().success());
+    let is_cat = |r: &serde_json::Value| str_attr(r, "process.executable.path") == cat.to_str();
+    agent.wait_for_record(Duration::from_secs(10), is_cat);
+    // An export is in flight to the silent collector by now.
+    std::thread::sleep(Duration::from_secs(2));
+    let asked = std::time::Instant::now();
+    let (status, _, stderr) = agent.stop(Signal::SIGINT);
+    let took = asked.elapsed();
+    assert!(status.success(), "{}", stderr.join("\n"));
+    assert!(took < Duration::from_secs(2), "SIGINT took {took:?} with a collector that does not answer");
+}
+
+/// Guards the non-root start: it said only "failed to create map FLOWS",
+/// after creating the database and the key.
+#[test]
+fn run_without_capabilities_names_them_points_to_check_and_creates_nothing() {
+    if !bpf_available("run_without_capabilities_names_them_points_to_check_and_creates_nothing") {
+        return;
+    }
+    let parent = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(parent.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let state = parent.path().join("state");
+    let setpriv = which("setpriv");
+    let out = std::process::Command::new(setpriv)
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--"])
+        .arg(env!("CARGO_BIN_EXE_nhi-observer"))
+        .args(["run", "--state-dir", state.to_str().unwrap(), "--jsonl", "-"])
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("CAP_BPF") && stderr.contains("nhi-observer check"), "{stderr}");
+    assert!(!state.exists(), "the state directory was created before the refusal");
+}
+
+/// Guards `check --config/--state-dir`: check could not validate them.
+#[test]
+fn check_validates_the_config_and_the_state_dir() {
+    if !bpf_available("check_validates_the_config_and_the_state_dir") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[[watch]]\nname = \"all\"\npath = \"/\"\n").unwrap();
+    let (status, stderr) = run_agent_to_end(&["check", "--config", bad.to_str().unwrap()], &[], Duration::from_secs(60));
+    assert_eq!(status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("names every file"), "{stderr}");
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, "").unwrap();
+    let (status, stderr) = run_agent_to_end(&["check", "--state-dir", file.to_str().unwrap()], &[], Duration::from_secs(60));
+    assert_eq!(status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains(file.to_str().unwrap()), "the path is named: {stderr}");
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "dedup_interval_ms = 0\n").unwrap();
+    let out = common::agent_command()
+        .args(["check", "--config", good.to_str().unwrap(), "--state-dir", dir.path().join("new").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.lines().any(|l| l.contains("config") && l.contains("good.toml: valid")), "{stdout}");
+    assert!(stdout.lines().any(|l| l.contains("state dir") && l.contains("will be created")), "{stdout}");
+}
+
+/// Guards the log on a file or pipe: ANSI colour codes went to stderr
+/// even when it was not a terminal.
+#[test]
+fn logs_to_a_file_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "no_such_key = 1\n").unwrap();
+    let out = common::agent_command()
+        .args(["check", "--config", bad.to_str().unwrap()])
+        .env("NHI_OBSERVER_LOG_FORMAT", "text")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("ERROR") && !stderr.contains('\u{1b}'), "{stderr:?}");
 }

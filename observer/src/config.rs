@@ -286,8 +286,23 @@ pub enum ConfigError {
     Inventory(#[from] crate::inventory::InventoryError),
     #[error("{0} = {1}: out of range")]
     Range(&'static str, u64),
+    #[error("state_dir {0}: {1}")]
+    StateDir(PathBuf, &'static str),
+    #[error("jsonl {0}: is a directory; name a file (or - for standard output)")]
+    JsonlIsDir(PathBuf),
     #[error("health_listen = {0:?}: not an IP:PORT address (e.g. 127.0.0.1:9808)")]
     HealthListen(String),
+}
+
+/// A state directory the agent cannot use is a configuration error (exit
+/// 64, naming the path), found before anything is loaded or created.
+fn check_state_dir(dir: &Path) -> Result<(), ConfigError> {
+    match std::fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => Err(ConfigError::StateDir(dir.to_owned(), "exists and is not a directory")),
+        Ok(_) => nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK)
+            .map_err(|_| ConfigError::StateDir(dir.to_owned(), "is not writable (read-only file system or permissions)")),
+        Err(_) => Ok(()), // created at start (its parent's problems are reported then)
+    }
 }
 
 impl Config {
@@ -302,7 +317,13 @@ impl Config {
         if !state_dir.is_absolute() {
             return Err(ConfigError::RelativeStateDir(state_dir));
         }
+        check_state_dir(&state_dir)?;
         let jsonl: Target = o.jsonl.or(file.jsonl).unwrap_or_else(|| "-".into()).parse().unwrap_or(Target::Stdout);
+        if let Target::File(path) = &jsonl
+            && path.is_dir()
+        {
+            return Err(ConfigError::JsonlIsDir(path.clone()));
+        }
         let ring_bytes = o.ring_buffer_bytes.or(file.ring_buffer_bytes).unwrap_or(DEFAULT_RING_BYTES);
         if !ring_bytes.is_power_of_two() || !(4096..=1 << 30).contains(&ring_bytes) {
             return Err(ConfigError::RingSize(ring_bytes));
@@ -426,6 +447,25 @@ mod tests {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(text.as_bytes()).unwrap();
         Config::resolve(Overrides { config: Some(f.path().to_owned()), ..Default::default() })
+    }
+
+    /// Guards exit 64 (not 1) with the path for an unusable state_dir or
+    /// jsonl: they are configuration mistakes.
+    #[test]
+    fn an_unusable_state_dir_or_jsonl_is_a_configuration_error_naming_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, "").unwrap();
+        let e = Config::resolve(Overrides { state_dir: Some(file.clone()), ..Default::default() }).unwrap_err();
+        assert!(matches!(&e, ConfigError::StateDir(p, _) if *p == file), "{e}");
+        assert!(e.to_string().contains(&file.display().to_string()));
+        let e = Config::resolve(Overrides {
+            state_dir: Some(dir.path().join("state")),
+            jsonl: Some(dir.path().to_string_lossy().into_owned()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(matches!(e, ConfigError::JsonlIsDir(_)), "{e}");
     }
 
     #[test]

@@ -42,6 +42,12 @@ enum Command {
         /// Ring-buffer size to try, in bytes.
         #[arg(long, default_value_t = config::DEFAULT_RING_BYTES)]
         ring_buffer_bytes: u32,
+        /// Configuration file to validate (TOML), as `run` would read it.
+        #[arg(long, env = "NHI_OBSERVER_CONFIG")]
+        config: Option<PathBuf>,
+        /// State directory to check [default: the config's, or /var/lib/nhi-observer].
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
     },
     /// At-rest discovery of credential files and their identities; no BPF
     /// needed. Walks the homes, /etc, /var/lib/kubelet/pods, /run/secrets
@@ -133,8 +139,20 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
-        Command::Check { ring_buffer_bytes } => {
-            let findings = check::run(ring_buffer_bytes);
+        Command::Check { ring_buffer_bytes, config, state_dir } => {
+            let cfg = match config::Config::resolve(config::Overrides {
+                config: config.clone(),
+                state_dir,
+                ..Default::default()
+            }) {
+                Ok(cfg) => cfg,
+                Err(e) => {
+                    tracing::error!("configuration: {e}");
+                    return ExitCode::from(EX_USAGE);
+                }
+            };
+            let mut findings = check::configuration(&cfg, config.as_deref());
+            findings.extend(check::run(ring_buffer_bytes));
             check::print(&findings);
             if check::can_run(&findings) { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
@@ -299,7 +317,10 @@ fn scan_key(cfg: &config::Config) -> Result<observer_creds::Keyed, classify::key
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("NHI_OBSERVER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only for a terminal: escape codes in a log file or a journal
+    // are noise.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

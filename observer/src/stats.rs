@@ -30,6 +30,8 @@ pub struct Stats {
     /// Records given to the store and not yet written to JSON lines (the
     /// open transaction and, while writes fail, the retry queue).
     pub store_queued: AtomicU64,
+    /// JSON lines that could not be written (output full or failing).
+    pub jsonl_lines_lost: AtomicU64,
     /// Records deleted from the store before they were exported.
     pub store_dropped: AtomicU64,
     /// Size of the database and its WAL, in bytes.

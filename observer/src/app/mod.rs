@@ -60,6 +60,11 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    // Before anything is created: without the capabilities to load the
+    // probes, say which and stop.
+    if let Some(missing) = crate::check::missing_bpf_capabilities() {
+        anyhow::bail!(missing);
+    }
     ensure_state_dir(&cfg.state_dir)?;
     // Before anything in the directory is touched: one agent per state
     // directory. Held until `run` returns.
@@ -229,6 +234,9 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
         process_table_reconciled = Stats::get(&stats.process_table_reconciled),
         env_credentials = Stats::get(&stats.env_credentials),
         stored = Stats::get(&stats.records_stored),
+        store_write_failures = Stats::get(&stats.store_errors),
+        store_drops = ?stats.store_drops(),
+        jsonl_lines_lost = Stats::get(&stats.jsonl_lines_lost),
         exported = Stats::get(&stats.exported_records),
         export_backlog = Stats::get(&stats.export_backlog),
         decode_errors = ?stats.decode_errors(),
@@ -468,6 +476,7 @@ impl Out<'_> {
         self.stats.set_store_drops(&self.store.drops);
         if stored > 0 || self.store.unreleased() == 0 {
             self.sink.flush()?;
+            Stats::set(&self.stats.jsonl_lines_lost, self.sink.lines_lost);
         }
         Ok(())
     }
@@ -522,7 +531,9 @@ fn sink_loop(
             if pipeline.usage_due() {
                 out.usage(pipeline, &mut deltas);
             }
+            // Once the store can take it (a start on a full disk waits).
             if !out.store.is_watching()
+                && !out.store.is_failing()
                 && let Some((since, sensors)) = attached.get()
             {
                 let counters = pipeline.counters();
@@ -582,7 +593,9 @@ fn sink_loop(
         for line in out.unstored.drain(..) {
             out.sink.write_raw(&line)?;
         }
-        out.sink.flush()
+        let flushed = out.sink.flush();
+        Stats::set(&out.stats.jsonl_lines_lost, out.sink.lines_lost);
+        flushed
     })();
     match result {
         // A closed stdout (`| head`) is the reader of our output leaving.

@@ -115,6 +115,50 @@ fn cgroup_v2() -> Finding {
     }
 }
 
+/// What `run` needs before anything else: the capabilities to load the
+/// probes. `Some(message naming them)` when they are missing, so `run`
+/// stops before it creates anything.
+pub fn missing_bpf_capabilities() -> Option<String> {
+    let eff = ::caps::read(None, CapSet::Effective).ok()?;
+    let has = |c| eff.contains(&c);
+    if has(::caps::Capability::CAP_SYS_ADMIN) || (has(::caps::Capability::CAP_BPF) && has(::caps::Capability::CAP_PERFMON)) {
+        return None;
+    }
+    let missing: Vec<&str> = [(::caps::Capability::CAP_BPF, "CAP_BPF"), (::caps::Capability::CAP_PERFMON, "CAP_PERFMON")]
+        .iter()
+        .filter(|(c, _)| !has(*c))
+        .map(|(_, n)| *n)
+        .collect();
+    Some(format!(
+        "missing capability {} (or CAP_SYS_ADMIN): the probes cannot load. Run as root or grant them; `nhi-observer check` lists what this host lacks",
+        missing.join(" and ")
+    ))
+}
+
+/// `check --config/--state-dir`: the configuration resolves, and the state
+/// directory can be used (it exists and is writable, or can be created).
+pub fn configuration(cfg: &crate::config::Config, file: Option<&Path>) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let what = file.map_or_else(|| "built-in defaults".to_owned(), |p| p.display().to_string());
+    out.push(finding(Status::Ok, "config", format!("{what}: valid ({} watch rules)", cfg.catalog.rules.len())));
+    let dir = &cfg.state_dir;
+    let usable = if dir.is_dir() {
+        nix::unistd::access(dir.as_path(), nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK)
+            .map(|()| format!("{}: writable", dir.display()))
+            .map_err(|e| format!("{}: not writable: {e}", dir.display()))
+    } else {
+        let parent = dir.ancestors().skip(1).find(|p| p.exists()).map(Path::to_path_buf).unwrap_or_default();
+        nix::unistd::access(parent.as_path(), nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK)
+            .map(|()| format!("{}: will be created (in {})", dir.display(), parent.display()))
+            .map_err(|e| format!("{}: cannot be created in {}: {e}", dir.display(), parent.display()))
+    };
+    out.push(match usable {
+        Ok(d) => finding(Status::Ok, "state dir", d),
+        Err(d) => finding(Status::Fail, "state dir", d),
+    });
+    out
+}
+
 fn capabilities() -> Vec<Finding> {
     match ::caps::read(None, CapSet::Effective) {
         Ok(held) => caps::sensor_findings(&held),

@@ -255,6 +255,8 @@ pub enum CatalogError {
     Format { name: String, source: observer_creds::UnknownFormat },
     #[error("watch rule `{0}` has neither `path` nor `paths`")]
     NoPath(String),
+    #[error("watch rule `{name}`: path `{path}` names every file, not credential files: give the files' own paths")]
+    Everything { name: String, path: String },
     #[error("watch rule name `{0}` is used twice")]
     DuplicateName(String),
     #[error("exclude pattern: {0}")]
@@ -315,6 +317,9 @@ impl Catalog {
                 return Err(CatalogError::NoPath(e.name));
             }
             for raw in raws {
+                if matches!(raw.trim().trim_end_matches('/'), "" | "/*" | "/**" | "*" | "**" | "/**/*" | "**/*") {
+                    return Err(CatalogError::Everything { name: e.name.clone(), path: raw.clone() });
+                }
                 let pattern =
                     PathPattern::parse(raw).map_err(|source| CatalogError::Pattern { name: e.name.clone(), source })?;
                 let id = u32::try_from(self.rules.len() + 1).unwrap_or(u32::MAX);
@@ -492,6 +497,13 @@ mod tests {
         assert!(matches!(c.extend(vec![entry("x", None, None)], &[]), Err(CatalogError::NoPath(_))));
         assert!(matches!(c.extend(vec![entry("y", Some("/y"), Some("yaml"))], &[]), Err(CatalogError::Format { .. })));
         assert!(matches!(c.extend(vec![entry("npmrc", Some("/z"), None)], &[]), Err(CatalogError::DuplicateName(_))));
+        // A rule that names every file would read the whole machine.
+        for everything in ["/", "/*", "/**", "*"] {
+            assert!(
+                matches!(c.extend(vec![entry("all", Some(everything), None)], &[]), Err(CatalogError::Everything { .. })),
+                "`{everything}` accepted"
+            );
+        }
     }
 
     #[test]

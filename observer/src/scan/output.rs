@@ -69,6 +69,11 @@ fn file_json(f: &Found) -> Value {
     Value::Object(m)
 }
 
+/// Control characters escaped (`\u{1b}`), the rest as it is.
+pub fn printable(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
 pub fn table(report: &ScanReport) -> Table {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic);
@@ -79,7 +84,9 @@ pub fn table(report: &ScanReport) -> Table {
     }
     t.set_header(["path", "rule", "kind", "identity"]);
     for f in &report.found {
-        let path = escaped(&f.path);
+        // A file name is anyone's to choose: non-UTF-8 bytes as \xNN and
+        // control characters (terminal escape sequences) escaped, never sent.
+        let path = printable(&escaped(&f.path));
         if f.parsed.identities.is_empty() {
             let why = f.parsed.unparsed.as_ref().map(ToString::to_string).unwrap_or_default();
             t.add_row([path.as_ref(), f.rule.as_str(), f.kind.as_str(), &format!("(unparsed: {why})")]);
@@ -114,5 +121,20 @@ pub fn print(report: &ScanReport, as_json: bool, out: &mut dyn Write) -> std::io
             report.walk_errors,
             if skipped.is_empty() { "none".to_owned() } else { skipped.join(", ") }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    /// Guards the scan table against file names that carry terminal escape
+    /// sequences (a crafted name could rewrite the operator's screen).
+    #[test]
+    fn control_characters_in_file_names_are_escaped() {
+        let shown = printable("/home/a/\u{1b}[2J\u{1b}]0;owned\u{7}.aws/credentials\n");
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        assert_eq!(shown, "/home/a/\\u{1b}[2J\\u{1b}]0;owned\\u{7}.aws/credentials\\n");
+        assert_eq!(printable("/etc/ünïcode"), "/etc/ünïcode");
     }
 }

@@ -51,9 +51,12 @@ pub fn lock(state_dir: &Path) -> Result<StateLock, LockError> {
         }
         Err(TryLockError::Error(e)) => return Err(io(e)),
     }
-    file.set_len(0).map_err(io)?;
-    file.rewind().map_err(io)?;
-    writeln!(file, "{}", std::process::id()).map_err(io)?;
+    // The pid is for the message of a second agent; the lock is what
+    // counts, so a full disk (no room for these bytes) does not stop us.
+    let written = file.set_len(0).and_then(|()| file.rewind()).and_then(|_| writeln!(file, "{}", std::process::id()));
+    if let Err(e) = written {
+        tracing::warn!(path = %path.display(), error = %e, "cannot write the pid into the lock file");
+    }
     Ok(StateLock { _file: file })
 }
 

@@ -1,7 +1,8 @@
 //! Store: the agent's durable state, SQLite in WAL mode in the state
 //! directory (`<state_dir>/nhi-observer.db`).
 //!
-//! Input (on the sink thread, the only writer of everything but cursors):
+//! Input (on the sink thread, the only writer of everything but cursors
+//! and `rejected`):
 //! records as the pipeline emits them, usage deltas from the correlator,
 //! and the agent's loss counters. Output: the `records` table, which the
 //! exporter reads behind its cursor (its own connection, `export::otlp`),
@@ -14,13 +15,20 @@
 //!   [`COMMIT_INTERVAL`] old (never per event, never unbounded); a commit
 //!   survives `kill -9` (WAL, `synchronous = NORMAL`: a power loss may take
 //!   the last commits, a process crash cannot);
+//! - store first: a record's JSON text is handed out (for JSON lines) only
+//!   once its transaction committed ([`Store::take_committed`]);
+//! - a failed write rolls its whole transaction back; its writes wait, in
+//!   order, in a bounded retry queue (drops counted by reason in
+//!   [`Store::drops`]), replayed once a second; nothing else opens a
+//!   transaction meanwhile; the outage is kept in `gaps`;
 //! - record ids are never reused, even after a crash: ids are handed out
-//!   from a block reserved (and committed) ahead in `meta.id_reserved`, so
-//!   a record the JSON lines output saw but the database lost cannot share
-//!   its id with a later one;
-//! - bounded: delivered records older than the retention are deleted; past
-//!   `max_records`, the oldest go even undelivered (counted, logged as the
-//!   data loss it is).
+//!   from a block reserved in `meta.id_reserved`, written in the
+//!   transaction that first holds an id past the block;
+//! - a damaged database is set aside at start, never appended to;
+//! - bounded: delivered records older than the retention are deleted (in
+//!   batches); past `max_records`, the oldest go even undelivered (counted,
+//!   logged as the data loss it is); the WAL is checkpointed by the writer
+//!   and cut back to 512 KiB.
 //!
 //! Schema: `schema.rs` (versioned migrations), documented in docs/design.md.
 //!

@@ -12,11 +12,17 @@ use super::writer::{Store, StoreError, db_path, i, now_ns, open_conn, u};
 /// The OTLP log exporter's cursor.
 pub const CURSOR_OTLP_LOGS: &str = "otlp.logs";
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// Records deleted per statement by the retention.
+const PRUNE_BATCH: usize = 5000;
 
 /// A second connection on the database (the exporter's): migrations are
 /// the writer's job, so this waits for no schema change.
 pub fn open_reader(state_dir: &Path) -> Result<Connection, StoreError> {
-    open_conn(&db_path(state_dir))
+    let conn = open_conn(&db_path(state_dir))?;
+    // Checkpoints are the writer's: a reader's small commits (its cursor)
+    // must not each copy the WAL back while it is delivering.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    Ok(conn)
 }
 
 impl Store {
@@ -30,10 +36,23 @@ impl Store {
         self.commit()?;
         let cutoff = now_ns() - i64::try_from(self.opts.retention.as_nanos()).unwrap_or(i64::MAX);
         let delivered = delivered_upto(&self.conn, &self.opts.cursors)?;
-        let old = self
-            .conn
-            .execute("DELETE FROM records WHERE time_ns < ?1 AND id <= ?2", params![cutoff, delivered])?;
+        // In batches, each its own short transaction: a week of records
+        // going at once must not hold the writer (and the WAL) for long.
+        let mut old = 0;
+        loop {
+            let n = self.conn.execute(
+                "DELETE FROM records WHERE id IN (SELECT id FROM records WHERE time_ns < ?1 AND id <= ?2 LIMIT ?3)",
+                params![cutoff, delivered, i(PRUNE_BATCH as u64)],
+            )?;
+            old += n;
+            if n < PRUNE_BATCH {
+                break;
+            }
+        }
         self.conn.execute("DELETE FROM rejected WHERE rejected_ns < ?1", [cutoff])?;
+        // Destinations not seen within the retention go (the usage row keeps
+        // its cumulative counts).
+        self.conn.execute("DELETE FROM usage_destinations WHERE last_seen_ns < ?1", [cutoff])?;
         let count: i64 = self.conn.query_row("SELECT count(*) FROM records", [], |r| r.get(0))?;
         let excess = u(count).saturating_sub(self.opts.max_records);
         if excess > 0 {
@@ -182,5 +201,20 @@ mod tests {
         s.prune(true).unwrap();
         assert_eq!(records_after(&reader, 0, 100).unwrap().len(), 5);
         assert_eq!(s.dropped, 3, "past the bound, undelivered records go, counted");
+    }
+
+    #[test]
+    fn retention_deletes_in_batches_until_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions { retention: Duration::ZERO, ..StoreOptions::default() };
+        let mut s = Store::open(dir.path(), opts).unwrap();
+        for n in 0..(PRUNE_BATCH as u32 * 2 + 17) {
+            s.append(&mut record(n)).unwrap();
+        }
+        s.maybe_commit(true).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        s.prune(true).unwrap();
+        let reader = open_reader(dir.path()).unwrap();
+        assert!(records_after(&reader, 0, 10).unwrap().is_empty(), "every expired batch deleted");
     }
 }

@@ -210,4 +210,22 @@ mod tests {
         assert!(c.first_seen <= c.last_seen);
         s.maybe_commit(true).unwrap();
     }
+
+    #[test]
+    fn destinations_past_the_retention_go_and_the_usage_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions { retention: std::time::Duration::ZERO, ..StoreOptions::default() };
+        let mut s = Store::open(dir.path(), opts).unwrap();
+        s.upsert_usage(&delta(1, Some(("sts.amazonaws.com", Confidence::Direct)))).unwrap().unwrap();
+        s.maybe_commit(true).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        s.prune(true).unwrap();
+        let (usage, dests): (i64, i64) = s
+            .conn
+            .query_row("SELECT (SELECT count(*) FROM usage), (SELECT count(*) FROM usage_destinations)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((usage, dests), (1, 0));
+    }
 }

@@ -27,10 +27,13 @@ const ID_BLOCK: i64 = 100_000;
 /// Writes (records, usage deltas) kept in memory at most while the database
 /// cannot take them; past it the oldest go, counted.
 pub const MAX_QUEUED: usize = 50_000;
+/// Writes per transaction when the retry queue is written: small, so that
+/// a little space freed is used at once.
+const REPLAY_ROWS: usize = 256;
 /// How often writes are retried while they fail.
 pub const RETRY_EVERY: Duration = Duration::from_secs(1);
 /// What the WAL file is cut back to after each checkpoint.
-const WAL_LIMIT_BYTES: i64 = 4 * 1024 * 1024;
+const WAL_LIMIT_BYTES: i64 = 512 * 1024;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +84,11 @@ pub struct Store {
     pub(super) opts: StoreOptions,
     pub(super) instance: String,
     pub(super) run_id: i64,
+    /// Whether this run's start is committed (not yet: started on a full
+    /// disk; done with the first write that works).
+    pub(super) run_started: bool,
+    /// A damaged database set aside at open, recorded with the run's start.
+    pub(super) replaced: Option<(PathBuf, String)>,
     pub(super) in_tx: bool,
     pub(super) rows: usize,
     pub(super) tx_started: Instant,
@@ -146,9 +154,10 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
-    // The WAL stays bounded: checkpointed every 1000 pages (SQLite's
-    // default, said here), and cut back to this size after a checkpoint.
-    conn.pragma_update(None, "wal_autocheckpoint", 1000)?;
+    // The WAL stays bounded: checkpointed every 128 pages (512 KiB: the
+    // database file, not the WAL, holds the data even on a small disk), and
+    // cut back to this size after a checkpoint.
+    conn.pragma_update(None, "wal_autocheckpoint", 128)?;
     conn.pragma_update(None, "journal_size_limit", WAL_LIMIT_BYTES)?;
     Ok(())
 }
@@ -157,6 +166,18 @@ pub(super) fn open_conn(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(|source| StoreError::Open { path: path.to_owned(), source })?;
     configure(&conn).map_err(|source| StoreError::Open { path: path.to_owned(), source })?;
     Ok(conn)
+}
+
+/// The database names credentials and their users: only the agent's user
+/// reads it (0600), whatever the directory's mode or the umask. Created so
+/// before SQLite opens it (its WAL and shared-memory files take its mode).
+fn private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let f = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
+    if f.metadata()?.permissions().mode() & 0o077 != 0 {
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
 }
 
 /// Whether the database file is damaged: `PRAGMA quick_check` finds a
@@ -243,6 +264,10 @@ impl Store {
             None => None,
             Some(problem) => Some(set_aside(&path, &problem)?),
         };
+        private_file(&path).map_err(|source| StoreError::Open {
+            path: path.clone(),
+            source: rusqlite::Error::ToSqlConversionFailure(Box::new(source)),
+        })?;
         let mut conn = open_conn(&path)?;
         let migrations = schema::migrations();
         // A database written by a newer agent: its version is past our
@@ -257,8 +282,8 @@ impl Store {
         }
         migrations.to_latest(&mut conn)?;
         let now = now_ns();
-        let tx = conn.transaction()?;
-        let instance = match tx.query_row("SELECT value FROM meta WHERE key = 'instance'", [], |r| r.get(0)).optional()? {
+        // Reads first: they work on a full disk too.
+        let instance = match conn.query_row("SELECT value FROM meta WHERE key = 'instance'", [], |r| r.get(0)).optional()? {
             Some(v) => v,
             None => {
                 let mut b = [0u8; 8];
@@ -267,64 +292,30 @@ impl Store {
                         e.to_string(),
                     ))))
                 })?;
-                let id: String = b.iter().map(|x| format!("{x:02x}")).collect();
-                tx.execute("INSERT INTO meta (key, value) VALUES ('instance', ?1)", [&id])?;
-                id
+                b.iter().map(|x| format!("{x:02x}")).collect()
             }
         };
-        // Runs that never stopped cleanly end at their last commit.
-        let crashed = tx.execute("UPDATE runs SET stopped_ns = last_alive_ns WHERE stopped_ns IS NULL", [])?;
-        if crashed > 0 {
-            tracing::warn!(runs = crashed, "the previous run did not stop cleanly: its last commit ends its coverage");
-        }
-        let reserved: i64 = tx
+        let reserved: i64 = conn
             .query_row("SELECT value FROM meta WHERE key = 'id_reserved'", [], |r| r.get::<_, String>(0))
             .optional()?
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        let max_id: i64 = tx.query_row("SELECT coalesce(max(id), 0) FROM records", [], |r| r.get(0))?;
+        let max_id: i64 = conn.query_row("SELECT coalesce(max(id), 0) FROM records", [], |r| r.get(0))?;
         let next_id = reserved.max(max_id) + 1;
-        let reserved = next_id - 1 + ID_BLOCK;
-        tx.execute(
-            "INSERT INTO meta (key, value) VALUES ('id_reserved', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            [reserved.to_string()],
-        )?;
-        tx.execute(
-            "INSERT INTO runs (started_ns, last_alive_ns, pid, version, sensors) VALUES (?1, ?1, ?2, ?3, ?4)",
-            params![now, std::process::id(), env!("CARGO_PKG_VERSION"), opts.sensors.join(",")],
-        )?;
-        let run_id = tx.last_insert_rowid();
-        tx.execute(
-            "INSERT INTO coverage (run_id, start_ns, end_ns, events_received, events_lost, decode_errors, drops) VALUES (?1, ?2, ?2, 0, 0, 0, '{}')",
-            params![run_id, now],
-        )?;
-        let row = tx.last_insert_rowid();
-        for name in &opts.cursors {
-            tx.execute("INSERT OR IGNORE INTO cursors (name, last_id, updated_ns) VALUES (?1, 0, ?2)", params![name, now])?;
-        }
-        if let Some((moved, problem)) = &replaced {
-            // What the damaged database held is not in this one: evidence
-            // built on this database starts here.
-            let detail = serde_json::json!({ "moved_to": moved.display().to_string(), "problem": problem }).to_string();
-            tx.execute(
-                "INSERT INTO gaps (start_ns, end_ns, kind, detail) VALUES (?1, ?1, 'database_replaced', ?2)",
-                params![now, detail],
-            )?;
-        }
-        tx.commit()?;
-        tracing::info!(path = %path.display(), run = run_id, next_record = next_id, schema = schema::VERSION, "store opened");
-        Ok(Store {
+        let mut store = Store {
             conn,
             opts,
             instance,
-            run_id,
+            run_id: 0,
+            run_started: false,
+            replaced,
             in_tx: false,
             rows: 0,
             tx_started: Instant::now(),
             next_id,
-            reserved,
-            coverage: CoverageState { row, start_ns: now, base: Counters::default() },
-            coverage_at_begin: CoverageState { row, start_ns: now, base: Counters::default() },
+            reserved: 0,
+            coverage: CoverageState { row: 0, start_ns: now, base: Counters::default() },
+            coverage_at_begin: CoverageState { row: 0, start_ns: now, base: Counters::default() },
             pending: Vec::new(),
             retry: VecDeque::new(),
             committed: Vec::new(),
@@ -335,7 +326,65 @@ impl Store {
             last_prune: Instant::now(),
             dropped: 0,
             commits: 0,
-        })
+        };
+        let started = store.begin().and_then(|()| store.start_run(now)).and_then(|()| store.conn.execute_batch("COMMIT"));
+        match started {
+            Ok(()) => {
+                store.in_tx = false;
+                store.run_started = true;
+                tracing::info!(path = %path.display(), run = store.run_id, next_record = next_id, schema = schema::VERSION, "store opened");
+            }
+            Err(e) if unwritable(&e) => {
+                // A full disk must not leave the host unwatched: run, keep
+                // records in the retry queue, start the run once it can.
+                store.fail(&e);
+                tracing::error!(path = %path.display(), error = %e, "the database cannot be written at start: running degraded; records wait in memory until it can");
+            }
+            Err(e) => {
+                let _ = store.conn.execute_batch("ROLLBACK");
+                return Err(e.into());
+            }
+        }
+        Ok(store)
+    }
+
+    /// Starts this run, in the open transaction: closes the previous runs
+    /// (cleanly stopped or not), reserves ids, opens the first coverage
+    /// interval and the cursors, and records a replaced database.
+    fn start_run(&mut self, now: i64) -> rusqlite::Result<()> {
+        let conn = &self.conn;
+        conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('instance', ?1)", [&self.instance])?;
+        // Runs that never stopped cleanly end at their last commit.
+        let crashed = conn.execute("UPDATE runs SET stopped_ns = last_alive_ns WHERE stopped_ns IS NULL", [])?;
+        if crashed > 0 {
+            tracing::warn!(runs = crashed, "the previous run did not stop cleanly: its last commit ends its coverage");
+        }
+        Self::reserve(conn, &mut self.reserved, self.next_id)?;
+        conn.execute(
+            "INSERT INTO runs (started_ns, last_alive_ns, pid, version, sensors) VALUES (?1, ?1, ?2, ?3, ?4)",
+            params![now, std::process::id(), env!("CARGO_PKG_VERSION"), self.opts.sensors.join(",")],
+        )?;
+        let run_id = conn.last_insert_rowid();
+        conn.execute(
+            "INSERT INTO coverage (run_id, start_ns, end_ns, events_received, events_lost, decode_errors, drops) VALUES (?1, ?2, ?2, 0, 0, 0, '{}')",
+            params![run_id, now],
+        )?;
+        let row = conn.last_insert_rowid();
+        for name in &self.opts.cursors {
+            conn.execute("INSERT OR IGNORE INTO cursors (name, last_id, updated_ns) VALUES (?1, 0, ?2)", params![name, now])?;
+        }
+        if let Some((moved, problem)) = &self.replaced {
+            // What the damaged database held is not in this one: evidence
+            // built on this database starts here.
+            let detail = serde_json::json!({ "moved_to": moved.display().to_string(), "problem": problem }).to_string();
+            conn.execute(
+                "INSERT INTO gaps (start_ns, end_ns, kind, detail) VALUES (?1, ?1, 'database_replaced', ?2)",
+                params![now, detail],
+            )?;
+        }
+        self.run_id = run_id;
+        self.coverage = CoverageState { row, start_ns: now, base: Counters::default() };
+        Ok(())
     }
 
     /// This database's random instance id (`service.instance.id`, and the
@@ -351,6 +400,9 @@ impl Store {
     /// The connection, inside the open transaction, for `rows` more rows
     /// (the findings' writers in `evidence.rs`).
     pub(super) fn write_conn(&mut self, rows: usize) -> rusqlite::Result<&Connection> {
+        if self.failing.is_some() {
+            return Err(unwritable_now());
+        }
         self.begin()?;
         self.rows += rows;
         Ok(&self.conn)
@@ -364,6 +416,9 @@ impl Store {
     /// The sensors this run actually has (the network sensor may fail to
     /// attach): the report's blind spots come from here.
     pub fn set_sensors(&mut self, sensors: &[&str]) -> Result<(), StoreError> {
+        if self.failing.is_some() {
+            return Err(unwritable_now().into());
+        }
         self.begin()?;
         self.conn.execute("UPDATE runs SET sensors = ?1 WHERE id = ?2", params![sensors.join(","), self.run_id])?;
         self.rows += 1;
@@ -371,6 +426,16 @@ impl Store {
     }
 
     pub(super) fn begin(&mut self) -> rusqlite::Result<()> {
+        if self.in_tx && self.conn.is_autocommit() {
+            // SQLite rolled the open transaction back after an error (a
+            // full disk mid-statement): what it held is lost unless replayed.
+            let e = rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+                Some("the open transaction was rolled back".into()),
+            );
+            self.fail(&e);
+            return Err(e);
+        }
         if !self.in_tx {
             self.conn.execute_batch("BEGIN")?;
             self.in_tx = true;
@@ -531,6 +596,9 @@ impl Store {
         self.coverage = self.coverage_at_begin.clone();
         // The reservation may have gone with the transaction: write it again.
         self.reserved = 0;
+        if !self.run_started {
+            self.run_id = 0;
+        }
         let mut ops: VecDeque<Op> = self.pending.drain(..).collect();
         ops.append(&mut self.retry);
         self.retry = ops;
@@ -583,52 +651,66 @@ impl Store {
         if let Some(f) = &mut self.failing {
             f.last_try = Instant::now();
         }
-        debug_assert!(self.pending.is_empty() && !self.in_tx);
-        self.pending = self.retry.drain(..).collect();
-        let written = (|| {
-            self.begin()?;
-            for op in &self.pending {
-                match op {
-                    Op::Record(row) => {
-                        Self::reserve(&self.conn, &mut self.reserved, row.id)?;
-                        insert_row(&self.conn, row)?;
-                    }
-                    Op::Usage(d) => {
-                        super::usage::upsert(&self.conn, d)?;
+        if self.in_tx || !self.pending.is_empty() {
+            // Something began a transaction meanwhile: it goes back in line.
+            self.fail(&unwritable_now());
+        }
+        let mut stored = 0;
+        // In chunks of a transaction's size: space freed a little at a time
+        // is used a little at a time.
+        loop {
+            let n = self.retry.len().min(REPLAY_ROWS);
+            self.pending = self.retry.drain(..n).collect();
+            let last = self.retry.is_empty();
+            let written = (|| {
+                self.begin()?;
+                if !self.run_started {
+                    self.start_run(now_ns())?;
+                }
+                for op in &self.pending {
+                    match op {
+                        Op::Record(row) => {
+                            Self::reserve(&self.conn, &mut self.reserved, row.id)?;
+                            insert_row(&self.conn, row)?;
+                        }
+                        Op::Usage(d) => {
+                            super::usage::upsert(&self.conn, d)?;
+                        }
                     }
                 }
-            }
-            if let Some(f) = &self.failing {
-                let detail = serde_json::json!({ "error": f.error, "records_dropped": f.dropped }).to_string();
-                self.conn.execute(
-                    "INSERT INTO gaps (start_ns, end_ns, kind, detail) VALUES (?1, ?2, 'store_unwritable', ?3)",
-                    params![f.since_ns, now_ns(), detail],
-                )?;
-            }
-            self.conn.execute_batch("COMMIT")
-        })();
-        match written {
-            Ok(()) => {
-                self.in_tx = false;
-                self.commits += 1;
-                let stored = self.pending.len();
-                self.release();
-                if let Some(f) = self.failing.take() {
-                    tracing::warn!(
-                        unwritable_for_s = (now_ns() - f.since_ns) / 1_000_000_000,
-                        stored,
-                        dropped = f.dropped,
-                        "store writes again: the waiting records are stored"
-                    );
+                if last && let Some(f) = &self.failing {
+                    let detail = serde_json::json!({ "error": f.error, "records_dropped": f.dropped }).to_string();
+                    self.conn.execute(
+                        "INSERT INTO gaps (start_ns, end_ns, kind, detail) VALUES (?1, ?2, 'store_unwritable', ?3)",
+                        params![f.since_ns, now_ns(), detail],
+                    )?;
                 }
-                let _ = self.conn.pragma_update(None, "wal_checkpoint", "TRUNCATE");
-                Ok(true)
-            }
-            Err(e) => {
+                self.conn.execute_batch("COMMIT")
+            })();
+            if let Err(e) = written {
                 self.fail(&e);
-                Err(e.into())
+                return Err(e.into());
+            }
+            self.in_tx = false;
+            self.run_started = true;
+            self.replaced = None;
+            self.commits += 1;
+            stored += self.pending.len();
+            self.release();
+            if last {
+                break;
             }
         }
+        if let Some(f) = self.failing.take() {
+            tracing::warn!(
+                unwritable_for_s = (now_ns() - f.since_ns) / 1_000_000_000,
+                stored,
+                dropped = f.dropped,
+                "store writes again: the waiting records are stored"
+            );
+        }
+        let _ = self.conn.pragma_update(None, "wal_checkpoint", "TRUNCATE");
+        Ok(true)
     }
 
     /// Size of the database and its WAL, in bytes.
@@ -669,8 +751,26 @@ impl Store {
     }
 }
 
+/// Whether a write failed for want of space or of a working disk (the
+/// store then runs degraded) rather than for a fault of the agent's own.
+fn unwritable(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode::{CannotOpen, DiskFull, SystemIoFailure};
+    matches!(e.sqlite_error_code(), Some(DiskFull | SystemIoFailure | CannotOpen))
+}
+
+/// The error of a write asked for while the store cannot write.
+fn unwritable_now() -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+        Some("the store cannot write now (records wait in its retry queue)".into()),
+    )
+}
+
+/// `OR IGNORE`: a replayed record that did reach the database (a
+/// statement SQLite committed on its own after a failure) is not a reason
+/// to fail the whole replay.
 fn insert_row(conn: &Connection, row: &Row) -> rusqlite::Result<()> {
-    conn.prepare_cached("INSERT INTO records (id, time_ns, event_name, nhi_id, body) VALUES (?1, ?2, ?3, ?4, ?5)")?
+    conn.prepare_cached("INSERT OR IGNORE INTO records (id, time_ns, event_name, nhi_id, body) VALUES (?1, ?2, ?3, ?4, ?5)")?
         .execute(params![row.id, row.time_ns, row.event_name, row.nhi_id, row.body])?;
     Ok(())
 }
@@ -719,6 +819,26 @@ pub(super) mod tests {
         let gaps: i64 = reader.query_row("SELECT count(*) FROM gaps WHERE kind = 'store_unwritable'", [], |r| r.get(0)).unwrap();
         assert_eq!(gaps, 1, "the outage is kept as a gap");
         assert!(s.drops.is_empty(), "nothing dropped within the queue's bound: {:?}", s.drops);
+    }
+
+    /// Guards the replay against writers that open a transaction while the
+    /// store cannot write (the sink thread panicked on a restart on a full
+    /// disk): they are refused until the queue is written.
+    #[test]
+    fn nothing_opens_a_transaction_while_the_store_cannot_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        s.fail(&unwritable_now());
+        s.append(&mut record(1)).unwrap();
+        assert!(s.set_sensors(&["file"]).is_err());
+        assert!(s.write_conn(1).is_err());
+        assert!(!s.in_tx);
+        assert!(s.maybe_commit(true).unwrap());
+        let mut out = Vec::new();
+        s.take_committed(&mut out);
+        assert_eq!(out.len(), 1);
+        s.set_sensors(&["file"]).unwrap();
+        s.maybe_commit(true).unwrap();
     }
 
     #[test]
@@ -783,6 +903,20 @@ pub(super) mod tests {
             time: SystemTime::now(),
             event_name: "nhi.credential.access",
             attributes: vec![("nhi.id", format!("AKIA{n}").into()), ("process.pid", n.into())],
+        }
+    }
+
+    #[test]
+    fn the_database_is_private_to_the_agent_even_in_an_open_directory() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut s = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        s.append(&mut record(1)).unwrap();
+        s.maybe_commit(true).unwrap();
+        for name in ["nhi-observer.db", "nhi-observer.db-wal"] {
+            let mode = std::fs::metadata(dir.path().join(name)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{name}: {mode:o}");
         }
     }
 

@@ -27,6 +27,8 @@ use crate::{
 
 /// Longest one export call may take before it counts as failed.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an export in flight may still take once a stop is asked for.
+const STOP_GRACE: Duration = Duration::from_millis(400);
 /// How often the cursor is checked when nothing wakes the loop.
 const POLL: Duration = Duration::from_secs(1);
 
@@ -110,6 +112,11 @@ pub struct Delivery {
     max_backoff: Duration,
     stats: Arc<Stats>,
     last_warn: Option<Instant>,
+    /// The last record id delivered: ahead of the stored cursor when saving
+    /// it failed, so a cursor that cannot be written does not resend the
+    /// same batch again and again (a restart resends from the saved one).
+    sent_upto: i64,
+    last_cursor_warn: Option<Instant>,
     /// When the backlog gauge was last counted (a count over the records
     /// behind the cursor: once a second, not per batch while catching up).
     last_backlog: Option<Instant>,
@@ -205,6 +212,8 @@ impl Delivery {
             max_backoff: cfg.max_backoff,
             stats,
             last_warn: None,
+            sent_upto: 0,
+            last_cursor_warn: None,
             last_backlog: None,
         })
     }
@@ -220,7 +229,7 @@ impl Delivery {
             if stop_at.is_some_and(|t| Instant::now() >= t) {
                 return;
             }
-            match self.deliver_one().await {
+            match self.deliver_one(stop).await {
                 Ok(Step::Idle) => {
                     backoff = Duration::from_millis(250);
                     if stop_at.is_some() {
@@ -235,6 +244,13 @@ impl Delivery {
                 Ok(Step::Progress) => backoff = Duration::from_millis(250),
                 Err(e) => {
                     self.warn(&e);
+                    if stop_at.is_some() {
+                        // Stopping and the collector fails: what is left
+                        // stays behind the cursor for the next start; the
+                        // stop is not held up by retries.
+                        tracing::info!(backlog = Stats::get(&self.stats.export_backlog), "OTLP export failing at stop: the rest goes at the next start");
+                        return;
+                    }
                     let wait = match stop_at {
                         Some(t) => backoff.min(t.saturating_duration_since(Instant::now())),
                         None => backoff,
@@ -264,8 +280,8 @@ impl Delivery {
     }
 
     /// Exports the next batch behind the cursor.
-    async fn deliver_one(&mut self) -> Result<Step, String> {
-        let cursor = store::cursor(&self.conn, store::CURSOR_OTLP_LOGS).map_err(|e| e.to_string())?;
+    async fn deliver_one(&mut self, stop: &CancellationToken) -> Result<Step, String> {
+        let cursor = store::cursor(&self.conn, store::CURSOR_OTLP_LOGS).map_err(|e| e.to_string())?.max(self.sent_upto);
         let rows = store::records_after(&self.conn, cursor, self.size).map_err(|e| e.to_string())?;
         if self.last_backlog.is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
             && let Ok(n) = store::backlog(&self.conn, store::CURSOR_OTLP_LOGS)
@@ -280,11 +296,28 @@ impl Delivery {
             tracing::debug!(skipped = rows.len() - records.len(), "stored records that are not JSON objects skipped");
         }
         let refs: Vec<(&SdkLogRecord, &InstrumentationScope)> = records.iter().map(|r| (r, &self.scope)).collect();
-        let result = tokio::time::timeout(EXPORT_TIMEOUT, self.exporter.export(LogBatch::new(&refs))).await;
+        // A stop asked for (now or during the call) leaves an export
+        // [`STOP_GRACE`] more: a collector that does not answer does not
+        // hold the agent's stop up.
+        let result = {
+            let export = self.exporter.export(LogBatch::new(&refs));
+            tokio::pin!(export);
+            tokio::select! {
+                r = tokio::time::timeout(EXPORT_TIMEOUT, &mut export) => r,
+                () = stop.cancelled() => tokio::time::timeout(STOP_GRACE, &mut export).await,
+            }
+        };
+        drop(refs);
         match result {
             Ok(Ok(())) => {
                 self.size = next_size(self.size, self.batch, true);
-                store::set_cursor(&self.conn, store::CURSOR_OTLP_LOGS, last).map_err(|e| e.to_string())?;
+                self.sent_upto = last;
+                if let Err(e) = store::set_cursor(&self.conn, store::CURSOR_OTLP_LOGS, last)
+                    && self.last_cursor_warn.is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+                {
+                    self.last_cursor_warn = Some(Instant::now());
+                    tracing::warn!(error = %e, "cannot save the OTLP delivery cursor: delivery goes on; a restart before it is saved resends from the saved one");
+                }
                 Stats::add(&self.stats.exported_records, records.len() as u64);
                 Ok(Step::Progress)
             }

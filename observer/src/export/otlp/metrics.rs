@@ -38,7 +38,13 @@ struct OnRuntime {
     inner: opentelemetry_otlp::MetricExporter,
     runtime: tokio::runtime::Handle,
     stats: Arc<Stats>,
+    /// The exporter's stop: an export in flight then (or the last one) gets
+    /// [`STOP_GRACE`] more, so a collector that does not answer cannot hold
+    /// the agent's stop up.
+    stop: tokio_util::sync::CancellationToken,
 }
+
+const STOP_GRACE: Duration = Duration::from_millis(400);
 
 impl std::fmt::Debug for OnRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -48,7 +54,15 @@ impl std::fmt::Debug for OnRuntime {
 
 impl PushMetricExporter for OnRuntime {
     async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
-        let result = self.runtime.block_on(self.inner.export(metrics));
+        let result = self.runtime.block_on(async {
+            tokio::select! {
+                r = self.inner.export(metrics) => r,
+                () = async {
+                    self.stop.cancelled().await;
+                    tokio::time::sleep(STOP_GRACE).await;
+                } => Err(opentelemetry_sdk::error::OTelSdkError::Timeout(STOP_GRACE)),
+            }
+        });
         if let Err(e) = &result {
             Stats::add(&self.stats.export_failures_metrics, 1);
             tracing::debug!(error = %e, "OTLP metric export failed (the next one carries the totals)");
@@ -85,9 +99,14 @@ impl Meters {
 
 /// Builds the exporter (on the current runtime), the reader and the
 /// instruments.
-pub fn start(runtime: tokio::runtime::Handle, resource: Resource, stats: Arc<Stats>) -> Result<Meters, OtlpError> {
+pub fn start(
+    runtime: tokio::runtime::Handle,
+    resource: Resource,
+    stats: Arc<Stats>,
+    stop: tokio_util::sync::CancellationToken,
+) -> Result<Meters, OtlpError> {
     let inner = opentelemetry_otlp::MetricExporter::builder().build().map_err(|e| OtlpError::Build(e.to_string()))?;
-    let exporter = OnRuntime { inner, runtime, stats: stats.clone() };
+    let exporter = OnRuntime { inner, runtime, stats: stats.clone(), stop };
     let reader = PeriodicReader::builder(exporter).build();
     let provider = SdkMeterProvider::builder().with_resource(resource).with_reader(reader).build();
     let scope =
@@ -129,6 +148,9 @@ pub fn start(runtime: tokio::runtime::Handle, resource: Resource, stats: Arc<Sta
             for (reason, n) in s.store_drops() {
                 o.observe(n, &[KeyValue::new("nhi.drop.reason", reason)]);
             }
+            // Lines the JSON lines output could not take (their records
+            // are in the store).
+            o.observe(Stats::get(&s.jsonl_lines_lost), &[KeyValue::new("nhi.drop.reason", "jsonl_unwritable")]);
         })
         .build();
     let s = stats.clone();

@@ -157,7 +157,7 @@ impl Exporter {
             let handle = runtime.handle().clone();
             runtime.block_on(async move {
                 let meters = if cfg.metrics {
-                    match metrics::start(handle, resource.clone(), stats.clone()) {
+                    match metrics::start(handle, resource.clone(), stats.clone(), s.clone()) {
                         Ok(m) => Some(m),
                         Err(e) => {
                             let _ = ready_tx.send(Err(e));
