@@ -27,6 +27,9 @@ const UNUSED: &str = "AKIAFINDUNUSED000001";
 const NEVER: &str = "AKIAFINDNEVERUSED001";
 const SHADOW: &str = "AKIAFINDSHADOW000001";
 const CREATED: &str = "AKIAFINDCREATED00001";
+/// A JWT (`alg: none`, synthetic) that expired in 2001: `iss#sub`.
+const EXPIRED_JWT: &str = "eyJhbGciOiJub25lIn0.eyJpc3MiOiJodHRwczovL2UyZS5uaGkudGVzdCIsInN1YiI6ImZpbmRpbmdzLWV4cGlyZWQiLCJleHAiOjEwMDAwMDAwMDB9.c2ln";
+const EXPIRED: &str = "https://e2e.nhi.test#findings-expired";
 
 /// Reads a file, then (unless the server name is `-`) makes one TLS
 /// connection with that server name to 127.0.0.1:port.
@@ -154,7 +157,7 @@ struct Plant {
 /// The credential files, in a directory outside every default scan root.
 fn plant() -> Plant {
     let base = tempfile::Builder::new().prefix("findings-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let p = |s: &str| base.path().join(s).join("credentials");
+    let p = |s: &str| base.path().join("aws").join(s).join("credentials");
     let v = p("v");
     let plant = Plant { d: p("d"), u: p("u"), s1: p("s1"), s2: p("s2"), c: p("c"), base };
     aws_file(&plant.d, DECLARED);
@@ -163,6 +166,11 @@ fn plant() -> Plant {
     aws_file(&plant.s1, SHADOW);
     aws_file(&plant.s2, SHADOW);
     std::fs::create_dir_all(plant.c.parent().unwrap()).unwrap();
+    let tok = plant.base.path().join("tok");
+    std::fs::create_dir_all(&tok).unwrap();
+    std::fs::write(tok.join("token.jwt"), EXPIRED_JWT).unwrap();
+    // Owned by another user than the one who will use it.
+    nix::unistd::chown(&plant.d, Some(nix::unistd::Uid::from_raw(1000)), None).unwrap();
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(plant.s2.parent().unwrap(), std::fs::Permissions::from_mode(0o777)).unwrap();
     plant
@@ -170,7 +178,8 @@ fn plant() -> Plant {
 
 fn config(base: &Path) -> String {
     format!(
-        "scan_roots = [\"{0}\"]\n[[watch]]\nname = \"findings-e2e\"\nkind = \"aws.access_key\"\npath = \"{0}/\"\nformat = \"aws-ini\"\n\
+        "scan_roots = [\"{0}\"]\n[[watch]]\nname = \"findings-e2e\"\nkind = \"aws.access_key\"\npath = \"{0}/aws/\"\nformat = \"aws-ini\"\n\
+         [[watch]]\nname = \"findings-e2e-token\"\nkind = \"app.jwt\"\npath = \"{0}/tok/\"\nformat = \"jwt\"\n\
          [usage]\nflush_interval_secs = 1\n\
          [findings]\ninterval = \"1s\"\nunused_window = \"6s\"\nlearning_period = \"1h\"\ncoverage_interval = \"2s\"\n",
         base.display()
@@ -300,6 +309,14 @@ fn findings_open_once_resolve_on_use_survive_a_restart_and_match_the_report() {
     assert_eq!(str_attr(created, "process.executable.path"), Some(sh.as_str()), "{created:#}");
     assert_eq!(list_attr(created, "nhi.finding.record_ids").len(), 1);
     assert!(has(&records, DECLARED, "hygiene", "open", |f| str_attr(f, "nhi.finding.reason").is_some_and(|s| s.contains("long-lived"))));
+    assert!(has(&records, DECLARED, "hygiene", "open", |f| {
+        str_attr(f, "nhi.finding.reason").is_some_and(|s| s.contains("is owned by uid 1000 but used by uid 0"))
+    }));
+    assert!(has(&records, EXPIRED, "hygiene", "open", |f| {
+        str_attr(f, "nhi.finding.reason").is_some_and(|s| s.starts_with("expired at 2001-09-09T01:46:40Z"))
+            && str_attr(f, "nhi.finding.severity") == Some("medium")
+    }));
+    assert!(has(&records, EXPIRED, "shadow", "open", |f| str_attr(f, "nhi.finding.severity") == Some("low")), "present at rest, undeclared");
     assert!(has(&records, DECLARED, "hygiene", "open", |f| str_attr(f, "nhi.finding.severity") == Some("high")
         && str_attr(f, "nhi.finding.reason").is_some_and(|s| s.contains("readable by all users"))));
     let unused = findings(&records, UNUSED, "unused")[0];
@@ -415,7 +432,9 @@ fn findings_open_once_resolve_on_use_survive_a_restart_and_match_the_report() {
     assert!(md.contains("## Credentials") && md.contains(DECLARED) && md.contains("### Sign-off"), "{md}");
     assert!(md.contains(&format!("No use of {NEVER} observed on host")));
     let html = std::fs::read_to_string(&html_path).unwrap();
-    assert!(!html.contains("http://") && !html.contains("https://"), "self-contained: no external asset");
+    for external in ["<script", "<link", "<img", "<iframe", " src=", " href=", "url("] {
+        assert!(!html.contains(external), "self-contained: {external} in the HTML");
+    }
     if let Some(dom) = chromium_dom(&html_path) {
         for id in [DECLARED, UNUSED, NEVER, SHADOW, CREATED] {
             assert!(dom.contains(&format!("<tr class=\"credential\" data-nhi-id=\"{id}\"")), "{id} has no row in the DOM");
