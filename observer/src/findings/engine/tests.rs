@@ -222,7 +222,9 @@ fn hygiene_checks() {
     loose.world_writable_dir = Some("/tmp".into());
     let mut c = cred("AKIAEXAMPLE", "aws.access_key", vec![loose, file("/srv/copy", 0)]);
     c.expires_at = Some(t(DAY));
-    let mut cert = cred("SHA256:cert", "x509.certificate", vec![file("/srv/cert.pem", 0)]);
+    let mut public = file("/srv/cert.pem", 0);
+    public.mode = Some(0o644);
+    let mut cert = cred("SHA256:cert", "x509.certificate", vec![public]);
     cert.expires_at = Some(t(3 * DAY));
     let facts = Facts {
         credentials: vec![c, cert],
@@ -244,6 +246,7 @@ fn hygiene_checks() {
         assert!(subjects.contains(&want), "{want:?} not in {subjects:?}");
     }
     assert!(!subjects.iter().any(|s| s.1 == "mode:/srv/copy"), "0600 is fine");
+    assert!(!subjects.iter().any(|s| s.0 == "SHA256:cert" && s.1.starts_with("mode:")), "a certificate is public");
     assert_eq!(subjects.iter().filter(|s| s.1.starts_with("owner:")).count(), 1, "/srv/copy is owned by the consumer");
     let reuse = of_type(&e, FindingType::Reuse);
     assert_eq!(reuse.len(), 1);
