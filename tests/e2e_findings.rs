@@ -464,4 +464,11 @@ fn an_invalid_inventory_is_refused_with_its_line_and_exit_64() {
         assert_eq!(out.status.code(), Some(64), "{sub:?}: {stderr}");
         assert!(stderr.contains("line 3") && stderr.contains("unknown field `onwer`"), "{sub:?}: {stderr}");
     }
+    let out = Command::new(env!("CARGO_BIN_EXE_nhi-observer"))
+        .args(["report", "--window", "90x", "--state-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64), "a bad window is a usage error");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--window"));
 }
