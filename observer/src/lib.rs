@@ -14,8 +14,10 @@ pub mod decode;
 pub mod enrich;
 pub mod export;
 pub mod findings;
+pub mod host;
 pub mod identity;
 pub mod inventory;
+pub mod model;
 pub mod net;
 pub mod probes;
 pub mod report;
@@ -24,3 +26,6 @@ pub mod scan;
 pub mod secret;
 pub mod stats;
 pub mod store;
+
+#[cfg(test)]
+mod layering;

@@ -1,7 +1,8 @@
 //! nhi-observer: which workload uses which machine credential, from the host.
 //!
 //! Exit codes: 0 success; 1 runtime failure (or `check`: cannot run here);
-//! 64 bad configuration or usage.
+//! 64 bad configuration or usage; 75 another agent holds the state
+//! directory (try again once it has stopped).
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
@@ -9,6 +10,7 @@ use clap::{Parser, Subcommand};
 use nhi_observer::{app, check, classify, config, report, scan, secret};
 
 const EX_USAGE: u8 = 64;
+const EX_TEMPFAIL: u8 = 75;
 
 /// mimalloc, tuned by [`nhi_observer::alloc::tune`] (see there why).
 #[global_allocator]
@@ -159,6 +161,10 @@ fn main() -> ExitCode {
             };
             match runtime.block_on(app::run(cfg, overrides)) {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.downcast_ref::<nhi_observer::store::LockError>().is_some_and(|l| matches!(l, nhi_observer::store::LockError::Held { .. })) => {
+                    tracing::error!("{e:#}");
+                    ExitCode::from(EX_TEMPFAIL)
+                }
                 Err(e) => {
                     tracing::error!("{e:#}");
                     ExitCode::FAILURE

@@ -18,7 +18,7 @@ use std::{
 
 use crate::{
     config::FindingsConfig,
-    export::record::{EVENT_COVERAGE, Record, Value, rfc3339},
+    model::{EVENT_COVERAGE, Record, Value, rfc3339},
     findings::{self, lifecycle, render},
     store::{Counters, Store, StoreError, evidence::AtRest},
 };

@@ -395,7 +395,7 @@ fn hygiene(b: &mut Builder<'_, '_>, v: &View<'_>, s: &Settings, now: SystemTime)
         .and_then(|c| c.expires_at)
         .or_else(|| v.entry.and_then(|e| e.expires.as_deref()).and_then(crate::inventory::parse_expiry));
     if let Some(t) = expiry {
-        let at = crate::export::record::rfc3339(t);
+        let at = crate::model::rfc3339(t);
         if t <= now {
             b.push(FindingType::Hygiene, "expired".into(), Severity::Medium, format!("expired at {at}"), seen, 1, |_| {});
         } else if t <= now + s.expiry_warning {

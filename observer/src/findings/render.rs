@@ -1,11 +1,9 @@
 //! The one place a [`Finding`] becomes a record (`nhi.finding`), with the
-//! attribute names of the data contract (DESIGN.md, README).
+//! attribute names of the data contract (README, docs/design.md).
 use std::time::SystemTime;
 
 use super::model::{Finding, Workload};
-use crate::export::record::{Record, Value, rfc3339};
-
-pub const EVENT_FINDING: &str = "nhi.finding";
+use crate::model::{EVENT_FINDING, Record, Value, rfc3339};
 
 fn int(v: u64) -> Value {
     Value::Int(i64::try_from(v).unwrap_or(i64::MAX))

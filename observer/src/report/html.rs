@@ -3,7 +3,7 @@
 use std::{fmt::Write as _, time::SystemTime};
 
 use super::Report;
-use crate::{export::record::rfc3339, findings::render};
+use crate::{model::rfc3339, findings::render};
 
 /// HTML-escapes text for element content and quoted attribute values.
 pub fn esc(s: &str) -> String {

@@ -3,7 +3,7 @@ use serde_json::{Map, Value, json};
 
 use super::Report;
 use crate::{
-    export::record::{Value as Attr, rfc3339},
+    model::{Value as Attr, rfc3339},
     findings::render,
 };
 

@@ -2,7 +2,7 @@
 use std::fmt::Write as _;
 
 use super::Report;
-use crate::{export::record::rfc3339, findings::render};
+use crate::{model::rfc3339, findings::render};
 
 /// Text safe in a Markdown table cell: no pipes, no line breaks, no HTML,
 /// no emphasis or code markers.

@@ -135,7 +135,7 @@ pub fn build(
             .map(|c| {
                 let by = Workload { executable: c.executable.clone(), user_id: c.user_id, ..Workload::default() };
                 let tty = c.tty.as_ref().map(|t| format!(" from terminal {t}")).unwrap_or_default();
-                format!("{}: {}{tty} at {}", c.path, by.label(), crate::export::record::rfc3339(c.time))
+                format!("{}: {}{tty} at {}", c.path, by.label(), crate::model::rfc3339(c.time))
             })
             .collect();
         let consumers: BTreeSet<Workload> = usages.iter().map(|u| u.workload.clone()).collect();
@@ -151,8 +151,8 @@ pub fn build(
         let signoff = unused.then(|| {
             format!(
                 "No use of {id} observed on host {host} between {} and {}; coverage {}%, {events_lost} events lost.",
-                crate::export::record::rfc3339(window_start),
-                crate::export::record::rfc3339(now),
+                crate::model::rfc3339(window_start),
+                crate::model::rfc3339(now),
                 findings::render::percent(coverage_percent),
             )
         });

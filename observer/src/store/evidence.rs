@@ -21,7 +21,7 @@ use std::{
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
 use serde_json::Value as Json;
 
-use super::db::{Store, StoreError, db_path, i, now_ns, ns, time, u};
+use super::writer::{Store, StoreError, db_path, i, now_ns, ns, time, u};
 use crate::findings::{
     Coverage, Creation, CredFile, Credential, Destination, Facts, Finding, Span, State, Usage, Workload,
 };
@@ -447,7 +447,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        export::record::{Record, Value},
+        model::{Record, Value},
         findings::{FindingType, Settings, evaluate, lifecycle::reconcile},
         store::StoreOptions,
     };

@@ -91,11 +91,42 @@ CREATE TABLE cursors (
 ) STRICT;
 "#;
 
-/// Version 2: findings and the facts they are judged on that records
+/// Version 2: what the store itself could not keep, so that evidence built
+/// on it can say so: `gaps` (intervals the database could not be written,
+/// or a damaged database set aside) and `rejected` (records an exporter's
+/// collector refused for good, kept aside with the reason).
+const V2: &str = r#"
+-- Intervals in which this database missed what the agent saw: the store
+-- could not write (kind 'store_unwritable': disk full, I/O error), or the
+-- database before this one was damaged and set aside (kind
+-- 'database_replaced', start = end = when). `detail` is JSON.
+CREATE TABLE gaps (
+    id       INTEGER PRIMARY KEY,
+    start_ns INTEGER NOT NULL,
+    end_ns   INTEGER NOT NULL,
+    kind     TEXT NOT NULL,
+    detail   TEXT NOT NULL
+) STRICT;
+
+-- Records a collector refused for good (a non-retryable OTLP answer):
+-- delivery moved past them; they are kept here with the reason.
+CREATE TABLE rejected (
+    record_id   INTEGER NOT NULL,
+    exporter    TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    message     TEXT NOT NULL,
+    time_ns     INTEGER NOT NULL,
+    rejected_ns INTEGER NOT NULL,
+    body        TEXT NOT NULL,
+    PRIMARY KEY (exporter, record_id)
+) STRICT;
+"#;
+
+/// Version 3: findings and the facts they are judged on that records
 /// alone do not keep (records are pruned; these tables are not): the
 /// files holding each credential, who created them, and each finding's
 /// lifecycle state.
-const V2: &str = r#"
+const V3: &str = r#"
 -- One row per (credential, file): where a credential is stored, from the
 -- at-rest scan and from accesses. Mode, owner and the nearest
 -- world-writable directory are refreshed at each findings evaluation.
@@ -147,10 +178,10 @@ pub fn migrations() -> Migrations<'static> {
     Migrations::from_slice(MIGRATIONS)
 }
 
-static MIGRATIONS: &[M<'static>] = &[M::up(V1), M::up(V2)];
+static MIGRATIONS: &[M<'static>] = &[M::up(V1), M::up(V2), M::up(V3)];
 
 /// The schema version this agent writes.
-pub const VERSION: usize = 2;
+pub const VERSION: usize = 3;
 
 #[cfg(test)]
 mod tests {
