@@ -3,6 +3,7 @@
 //! over the file; the file wins over built-in defaults. Every field is
 //! optional: the agent runs with no file at all.
 use std::{
+    net::SocketAddr,
     num::NonZeroUsize,
     path::{Path, PathBuf},
     time::Duration,
@@ -68,6 +69,10 @@ pub struct FileConfig {
     /// host of a fleet at one copy of the same key so that the same token on
     /// two hosts has the same `nhi.id`.
     pub fingerprint_key_file: Option<PathBuf>,
+    /// Address (`IP:PORT`) of the health endpoint for orchestrators'
+    /// probes: `GET /healthz` (the agent's loop turns) and `GET /readyz`
+    /// (probes attached, not stopping). Default: none (no endpoint).
+    pub health_listen: Option<String>,
     /// Process table and workload identity.
     #[serde(default)]
     pub process: ProcessConfig,
@@ -211,6 +216,8 @@ pub struct Overrides {
     pub capture_args: bool,
     /// `--inventory`: wins over the file's `inventory`.
     pub inventory: Option<PathBuf>,
+    /// `--health-listen`: wins over `health_listen` in the file.
+    pub health_listen: Option<String>,
 }
 
 /// The validated configuration the agent runs with.
@@ -232,6 +239,8 @@ pub struct Config {
     pub store: StoreOptions,
     pub otlp: OtlpConfig,
     pub findings: FindingsConfig,
+    /// Where the health endpoint listens; `None`: no endpoint.
+    pub health_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -266,6 +275,8 @@ pub enum ConfigError {
     Inventory(#[from] crate::inventory::InventoryError),
     #[error("{0} = {1}: out of range")]
     Range(&'static str, u64),
+    #[error("health_listen = {0:?}: not an IP:PORT address (e.g. 127.0.0.1:9808)")]
+    HealthListen(String),
 }
 
 impl Config {
@@ -275,6 +286,7 @@ impl Config {
             None => FileConfig::default(),
         };
         let inventory_path = o.inventory.clone().or_else(|| file.inventory.clone());
+        let o_health = o.health_listen;
         let state_dir = o.state_dir.or(file.state_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
         if !state_dir.is_absolute() {
             return Err(ConfigError::RelativeStateDir(state_dir));
@@ -359,6 +371,10 @@ impl Config {
             coverage_every: dur(f.coverage_interval, "300s", "findings.coverage_interval")?,
             inventory,
         };
+        let health_listen = match o_health.or(file.health_listen) {
+            Some(text) => Some(text.parse::<SocketAddr>().map_err(|_| ConfigError::HealthListen(text))?),
+            None => None,
+        };
         Ok(Self {
             state_dir,
             jsonl,
@@ -376,6 +392,7 @@ impl Config {
             store,
             otlp,
             findings,
+            health_listen,
         })
     }
 }
@@ -413,6 +430,20 @@ mod tests {
         assert!(with_file("[findings]\ninterval = \"0s\"\n").is_err());
         let e = with_file("inventory = \"/nonexistent/inv.yaml\"\n").unwrap_err().to_string();
         assert!(e.contains("/nonexistent/inv.yaml"), "{e}");
+    }
+
+    #[test]
+    fn health_endpoint_is_off_unless_configured() {
+        assert_eq!(Config::resolve(Overrides::default()).unwrap().health_listen, None);
+        let c = with_file("health_listen = \"127.0.0.1:9808\"\n").unwrap();
+        assert_eq!(c.health_listen, Some("127.0.0.1:9808".parse().unwrap()));
+        // The flag wins over the file.
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(b"health_listen = \"127.0.0.1:9808\"\n").unwrap();
+        let o = Overrides { config: Some(f.path().to_owned()), health_listen: Some("[::1]:1".into()), ..Default::default() };
+        assert_eq!(Config::resolve(o).unwrap().health_listen, Some("[::1]:1".parse().unwrap()));
+        // Not an address: a configuration error (exit 64).
+        assert!(matches!(with_file("health_listen = \"localhost\"\n"), Err(ConfigError::HealthListen(_))));
     }
 
     #[test]

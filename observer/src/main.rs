@@ -122,6 +122,10 @@ struct RunArgs {
     /// `inventory` in the config].
     #[arg(long)]
     inventory: Option<PathBuf>,
+    /// Serve `/healthz` and `/readyz` on this address (IP:PORT), for
+    /// orchestrators' probes [default: off, or `health_listen` in the config].
+    #[arg(long)]
+    health_listen: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -144,6 +148,7 @@ fn main() -> ExitCode {
                 ring_buffer_bytes: args.ring_buffer_bytes,
                 capture_args: args.capture_args,
                 inventory: args.inventory,
+                health_listen: args.health_listen,
             };
             let cfg = match config::Config::resolve(overrides.clone()) {
                 Ok(cfg) => cfg,

@@ -5,6 +5,7 @@
 //! reported on stderr and returns early, so `cargo test` works as non-root.
 #![allow(dead_code)]
 
+pub mod deploy;
 pub mod otlp;
 
 use std::{
@@ -47,6 +48,35 @@ pub fn bpf_available(test: &str) -> bool {
     false
 }
 
+/// How the agent binary is started: directly, or through a wrapper
+/// (`setpriv`, `chroot`) that then executes it.
+#[derive(Clone)]
+pub struct Launch {
+    /// The program executed first (the agent itself, or a wrapper).
+    pub program: PathBuf,
+    /// Its arguments before the agent's `run ...` (ending with the agent's
+    /// path when `program` is a wrapper).
+    pub pre_args: Vec<std::ffi::OsString>,
+    /// The state directory as the agent sees it, when the wrapper changes
+    /// the root (the test still reads the host side).
+    pub state_dir_arg: Option<PathBuf>,
+    /// Runs in the child between fork and exec (a seccomp filter built
+    /// beforehand: no allocation there).
+    pub pre_exec: Option<std::sync::Arc<dyn Fn() -> std::io::Result<()> + Send + Sync>>,
+}
+
+impl Launch {
+    /// The test's own build of the agent, started directly.
+    pub fn direct() -> Launch {
+        Launch { program: agent_binary(), pre_args: Vec::new(), state_dir_arg: None, pre_exec: None }
+    }
+}
+
+/// The agent binary cargo built for this test.
+pub fn agent_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_nhi-observer"))
+}
+
 pub struct Agent {
     child: Child,
     pub jsonl: PathBuf,
@@ -71,20 +101,49 @@ impl Agent {
     /// `OTEL_*` ones), in `state_dir` when given (a restart: JSON lines are
     /// appended to the same file).
     pub fn start_env(extra_args: &[&str], log: &str, env: &[(String, String)], state_dir: Option<tempfile::TempDir>) -> Agent {
+        Self::start_launch(&Launch::direct(), extra_args, log, env, state_dir)
+    }
+
+    /// As [`Agent::start_env`], started through `launch` (a sandbox: a
+    /// capability bounding set, a chroot into an image).
+    pub fn start_launch(
+        launch: &Launch,
+        extra_args: &[&str],
+        log: &str,
+        env: &[(String, String)],
+        state_dir: Option<tempfile::TempDir>,
+    ) -> Agent {
         let state_dir = state_dir.unwrap_or_else(|| tempfile::tempdir().expect("state dir"));
         let jsonl = state_dir.path().join("out.jsonl");
+        // The state directory as the agent sees it.
+        let agent_state = launch.state_dir_arg.clone().unwrap_or_else(|| state_dir.path().to_owned());
         // Kept in the state dir, so tests can search everything the agent wrote.
         let stdout = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(state_dir.path().join("agent.stdout"))
             .expect("stdout file");
-        let mut child = agent_command()
+        let mut cmd = Command::new(&launch.program);
+        cmd.args(&launch.pre_args);
+        // The test's configuration only: OTEL_* and MIMALLOC_* variables set
+        // on the machine running the tests must not reach the agent.
+        for (k, _) in std::env::vars_os() {
+            if k.to_str().is_some_and(|k| k.starts_with("OTEL_") || k.starts_with("MIMALLOC_")) {
+                cmd.env_remove(&k);
+            }
+        }
+        if let Some(hook) = launch.pre_exec.clone() {
+            use std::os::unix::process::CommandExt as _;
+            // SAFETY: the hook runs between fork and exec; the ones tests
+            // pass only make system calls (prctl, seccomp), no allocation.
+            unsafe { cmd.pre_exec(move || hook()) };
+        }
+        let mut child = cmd
             .arg("run")
             .arg("--state-dir")
-            .arg(state_dir.path())
+            .arg(&agent_state)
             .arg("--jsonl")
-            .arg(&jsonl)
+            .arg(agent_state.join("out.jsonl"))
             .args(extra_args)
             .env("NHI_OBSERVER_LOG", log)
             .env("NHI_OBSERVER_LOG_FORMAT", "json")

@@ -148,6 +148,13 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("python3", "python3"),
     // The evidence report's HTML, rendered headless (e2e_findings).
     ("chromium", "chromium"),
+    // Deployment tests (tests/e2e_deploy_*.rs, tests/deploy_manifests.rs).
+    ("buildah", "buildah"),
+    ("debootstrap", "debootstrap"),
+    ("kubectl", "kubectl"),
+    ("systemd-analyze", "systemd"),
+    ("setpriv", "util-linux"),
+    ("chroot", "coreutils"),
 ];
 
 /// Installs the tools the end-to-end tests need when missing (Debian and

@@ -36,6 +36,7 @@ pub fn test(lint: bool, args: &[String]) -> anyhow::Result<()> {
     setup::ensure()?;
     setup::ensure_test_tools()?;
     crate::test_tools::ensure()?;
+    crate::test_tools::ensure_deploy_venv()?;
     let root = workspace_root();
     if lint {
         // Host crates (the workspace's default members)...

@@ -44,6 +44,7 @@ use crate::{
 
 mod dedup;
 mod findings;
+pub mod health;
 mod pipeline;
 pub use pipeline::{Input, Pipeline};
 
@@ -88,6 +89,14 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
         None
     };
     let waker = exporter.as_ref().map(otlp::Exporter::waker);
+    // Before the probes load: a start-up probe sees the agent alive while
+    // loading, and not ready until attached.
+    let health = Arc::new(health::Health::new());
+    let health_stop = CancellationToken::new();
+    let health_task = match cfg.health_listen {
+        Some(addr) => Some(health::serve(addr, health.clone(), health_stop.clone()).await?),
+        None => None,
+    };
     let dedup_ns = u64::try_from(cfg.dedup.as_nanos()).unwrap_or(u64::MAX);
     let mut probes =
         Probes::load(&ProbeOptions { ring_bytes: cfg.ring_bytes, dedup_ns }).context("loading probes")?;
@@ -120,13 +129,20 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
     // When the probes were attached: coverage (what was watched) starts there.
     let attached = Arc::new(std::sync::OnceLock::new());
     let sink_attached = attached.clone();
+    let sink_health = health.clone();
     let sink_thread = thread::Builder::new()
         .name("nhi-sink".into())
         .spawn(move || {
-            let mut out =
-                Out { sink: &mut sink, store: &mut db, stats: &sink_stats, lines: Vec::new(), unstored: Vec::new() };
+            let mut out = Out {
+                sink: &mut sink,
+                store: &mut db,
+                stats: &sink_stats,
+                lines: Vec::new(),
+                unstored: Vec::new(),
+                wake: waker.as_deref(),
+            };
             let result =
-                sink_loop(&runtime, rx, &mut pipeline, &mut out, &mut findings, waker.as_deref(), &sink_attached);
+                sink_loop(&runtime, rx, &mut pipeline, &mut out, &mut findings, &sink_attached, &sink_health);
             sink_shutdown.cancel();
             let _ = done_tx.send(());
             result
@@ -141,6 +157,7 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
     let sensors: Vec<&'static str> =
         if probes.network() { vec!["file", "process", "network"] } else { vec!["file", "process"] };
     let _ = attached.set((std::time::SystemTime::now(), sensors));
+    health.attached();
     tracing::info!(network = probes.network(), "probes attached; watching");
     if cfg.scan_at_start {
         start_scan(&cfg, keyed, inode_tx, at_rest_tx)?;
@@ -188,6 +205,7 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
             }
         }
     }
+    health.stopping();
     shutdown.cancel();
     drop(tx);
     let reader_result = tokio::time::timeout(Duration::from_secs(10), reader).await;
@@ -203,6 +221,10 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
         // Waits (up to the deadline) for the exporter thread: off the
         // runtime's workers.
         tokio::task::block_in_place(|| e.stop(otlp::STOP_DEADLINE));
+    }
+    health_stop.cancel();
+    if let Some(task) = health_task {
+        let _ = task.await;
     }
     tracing::info!(
         events = Stats::get(&stats.events_received),
@@ -376,6 +398,9 @@ struct Out<'a> {
     /// The agent's own stats lines (not stored): written once the records
     /// before them are.
     unstored: Vec<String>,
+    /// Told after each commit: the OTLP exporter, which delivers what is
+    /// committed.
+    wake: Option<&'a tokio::sync::Notify>,
 }
 
 impl Out<'_> {
@@ -414,11 +439,11 @@ impl Out<'_> {
 
     /// Commits when due (or `force`); the JSON lines follow each commit, and
     /// the exporter hears of it.
-    fn commit(&mut self, force: bool, wake: Option<&tokio::sync::Notify>) -> std::io::Result<()> {
+    fn commit(&mut self, force: bool) -> std::io::Result<()> {
         match self.store.maybe_commit(force) {
             Ok(true) => {
                 self.release()?;
-                if let Some(w) = wake {
+                if let Some(w) = self.wake {
                     w.notify_one();
                 }
             }
@@ -467,8 +492,8 @@ fn sink_loop(
     pipeline: &mut Pipeline,
     out: &mut Out<'_>,
     findings: &mut findings::Findings,
-    wake: Option<&tokio::sync::Notify>,
     attached: &std::sync::OnceLock<(std::time::SystemTime, Vec<&'static str>)>,
+    health: &health::Health,
 ) -> std::io::Result<()> {
     let mut records = Vec::new();
     let mut deltas = Vec::new();
@@ -486,6 +511,7 @@ fn sink_loop(
                 },
             };
             let Some(input) = next else { break };
+            health.beat();
             if let Some(input) = input {
                 pipeline.on_input(input, &mut records);
                 out.write(&mut records);
@@ -535,7 +561,7 @@ fn sink_loop(
                 last_trim = Instant::now();
                 crate::alloc::release_free_memory();
             }
-            out.commit(false, wake)?;
+            out.commit(false)?;
         }
         pipeline.finish(&mut records);
         out.write(&mut records);
@@ -548,7 +574,7 @@ fn sink_loop(
             records.extend(findings.coverage(out.store, &pipeline.counters(), "stopping"));
             out.write(&mut records);
         }
-        out.commit(true, wake)?;
+        out.commit(true)?;
         if let Err(e) = out.store.close(&pipeline.counters()) {
             out.store_error(&e);
         }

@@ -1,5 +1,6 @@
 //! `nhi-observer check`: can the agent run on this host, and what will it
 //! see? Each finding is a line in plain words; the verdict is the exit code.
+//! Capabilities are reported per sensor (`caps`): which it needs, whether held.
 use std::{fmt, path::Path};
 
 use aya::{
@@ -7,9 +8,11 @@ use aya::{
     programs::ProgramType,
     sys::{is_map_supported, is_program_supported},
 };
-use caps::{CapSet, Capability};
+use ::caps::CapSet;
 
 use crate::probes::{self, ProbeOptions, Probes, offsets};
+
+mod caps;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -42,7 +45,9 @@ fn finding(status: Status, topic: &'static str, detail: impl Into<String>) -> Fi
 }
 
 pub fn run(ring_bytes: u32) -> Vec<Finding> {
-    let mut out = vec![kernel(), btf(), cgroup_v2(), capabilities()];
+    let mut out = vec![kernel(), btf(), cgroup_v2()];
+    out.extend(capabilities());
+    out.push(caps::memlock_finding(kernel_version()));
     out.extend(program_types());
     out.push(probes_attach(ring_bytes));
     out
@@ -73,6 +78,10 @@ fn kernel() -> Finding {
         Some(_) => finding(Status::Fail, "kernel", format!("{release} is older than 5.8: no BPF ring buffer")),
         None => finding(Status::Warn, "kernel", format!("cannot parse kernel release `{release}`")),
     }
+}
+
+fn kernel_version() -> Option<(u32, u32)> {
+    parse_version(&nix::sys::utsname::uname().ok()?.release().to_string_lossy())
 }
 
 fn parse_version(release: &str) -> Option<(u32, u32)> {
@@ -106,28 +115,10 @@ fn cgroup_v2() -> Finding {
     }
 }
 
-fn capabilities() -> Finding {
-    let eff = match caps::read(None, CapSet::Effective) {
-        Ok(c) => c,
-        Err(e) => return finding(Status::Warn, "capabilities", format!("cannot read capabilities: {e}")),
-    };
-    let has = |c| eff.contains(&c);
-    let bpf_ok = has(Capability::CAP_SYS_ADMIN) || (has(Capability::CAP_BPF) && has(Capability::CAP_PERFMON));
-    let wanted = [
-        (Capability::CAP_DAC_READ_SEARCH, "read credential files of every user"),
-        (Capability::CAP_SYS_PTRACE, "read /proc/<pid> of every process"),
-        (Capability::CAP_SYS_RESOURCE, "raise the locked-memory limit on kernels before 5.11"),
-    ];
-    let missing: Vec<String> =
-        wanted.iter().filter(|(c, _)| !has(*c)).map(|(c, why)| format!("{c} ({why})")).collect();
-    match (bpf_ok, missing.is_empty()) {
-        (false, _) => finding(
-            Status::Fail,
-            "capabilities",
-            "missing CAP_BPF+CAP_PERFMON (or CAP_SYS_ADMIN): cannot load probes; run as root or grant them",
-        ),
-        (true, true) => finding(Status::Ok, "capabilities", "all needed capabilities are effective"),
-        (true, false) => finding(Status::Warn, "capabilities", format!("missing {}", missing.join(", "))),
+fn capabilities() -> Vec<Finding> {
+    match ::caps::read(None, CapSet::Effective) {
+        Ok(held) => caps::sensor_findings(&held),
+        Err(e) => vec![finding(Status::Warn, "capabilities", format!("cannot read capabilities: {e}"))],
     }
 }
 

@@ -1,0 +1,248 @@
+//! The fleet queries (deploy/queries/*.sql) on a real ClickHouse engine
+//! (chdb, embedded) with the clickhouse exporter's `otel_logs` table
+//! (deploy/queries/otel_logs.sql), filled with what two real agents sent
+//! to a test OTLP receiver: each agent plays one host (its
+//! `OTEL_RESOURCE_ATTRIBUTES` names it, as the DaemonSet does with the
+//! node name), the same credential is read on both by a process that then
+//! opens TLS connections, a new destination appearing only on the second
+//! host. Rows are made from the OTLP log records as the exporter makes
+//! them: attributes into Map(String, String) (strings as they are, numbers
+//! and booleans as text, arrays as JSON), the event name into EventName,
+//! resource attributes into ResourceAttributes, service.name into
+//! ServiceName. Each query is asserted on the answers the test knows.
+//!
+//! `nhi.finding` and `nhi.coverage` records come from the findings work
+//! (not in this agent yet): the queries built on them (shadow_fleet,
+//! unused_fleet) run on the same table here, where with no coverage
+//! exported nothing may be called unused.
+mod common;
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::PathBuf,
+    process::Command,
+    time::{Duration, SystemTime},
+};
+
+use common::{
+    deploy::{run_ok, venv_available, venv_bin},
+    net::{Certs, TlsServer},
+    otlp::{LogView, Protocol, Receiver, otel_env},
+    *,
+};
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A process that reads the credentials file, then opens a TLS connection
+/// to the loopback server for each server name given.
+const READ_THEN_CONNECT: &str = r#"
+import socket, ssl, sys
+with open(sys.argv[1]) as f:
+    f.read()
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+for name in sys.argv[3:]:
+    with socket.create_connection(("127.0.0.1", int(sys.argv[2]))) as s:
+        with ctx.wrap_socket(s, server_hostname=name) as t:
+            t.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            t.recv(64)
+"#;
+
+/// One host: an agent exporting to `rx` as `host`, the workload, and its
+/// usage record with every destination delivered.
+fn run_host(rx: &Receiver, host: &str, cred: &std::path::Path, key_id: &str, port: u16, names: &[&str]) {
+    let dir = tempfile::tempdir().expect("config dir");
+    let config = config_args(dir.path(), "[usage]\nflush_interval_secs = 1\n");
+    let mut env = otel_env(rx, false);
+    env.push(("OTEL_RESOURCE_ATTRIBUTES".into(), format!("host.name={host}")));
+    let args: Vec<&str> = config.iter().map(String::as_str).collect();
+    let agent = Agent::start_env(&args, "info", &env, None);
+    let port_s = port.to_string();
+    let mut pargs = vec![cred.to_str().expect("path"), port_s.as_str()];
+    pargs.extend(names);
+    python(READ_THEN_CONNECT, &pargs);
+    let done = |logs: &[LogView]| {
+        logs.iter().any(|l| {
+            l.event_name == "nhi.usage"
+                && l.resource.get("host.name").and_then(Value::as_str) == Some(host)
+                && l.str("nhi.id") == Some(key_id)
+                && names.iter().all(|n| {
+                    l.attributes
+                        .get("nhi.usage.destinations")
+                        .and_then(Value::as_array)
+                        .is_some_and(|d| d.iter().any(|x| x.as_str() == Some(&format!("{n}:{port}"))))
+                })
+        })
+    };
+    let logs = rx.wait_logs(Duration::from_secs(30), done);
+    assert!(done(&logs), "{host}: no nhi.usage of {key_id} with {names:?} delivered");
+    let (status, _, stderr) = agent.stop(Signal::SIGTERM);
+    assert!(status.success(), "{}", stderr.join("\n"));
+}
+
+/// An attribute as the clickhouse exporter writes it into a
+/// Map(String, String) (pcommon `Value.AsString`).
+fn as_map_string(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        Value::Bool(_) | Value::Number(_) | Value::Array(_) | Value::Object(_) => v.to_string(),
+    }
+}
+
+fn map(attrs: &std::collections::BTreeMap<String, Value>) -> Value {
+    Value::Object(attrs.iter().map(|(k, v)| (k.clone(), Value::String(as_map_string(v)))).collect())
+}
+
+/// A DateTime64(9) literal, UTC.
+fn ch_time(t: SystemTime) -> String {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).expect("after 1970");
+    ch_time_nanos(u64::try_from(d.as_nanos()).expect("nanos"))
+}
+
+fn ch_time_nanos(nanos: u64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos)).expect("time");
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:09}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.nanosecond()
+    )
+}
+
+/// The exporter's row for one OTLP log record.
+fn row(l: &LogView) -> Value {
+    json!({
+        "Timestamp": ch_time_nanos(l.time_unix_nano),
+        "ServiceName": l.resource.get("service.name").map(as_map_string).unwrap_or_default(),
+        "ResourceAttributes": map(&l.resource),
+        "ScopeName": l.scope,
+        "ScopeVersion": "",
+        "LogAttributes": map(&l.attributes),
+        "EventName": l.event_name,
+        "SeverityText": "",
+        "SeverityNumber": 0,
+        "Body": "",
+    })
+}
+
+fn queries(rows: &[Value], specs: &Value) -> Value {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rows_file = dir.path().join("rows.jsonl");
+    let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
+    std::fs::write(&rows_file, text).expect("rows");
+    let out = run_ok(
+        Command::new(venv_bin("python"))
+            .arg(repo().join("tests/deploy/chdb_queries.py"))
+            .arg(repo().join("deploy/queries/otel_logs.sql"))
+            .arg(&rows_file)
+            .arg(specs.to_string())
+            .env("TZ", "UTC"),
+    );
+    serde_json::from_str(&out).expect("query results JSON")
+}
+
+fn spec(name: &str, file: &str, params: Value) -> Value {
+    json!({ "name": name, "file": repo().join("deploy/queries").join(file), "params": params })
+}
+
+fn rows_of<'a>(results: &'a Value, name: &str, key_id: &str) -> Vec<&'a Value> {
+    results[name].as_array().unwrap_or_else(|| panic!("no result {name}")).iter().filter(|r| r["nhi_id"] == key_id).collect()
+}
+
+#[test]
+fn fleet_queries_answer_from_what_real_agents_exported() {
+    let test = "fleet_queries_answer_from_what_real_agents_exported";
+    if !bpf_available(test) || !venv_available(test, "python") {
+        return;
+    }
+    let _serial = serial();
+    let u = unique("fleet");
+    let digits: String = u.bytes().filter(u8::is_ascii_digit).take(16).map(char::from).collect();
+    let key_id = format!("AKIA{digits:0>16}");
+    let (home, cred) = aws_home(&key_id);
+    let certs = Certs::new();
+    let server = TlsServer::start(&certs, SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0), None);
+    let tag = u.replace('-', "");
+    let (s1, s2) = (format!("old-{tag}.nhi.test"), format!("new-{tag}.nhi.test"));
+    let (host_a, host_b) = (format!("fleet-a-{tag}"), format!("fleet-b-{tag}"));
+    let rx = Receiver::start(Protocol::HttpProtobuf, 0);
+
+    let before = SystemTime::now();
+    run_host(&rx, &host_a, &cred, &key_id, server.addr.port(), &[&s1]);
+    // The window starts between the two hosts' uses.
+    std::thread::sleep(Duration::from_millis(50));
+    let window_start = SystemTime::now();
+    std::thread::sleep(Duration::from_millis(50));
+    run_host(&rx, &host_b, &cred, &key_id, server.addr.port(), &[&s1, &s2]);
+    let window_end = SystemTime::now() + Duration::from_secs(60);
+    drop(home);
+
+    let logs = rx.logs();
+    let rows: Vec<Value> = logs.iter().map(row).collect();
+    let (all_from, win_from, to) = (ch_time(before - Duration::from_secs(1)), ch_time(window_start), ch_time(window_end));
+    let specs = json!([
+        spec("last_use", "last_use_per_host.sql", json!({})),
+        spec("sprawl_all", "sprawl.sql", json!({"window_start": all_from, "window_end": to, "min_hosts": 2, "min_workloads": 1000})),
+        // (Other agents on the machine read the file too: more workloads than
+        // the test makes, so the bar here is the host count.)
+        spec("sprawl_window", "sprawl.sql", json!({"window_start": win_from, "window_end": to, "min_hosts": 2, "min_workloads": 1000})),
+        spec("new_dest_window", "new_destinations.sql", json!({"window_start": win_from, "window_end": to})),
+        spec("new_dest_all", "new_destinations.sql", json!({"window_start": all_from, "window_end": to})),
+        spec("shadow", "shadow_fleet.sql", json!({})),
+        spec("unused", "unused_fleet.sql", json!({"window_start": all_from, "window_end": to})),
+    ]);
+    let r = queries(&rows, &specs);
+    assert_eq!(r["_rows"].as_u64(), Some(rows.len() as u64), "every row loaded");
+
+    // Last use per host: both hosts, host B's inside the window, A's before.
+    let last = rows_of(&r, "last_use", &key_id);
+    let hosts: Vec<&str> = last.iter().map(|x| x["host"].as_str().expect("host")).collect();
+    assert_eq!(hosts, [host_a.as_str(), host_b.as_str()], "{last:#?}");
+    let when = |x: &Value| x["last_use"].as_str().expect("last_use").to_owned();
+    assert!(when(last[0]) < win_from && when(last[1]) > win_from, "{last:#?} around {win_from}");
+    // (Other agents on this machine read the file too: their reads are
+    // uses by another workload, so the last workload is not asserted.)
+    let python = run_ok(Command::new("python3").args(["-I", "-S", "-c", "import os, sys; print(os.path.realpath(sys.executable))"]));
+    let workload = format!("exe:{} uid:0", python.trim());
+
+    // Sprawl: two hosts over both runs; one inside the window (below the bar).
+    let sprawl = rows_of(&r, "sprawl_all", &key_id);
+    assert_eq!(sprawl.len(), 1, "{:#?}", r["sprawl_all"]);
+    assert_eq!(sprawl[0]["hosts"], 2);
+    assert_eq!(sprawl[0]["host_list"], json!([host_a, host_b]));
+    let workloads = sprawl[0]["workload_list"].as_array().expect("workload_list");
+    assert!(workloads.iter().any(|w| w == workload.as_str()), "{workload} not in {workloads:?}");
+    assert!(rows_of(&r, "sprawl_window", &key_id).is_empty(), "{:#?}", r["sprawl_window"]);
+
+    // New destinations: only the second host's new server inside the
+    // window; both over the whole run.
+    let port = server.addr.port();
+    let dests = |name: &str| -> Vec<String> {
+        rows_of(&r, name, &key_id).iter().map(|x| x["destination"].as_str().expect("destination").to_owned()).collect()
+    };
+    assert_eq!(dests("new_dest_window"), [format!("{s2}:{port}")], "{:#?}", r["new_dest_window"]);
+    let mut all = dests("new_dest_all");
+    all.sort();
+    let mut want = vec![format!("{s1}:{port}"), format!("{s2}:{port}")];
+    want.sort();
+    assert_eq!(all, want);
+    let new_row = rows_of(&r, "new_dest_window", &key_id)[0];
+    assert_eq!(new_row["first_host"], host_b.as_str());
+
+    // Waiting for the findings records: no shadow finding exists, and
+    // without coverage records no credential may be called unused.
+    assert!(r["shadow"].as_array().expect("shadow").is_empty(), "{:#?}", r["shadow"]);
+    let unused = r["unused"].as_array().expect("unused");
+    assert!(unused.iter().all(|x| x["verdict"] != "unused"), "unused without coverage: {unused:#?}");
+    assert!(rows_of(&r, "unused", &key_id).is_empty(), "used in the window, not a candidate");
+}
