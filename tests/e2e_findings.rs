@@ -472,3 +472,40 @@ fn an_invalid_inventory_is_refused_with_its_line_and_exit_64() {
     assert_eq!(out.status.code(), Some(64), "a bad window is a usage error");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--window"));
 }
+
+/// Without an inventory, a credential's first consumers are its baseline:
+/// a workload first seen after the learning period is unexpected, and
+/// nothing is `shadow`.
+#[test]
+fn without_an_inventory_a_consumer_after_the_learning_period_is_unexpected() {
+    if !bpf_available("without_an_inventory_a_consumer_after_the_learning_period_is_unexpected") {
+        return;
+    }
+    let _serial = serial();
+    let base = tempfile::Builder::new().prefix("learning-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    const KEY: &str = "AKIAFINDLEARNING0001";
+    let cred = base.path().join("aws").join("l").join("credentials");
+    aws_file(&cred, KEY);
+    let cfg = config(base.path()).replace("learning_period = \"1h\"", "learning_period = \"3s\"");
+    let args = config_args(base.path(), &cfg);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let agent = Agent::start(&args);
+    let py = python_exe();
+    read_then_connect(&cred, 0, "-");
+    agent.wait_for_record(Duration::from_secs(20), |r| {
+        str_attr(r, "event.name") == Some("nhi.usage") && str_attr(r, "nhi.id") == Some(KEY)
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    let cat = which("cat").to_string_lossy().into_owned();
+    let out = Command::new(&cat).arg(&cred).output().unwrap();
+    assert!(out.status.success());
+    let records = wait_all(&agent, Duration::from_secs(20), &[("learned", &|r| {
+        has(r, KEY, "unexpected_consumer", "open", |f| str_attr(f, "process.executable.path") == Some(cat.as_str()))
+    })]);
+    let (status, records_at_stop, stderr) = agent.stop(Signal::SIGTERM);
+    assert!(status.success(), "{}", stderr.join("\n"));
+    let f = findings(&records, KEY, "unexpected_consumer");
+    assert!(f.iter().all(|f| str_attr(f, "process.executable.path") != Some(py.as_str())), "the first consumer is the baseline");
+    assert!(str_attr(f[0], "nhi.finding.reason").is_some_and(|s| s.contains("after the 3s learning period")), "{:#}", f[0]);
+    assert!(findings(&records_at_stop, KEY, "shadow").is_empty(), "no inventory: nothing is shadow");
+}
