@@ -31,7 +31,10 @@ fn one_record_per_identity_with_its_nhi_id() {
     let out = Command::new(which("cat")).arg(&cred).output().unwrap();
     assert!(out.status.success());
     let path = cred.to_str().unwrap().to_owned();
-    let ours = |r: &serde_json::Value| str_attr(r, "file.path") == Some(path.as_str());
+    // Accesses only: findings about the file (`nhi.finding`) name it too.
+    let ours = |r: &serde_json::Value| {
+        str_attr(r, "file.path") == Some(path.as_str()) && str_attr(r, "event.name") == Some("nhi.credential.access")
+    };
     agent.wait_for_record(Duration::from_secs(10), |r| ours(r) && str_attr(r, "nhi.id") == Some("arn:aws:iam::123456789012:role/ci"));
     let (status, records, stderr) = agent.stop(Signal::SIGTERM);
     assert!(status.success(), "{}", stderr.join("\n"));

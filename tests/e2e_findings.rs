@@ -27,6 +27,9 @@ const UNUSED: &str = "AKIAFINDUNUSED000001";
 const NEVER: &str = "AKIAFINDNEVERUSED001";
 const SHADOW: &str = "AKIAFINDSHADOW000001";
 const CREATED: &str = "AKIAFINDCREATED00001";
+/// A JWT (`alg: none`, synthetic) that expired in 2001: `iss#sub`.
+const EXPIRED_JWT: &str = "eyJhbGciOiJub25lIn0.eyJpc3MiOiJodHRwczovL2UyZS5uaGkudGVzdCIsInN1YiI6ImZpbmRpbmdzLWV4cGlyZWQiLCJleHAiOjEwMDAwMDAwMDB9.c2ln";
+const EXPIRED: &str = "https://e2e.nhi.test#findings-expired";
 
 /// Reads a file, then (unless the server name is `-`) makes one TLS
 /// connection with that server name to 127.0.0.1:port.
@@ -154,7 +157,7 @@ struct Plant {
 /// The credential files, in a directory outside every default scan root.
 fn plant() -> Plant {
     let base = tempfile::Builder::new().prefix("findings-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let p = |s: &str| base.path().join(s).join("credentials");
+    let p = |s: &str| base.path().join("aws").join(s).join("credentials");
     let v = p("v");
     let plant = Plant { d: p("d"), u: p("u"), s1: p("s1"), s2: p("s2"), c: p("c"), base };
     aws_file(&plant.d, DECLARED);
@@ -163,6 +166,11 @@ fn plant() -> Plant {
     aws_file(&plant.s1, SHADOW);
     aws_file(&plant.s2, SHADOW);
     std::fs::create_dir_all(plant.c.parent().unwrap()).unwrap();
+    let tok = plant.base.path().join("tok");
+    std::fs::create_dir_all(&tok).unwrap();
+    std::fs::write(tok.join("token.jwt"), EXPIRED_JWT).unwrap();
+    // Owned by another user than the one who will use it.
+    nix::unistd::chown(&plant.d, Some(nix::unistd::Uid::from_raw(1000)), None).unwrap();
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(plant.s2.parent().unwrap(), std::fs::Permissions::from_mode(0o777)).unwrap();
     plant
@@ -170,7 +178,8 @@ fn plant() -> Plant {
 
 fn config(base: &Path) -> String {
     format!(
-        "scan_roots = [\"{0}\"]\n[[watch]]\nname = \"findings-e2e\"\nkind = \"aws.access_key\"\npath = \"{0}/\"\nformat = \"aws-ini\"\n\
+        "scan_roots = [\"{0}\"]\n[[watch]]\nname = \"findings-e2e\"\nkind = \"aws.access_key\"\npath = \"{0}/aws/\"\nformat = \"aws-ini\"\n\
+         [[watch]]\nname = \"findings-e2e-token\"\nkind = \"app.jwt\"\npath = \"{0}/tok/\"\nformat = \"jwt\"\n\
          [usage]\nflush_interval_secs = 1\n\
          [findings]\ninterval = \"1s\"\nunused_window = \"6s\"\nlearning_period = \"1h\"\ncoverage_interval = \"2s\"\n",
         base.display()
@@ -300,6 +309,14 @@ fn findings_open_once_resolve_on_use_survive_a_restart_and_match_the_report() {
     assert_eq!(str_attr(created, "process.executable.path"), Some(sh.as_str()), "{created:#}");
     assert_eq!(list_attr(created, "nhi.finding.record_ids").len(), 1);
     assert!(has(&records, DECLARED, "hygiene", "open", |f| str_attr(f, "nhi.finding.reason").is_some_and(|s| s.contains("long-lived"))));
+    assert!(has(&records, DECLARED, "hygiene", "open", |f| {
+        str_attr(f, "nhi.finding.reason").is_some_and(|s| s.contains("is owned by uid 1000 but used by uid 0"))
+    }));
+    assert!(has(&records, EXPIRED, "hygiene", "open", |f| {
+        str_attr(f, "nhi.finding.reason").is_some_and(|s| s.starts_with("expired at 2001-09-09T01:46:40Z"))
+            && str_attr(f, "nhi.finding.severity") == Some("medium")
+    }));
+    assert!(has(&records, EXPIRED, "shadow", "open", |f| str_attr(f, "nhi.finding.severity") == Some("low")), "present at rest, undeclared");
     assert!(has(&records, DECLARED, "hygiene", "open", |f| str_attr(f, "nhi.finding.severity") == Some("high")
         && str_attr(f, "nhi.finding.reason").is_some_and(|s| s.contains("readable by all users"))));
     let unused = findings(&records, UNUSED, "unused")[0];
@@ -415,7 +432,9 @@ fn findings_open_once_resolve_on_use_survive_a_restart_and_match_the_report() {
     assert!(md.contains("## Credentials") && md.contains(DECLARED) && md.contains("### Sign-off"), "{md}");
     assert!(md.contains(&format!("No use of {NEVER} observed on host")));
     let html = std::fs::read_to_string(&html_path).unwrap();
-    assert!(!html.contains("http://") && !html.contains("https://"), "self-contained: no external asset");
+    for external in ["<script", "<link", "<img", "<iframe", " src=", " href=", "url("] {
+        assert!(!html.contains(external), "self-contained: {external} in the HTML");
+    }
     if let Some(dom) = chromium_dom(&html_path) {
         for id in [DECLARED, UNUSED, NEVER, SHADOW, CREATED] {
             assert!(dom.contains(&format!("<tr class=\"credential\" data-nhi-id=\"{id}\"")), "{id} has no row in the DOM");
@@ -445,4 +464,48 @@ fn an_invalid_inventory_is_refused_with_its_line_and_exit_64() {
         assert_eq!(out.status.code(), Some(64), "{sub:?}: {stderr}");
         assert!(stderr.contains("line 3") && stderr.contains("unknown field `onwer`"), "{sub:?}: {stderr}");
     }
+    let out = Command::new(env!("CARGO_BIN_EXE_nhi-observer"))
+        .args(["report", "--window", "90x", "--state-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64), "a bad window is a usage error");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--window"));
+}
+
+/// Without an inventory, a credential's first consumers are its baseline:
+/// a workload first seen after the learning period is unexpected, and
+/// nothing is `shadow`.
+#[test]
+fn without_an_inventory_a_consumer_after_the_learning_period_is_unexpected() {
+    if !bpf_available("without_an_inventory_a_consumer_after_the_learning_period_is_unexpected") {
+        return;
+    }
+    let _serial = serial();
+    let base = tempfile::Builder::new().prefix("learning-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    const KEY: &str = "AKIAFINDLEARNING0001";
+    let cred = base.path().join("aws").join("l").join("credentials");
+    aws_file(&cred, KEY);
+    let cfg = config(base.path()).replace("learning_period = \"1h\"", "learning_period = \"3s\"");
+    let args = config_args(base.path(), &cfg);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let agent = Agent::start(&args);
+    let py = python_exe();
+    read_then_connect(&cred, 0, "-");
+    agent.wait_for_record(Duration::from_secs(20), |r| {
+        str_attr(r, "event.name") == Some("nhi.usage") && str_attr(r, "nhi.id") == Some(KEY)
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    let cat = which("cat").to_string_lossy().into_owned();
+    let out = Command::new(&cat).arg(&cred).output().unwrap();
+    assert!(out.status.success());
+    let records = wait_all(&agent, Duration::from_secs(20), &[("learned", &|r| {
+        has(r, KEY, "unexpected_consumer", "open", |f| str_attr(f, "process.executable.path") == Some(cat.as_str()))
+    })]);
+    let (status, records_at_stop, stderr) = agent.stop(Signal::SIGTERM);
+    assert!(status.success(), "{}", stderr.join("\n"));
+    let f = findings(&records, KEY, "unexpected_consumer");
+    assert!(f.iter().all(|f| str_attr(f, "process.executable.path") != Some(py.as_str())), "the first consumer is the baseline");
+    assert!(str_attr(f[0], "nhi.finding.reason").is_some_and(|s| s.contains("after the 3s learning period")), "{:#}", f[0]);
+    assert!(findings(&records_at_stop, KEY, "shadow").is_empty(), "no inventory: nothing is shadow");
 }

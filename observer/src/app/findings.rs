@@ -23,6 +23,9 @@ use crate::{
     store::{Counters, Store, StoreError, evidence::AtRest},
 };
 
+/// Longest time one evaluation spends reading records back.
+const INGEST_BUDGET: std::time::Duration = std::time::Duration::from_millis(250);
+
 pub struct Findings {
     cfg: FindingsConfig,
     host: String,
@@ -64,7 +67,10 @@ impl Findings {
         while let Ok(found) = self.at_rest.try_recv() {
             store.add_at_rest(&found)?;
         }
-        while store.ingest_records()? == crate::store::evidence::INGEST_BATCH {}
+        // A large backlog (a first start on an old database) is read over
+        // several evaluations: the sink thread is also the event path.
+        let started = Instant::now();
+        while store.ingest_records()? == crate::store::evidence::INGEST_BATCH && started.elapsed() < INGEST_BUDGET {}
         store.refresh_files()?;
         let facts = store.facts()?;
         let previous = store.findings()?;

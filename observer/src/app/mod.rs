@@ -186,6 +186,11 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
                     if new.dedup != cfg.dedup {
                         tracing::warn!("SIGHUP: dedup_interval_ms changes need a restart");
                     }
+                    if new.findings.inventory.as_ref().map(|i| &i.path) != cfg.findings.inventory.as_ref().map(|i| &i.path)
+                        || new.findings.settings != cfg.findings.settings
+                    {
+                        tracing::warn!("SIGHUP: the inventory and the [findings] settings are read at start; restart to apply them");
+                    }
                     catalog = new.catalog;
                     reload(&mut probes, &catalog, &known, &stats, &tx, "SIGHUP").await;
                 }

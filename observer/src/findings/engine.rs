@@ -321,8 +321,15 @@ fn destinations(b: &mut Builder<'_, '_>, v: &View<'_>, s: &Settings) {
     }
 }
 
+/// Public material (certificates): readable by anyone and copied
+/// anywhere by design; only its expiry is a hygiene matter.
+fn is_public(kind: &str) -> bool {
+    kind.contains("certificate") || kind == "spiffe.x509_svid" || kind.ends_with("public_key")
+}
+
 fn reuse(b: &mut Builder<'_, '_>, v: &View<'_>) {
-    let files: BTreeSet<&str> = v.present_files().map(|f| f.path.as_str()).collect();
+    let files: BTreeSet<&str> =
+        v.present_files().filter(|_| !is_public(&v.kind)).map(|f| f.path.as_str()).collect();
     let seen = |b: &Builder<'_, '_>| (b.view.known_since().unwrap_or(SystemTime::UNIX_EPOCH), b.view.last_seen().unwrap_or(SystemTime::UNIX_EPOCH));
     if files.len() > 1 {
         let first = files.iter().next().map(|p| (*p).to_owned());
@@ -343,7 +350,7 @@ fn hygiene(b: &mut Builder<'_, '_>, v: &View<'_>, s: &Settings, now: SystemTime)
     let seen = (v.known_since().unwrap_or(now), v.last_seen().unwrap_or(now));
     let consumer_uids: BTreeSet<i64> =
         v.usages.iter().filter(|u| u.source == "file").filter_map(|u| u.workload.user_id).collect();
-    let files: Vec<CredFile> = v.present_files().cloned().collect();
+    let files: Vec<CredFile> = v.present_files().filter(|_| !is_public(&v.kind)).cloned().collect();
     for f in &files {
         let path = Some(f.path.clone());
         if let Some(mode) = f.mode

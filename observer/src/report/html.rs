@@ -21,11 +21,13 @@ pub fn esc(s: &str) -> String {
     out
 }
 
-const CSS: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}\
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 6px;vertical-align:top;text-align:left}\
-th{background:#f3f3f3}.in_use{color:#176f2c}.unused{color:#a15c00}.too_new{color:#555}.shadow{color:#b00020}\
+const CSS: &str = "body{font:13px/1.4 system-ui,sans-serif;margin:2em;color:#222}\
+table{border-collapse:collapse;margin:1em 0;width:100%}td,th{border:1px solid #ccc;padding:4px 6px;vertical-align:top;text-align:left}\
+td{max-width:24em;overflow-wrap:break-word}code{overflow-wrap:anywhere}th{background:#f3f3f3}.when{white-space:nowrap;font-size:12px}\
+.in_use{color:#176f2c}.unused{color:#a15c00}.too_new{color:#555}.shadow{color:#b00020}\
 .sev-high{color:#b00020;font-weight:bold}.sev-medium{color:#a15c00}.sev-low{color:#555}.sev-info{color:#777}\
-svg{display:block}code{font-size:12px}.signoff{background:#fffbe6;padding:6px;border-left:3px solid #e0b000}";
+.findings{min-width:20em}.findings div{font-size:12px;margin-bottom:2px}td.id{min-width:12em}svg{display:block}code{font-size:12px}\
+.signoff{background:#fffbe6;padding:6px;border-left:3px solid #e0b000}.caveat{color:#a15c00}";
 
 const W: f64 = 320.0;
 
@@ -76,7 +78,7 @@ pub fn html(r: &Report) -> String {
         rfc3339(to),
         r.window.as_secs()
     );
-    o.push_str("<h2>Credentials</h2><table id=\"credentials\"><thead><tr><th>nhi.id</th><th>kind</th><th>status</th><th>paths</th><th>created by</th><th>consumers</th><th>destinations</th><th>first seen</th><th>last seen</th><th>accesses</th><th>use in the window</th><th>findings</th></tr></thead><tbody>");
+    o.push_str("<h2>Credentials</h2><table id=\"credentials\"><thead><tr><th>nhi.id</th><th>kind</th><th>status</th><th>paths</th><th>created by</th><th>consumers</th><th>destinations</th><th>seen</th><th>accesses</th><th>use in the window</th><th>findings</th></tr></thead><tbody>");
     for c in &r.credentials {
         let list = |v: &[String]| v.iter().map(|p| format!("<div>{}</div>", esc(p))).collect::<String>();
         let consumers: Vec<String> = c.consumers.iter().map(|w| w.label()).collect();
@@ -96,7 +98,7 @@ pub fn html(r: &Report) -> String {
             .collect();
         let _ = write!(
             o,
-            "<tr class=\"credential\" data-nhi-id=\"{}\" data-status=\"{}\"><td><code>{}</code>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr class=\"credential\" data-nhi-id=\"{}\" data-status=\"{}\"><td class=\"id\"><code>{}</code>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"when\">{}<br>{}</td><td>{}</td><td>{}</td><td class=\"findings\">{}</td></tr>",
             esc(&c.nhi_id),
             c.status.as_str(),
             esc(&c.nhi_id),

@@ -47,7 +47,10 @@ pub fn markdown(r: &Report) -> String {
         let _ = writeln!(
             o,
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            cell(&c.nhi_id),
+            match &c.owner {
+                Some(o) => format!("{} (owner: {})", cell(&c.nhi_id), cell(o)),
+                None => cell(&c.nhi_id),
+            },
             cell(&c.kind),
             c.status.as_str(),
             cell(&c.paths.join(", ")),

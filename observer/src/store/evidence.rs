@@ -48,7 +48,18 @@ pub fn open_read_only(state_dir: &Path) -> Result<Connection, StoreError> {
     let path = db_path(state_dir);
     let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
         .map_err(|source| StoreError::Open { path: path.clone(), source })?;
-    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(|source| StoreError::Open { path, source })?;
+    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(|source| StoreError::Open { path: path.clone(), source })?;
+    let found: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|source| StoreError::Open { path: path.clone(), source })?;
+    let found = usize::try_from(found).unwrap_or(0);
+    let supported = super::schema::VERSION;
+    if found > supported {
+        return Err(StoreError::TooNew { path, found, supported });
+    }
+    if found < supported {
+        return Err(StoreError::TooOld { path, found, supported });
+    }
     Ok(conn)
 }
 
@@ -469,6 +480,24 @@ mod tests {
             a.push(("nhi.process.tty", t.into()));
         }
         Record { time: SystemTime::now(), event_name: "nhi.credential.access", attributes: a }
+    }
+
+    #[test]
+    fn the_report_reads_only_a_database_of_its_own_schema_version() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path(), StoreOptions::default()).unwrap());
+        assert!(open_read_only(dir.path()).is_ok());
+        for (version, older) in [(crate::store::schema::VERSION - 1, true), (crate::store::schema::VERSION + 1, false)] {
+            let conn = rusqlite::Connection::open(db_path(dir.path())).unwrap();
+            conn.pragma_update(None, "user_version", i64::try_from(version).unwrap()).unwrap();
+            drop(conn);
+            match open_read_only(dir.path()) {
+                Err(StoreError::TooOld { found, .. }) if older => assert_eq!(found, version),
+                Err(StoreError::TooNew { found, .. }) if !older => assert_eq!(found, version),
+                Err(e) => panic!("refused for another reason: {e}"),
+                Ok(_) => panic!("schema {version} was read"),
+            }
+        }
     }
 
     #[test]

@@ -50,6 +50,10 @@ pub enum StoreError {
     Unwritable,
     #[error("database {path} has schema version {found}, newer than this agent's {supported}: upgrade the agent")]
     TooNew { path: PathBuf, found: usize, supported: usize },
+    /// A reader (the report) never migrates: an older database is the
+    /// agent's to upgrade.
+    #[error("database {path} has schema version {found}, older than this version's {supported}: start the agent once (it migrates the database), then report")]
+    TooOld { path: PathBuf, found: usize, supported: usize },
 }
 
 #[derive(Debug, Clone)]

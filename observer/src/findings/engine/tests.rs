@@ -222,7 +222,9 @@ fn hygiene_checks() {
     loose.world_writable_dir = Some("/tmp".into());
     let mut c = cred("AKIAEXAMPLE", "aws.access_key", vec![loose, file("/srv/copy", 0)]);
     c.expires_at = Some(t(DAY));
-    let mut cert = cred("SHA256:cert", "x509.certificate", vec![file("/srv/cert.pem", 0)]);
+    let mut public = file("/srv/cert.pem", 0);
+    public.mode = Some(0o644);
+    let mut cert = cred("SHA256:cert", "x509.certificate", vec![public]);
     cert.expires_at = Some(t(3 * DAY));
     let facts = Facts {
         credentials: vec![c, cert],
@@ -244,6 +246,7 @@ fn hygiene_checks() {
         assert!(subjects.contains(&want), "{want:?} not in {subjects:?}");
     }
     assert!(!subjects.iter().any(|s| s.1 == "mode:/srv/copy"), "0600 is fine");
+    assert!(!subjects.iter().any(|s| s.0 == "SHA256:cert" && s.1.starts_with("mode:")), "a certificate is public");
     assert_eq!(subjects.iter().filter(|s| s.1.starts_with("owner:")).count(), 1, "/srv/copy is owned by the consumer");
     let reuse = of_type(&e, FindingType::Reuse);
     assert_eq!(reuse.len(), 1);
@@ -283,4 +286,33 @@ fn finding_ids_are_stable_and_distinct() {
     assert_ne!(a, finding_id(FindingType::Shadow, "K", ""));
     assert_ne!(a, finding_id(FindingType::Unused, "K2", ""));
     assert_eq!(a.len(), 24);
+}
+
+#[test]
+fn a_change_of_severity_is_emitted_once_and_a_restart_of_the_same_state_says_nothing() {
+    let mut facts = Facts {
+        credentials: vec![cred("S", "token", vec![file("/srv/s", 0)])],
+        coverage: coverage_since(0),
+        ..Facts::default()
+    };
+    let inv = crate::inventory::Inventory::parse(Path::new("i"), "credentials:\n  - id: OTHER\n").unwrap();
+    let s = settings();
+    let at_rest = evaluate(&facts, Some(&inv), &s, t(1));
+    let first = reconcile(&HashMap::new(), at_rest.findings, t(1));
+    let shadow: Vec<_> = first.emit.iter().filter(|f| f.kind == FindingType::Shadow).collect();
+    assert_eq!(shadow.len(), 1);
+    assert_eq!(shadow[0].severity, Severity::Low, "present at rest only");
+    let stored: HashMap<String, Finding> = first.store.into_iter().map(|f| (f.id.clone(), f)).collect();
+    facts.usages.push(usage("S", workload("/usr/bin/app", 1000), 2, 3));
+    let used = reconcile(&stored, evaluate(&facts, Some(&inv), &s, t(4)).findings, t(4));
+    let changed: Vec<_> = used.emit.iter().filter(|f| f.kind == FindingType::Shadow).collect();
+    assert_eq!(changed.len(), 1, "severity changed: emitted again");
+    assert_eq!((changed[0].severity, changed[0].state), (Severity::Medium, State::Open));
+    assert_eq!(changed[0].id, shadow[0].id, "the same finding");
+    let mut stored = stored;
+    for f in used.store {
+        stored.insert(f.id.clone(), f);
+    }
+    let again = reconcile(&stored, evaluate(&facts, Some(&inv), &s, t(5)).findings, t(5));
+    assert!(again.emit.is_empty(), "{:?}", again.emit);
 }
