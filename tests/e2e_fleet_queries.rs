@@ -246,3 +246,126 @@ fn fleet_queries_answer_from_what_real_agents_exported() {
     assert!(unused.iter().all(|x| x["verdict"] != "unused"), "unused without coverage: {unused:#?}");
     assert!(rows_of(&r, "unused", &key_id).is_empty(), "used in the window, not a candidate");
 }
+
+/// A row as the exporter would write an agent's record of the findings
+/// contract (`nhi.finding`, `nhi.coverage`; helpers' brief), on `host`.
+fn contract_row(time: &str, host: &str, event: &str, attrs: &[(&str, &str)]) -> Value {
+    let attrs: serde_json::Map<String, Value> = attrs.iter().map(|(k, v)| ((*k).to_owned(), Value::from(*v))).collect();
+    json!({
+        "Timestamp": time,
+        "ServiceName": "nhi-observer",
+        "ResourceAttributes": { "host.name": host, "service.name": "nhi-observer" },
+        "ScopeName": "nhi-observer",
+        "ScopeVersion": "",
+        "LogAttributes": attrs,
+        "EventName": event,
+        "SeverityText": "",
+        "SeverityNumber": 0,
+        "Body": "",
+    })
+}
+
+/// The queries that wait for the findings records, on records written by
+/// hand to the agreed contract (the agent does not emit them yet), with
+/// known answers: "not watched" is not "unused", a credential newer than
+/// the window is too new, a resolved shadow finding is not listed.
+#[test]
+fn findings_queries_on_contract_records() {
+    if !venv_available("findings_queries_on_contract_records", "python") {
+        return;
+    }
+    let cov = |host: &str, s: &str, e: &str, lost: &str| {
+        contract_row(e, host, "nhi.coverage", &[
+            ("nhi.coverage.start", s),
+            ("nhi.coverage.end", e),
+            ("nhi.coverage.tracked_since", "2026-10-01T00:00:00Z"),
+            ("nhi.coverage.events_lost", lost),
+            ("nhi.agent.state", "up"),
+        ])
+    };
+    let access = |time: &str, host: &str, id: &str| {
+        contract_row(time, host, "nhi.credential.access", &[
+            ("nhi.id", id),
+            ("nhi.kind", "aws.access_key"),
+            ("process.executable.path", "/usr/bin/app"),
+            ("process.user.id", "0"),
+        ])
+    };
+    let finding = |time: &str, host: &str, id: &str, ty: &str, state: &str, exe: &str| {
+        contract_row(time, host, "nhi.finding", &[
+            ("nhi.finding.id", &format!("{ty}-{id}-{exe}")),
+            ("nhi.finding.type", ty),
+            ("nhi.finding.state", state),
+            ("nhi.finding.severity", "medium"),
+            ("nhi.finding.reason", "contract fixture"),
+            ("nhi.id", id),
+            ("nhi.kind", "aws.access_key"),
+            ("nhi.finding.first_seen", "2026-11-02T00:00:00Z"),
+            ("nhi.finding.last_seen", "2026-11-03T00:00:00Z"),
+            ("nhi.finding.count", "4"),
+            ("process.executable.path", exe),
+            ("process.user.id", "0"),
+        ])
+    };
+    let rows = vec![
+        // h1 and h3 watched the whole window (h1 twice the same interval:
+        // a record delivered again); h2 only its first three days.
+        cov("h1", "2026-10-31T00:00:00Z", "2026-11-04T00:00:00Z", "3"),
+        cov("h1", "2026-10-31T00:00:00Z", "2026-11-04T00:00:00Z", "3"),
+        cov("h1", "2026-11-04T00:00:00Z", "2026-11-09T00:00:00Z", "0"),
+        cov("h2", "2026-11-01T00:00:00Z", "2026-11-04T00:00:00Z", "0"),
+        cov("h3", "2026-10-20T00:00:00Z", "2026-11-10T00:00:00Z", "1"),
+        // Seen before the window, not used in it.
+        access("2026-10-25 00:00:00", "h1", "AKIAUNUSEDEVERYWHERE"),
+        access("2026-10-26 00:00:00", "h3", "AKIAUNUSEDEVERYWHERE"),
+        access("2026-10-25 00:00:00", "h1", "AKIANOTWATCHEDONH2XX"),
+        access("2026-10-25 00:00:00", "h2", "AKIANOTWATCHEDONH2XX"),
+        // Used in the window: not a candidate.
+        access("2026-10-25 00:00:00", "h1", "AKIAUSEDINTHEWINDOWX"),
+        access("2026-11-05 00:00:00", "h3", "AKIAUSEDINTHEWINDOWX"),
+        // First known inside the window (an `unused` finding names it).
+        finding("2026-11-02 00:00:00", "h3", "AKIANEWERTHANWINDOWX", "unused", "open", "/usr/bin/app"),
+        // Shadow: resolved on h1; open on h2 and h3 for another key.
+        finding("2026-11-02 00:00:00", "h1", "AKIASHADOWRESOLVEDXX", "shadow", "open", "/usr/bin/a"),
+        finding("2026-11-03 00:00:00", "h1", "AKIASHADOWRESOLVEDXX", "shadow", "resolved", "/usr/bin/a"),
+        finding("2026-11-02 00:00:00", "h2", "AKIASHADOWOPENXXXXXX", "shadow", "open", "/usr/bin/b"),
+        finding("2026-11-02 00:00:00", "h3", "AKIASHADOWOPENXXXXXX", "shadow", "open", "/usr/bin/c"),
+    ];
+    let window = json!({"window_start": "2026-11-01 00:00:00", "window_end": "2026-11-08 00:00:00"});
+    let r = queries(&rows, &json!([spec("unused", "unused_fleet.sql", window), spec("shadow", "shadow_fleet.sql", json!({}))]));
+    let verdicts: Vec<(String, String)> = r["unused"]
+        .as_array()
+        .expect("unused")
+        .iter()
+        .map(|x| (x["nhi_id"].as_str().expect("id").to_owned(), x["verdict"].as_str().expect("verdict").to_owned()))
+        .collect();
+    let want: Vec<(String, String)> = [
+        ("AKIANOTWATCHEDONH2XX", "not_watched"),
+        ("AKIASHADOWOPENXXXXXX", "too_new"),
+        ("AKIASHADOWRESOLVEDXX", "too_new"),
+        ("AKIANEWERTHANWINDOWX", "too_new"),
+        ("AKIAUNUSEDEVERYWHERE", "unused"),
+    ]
+    .iter()
+    .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+    .collect();
+    let mut got_sorted = verdicts.clone();
+    got_sorted.sort();
+    let mut want_sorted = want.clone();
+    want_sorted.sort();
+    assert_eq!(got_sorted, want_sorted, "{:#?}", r["unused"]);
+    let row = |id: &str| r["unused"].as_array().unwrap().iter().find(|x| x["nhi_id"] == id).unwrap().clone();
+    let unused = row("AKIAUNUSEDEVERYWHERE");
+    assert_eq!((unused["hosts_known"].as_u64(), unused["hosts_watched"].as_u64()), (Some(2), Some(2)));
+    assert_eq!(unused["events_lost"].as_u64(), Some(4), "h1's 3 (counted once) and h3's 1");
+    let gap = row("AKIANOTWATCHEDONH2XX");
+    assert_eq!(gap["hosts_not_watched"], json!(["h2"]));
+
+    let shadow = r["shadow"].as_array().expect("shadow");
+    assert_eq!(shadow.len(), 1, "{shadow:#?}");
+    assert_eq!(shadow[0]["nhi_id"], "AKIASHADOWOPENXXXXXX");
+    assert_eq!(shadow[0]["hosts"].as_u64(), Some(2));
+    assert_eq!(shadow[0]["host_list"], json!(["h2", "h3"]));
+    assert_eq!(shadow[0]["workloads"], json!(["exe:/usr/bin/b uid:0", "exe:/usr/bin/c uid:0"]));
+    assert_eq!(shadow[0]["uses"].as_u64(), Some(8));
+}
