@@ -3,7 +3,7 @@
 //! HTTP/protobuf on hyper) on loopback. What must hold:
 //! - configured by the standard `OTEL_*` variables alone (no config file):
 //!   endpoint, protocol, headers, compression, resource attributes,
-//!   service name; EventName and attributes as in DESIGN.md; metrics;
+//!   service name; EventName and attributes as in the data contract (README, docs/design.md); metrics;
 //! - gzip on and off, for both protocols;
 //! - a receiver down for 30 s while the agent is under load loses nothing:
 //!   every record the agent committed arrives once it is back;
@@ -15,7 +15,7 @@ mod common;
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -80,7 +80,10 @@ fn export_from_otel_variables(protocol: Protocol, gzip: bool) {
         otel_env(&receiver, gzip),
         &[
             ("OTEL_EXPORTER_OTLP_HEADERS", "x-nhi-tenant=e2e,authorization=Bearer%20otlp-header-value"),
-            ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=e2e,k8s.cluster.name=test-cluster"),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "deployment.environment.name=e2e,k8s.cluster.name=test-cluster,host.name=e2e-node-7",
+            ),
             ("OTEL_SERVICE_NAME", "nhi-observer-e2e"),
         ],
     );
@@ -110,6 +113,15 @@ fn export_from_otel_variables(protocol: Protocol, gzip: bool) {
     assert!(access.str("nhi.record.id").is_some());
     assert!(access.time_unix_nano > 0);
     assert_eq!(access.scope, "nhi-observer");
+    assert_eq!(access.scope_version, env!("CARGO_PKG_VERSION"));
+    // Regression (issue 12): host identity is the resource's only; each
+    // record repeating `host.name` contradicted OTEL_RESOURCE_ATTRIBUTES.
+    assert!(!access.attributes.contains_key("host.name"), "host.name on a log record: {access:#?}");
+    assert!(!usage.attributes.contains_key("host.name"), "host.name on a log record: {usage:#?}");
+    // The body is a short summary naming the event and credential, not the
+    // event name alone.
+    let body = access.body.as_deref().unwrap_or_default();
+    assert!(body.starts_with("nhi.credential.access ") && body.contains(key_id), "body: {body:?}");
     assert_eq!(usage.int("nhi.usage.count"), Some(2), "usage counts both cats: {usage:#?}");
     assert_eq!(usage.str("process.executable.path"), Some(which("cat").to_str().unwrap()));
     assert!(usage.str("nhi.usage.id").is_some() && usage.str("nhi.usage.first_seen").is_some());
@@ -122,7 +134,7 @@ fn export_from_otel_variables(protocol: Protocol, gzip: bool) {
     assert_eq!(res.get("service.name").and_then(|v| v.as_str()), Some("nhi-observer-e2e"));
     assert_eq!(res.get("deployment.environment.name").and_then(|v| v.as_str()), Some("e2e"));
     assert_eq!(res.get("k8s.cluster.name").and_then(|v| v.as_str()), Some("test-cluster"));
-    assert!(res.get("host.name").and_then(|v| v.as_str()).is_some_and(|h| !h.is_empty()));
+    assert_eq!(res.get("host.name").and_then(|v| v.as_str()), Some("e2e-node-7"), "OTEL_RESOURCE_ATTRIBUTES wins");
     assert!(res.get("service.instance.id").and_then(|v| v.as_str()).is_some());
 
     let got = receiver.got.lock().unwrap();
@@ -136,6 +148,12 @@ fn export_from_otel_variables(protocol: Protocol, gzip: bool) {
     }
     assert!(!got.metrics.is_empty(), "no metrics export");
     drop(got);
+    let scopes = receiver.metric_scopes();
+    assert_eq!(
+        scopes,
+        [("nhi-observer".to_owned(), env!("CARGO_PKG_VERSION").to_owned())].into_iter().collect(),
+        "metrics scope with its version"
+    );
     // Metrics: accesses by source, at least the two cats.
     let accesses = receiver.metric("nhi.credential.accesses");
     let file = accesses.iter().find(|(a, _)| a.get("nhi.source").and_then(|v| v.as_str()) == Some("file"));
@@ -173,25 +191,7 @@ fn http_protobuf_without_compression() {
     }
 }
 
-/// Load: a Python process opening a credential file (de-dup off, so each
-/// open is a record) in bursts, until killed.
-fn load(cred: &Path) -> Child {
-    let script = "import os, sys, time\n\
-                  p = sys.argv[1]\n\
-                  while True:\n\
-                  \x20   for _ in range(20):\n\
-                  \x20       os.close(os.open(p, os.O_RDONLY))\n\
-                  \x20   time.sleep(0.02)\n";
-    Command::new("python3").args(["-I", "-S", "-c", script]).arg(cred).spawn().expect("python3")
-}
-
-fn stop_load(mut c: Child) {
-    let _ = c.kill();
-    let _ = c.wait();
-}
-
-/// Config for the delivery tests: every open a record, quick usage
-/// flushes, and retries at most 2 s apart once the receiver is back.
+/// De-dup off (each open of the load is a record), usage every second.
 const DELIVERY_CONFIG: &str = "dedup_interval_ms = 0\n[usage]\nflush_interval_secs = 1\n[otlp]\nmax_backoff_secs = 2\n";
 
 /// Every committed record id arrived (waits up to `timeout` for it);
@@ -227,7 +227,7 @@ fn receiver_down_30s_under_load_loses_nothing() {
     let args = config_args(home.path(), DELIVERY_CONFIG);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let agent = Agent::start_env(&args, "info", &otel_env(&receiver, true), None);
-    let load = load(&cred);
+    let load = open_loop(&cred);
     receiver.wait_logs(Duration::from_secs(20), |l| l.iter().any(|l| l.str("nhi.id") == Some("AKIAOTLPOUTAGE000001")));
     receiver.down();
     let outage = Instant::now();
@@ -239,7 +239,7 @@ fn receiver_down_30s_under_load_loses_nothing() {
     receiver.up();
     eprintln!("receiver back after {:?}; {} records committed", outage.elapsed(), after);
     std::thread::sleep(Duration::from_secs(3));
-    stop_load(load);
+    stop_loop(load);
     // The sink commits within 200 ms; then the same agent, still running,
     // must catch up on everything: the outage delayed delivery, nothing more.
     std::thread::sleep(Duration::from_secs(1));
@@ -281,10 +281,10 @@ fn kill_9_under_load_then_restart_delivers_every_committed_record() {
     let args = config_args(home.path(), DELIVERY_CONFIG);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let agent = Agent::start_env(&args, "info", &otel_env(&receiver, false), None);
-    let load = load(&cred);
+    let load = open_loop(&cred);
     std::thread::sleep(Duration::from_secs(6));
     let state = agent.kill9();
-    stop_load(load);
+    stop_loop(load);
     let committed_first = db_record_ids(state.path());
     assert!(committed_first.len() > 500, "only {} records committed under load", committed_first.len());
     let db = open_db(state.path());

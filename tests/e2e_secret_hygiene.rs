@@ -5,7 +5,8 @@
 //! agent's stdout, JSON lines and logs (at debug level), every file in
 //! both state directories (the agent's SQLite database and its WAL among
 //! them), and every OTLP request the agent sent to an in-process receiver
-//! (logs and metrics, decompressed). Zero hits. The same run checks that the
+//! (logs and metrics, decompressed), and the evidence report the state
+//! directory gives in every format (JSON, Markdown, HTML). Zero hits. The same run checks that the
 //! identities did come out, so the test cannot pass by reading nothing.
 mod common;
 
@@ -171,13 +172,34 @@ fn no_planted_secret_reaches_any_output_of_scan_or_agent() {
     assert!(outputs.iter().any(|(p, b)| p.ends_with("out.jsonl") && !b.is_empty()));
     assert!(outputs.iter().any(|(p, _)| p.ends_with("agent.stdout")));
     assert!(outputs.iter().any(|(p, b)| p.ends_with("nhi-observer.db") && !b.is_empty()), "no database");
+    // The evidence report, in every format, from the agent's state.
+    let report_dir = tempfile::tempdir().unwrap();
+    for format in ["json", "markdown", "html"] {
+        let path = report_dir.path().join(format!("report.{format}"));
+        let out = Command::new(bin)
+            .args(["report", "--state-dir", state_dir.to_str().unwrap(), "--window", "1h", "--format", format, "--out"])
+            .arg(&path)
+            .env("NHI_OBSERVER_LOG", "debug")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "report failed: {}", String::from_utf8_lossy(&out.stderr));
+        let text = fs::read_to_string(&path).unwrap();
+        // It did read the credentials, so the search below means something.
+        let named = agent_ids.iter().filter(|id| text.contains(**id)).count();
+        assert!(named >= agent_ids.len() / 2, "the {format} report names {named} of {} credentials", agent_ids.len());
+        outputs.push((format!("report ({format})"), text.into_bytes()));
+        outputs.push((format!("report stderr ({format})"), out.stderr));
+    }
     // Everything exported over OTLP: the records (ids included) arrived...
     let exported = receiver.wait_logs(Duration::from_secs(10), |logs| {
         agent_ids.iter().all(|id| logs.iter().any(|l| l.str("nhi.id") == Some(*id)))
+            && logs.iter().any(|l| l.event_name == "nhi.finding")
     });
     for id in &agent_ids {
         assert!(exported.iter().any(|l| l.str("nhi.id") == Some(*id)), "{id} was not exported over OTLP");
     }
+    assert!(exported.iter().any(|l| l.event_name == "nhi.finding"), "no finding was exported over OTLP");
+    assert!(exported.iter().any(|l| l.event_name == "nhi.coverage"), "no coverage record was exported over OTLP");
     // ...and no request carried a secret.
     let got = receiver.got.lock().unwrap();
     assert!(!got.metrics.is_empty(), "no metrics exported");

@@ -148,6 +148,26 @@ pub struct InodeKey {
 }
 const _: () = assert!(core::mem::size_of::<InodeKey>() == 16);
 
+impl InodeKey {
+    /// `dev` in the kernel's encoding ([`kernel_dev`]).
+    pub const fn new(dev: u32, ino: u64) -> Self {
+        Self { ino, dev, _pad0: 0 }
+    }
+}
+
+/// The kernel's internal `dev_t` (`MKDEV`: 12-bit major << 20 | 20-bit
+/// minor), as in `super_block::s_dev` and so in file events and
+/// `WATCHED_INODES`. Userspace `st_dev` uses another encoding: convert with
+/// this from its major and minor.
+pub const fn kernel_dev(major: u32, minor: u32) -> u32 {
+    ((major & 0xfff) << 20) | (minor & 0xf_ffff)
+}
+
+/// Major and minor of a kernel `dev_t` ([`kernel_dev`]).
+pub const fn kernel_dev_split(dev: u32) -> (u32, u32) {
+    ((dev >> 20) & 0xfff, dev & 0xf_ffff)
+}
+
 /// Value of `WATCHED_INODES`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -180,6 +200,30 @@ pub struct DedupKey {
     pub _pad0: u32,
 }
 const _: () = assert!(core::mem::size_of::<DedupKey>() == 40);
+
+/// `open(2)` flag bits the de-dup access class reads.
+pub const O_ACCMODE: u32 = 0o3;
+pub const O_CREAT: u32 = 0o100;
+
+/// [`DedupKey::access`] of an open's flags: `O_ACCMODE` bits | `O_CREAT`
+/// presence << 2. The kernel and the agent both derive it from here.
+#[inline(always)]
+pub const fn dedup_access_class(flags: u32) -> u32 {
+    (flags & O_ACCMODE) | (((flags & O_CREAT) != 0) as u32) << 2
+}
+
+/// FNV-1a offset basis: the start of [`fnv1a_step`] (the de-dup key of a
+/// failed open hashes its requested path, up to its NUL or [`PATH_LEN`]
+/// - 1 bytes).
+///
+/// [`PATH_LEN`]: crate::PATH_LEN
+pub const FNV1A_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// One byte of FNV-1a (64-bit).
+#[inline(always)]
+pub const fn fnv1a_step(h: u64, byte: u8) -> u64 {
+    (h ^ byte as u64).wrapping_mul(0x100_0000_01b3)
+}
 
 /// De-duplication state: counts are monotonic, so the agent derives exact
 /// per-record counts by subtraction and never writes to the map.

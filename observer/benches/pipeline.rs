@@ -26,10 +26,10 @@ use nhi_observer::{
     config::{Config, Overrides},
     correlate::{self, Access, Connection, Correlator, CorrelatorConfig, Destination},
     decode::{self, Event},
-    export::record::{self, Context, Value},
+    model::{self as record, Value, file::Context},
     identity::table::ProcKey,
 };
-use observer_common::{EventKind, FileOpenEvent, INODE_FILE, InodeKey, InodeRule, MatchKind, OpenSyscall, event_flags};
+use observer_common::{EventKind, FileOpenEvent, INODE_FILE, MatchKind, OpenSyscall, event_flags};
 
 // The agent's allocator and its settings (observer/src/alloc.rs), so the
 // chain costs what it costs in the agent.
@@ -39,7 +39,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const EVENTS: usize = 4096;
 const PROCESSES: u32 = 512;
 const CREDENTIALS: u64 = 1000;
-const DEV: u64 = (254 << 20) | 1;
+const DEV: u64 = observer_common::kernel_dev(254, 1) as u64;
 
 fn put(buf: &mut [u8], s: &[u8]) {
     buf[..s.len()].copy_from_slice(s);
@@ -91,11 +91,7 @@ impl Chain {
         let cfg = Config::resolve(Overrides::default()).expect("built-in config");
         let rule = cfg.catalog.rules.iter().find(|r| r.name == "aws-shared-credentials").expect("aws rule").id;
         let entries: Vec<InodeEntry> = (0..CREDENTIALS)
-            .map(|n| InodeEntry {
-                key: InodeKey { ino: 1_000 + n, dev: DEV as u32, _pad0: 0 },
-                rule: InodeRule { rule_id: rule, what: INODE_FILE },
-                path: format!("/home/u{n}/.aws/credentials").into(),
-            })
+            .map(|n| InodeEntry::new(DEV as u32, 1_000 + n, rule, INODE_FILE, format!("/home/u{n}/.aws/credentials").into()))
             .collect();
         let ids = (0..CREDENTIALS).map(|n| (1_000 + n, format!("AKIABENCH{n:011}"))).collect();
         Chain { watch: WatchList::new(cfg.catalog, &entries), ids, correlator: Correlator::new(CorrelatorConfig::default()),
@@ -114,7 +110,7 @@ impl Chain {
             time: SystemTime::UNIX_EPOCH + Duration::from_nanos(ev.boot_ns),
             rule: Some((rule.name.as_str(), rule.kind.as_str())),
         };
-        let mut r = record::from_event(&event, &cx)?;
+        let mut r = record::file::from_event(&event, &cx)?;
         r.attributes.push(("nhi.id", Value::Str(self.ids.get(&ev.ino)?.clone())));
         r.set_count(1);
         Some((r, ProcKey { tgid: ev.task.tgid, start_boot_ns: ev.task.start_boot_ns }, ev.boot_ns))

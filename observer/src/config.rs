@@ -82,6 +82,13 @@ pub struct FileConfig {
     /// The database in the state directory.
     #[serde(default)]
     pub store: StoreFileConfig,
+    /// Inventory of declared credentials (YAML, see
+    /// `deploy/inventory.example.yaml`): what is not in it is `shadow`, and
+    /// its consumers and destinations are the expected ones. Default: none.
+    pub inventory: Option<PathBuf>,
+    /// Findings (`nhi.finding`) and coverage records (`nhi.coverage`).
+    #[serde(default)]
+    pub findings: FindingsFileConfig,
     /// OpenTelemetry export. The standard `OTEL_*` environment variables
     /// configure it (endpoint, protocol, headers, compression, timeout,
     /// resource attributes, service name); these keys only add what they
@@ -119,6 +126,48 @@ pub struct StoreFileConfig {
     pub max_records: Option<u64>,
     /// Length of one coverage interval, in seconds. Default: 60.
     pub coverage_interval_secs: Option<u64>,
+}
+
+/// The `[findings]` section. Durations are written `90d`, `12h`, `30s`,
+/// `1h 30m`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FindingsFileConfig {
+    /// How often findings are evaluated (and emitted when they open,
+    /// change or resolve). Default: `60s`.
+    pub interval: Option<String>,
+    /// A credential present or declared with no use in this window is
+    /// `unused` (if it was known for the whole window; else `too_new`).
+    /// Default: `90d`.
+    pub unused_window: Option<String>,
+    /// Without an inventory, consumers and destinations first seen this
+    /// long after a credential's first use are unexpected. Default: `7d`.
+    pub learning_period: Option<String>,
+    /// Certificates and tokens expiring within this are a hygiene
+    /// finding. Default: `30d`.
+    pub expiry_warning: Option<String>,
+    /// How often an `nhi.coverage` record (what was watched, what was
+    /// lost) is emitted; one is also emitted at start and at stop.
+    /// Default: `300s`.
+    pub coverage_interval: Option<String>,
+}
+
+/// Findings and coverage records, resolved.
+#[derive(Debug, Clone)]
+pub struct FindingsConfig {
+    pub interval: Duration,
+    pub settings: crate::findings::Settings,
+    pub coverage_every: Duration,
+    pub inventory: Option<crate::inventory::Inventory>,
+}
+
+/// Parses a duration (`90d`, `12h`, `30s`); zero is refused.
+pub fn parse_duration(name: &'static str, text: &str) -> Result<Duration, ConfigError> {
+    match humantime::parse_duration(text) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err(ConfigError::ZeroInterval(name)),
+        Err(e) => Err(ConfigError::Duration { name, text: text.to_owned(), message: e.to_string() }),
+    }
 }
 
 /// The `[otlp]` section.
@@ -165,6 +214,8 @@ pub struct Overrides {
     pub ring_buffer_bytes: Option<u32>,
     /// `--capture-args`: on if given (else the file decides).
     pub capture_args: bool,
+    /// `--inventory`: wins over the file's `inventory`.
+    pub inventory: Option<PathBuf>,
     /// `--health-listen`: wins over `health_listen` in the file.
     pub health_listen: Option<String>,
 }
@@ -187,6 +238,7 @@ pub struct Config {
     pub usage: UsageConfig,
     pub store: StoreOptions,
     pub otlp: OtlpConfig,
+    pub findings: FindingsConfig,
     /// Where the health endpoint listens; `None`: no endpoint.
     pub health_listen: Option<SocketAddr>,
 }
@@ -217,6 +269,10 @@ pub enum ConfigError {
     TableCapacity(usize),
     #[error("usage.direct_window_secs must not exceed usage.inferred_window_secs")]
     Windows,
+    #[error("{name} = {text:?}: {message} (write durations as 90d, 12h, 30s)")]
+    Duration { name: &'static str, text: String, message: String },
+    #[error("{0}")]
+    Inventory(#[from] crate::inventory::InventoryError),
     #[error("{0} = {1}: out of range")]
     Range(&'static str, u64),
     #[error("health_listen = {0:?}: not an IP:PORT address (e.g. 127.0.0.1:9808)")]
@@ -229,6 +285,7 @@ impl Config {
             Some(path) => load(path)?,
             None => FileConfig::default(),
         };
+        let inventory_path = o.inventory.clone().or_else(|| file.inventory.clone());
         let o_health = o.health_listen;
         let state_dir = o.state_dir.or(file.state_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
         if !state_dir.is_absolute() {
@@ -298,6 +355,22 @@ impl Config {
             batch_size,
             max_backoff: secs(o.max_backoff_secs, 30, "otlp.max_backoff_secs")?,
         };
+        let f = file.findings;
+        let dur = |v: Option<String>, default: &str, name| parse_duration(name, v.as_deref().unwrap_or(default));
+        let inventory = match inventory_path {
+            Some(path) => Some(crate::inventory::Inventory::load(&path)?),
+            None => None,
+        };
+        let findings = FindingsConfig {
+            interval: dur(f.interval, "60s", "findings.interval")?,
+            settings: crate::findings::Settings {
+                unused_window: dur(f.unused_window, "90d", "findings.unused_window")?,
+                learning_period: dur(f.learning_period, "7d", "findings.learning_period")?,
+                expiry_warning: dur(f.expiry_warning, "30d", "findings.expiry_warning")?,
+            },
+            coverage_every: dur(f.coverage_interval, "300s", "findings.coverage_interval")?,
+            inventory,
+        };
         let health_listen = match o_health.or(file.health_listen) {
             Some(text) => Some(text.parse::<SocketAddr>().map_err(|_| ConfigError::HealthListen(text))?),
             None => None,
@@ -318,6 +391,7 @@ impl Config {
             usage,
             store,
             otlp,
+            findings,
             health_listen,
         })
     }
@@ -339,6 +413,23 @@ mod tests {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(text.as_bytes()).unwrap();
         Config::resolve(Overrides { config: Some(f.path().to_owned()), ..Default::default() })
+    }
+
+    #[test]
+    fn findings_durations_and_inventory() {
+        let c = Config::resolve(Overrides::default()).unwrap();
+        assert_eq!(c.findings.settings.unused_window, Duration::from_secs(90 * 86_400));
+        assert_eq!(c.findings.interval, Duration::from_secs(60));
+        assert_eq!(c.findings.coverage_every, Duration::from_secs(300));
+        assert!(c.findings.inventory.is_none());
+        let c = with_file("[findings]\nunused_window = \"30s\"\nlearning_period = \"2h\"\n").unwrap();
+        assert_eq!(c.findings.settings.unused_window, Duration::from_secs(30));
+        assert_eq!(c.findings.settings.learning_period, Duration::from_secs(7200));
+        let e = with_file("[findings]\nunused_window = \"ninety days\"\n").unwrap_err().to_string();
+        assert!(e.contains("findings.unused_window"), "{e}");
+        assert!(with_file("[findings]\ninterval = \"0s\"\n").is_err());
+        let e = with_file("inventory = \"/nonexistent/inv.yaml\"\n").unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/inv.yaml"), "{e}");
     }
 
     #[test]

@@ -13,11 +13,19 @@ pub mod correlate;
 pub mod decode;
 pub mod enrich;
 pub mod export;
+pub mod findings;
+pub mod host;
 pub mod identity;
+pub mod inventory;
+pub mod model;
 pub mod net;
 pub mod probes;
+pub mod report;
 pub mod ringbuf;
 pub mod scan;
 pub mod secret;
 pub mod stats;
 pub mod store;
+
+#[cfg(test)]
+mod layering;

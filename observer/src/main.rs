@@ -1,14 +1,16 @@
 //! nhi-observer: which workload uses which machine credential, from the host.
 //!
 //! Exit codes: 0 success; 1 runtime failure (or `check`: cannot run here);
-//! 64 bad configuration or usage.
+//! 64 bad configuration or usage; 75 another agent holds the state
+//! directory (try again once it has stopped).
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 
-use nhi_observer::{app, check, classify, config, scan, secret};
+use nhi_observer::{app, check, classify, config, report, scan, secret};
 
 const EX_USAGE: u8 = 64;
+const EX_TEMPFAIL: u8 = 75;
 
 /// mimalloc, tuned by [`nhi_observer::alloc::tune`] (see there why).
 #[global_allocator]
@@ -45,6 +47,42 @@ enum Command {
     /// needed. Walks the homes, /etc, /var/lib/kubelet/pods, /run/secrets
     /// and the config's scan_roots, or the PATHS given.
     Scan(ScanArgs),
+    /// Per credential: where it is stored, who created and used it, towards
+    /// which servers, its status (in_use, unused, too_new, shadow) and
+    /// findings; and the evidence (coverage, gaps, losses, blind spots, a
+    /// sign-off statement per unused credential). Reads the state
+    /// directory read-only, also while the agent runs.
+    Report(ReportArgs),
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ReportFormat {
+    Html,
+    Markdown,
+    Json,
+}
+
+#[derive(clap::Args)]
+struct ReportArgs {
+    /// Configuration file (TOML): state_dir, inventory and the [findings]
+    /// settings, as the agent uses them.
+    #[arg(long, env = "NHI_OBSERVER_CONFIG")]
+    config: Option<PathBuf>,
+    /// State directory [default: /var/lib/nhi-observer].
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Inventory of declared credentials (YAML).
+    #[arg(long)]
+    inventory: Option<PathBuf>,
+    /// The window judged: no use in it is `unused` (90d, 12h, 30s)
+    /// [default: 90d, or findings.unused_window in the config].
+    #[arg(long)]
+    window: Option<String>,
+    #[arg(long, value_enum, default_value_t = ReportFormat::Html)]
+    format: ReportFormat,
+    /// Write here instead of standard output.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -80,6 +118,10 @@ struct RunArgs {
     /// values masked [default: off, or `capture_args` in the config].
     #[arg(long)]
     capture_args: bool,
+    /// Inventory of declared credentials (YAML) [default: none, or
+    /// `inventory` in the config].
+    #[arg(long)]
+    inventory: Option<PathBuf>,
     /// Serve `/healthz` and `/readyz` on this address (IP:PORT), for
     /// orchestrators' probes [default: off, or `health_listen` in the config].
     #[arg(long)]
@@ -97,6 +139,7 @@ fn main() -> ExitCode {
             if check::can_run(&findings) { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
         Command::Scan(args) => run_scan(args),
+        Command::Report(args) => run_report(args),
         Command::Run(args) => {
             let overrides = config::Overrides {
                 config: args.config,
@@ -104,6 +147,7 @@ fn main() -> ExitCode {
                 jsonl: args.jsonl,
                 ring_buffer_bytes: args.ring_buffer_bytes,
                 capture_args: args.capture_args,
+                inventory: args.inventory,
                 health_listen: args.health_listen,
             };
             let cfg = match config::Config::resolve(overrides.clone()) {
@@ -122,11 +166,64 @@ fn main() -> ExitCode {
             };
             match runtime.block_on(app::run(cfg, overrides)) {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.downcast_ref::<nhi_observer::store::LockError>().is_some_and(|l| matches!(l, nhi_observer::store::LockError::Held { .. })) => {
+                    tracing::error!("{e:#}");
+                    ExitCode::from(EX_TEMPFAIL)
+                }
                 Err(e) => {
                     tracing::error!("{e:#}");
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn run_report(args: ReportArgs) -> ExitCode {
+    let mut cfg = match config::Config::resolve(config::Overrides {
+        config: args.config,
+        state_dir: args.state_dir,
+        inventory: args.inventory,
+        ..Default::default()
+    }) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            tracing::error!("configuration: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    if let Some(w) = &args.window {
+        match config::parse_duration("--window", w) {
+            Ok(d) => cfg.findings.settings.unused_window = d,
+            Err(e) => {
+                tracing::error!("{e}");
+                return ExitCode::from(EX_USAGE);
+            }
+        }
+    }
+    let now = std::time::SystemTime::now();
+    let report = match report::load(&cfg.state_dir, cfg.findings.inventory.as_ref(), &cfg.findings.settings, now) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("reading the state directory {}: {e}", cfg.state_dir.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let text = match args.format {
+        ReportFormat::Html => report::html(&report),
+        ReportFormat::Markdown => report::markdown(&report),
+        ReportFormat::Json => report::json(&report),
+    };
+    let written = match &args.out {
+        Some(path) => std::fs::write(path, text.as_bytes()),
+        None => std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes()),
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("writing the report: {e}");
+            ExitCode::FAILURE
         }
     }
 }

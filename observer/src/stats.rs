@@ -23,8 +23,13 @@ pub struct Stats {
     pub env_credentials: AtomicU64,
     /// Records committed to the store, and written to JSON lines.
     pub records_stored: AtomicU64,
-    /// Store writes that failed (the record still went to JSON lines).
+    /// Store writes that failed (the records wait in the store's retry
+    /// queue: a failed write is not a lost record; losses are in
+    /// `store_drops`).
     pub store_errors: AtomicU64,
+    /// Records given to the store and not yet written to JSON lines (the
+    /// open transaction and, while writes fail, the retry queue).
+    pub store_queued: AtomicU64,
     /// Records deleted from the store before they were exported.
     pub store_dropped: AtomicU64,
     /// Size of the database and its WAL, in bytes.
@@ -46,6 +51,10 @@ pub struct Stats {
     /// Classification outcomes (reads, cache hits, rotations, unparsed
     /// reasons, skipped self/excluded events).
     classify: Mutex<BTreeMap<&'static str, u64>>,
+    /// Writes the store gave up, by reason (see `store::Store::drops`).
+    store_drops: Mutex<BTreeMap<&'static str, u64>>,
+    /// Records an OTLP collector refused for good, by reason.
+    export_rejected: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Stats {
@@ -82,6 +91,26 @@ impl Stats {
 
     pub fn drops(&self) -> BTreeMap<&'static str, u64> {
         self.drops.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    pub fn set_store_drops(&self, drops: &BTreeMap<&'static str, u64>) {
+        if let Ok(mut m) = self.store_drops.lock() {
+            m.clone_from(drops);
+        }
+    }
+
+    pub fn store_drops(&self) -> BTreeMap<&'static str, u64> {
+        self.store_drops.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    pub fn export_rejected(&self, reason: &str) {
+        if let Ok(mut m) = self.export_rejected.lock() {
+            *m.entry(reason.to_owned()).or_default() += 1;
+        }
+    }
+
+    pub fn export_rejections(&self) -> BTreeMap<String, u64> {
+        self.export_rejected.lock().map(|m| m.clone()).unwrap_or_default()
     }
 
     pub fn count(&self, what: &'static str) {

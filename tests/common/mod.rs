@@ -264,6 +264,50 @@ impl Agent {
     }
 }
 
+/// The agent binary, without the machine's `OTEL_*` and `MIMALLOC_*`
+/// variables (the test's configuration only).
+pub fn agent_command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nhi-observer"));
+    for (k, _) in std::env::vars_os() {
+        if k.to_str().is_some_and(|k| k.starts_with("OTEL_") || k.starts_with("MIMALLOC_")) {
+            cmd.env_remove(&k);
+        }
+    }
+    cmd
+}
+
+/// Runs the agent binary with `args` to its end (at most `timeout`, then
+/// it is killed and the test fails): its exit status and standard error.
+pub fn run_agent_to_end(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> (ExitStatus, String) {
+    let mut child = agent_command()
+        .args(args)
+        .env("NHI_OBSERVER_LOG_FORMAT", "json")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start nhi-observer");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let reader = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+        s
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("nhi-observer {args:?} still running after {timeout:?}; stderr:\n{}", reader.join().unwrap_or_default());
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    (status, reader.join().unwrap_or_default())
+}
+
 impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -612,6 +656,23 @@ pub fn records_of<'a>(records: &'a [Value], pid: u32, source: &str) -> Vec<&'a V
         .iter()
         .filter(|r| int_attr(r, "process.pid") == Some(i64::from(pid)) && str_attr(r, "nhi.source") == Some(source))
         .collect()
+}
+
+/// Load: a Python process opening `cred` 20 times every 20 ms until
+/// [`stop_loop`] (with `dedup_interval_ms = 0`, a record per open).
+pub fn open_loop(cred: &Path) -> Child {
+    let script = "import os, sys, time\n\
+                  p = sys.argv[1]\n\
+                  while True:\n\
+                  \x20   for _ in range(20):\n\
+                  \x20       os.close(os.open(p, os.O_RDONLY))\n\
+                  \x20   time.sleep(0.02)\n";
+    Command::new("python3").args(["-I", "-S", "-c", script]).arg(cred).spawn().expect("python3")
+}
+
+pub fn stop_loop(mut c: Child) {
+    let _ = c.kill();
+    let _ = c.wait();
 }
 
 /// A temporary config file for the agent.

@@ -7,7 +7,7 @@
 #![allow(dead_code)]
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::SocketAddr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -58,6 +58,28 @@ pub struct Received {
     /// Every request body as received after decompression (to search for
     /// planted secrets).
     pub raw: Vec<Vec<u8>>,
+    /// A log request holding an attribute whose string value contains this
+    /// is refused for good (gRPC INVALID_ARGUMENT, HTTP 400), as a
+    /// collector refuses a record it cannot take; set by [`Receiver::refuse`].
+    pub refuse: Option<String>,
+    /// Requests refused that way.
+    pub refused: usize,
+}
+
+impl Received {
+    /// Whether a log request is one to refuse (see `refuse`).
+    fn refuses(&mut self, req: &ExportLogsServiceRequest) -> bool {
+        let Some(marker) = &self.refuse else { return false };
+        let hit = req.resource_logs.iter().flat_map(|rl| &rl.scope_logs).flat_map(|sl| &sl.log_records).any(|lr| {
+            lr.attributes.iter().any(|kv| {
+                matches!(kv.value.as_ref().and_then(|v| v.value.as_ref()), Some(any_value::Value::StringValue(s)) if s.contains(marker.as_str()))
+            })
+        });
+        if hit {
+            self.refused += 1;
+        }
+        hit
+    }
 }
 
 pub struct Receiver {
@@ -102,6 +124,9 @@ impl LogsService for Grpc {
         &self,
         req: tonic::Request<ExportLogsServiceRequest>,
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        if self.0.lock().unwrap().refuses(req.get_ref()) {
+            return Err(tonic::Status::invalid_argument("refused: the request holds the test's marker"));
+        }
         self.note(req, |g| &mut g.logs);
         Ok(tonic::Response::new(ExportLogsServiceResponse { partial_success: None }))
     }
@@ -149,6 +174,9 @@ async fn http_handler(
     }
     let response = match path.as_str() {
         "/v1/logs" => match ExportLogsServiceRequest::decode(&body[..]) {
+            Ok(r) if g.refuses(&r) => {
+                return Ok(Response::builder().status(400).body(Full::new(Bytes::from_static(b"refused"))).unwrap());
+            }
             Ok(r) => {
                 g.logs.push(r);
                 ExportLogsServiceResponse { partial_success: None }.encode_to_vec()
@@ -240,6 +268,17 @@ impl Receiver {
         self.task = Some(task);
     }
 
+    /// From now on, refuses for good every log request holding an
+    /// attribute whose string value contains `marker`.
+    pub fn refuse(&self, marker: &str) {
+        self.got.lock().unwrap().refuse = Some(marker.to_owned());
+    }
+
+    /// Log requests refused so far.
+    pub fn refused(&self) -> usize {
+        self.got.lock().unwrap().refused
+    }
+
     /// The endpoint for `OTEL_EXPORTER_OTLP_ENDPOINT`.
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
@@ -277,6 +316,17 @@ impl Receiver {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// (name, version) of every instrumentation scope metrics came in.
+    pub fn metric_scopes(&self) -> BTreeSet<(String, String)> {
+        let g = self.got.lock().unwrap();
+        g.metrics
+            .iter()
+            .flat_map(|req| &req.resource_metrics)
+            .flat_map(|rm| &rm.scope_metrics)
+            .filter_map(|sm| sm.scope.as_ref().map(|s| (s.name.clone(), s.version.clone())))
+            .collect()
     }
 
     /// Data points of a metric by name: (attributes, value) of the last
@@ -326,6 +376,9 @@ pub struct LogView {
     pub attributes: BTreeMap<String, Value>,
     pub resource: BTreeMap<String, Value>,
     pub scope: String,
+    pub scope_version: String,
+    /// The body, when it is a string.
+    pub body: Option<String>,
 }
 
 impl LogView {
@@ -359,6 +412,7 @@ fn flatten_logs(req: &ExportLogsServiceRequest) -> Vec<LogView> {
         let resource = rl.resource.as_ref().map(|r| attrs(&r.attributes)).unwrap_or_default();
         for sl in &rl.scope_logs {
             let scope = sl.scope.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+            let scope_version = sl.scope.as_ref().map(|s| s.version.clone()).unwrap_or_default();
             for lr in &sl.log_records {
                 out.push(LogView {
                     event_name: lr.event_name.clone(),
@@ -366,6 +420,11 @@ fn flatten_logs(req: &ExportLogsServiceRequest) -> Vec<LogView> {
                     attributes: attrs(&lr.attributes),
                     resource: resource.clone(),
                     scope: scope.clone(),
+                    scope_version: scope_version.clone(),
+                    body: lr.body.as_ref().and_then(|b| match &b.value {
+                        Some(any_value::Value::StringValue(s)) => Some(s.clone()),
+                        _ => None,
+                    }),
                 });
             }
         }

@@ -1,7 +1,7 @@
 //! `cargo xtask <command>`: everything a fresh machine needs, idempotently.
 //!
 //! - `setup`: the nightly `rust-src` component and `bpf-linker` built against
-//!   the nightly rustc's own LLVM (the recipe in DESIGN.md). Fast when done.
+//!   the nightly rustc's own LLVM (the recipe in the shared DESIGN notes, kept in `setup.rs`). Fast when done.
 //! - `run`: setup, build, then run the agent on this host (root, or sudo).
 //! - `test`: setup, clippy, then the whole test suite as root, then a short
 //!   run of every fuzz target (`fuzz/`).

@@ -146,6 +146,8 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("openssl", "openssl"),
     ("ip", "iproute2"),
     ("python3", "python3"),
+    // The evidence report's HTML, rendered headless (e2e_findings).
+    ("chromium", "chromium"),
     // Deployment tests (tests/e2e_deploy_*.rs, tests/deploy_manifests.rs).
     ("buildah", "buildah"),
     ("debootstrap", "debootstrap"),

@@ -24,7 +24,7 @@ use observer_common::{
     AFFIX_EXACT_BASE, AFFIX_PREFIX_BASE, Counter, DedupKey, DedupValue, EventHeader, EventKind, FileOpenEvent, FileSensorConfig,
     GATE_AFFIX_LENS,
     GATE_PREFIX, GATE_SUFFIX, INODE_DIR, INODE_FILE, InodeKey, MatchKind, OpenSyscall, PATH_KEY_LEN, PATH_LEN,
-    event_flags, gate_affix_bit, gate_inode_bit, gate_name_bit,
+    event_flags, gate_affix_bit, gate_inode_bit, gate_name_bit, FNV1A_OFFSET, O_CREAT, dedup_access_class, fnv1a_step,
 };
 
 use crate::{
@@ -34,9 +34,7 @@ use crate::{
 
 const AT_FDCWD: i32 = -100;
 const O_WRONLY: u32 = 0o1;
-const O_CREAT: u32 = 0o100;
 const O_TRUNC: u32 = 0o1000;
-const O_ACCMODE: u32 = 0o3;
 
 /// Longest user name we skip over in `/home/<user>/`.
 const MAX_HOME_NAME: usize = 64;
@@ -451,14 +449,14 @@ fn path_hash() -> u64 {
     let Some(scratch) = SCRATCH.get_ptr(0) else { return 0 };
     // SAFETY: per-CPU scratch value.
     let p = unsafe { &(*scratch).path };
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut h: u64 = FNV1A_OFFSET;
     let mut i = 0;
     while i < PATH_LEN {
         let c = p[i];
         if c == 0 {
             break;
         }
-        h = (h ^ c as u64).wrapping_mul(0x100_0000_01b3);
+        h = fnv1a_step(h, c);
         i += 1;
     }
     h
@@ -474,7 +472,7 @@ fn dedup(p: &Pending, now: u64) -> Option<u64> {
     }
     let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
     let start_ns = kernel::process_start_ns();
-    let access = (p.flags & O_ACCMODE) | (((p.flags & O_CREAT) != 0) as u32) << 2;
+    let access = dedup_access_class(p.flags);
     let (dev, ino, errno) = if ret < 0 { (0, path_hash(), (-ret) as u32) } else { (dev, ino, 0) };
     let key = DedupKey { start_ns, tgid, access, dev, ino, errno, _pad0: 0 };
     if let Some(v) = DEDUP.get_ptr_mut(key) {

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use observer_common::{DedupKey, DedupValue};
 
-use crate::{decode::FileOpen, export::record::Record};
+use crate::{decode::FileOpen, model::Record};
 
 /// Keys tracked at most; the least recently seen go first.
 pub const MAX_TRACKED: usize = 16384;
@@ -33,15 +33,12 @@ pub struct Dedup {
 /// The kernel's key for an event (same fields, same path hash).
 pub fn key_of(ev: &FileOpen) -> DedupKey {
     use std::os::unix::ffi::OsStrExt;
-    let access = (ev.open_flags & 0o3) | u32::from(ev.creates()) << 2;
+    let access = observer_common::dedup_access_class(ev.open_flags);
     let (tgid, start_ns) = (ev.task.tgid, ev.task.start_boot_ns);
     if ev.ret < 0 {
         let bytes = ev.path.as_bytes();
         let bytes = &bytes[..bytes.len().min(observer_common::PATH_LEN - 1)];
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for &c in bytes {
-            h = (h ^ u64::from(c)).wrapping_mul(0x100_0000_01b3);
-        }
+        let h = bytes.iter().fold(observer_common::FNV1A_OFFSET, |h, &c| observer_common::fnv1a_step(h, c));
         DedupKey { start_ns, tgid, access, dev: 0, ino: h, errno: u32::try_from(-ev.ret).unwrap_or(0), _pad0: 0 }
     } else {
         DedupKey { start_ns, tgid, access, dev: ev.dev, ino: ev.ino, errno: 0, _pad0: 0 }

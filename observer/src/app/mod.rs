@@ -34,7 +34,8 @@ use crate::{
         watch::{self, InodeEntry, WatchList},
     },
     config::{Config, Overrides},
-    export::{jsonl::JsonLines, otlp, record::Record},
+    export::{jsonl::JsonLines, otlp},
+    model::Record,
     probes::{ProbeOptions, Probes},
     ringbuf, scan,
     stats::Stats,
@@ -42,6 +43,7 @@ use crate::{
 };
 
 mod dedup;
+mod findings;
 pub mod health;
 mod pipeline;
 pub use pipeline::{Input, Pipeline};
@@ -59,6 +61,9 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     ensure_state_dir(&cfg.state_dir)?;
+    // Before anything in the directory is touched: one agent per state
+    // directory. Held until `run` returns.
+    let _lock = store::lock(&cfg.state_dir)?;
     let keyed = Arc::new(match &cfg.fingerprint_key_file {
         Some(path) => key::load(path)?,
         None => key::load_or_create(&cfg.state_dir)?,
@@ -115,6 +120,8 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
     let mut sink = JsonLines::open(&cfg.jsonl).with_context(|| format!("opening JSON lines output {:?}", cfg.jsonl))?;
     let (inode_tx, mut inode_rx) = mpsc::unbounded_channel();
     let mut pipeline = Pipeline::new(&cfg, watch, Some(kernel), keyed.clone(), stats.clone(), inode_tx.clone());
+    let (at_rest_tx, at_rest_rx) = std_mpsc::channel();
+    let mut findings = findings::Findings::new(cfg.findings.clone(), at_rest_rx);
     let (done_tx, done_rx) = std_mpsc::channel();
     let sink_stats = stats.clone();
     let sink_shutdown = shutdown.clone();
@@ -126,9 +133,16 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
     let sink_thread = thread::Builder::new()
         .name("nhi-sink".into())
         .spawn(move || {
-            let mut out = Out { sink: &mut sink, store: &mut db, stats: &sink_stats, store_errors_logged: None };
+            let mut out = Out {
+                sink: &mut sink,
+                store: &mut db,
+                stats: &sink_stats,
+                lines: Vec::new(),
+                unstored: Vec::new(),
+                wake: waker.as_deref(),
+            };
             let result =
-                sink_loop(&runtime, rx, &mut pipeline, &mut out, waker.as_deref(), &sink_attached, &sink_health);
+                sink_loop(&runtime, rx, &mut pipeline, &mut out, &mut findings, &sink_attached, &sink_health);
             sink_shutdown.cancel();
             let _ = done_tx.send(());
             result
@@ -140,13 +154,16 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
     // allocators keep unless told. Hand them back once, before watching.
     crate::alloc::release_free_memory();
     probes.attach().context("attaching probes")?;
-    let _ = attached.set(std::time::SystemTime::now());
+    let sensors: Vec<&'static str> =
+        if probes.network() { vec!["file", "process", "network"] } else { vec!["file", "process"] };
+    let _ = attached.set((std::time::SystemTime::now(), sensors));
     health.attached();
     tracing::info!(network = probes.network(), "probes attached; watching");
     if cfg.scan_at_start {
-        start_scan(&cfg, keyed, inode_tx)?;
+        start_scan(&cfg, keyed, inode_tx, at_rest_tx)?;
     } else {
         drop(inode_tx);
+        drop(at_rest_tx);
     }
 
     let mut rescan = tokio::time::interval(cfg.rescan_every);
@@ -294,6 +311,7 @@ fn start_scan(
     cfg: &Config,
     keyed: Arc<observer_creds::Keyed>,
     inodes: mpsc::UnboundedSender<InodeEntry>,
+    at_rest: std_mpsc::Sender<Vec<store::evidence::AtRest>>,
 ) -> anyhow::Result<()> {
     let catalog = cfg.catalog.clone();
     let opts = scan::ScanOptions { roots: scan::roots(&[], &cfg.scan_roots), max_bytes: cfg.max_credential_bytes };
@@ -308,17 +326,32 @@ fn start_scan(
                 walk_errors = report.walk_errors,
                 "at-rest scan done"
             );
+            // The findings' facts: what is present at rest.
+            let found: Vec<store::evidence::AtRest> = report
+                .found
+                .iter()
+                .flat_map(|f| {
+                    f.parsed.identities.iter().map(|i| store::evidence::AtRest {
+                        path: f.path.to_string_lossy().into_owned(),
+                        nhi_id: i.id.clone(),
+                        kind: i.kind.clone(),
+                        expires: i
+                            .attributes
+                            .iter()
+                            .filter(|(k, _)| *k == "nhi.credential.expires_at" || *k == "nhi.x509.not_after")
+                            .find_map(|(_, v)| crate::inventory::parse_expiry(v)),
+                    })
+                })
+                .collect();
+            let _ = at_rest.send(found);
             for found in &report.found {
                 let (Some((dev, ino)), Some(rule)) =
                     (found.kernel_inode(), catalog.rules.iter().find(|r| r.name == found.rule))
                 else {
                     continue;
                 };
-                let entry = InodeEntry {
-                    key: observer_common::InodeKey { ino, dev: dev as u32, _pad0: 0 },
-                    rule: observer_common::InodeRule { rule_id: rule.id, what: observer_common::INODE_FILE },
-                    path: found.path.clone(),
-                };
+                let entry =
+                    InodeEntry::new(dev as u32, ino, rule.id, observer_common::INODE_FILE, found.path.clone());
                 if inodes.send(entry).is_err() {
                     return;
                 }
@@ -348,78 +381,91 @@ fn ensure_state_dir(dir: &std::path::Path) -> anyhow::Result<()> {
         .with_context(|| format!("creating state directory {}", dir.display()))
 }
 
-/// Where records go: the store (which gives each its id and JSON text)
-/// and the JSON lines output.
+/// Where records go: the store (which gives each its id and JSON text),
+/// then, once committed, the JSON lines output: a line is written only
+/// for a record the database holds.
 struct Out<'a> {
     sink: &'a mut JsonLines,
     store: &'a mut Store,
     stats: &'a Stats,
-    store_errors_logged: Option<Instant>,
+    /// Committed records' text, between the store and the sink.
+    lines: Vec<String>,
+    /// The agent's own stats lines (not stored): written once the records
+    /// before them are.
+    unstored: Vec<String>,
+    /// Told after each commit: the OTLP exporter, which delivers what is
+    /// committed.
+    wake: Option<&'a tokio::sync::Notify>,
 }
 
 impl Out<'_> {
+    /// A failed store write: counted; the store logs the outage and keeps
+    /// the records for a retry.
     fn store_error(&mut self, e: &store::StoreError) {
         Stats::add(&self.stats.store_errors, 1);
-        if self.store_errors_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
-            self.store_errors_logged = Some(Instant::now());
-            tracing::error!(error = %e, "store write failed: records reach JSON lines but not the database or OTLP");
-        }
+        tracing::debug!(error = %e, "store write failed");
     }
 
-    fn write(&mut self, records: &mut Vec<Record>) -> std::io::Result<()> {
+    fn write(&mut self, records: &mut Vec<Record>) {
         for mut record in records.drain(..) {
-            if record.event_name == crate::export::record::EVENT_AGENT_STATS {
+            if record.event_name == crate::model::EVENT_AGENT_STATS {
                 // Counters, not observations: JSON lines, and OTLP metrics.
-                self.sink.write(&record)?;
-            } else {
-                match self.store.append(&mut record) {
-                    Ok(line) => {
-                        Stats::add(&self.stats.records_stored, 1);
-                        self.sink.write_raw(&line)?;
-                    }
-                    Err(e) => {
-                        self.store_error(&e);
-                        self.sink.write(&record)?;
-                    }
-                }
+                self.unstored.push(serde_json::to_string(&record).unwrap_or_default());
+            } else if let Err(e) = self.store.append(&mut record) {
+                self.store_error(&e);
             }
             Stats::add(&self.stats.records_written, 1);
         }
-        Ok(())
     }
 
     /// Usage deltas into the store; the resulting `nhi.usage` records out.
-    fn usage(&mut self, pipeline: &mut Pipeline, deltas: &mut Vec<crate::correlate::UsageDelta>) -> std::io::Result<()> {
+    fn usage(&mut self, pipeline: &mut Pipeline, deltas: &mut Vec<crate::correlate::UsageDelta>) {
         pipeline.drain_usage(deltas);
         let mut records = Vec::with_capacity(deltas.len());
         for d in deltas.drain(..) {
             match self.store.upsert_usage(&d) {
-                Ok(row) => records.push(crate::correlate::record::usage_record(&row)),
+                Ok(Some(row)) => records.push(store::usage_record(&row)),
+                Ok(None) => {}
                 Err(e) => self.store_error(&e),
             }
         }
-        self.write(&mut records)
+        self.write(&mut records);
     }
 
     /// Commits when due (or `force`); the JSON lines follow each commit, and
     /// the exporter hears of it.
-    fn commit(&mut self, force: bool, wake: Option<&tokio::sync::Notify>) -> std::io::Result<()> {
+    fn commit(&mut self, force: bool) -> std::io::Result<()> {
         match self.store.maybe_commit(force) {
             Ok(true) => {
-                self.sink.flush()?;
-                if let Some(w) = wake {
+                self.release()?;
+                if let Some(w) = self.wake {
                     w.notify_one();
                 }
             }
-            Ok(false) => {
-                if self.store.commit_due_in().is_none() {
-                    self.sink.flush()?;
-                }
+            Ok(false) => self.release()?,
+            Err(e) => self.store_error(&e),
+        }
+        Ok(())
+    }
+
+    /// Committed records to the JSON lines output, then the stats lines
+    /// once no record before them waits; flushed.
+    fn release(&mut self) -> std::io::Result<()> {
+        self.store.take_committed(&mut self.lines);
+        let stored = self.lines.len() as u64;
+        for line in self.lines.drain(..) {
+            self.sink.write_raw(&line)?;
+        }
+        Stats::add(&self.stats.records_stored, stored);
+        if self.store.unreleased() == 0 {
+            for line in self.unstored.drain(..) {
+                self.sink.write_raw(&line)?;
             }
-            Err(e) => {
-                self.store_error(&e);
-                self.sink.flush()?;
-            }
+        }
+        Stats::set(&self.stats.store_queued, self.store.unreleased() as u64);
+        self.stats.set_store_drops(&self.store.drops);
+        if stored > 0 || self.store.unreleased() == 0 {
+            self.sink.flush()?;
         }
         Ok(())
     }
@@ -440,8 +486,8 @@ fn sink_loop(
     mut rx: mpsc::Receiver<Input>,
     pipeline: &mut Pipeline,
     out: &mut Out<'_>,
-    wake: Option<&tokio::sync::Notify>,
-    attached: &std::sync::OnceLock<std::time::SystemTime>,
+    findings: &mut findings::Findings,
+    attached: &std::sync::OnceLock<(std::time::SystemTime, Vec<&'static str>)>,
     health: &health::Health,
 ) -> std::io::Result<()> {
     let mut records = Vec::new();
@@ -463,22 +509,27 @@ fn sink_loop(
             health.beat();
             if let Some(input) = input {
                 pipeline.on_input(input, &mut records);
-                out.write(&mut records)?;
+                out.write(&mut records);
                 // What is already queued, up to one transaction's worth.
                 while out.store.pending_rows() < COMMIT_ROWS {
                     let Ok(input) = rx.try_recv() else { break };
                     pipeline.on_input(input, &mut records);
-                    out.write(&mut records)?;
+                    out.write(&mut records);
                 }
             }
             if pipeline.usage_due() {
-                out.usage(pipeline, &mut deltas)?;
+                out.usage(pipeline, &mut deltas);
             }
             if !out.store.is_watching()
-                && let Some(since) = attached.get()
-                && let Err(e) = out.store.watching(*since, &pipeline.counters())
+                && let Some((since, sensors)) = attached.get()
             {
-                out.store_error(&e);
+                let counters = pipeline.counters();
+                if let Err(e) = out.store.watching(*since, &counters).and_then(|()| out.store.set_sensors(sensors)) {
+                    out.store_error(&e);
+                }
+                findings.watching(*since, sensors.clone(), &counters);
+                records.extend(findings.coverage(out.store, &counters, "up"));
+                out.write(&mut records);
             }
             if last_heartbeat.elapsed() >= HEARTBEAT {
                 last_heartbeat = Instant::now();
@@ -491,18 +542,43 @@ fn sink_loop(
                 Stats::set(&out.stats.store_bytes, out.store.size_bytes());
                 Stats::set(&out.stats.store_dropped, out.store.dropped);
             }
+            if findings.coverage_due() {
+                records.extend(findings.coverage(out.store, &pipeline.counters(), "up"));
+                out.write(&mut records);
+            }
+            if out.store.is_watching() && findings.evaluation_due() {
+                if let Err(e) = findings.evaluate(out.store, &mut records) {
+                    out.store_error(&e);
+                }
+                out.write(&mut records);
+            }
             if last_trim.elapsed() >= TRIM_EVERY {
                 last_trim = Instant::now();
                 crate::alloc::release_free_memory();
             }
-            out.commit(false, wake)?;
+            out.commit(false)?;
         }
         pipeline.finish(&mut records);
-        out.write(&mut records)?;
-        out.usage(pipeline, &mut deltas)?;
-        out.commit(true, wake)?;
+        out.write(&mut records);
+        out.usage(pipeline, &mut deltas);
+        // Last judgement on what this run saw, and its last interval.
+        if out.store.is_watching() {
+            if let Err(e) = findings.evaluate(out.store, &mut records) {
+                out.store_error(&e);
+            }
+            records.extend(findings.coverage(out.store, &pipeline.counters(), "stopping"));
+            out.write(&mut records);
+        }
+        out.commit(true)?;
         if let Err(e) = out.store.close(&pipeline.counters()) {
             out.store_error(&e);
+        }
+        // Whatever the store could not take is counted (`close`): the
+        // stats lines go out regardless.
+        out.store.take_committed(&mut out.lines);
+        out.release()?;
+        for line in out.unstored.drain(..) {
+            out.sink.write_raw(&line)?;
         }
         out.sink.flush()
     })();

@@ -30,7 +30,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use observer_common::{INODE_FILE, InodeKey, InodeRule, MatchKind};
+use observer_common::{INODE_FILE, MatchKind};
 use observer_creds::{Keyed, Parsed};
 use tokio::sync::mpsc;
 
@@ -45,7 +45,7 @@ use crate::{
     correlate::{self, Correlator, UsageDelta},
     decode::{Event, FileOpen},
     enrich,
-    export::record::{self, Context, EVENT_CREDENTIAL_ROTATION, Record, Value},
+    model::{self as record, EVENT_CREDENTIAL_ROTATION, Record, Value, file::Context},
     identity::{Identity, env, table::ProcKey},
     net,
     probes::KernelState,
@@ -61,6 +61,12 @@ pub enum Input {
     Tick,
     /// A new watch list (start, rescan, SIGHUP).
     Watch(Arc<WatchList>),
+}
+
+impl From<Event> for Input {
+    fn from(event: Event) -> Self {
+        Self::Event(event)
+    }
 }
 
 pub struct Pipeline {
@@ -234,7 +240,7 @@ impl Pipeline {
                     time: self.clock.wall_time(ev.boot_ns),
                     rule: Some((rule.name.as_str(), rule.kind.as_str())),
                 };
-                let Some(mut base) = record::from_event(&event, &cx) else { return };
+                let Some(mut base) = record::file::from_event(&event, &cx) else { return };
                 self.identity.annotate(&ev.task, &mut base.attributes);
                 let mut records = Vec::new();
                 // A write-only open comes before the content it writes: the
@@ -346,11 +352,8 @@ impl Pipeline {
         if ev.ret < 0 || ev.ino == 0 {
             return;
         }
-        let entry = InodeEntry {
-            key: InodeKey { ino: ev.ino, dev: ev.dev as u32, _pad0: 0 },
-            rule: InodeRule { rule_id, what: INODE_FILE },
-            path: ev.resolved.as_ref().map(|r| r.path.clone().into()).unwrap_or_default(),
-        };
+        let path = ev.resolved.as_ref().map(|r| r.path.clone().into()).unwrap_or_default();
+        let entry = InodeEntry::new(ev.dev as u32, ev.ino, rule_id, INODE_FILE, path);
         let _ = self.new_inodes.send(entry);
     }
 

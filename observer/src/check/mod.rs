@@ -104,17 +104,8 @@ fn btf() -> Finding {
     }
 }
 
-/// The cgroup v2 mount point, if any (from /proc/self/mountinfo).
-pub fn cgroup2_mount() -> Option<String> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    text.lines().find_map(|line| {
-        let (left, right) = line.split_once(" - ")?;
-        (right.split_whitespace().next()? == "cgroup2").then(|| left.split_whitespace().nth(4).map(str::to_owned))?
-    })
-}
-
 fn cgroup_v2() -> Finding {
-    match cgroup2_mount() {
+    match crate::host::cgroup2_mount() {
         Some(m) => finding(Status::Ok, "cgroup v2", format!("mounted at {m}")),
         None => finding(
             Status::Warn,

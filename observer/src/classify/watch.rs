@@ -33,12 +33,18 @@ pub struct InodeEntry {
     pub path: PathBuf,
 }
 
+impl InodeEntry {
+    /// `dev` in the kernel's encoding ([`kernel_dev`]); `what` is
+    /// `INODE_FILE` or `INODE_DIR`.
+    pub fn new(dev: u32, ino: u64, rule_id: u32, what: u32, path: PathBuf) -> Self {
+        Self { key: InodeKey::new(dev, ino), rule: InodeRule { rule_id, what }, path }
+    }
+}
+
 /// Kernel `dev_t` (MKDEV: 12-bit major << 20 | 20-bit minor) from a
 /// userspace `st_dev`.
 pub fn kernel_dev(st_dev: u64) -> u32 {
-    let major = libc::major(st_dev) as u64;
-    let minor = libc::minor(st_dev) as u64;
-    ((major & 0xfff) << 20 | (minor & 0xf_ffff)) as u32
+    observer_common::kernel_dev(libc::major(st_dev), libc::minor(st_dev))
 }
 
 /// Home directories: `/root`, every directory in `/home`, and the homes of
@@ -113,11 +119,7 @@ fn add(out: &mut Vec<InodeEntry>, path: &Path, rule_id: u32, what: u32) {
         _ => md.is_file(),
     };
     if ok {
-        out.push(InodeEntry {
-            key: InodeKey { ino: md.ino(), dev: kernel_dev(md.dev()), _pad0: 0 },
-            rule: InodeRule { rule_id, what },
-            path: path.to_owned(),
-        });
+        out.push(InodeEntry::new(kernel_dev(md.dev()), md.ino(), rule_id, what, path.to_owned()));
     }
 }
 

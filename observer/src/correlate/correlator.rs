@@ -8,7 +8,7 @@ use std::{
 
 use lru::LruCache;
 
-use crate::{export::record::Value, identity::table::ProcKey};
+use crate::{identity::table::ProcKey, model::Value};
 
 /// Ancestors a connection is checked against (parent, grandparent, ...).
 pub const MAX_DEPTH: usize = 4;

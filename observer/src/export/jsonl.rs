@@ -1,8 +1,9 @@
 //! JSON-lines sink: one record per line to stdout or a file.
 //!
-//! Runs on its own thread (blocking writes must not stall a tokio worker).
-//! Lines are buffered and flushed whenever the input queue is momentarily
-//! empty, so output is prompt when idle and batched under load.
+//! Written from the sink thread (`app`, `nhi-sink`: blocking writes must
+//! not stall a tokio worker). Lines are buffered and flushed after each
+//! store commit (or when no transaction is open), so output is prompt when
+//! idle and batched under load.
 use std::{
     fs::OpenOptions,
     io::{self, BufWriter, Write},

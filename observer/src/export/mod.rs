@@ -1,4 +1,7 @@
-//! Export: records in the data-contract shape (DESIGN.md), and sinks.
+//! Export: the sinks that render the model's records (`crate::model`):
+//! JSON lines and OTLP.
 pub mod jsonl;
 pub mod otlp;
-pub mod record;
+
+#[cfg(test)]
+mod golden_tests;

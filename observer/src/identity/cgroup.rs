@@ -160,7 +160,7 @@ pub struct Cgroups {
 impl Cgroups {
     /// Finds the cgroup2 mount and walks it once.
     pub fn new(capacity: NonZeroUsize) -> Self {
-        let mount = crate::check::cgroup2_mount().map(PathBuf::from);
+        let mount = crate::host::cgroup2_mount().map(PathBuf::from);
         if mount.is_none() {
             tracing::warn!("no cgroup2 mount: records will carry no cgroup, unit, container or pod");
         }

@@ -13,7 +13,7 @@ use std::time::SystemTime;
 
 use crate::{
     decode::ProcessExec,
-    export::record::{EVENT_CREDENTIAL_ACCESS, Record, Value},
+    model::{EVENT_CREDENTIAL_ACCESS, Record, Value},
     secret::Secret,
 };
 
@@ -113,7 +113,7 @@ pub fn record(ev: &ProcessExec, cred: &EnvCredential, id: Option<String>, host_n
         a.push(("nhi.id", id.into()));
     }
     a.push(("nhi.env.name", cred.name.clone().into()));
-    crate::export::record::process_attributes(&mut a, &ev.task, ev.exe.as_ref());
+    crate::model::process_attributes(&mut a, &ev.task, ev.exe.as_ref());
     Record { time, event_name: EVENT_CREDENTIAL_ACCESS, attributes: a }
 }
 

@@ -33,7 +33,7 @@ use std::{
 use crate::{
     clock::BootClock,
     decode::{CgroupMkdir, ProcessExec, ProcessExit, ProcessFork, Task},
-    export::record::Value,
+    model::Value,
     secret::Secret,
     stats::Stats,
 };
@@ -346,7 +346,7 @@ impl Workload {
             }
         }
         if let Some(t) = self.creation_time {
-            put("process.creation.time", crate::export::record::rfc3339(t).into());
+            put("process.creation.time", crate::model::rfc3339(t).into());
         }
         if !self.ancestors.is_empty() {
             put("nhi.process.ancestors", self.ancestors.clone().into());
@@ -392,7 +392,7 @@ impl Workload {
                 && let Ok(t) = u64::try_from(exp)
             {
                 let t = std::time::UNIX_EPOCH + Duration::from_secs(t);
-                put("nhi.k8s.token.expires", crate::export::record::rfc3339(t).into());
+                put("nhi.k8s.token.expires", crate::model::rfc3339(t).into());
             }
         }
     }

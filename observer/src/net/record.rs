@@ -8,10 +8,7 @@ use super::{
     flows::{ConnTransport, Connection, ImdsRequest, Socket, quic_version_name},
     tls::version_name,
 };
-use crate::export::record::{Record, Value, process_attributes};
-
-pub const EVENT_CONNECTION: &str = "nhi.connection";
-pub const EVENT_CREDENTIAL_ACCESS: &str = "nhi.credential.access";
+use crate::model::{EVENT_CONNECTION, EVENT_CREDENTIAL_ACCESS, Record, Value, process_attributes};
 
 fn peer_attributes(a: &mut Vec<(&'static str, Value)>, peer: &SocketAddr) {
     a.push(("network.type", if peer.is_ipv4() { "ipv4" } else { "ipv6" }.into()));
@@ -58,9 +55,8 @@ pub fn connection(c: &Connection, host_name: &str, time: SystemTime) -> Record {
     peer_attributes(&mut a, &c.peer);
     a.push(("nhi.connection.payload", c.payload.as_str().into()));
     if let Some(h) = &c.hello {
-        if let Some(n) = &sni {
-            a.push(("tls.client.server_name", n.clone().into()));
-        }
+        // The SNI is `server.address` (`tls.client.server_name` is
+        // deprecated since semantic conventions 1.28).
         if let Some(v) = h.max_version() {
             a.push(("tls.protocol.name", if v == "3" { "ssl" } else { "tls" }.into()));
             a.push(("tls.protocol.version", v.into()));

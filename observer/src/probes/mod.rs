@@ -217,7 +217,7 @@ impl Probes {
     /// without the network sensor.
     pub fn attach(&mut self) -> Result<(), ProbeError> {
         if self.cgroup.is_none() {
-            match crate::check::cgroup2_mount() {
+            match crate::host::cgroup2_mount() {
                 Some(path) => {
                     let dir = File::open(&path).map_err(|source| ProbeError::Cgroup { path: path.clone(), source })?;
                     tracing::debug!(cgroup = %path, "cgroup v2 root for the network sensor");

@@ -1,7 +1,9 @@
 //! Ring-buffer reader: drains the kernel's `EVENTS` ring as soon as it is
 //! readable, decodes each record and passes it on.
 //!
-//! Input: the ring buffer. Output: [`Event`]s on a bounded channel.
+//! Input: the ring buffer. Output: [`Event`]s on a bounded channel, as
+//! whatever message type the consumer makes of them (`T: From<Event>`): the
+//! reader does not know who consumes it.
 //! When the channel is full the reader waits (backpressure): the kernel
 //! never waits, so a stalled pipeline shows up as counted ring-buffer
 //! reserve failures in the kernel, in one place, per event kind.
@@ -12,7 +14,6 @@ use tokio::{io::unix::AsyncFd, sync::mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    app::Input,
     decode::{self, Event},
     stats::Stats,
 };
@@ -26,9 +27,9 @@ const BATCH: usize = 512;
 /// write per connection without it.
 const COALESCE: std::time::Duration = std::time::Duration::from_millis(2);
 
-pub async fn run(
+pub async fn run<T: From<Event>>(
     ring: RingBuf<MapData>,
-    tx: mpsc::Sender<Input>,
+    tx: mpsc::Sender<T>,
     stats: Arc<Stats>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
@@ -79,9 +80,9 @@ fn drain(ring: &mut RingBuf<MapData>, batch: &mut Vec<Event>, stats: &Stats) -> 
 }
 
 /// Sends the batch on; false when the receiver is gone.
-async fn forward(tx: &mpsc::Sender<Input>, batch: &mut Vec<Event>) -> bool {
+async fn forward<T: From<Event>>(tx: &mpsc::Sender<T>, batch: &mut Vec<Event>) -> bool {
     for event in batch.drain(..) {
-        if tx.send(Input::Event(event)).await.is_err() {
+        if tx.send(T::from(event)).await.is_err() {
             return false;
         }
     }

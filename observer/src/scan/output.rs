@@ -39,7 +39,7 @@ fn file_json(f: &Found) -> Value {
     m.insert("nhi.format".into(), f.format.name().into());
     if let Some(st) = f.stat {
         let kdev = st.kernel_dev();
-        m.insert("nhi.file.device".into(), format!("{}:{}", kdev >> 20, kdev & 0xf_ffff).into());
+        m.insert("nhi.file.device".into(), crate::model::file::device(kdev).into());
         m.insert("file.inode".into(), st.ino.to_string().into());
         m.insert("file.size".into(), st.size.into());
     }

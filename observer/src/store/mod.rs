@@ -23,11 +23,25 @@
 //!   data loss it is).
 //!
 //! Schema: `schema.rs` (versioned migrations), documented in docs/design.md.
-mod db;
+//!
+//! Files, by role: `writer` (the [`Store`], its batched transactions and
+//! record ids), `usage` (cumulative usage and destinations), `outbox` (the
+//! records the exporters read behind their cursors, and retention),
+//! `coverage` (runs and watched intervals), `lock` (one agent per state
+//! directory), `evidence` (the findings' facts and lifecycle state),
+//! `schema` (migrations).
+mod coverage;
+pub mod evidence;
+mod lock;
+mod outbox;
 pub mod schema;
+mod usage;
+mod usage_record;
+mod writer;
 
-pub use db::{
-    COMMIT_INTERVAL, COMMIT_ROWS, CURSOR_OTLP_LOGS, Counters, DestinationRow, Interval, Store, StoreError,
-    StoreOptions, UsageRow, backlog, coverage, cursor, db_path, open_reader, records_after, set_cursor,
-    time as db_time,
-};
+pub use coverage::{Counters, Interval, coverage};
+pub use lock::{LOCK_FILE, LockError, StateLock, lock};
+pub use outbox::{CURSOR_OTLP_LOGS, backlog, cursor, open_reader, records_after, reject, set_cursor};
+pub use usage::{DestinationRow, UsageRow};
+pub use writer::{COMMIT_INTERVAL, COMMIT_ROWS, Store, StoreError, StoreOptions, db_path, time as db_time};
+pub use usage_record::{MAX_LISTED_DESTINATIONS, usage_id, usage_record};

@@ -91,14 +91,97 @@ CREATE TABLE cursors (
 ) STRICT;
 "#;
 
+/// Version 2: what the store itself could not keep, so that evidence built
+/// on it can say so: `gaps` (intervals the database could not be written,
+/// or a damaged database set aside) and `rejected` (records an exporter's
+/// collector refused for good, kept aside with the reason).
+const V2: &str = r#"
+-- Intervals in which this database missed what the agent saw: the store
+-- could not write (kind 'store_unwritable': disk full, I/O error), or the
+-- database before this one was damaged and set aside (kind
+-- 'database_replaced', start = end = when). `detail` is JSON.
+CREATE TABLE gaps (
+    id       INTEGER PRIMARY KEY,
+    start_ns INTEGER NOT NULL,
+    end_ns   INTEGER NOT NULL,
+    kind     TEXT NOT NULL,
+    detail   TEXT NOT NULL
+) STRICT;
+
+-- Records a collector refused for good (a non-retryable OTLP answer):
+-- delivery moved past them; they are kept here with the reason.
+CREATE TABLE rejected (
+    record_id   INTEGER NOT NULL,
+    exporter    TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    message     TEXT NOT NULL,
+    time_ns     INTEGER NOT NULL,
+    rejected_ns INTEGER NOT NULL,
+    body        TEXT NOT NULL,
+    PRIMARY KEY (exporter, record_id)
+) STRICT;
+"#;
+
+/// Version 3: findings and the facts they are judged on that records
+/// alone do not keep (records are pruned; these tables are not): the
+/// files holding each credential, who created them, and each finding's
+/// lifecycle state.
+const V3: &str = r#"
+-- One row per (credential, file): where a credential is stored, from the
+-- at-rest scan and from accesses. Mode, owner and the nearest
+-- world-writable directory are refreshed at each findings evaluation.
+CREATE TABLE credential_files (
+    nhi_id             TEXT NOT NULL,
+    kind               TEXT NOT NULL,
+    path               TEXT NOT NULL,
+    first_seen_ns      INTEGER NOT NULL,
+    last_seen_ns       INTEGER NOT NULL,
+    at_rest            INTEGER NOT NULL DEFAULT 0,
+    present            INTEGER NOT NULL DEFAULT 1,
+    mode               INTEGER,
+    owner_uid          INTEGER,
+    world_writable_dir TEXT,
+    expires_ns         INTEGER,
+    record_id          TEXT,
+    PRIMARY KEY (nhi_id, path)
+) STRICT;
+CREATE INDEX credential_files_path ON credential_files (path);
+
+-- The last creating open (O_CREAT) of each credential file: who, from
+-- which terminal, and how many such opens were seen.
+CREATE TABLE file_creations (
+    path       TEXT PRIMARY KEY,
+    time_ns    INTEGER NOT NULL,
+    record_id  TEXT NOT NULL,
+    executable TEXT,
+    uid        INTEGER,
+    tty        TEXT,
+    count      INTEGER NOT NULL
+) STRICT;
+
+-- Every finding ever opened, with its current state (open, resolved) and
+-- its last emitted form (JSON): a restart does not re-open what is open.
+CREATE TABLE findings (
+    id         TEXT PRIMARY KEY,
+    type       TEXT NOT NULL,
+    nhi_id     TEXT NOT NULL,
+    state      TEXT NOT NULL CHECK (state IN ('open', 'resolved')),
+    severity   TEXT NOT NULL,
+    opened_ns  INTEGER NOT NULL,
+    updated_ns INTEGER NOT NULL,
+    body       TEXT NOT NULL
+) STRICT;
+CREATE INDEX findings_nhi_id ON findings (nhi_id);
+"#;
+
 pub fn migrations() -> Migrations<'static> {
     Migrations::from_slice(MIGRATIONS)
 }
 
-static MIGRATIONS: &[M<'static>] = &[M::up(V1)];
+static MIGRATIONS: &[M<'static>] = &[M::up(V1), M::up(V2), M::up(V3)];
 
 /// The schema version this agent writes.
-pub const VERSION: usize = 1;
+pub const VERSION: usize = 3;
 
 #[cfg(test)]
 mod tests {

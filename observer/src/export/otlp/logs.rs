@@ -20,14 +20,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::{OtlpConfig, OtlpError, STOP_DEADLINE};
 use crate::{
-    correlate::record::EVENT_USAGE,
-    export::record::{EVENT_AGENT_STATS, EVENT_CREDENTIAL_ACCESS, EVENT_CREDENTIAL_ROTATION},
+    model::EVENT_NAMES,
     stats::Stats,
     store,
 };
 
-const EVENT_CONNECTION: &str = "nhi.connection";
-const EVENT_FINDING: &str = "nhi.finding";
 /// Longest one export call may take before it counts as failed.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the cursor is checked when nothing wakes the loop.
@@ -35,9 +32,7 @@ const POLL: Duration = Duration::from_secs(1);
 
 /// The event names the agent emits, as the `'static` strings the SDK wants.
 fn event_name(name: &str) -> Option<&'static str> {
-    [EVENT_CREDENTIAL_ACCESS, EVENT_CREDENTIAL_ROTATION, EVENT_CONNECTION, EVENT_USAGE, EVENT_FINDING, EVENT_AGENT_STATS]
-        .into_iter()
-        .find(|n| *n == name)
+    EVENT_NAMES.iter().copied().find(|n| *n == name)
 }
 
 fn any_value(v: &serde_json::Value) -> Option<AnyValue> {
@@ -53,10 +48,31 @@ fn any_value(v: &serde_json::Value) -> Option<AnyValue> {
     })
 }
 
+/// Keys of a stored record that are not log attributes in OTLP: the time
+/// and event name have fields of their own, and host identity is the
+/// resource's (`host.name` there may come from OTEL_RESOURCE_ATTRIBUTES;
+/// JSON lines, which have no resource, keep it on each line).
+const NOT_ATTRIBUTES: &[&str] = &["time", "event.name", "host.name"];
+
+/// Attributes a log body names after the event name, when present: a short
+/// human summary (what, which credential, who, where to). None is secret.
+const SUMMARY_KEYS: &[&str] =
+    &["nhi.finding.type", "nhi.id", "nhi.kind", "process.executable.path", "file.path", "server.address"];
+
+/// The log body: the event name and [`SUMMARY_KEYS`] present, space-separated.
+fn summary(name: &str, map: &serde_json::Map<String, serde_json::Value>) -> String {
+    let mut s = name.to_owned();
+    for v in SUMMARY_KEYS.iter().filter_map(|k| map.get(*k)?.as_str()) {
+        s.push(' ');
+        s.push_str(v);
+    }
+    s
+}
+
 /// A stored record (its JSON line) as an OTLP log record: `event.name`
-/// becomes the EventName, `time` the timestamp, every other key an
-/// attribute of the same name and type. `None` for rows that are not a
-/// JSON object.
+/// becomes the EventName, `time` the timestamp, every other key but
+/// [`NOT_ATTRIBUTES`] an attribute of the same name and type, and the body
+/// a one-line [`summary`]. `None` for rows that are not a JSON object.
 pub fn to_log_record(logger: &SdkLogger, time_ns: i64, body: &str) -> Option<SdkLogRecord> {
     let serde_json::Value::Object(map) = serde_json::from_str::<serde_json::Value>(body).ok()? else { return None };
     let mut r = logger.create_log_record();
@@ -68,9 +84,9 @@ pub fn to_log_record(logger: &SdkLogger, time_ns: i64, body: &str) -> Option<Sdk
     r.set_observed_timestamp(SystemTime::now());
     r.set_severity_number(Severity::Info);
     r.set_severity_text("INFO");
-    r.set_body(AnyValue::String(name.to_owned().into()));
+    r.set_body(AnyValue::String(summary(name, &map).into()));
     for (k, v) in &map {
-        if k == "time" || k == "event.name" {
+        if NOT_ATTRIBUTES.contains(&k.as_str()) {
             continue;
         }
         if let Some(v) = any_value(v) {
@@ -97,6 +113,64 @@ pub struct Delivery {
     /// When the backlog gauge was last counted (a count over the records
     /// behind the cursor: once a second, not per batch while catching up).
     last_backlog: Option<Instant>,
+}
+
+/// What a failed export says about its batch, after the OTLP
+/// specification's failure rules (gRPC status codes, HTTP status codes).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Transient (unavailable, throttled, timed out, no answer): retried
+    /// with backoff, nothing is given up.
+    Retry,
+    /// Non-retryable but about the agent's set-up, not its records
+    /// (unauthenticated, permission denied, endpoint not found or not
+    /// implemented): retried with backoff, logged as an ERROR for the
+    /// operator; no record is set aside for a configuration problem.
+    Config(String),
+    /// Non-retryable and about the request's content (invalid argument,
+    /// HTTP 400 and the other 4xx): the batch is narrowed down to the
+    /// record the collector refuses, which is set aside, with this reason.
+    Record(String),
+}
+
+/// Classifies the SDK exporter's error text: "... gRPC code: InvalidArgument
+/// ..." (tonic) or "... status code: 400" (HTTP).
+pub fn refusal(message: &str) -> Refusal {
+    if let Some(rest) = message.split("gRPC code: ").nth(1) {
+        let code: String = rest.chars().take_while(char::is_ascii_alphanumeric).collect();
+        let mut reason = String::from("grpc_");
+        for (n, c) in code.chars().enumerate() {
+            if c.is_ascii_uppercase() && n > 0 {
+                reason.push('_');
+            }
+            reason.push(c.to_ascii_lowercase());
+        }
+        return match code.as_str() {
+            "Cancelled" | "DeadlineExceeded" | "Aborted" | "OutOfRange" | "Unavailable" | "DataLoss"
+            | "ResourceExhausted" | "Unknown" | "Internal" | "" => Refusal::Retry,
+            "Unauthenticated" | "PermissionDenied" | "NotFound" | "Unimplemented" => Refusal::Config(reason),
+            _ => Refusal::Record(reason),
+        };
+    }
+    if let Some(rest) = message.split("status code: ").nth(1) {
+        let code: u16 = rest.chars().take_while(char::is_ascii_digit).collect::<String>().parse().unwrap_or(0);
+        return match code {
+            401 | 403 | 404 | 405 => Refusal::Config(format!("http_{code}")),
+            408 | 429 => Refusal::Retry,
+            400..=499 => Refusal::Record(format!("http_{code}")),
+            _ => Refusal::Retry,
+        };
+    }
+    Refusal::Retry
+}
+
+/// What one delivery step did.
+enum Step {
+    /// Nothing behind the cursor.
+    Idle,
+    /// Records delivered or set aside, or the batch narrowed after a refusal
+    /// of its content: go on at once.
+    Progress,
 }
 
 /// The next batch size: halved after a failed export (down to one record),
@@ -147,7 +221,7 @@ impl Delivery {
                 return;
             }
             match self.deliver_one().await {
-                Ok(0) => {
+                Ok(Step::Idle) => {
                     backoff = Duration::from_millis(250);
                     if stop_at.is_some() {
                         return;
@@ -158,7 +232,7 @@ impl Delivery {
                         () = stop.cancelled() => {}
                     }
                 }
-                Ok(_) => backoff = Duration::from_millis(250),
+                Ok(Step::Progress) => backoff = Duration::from_millis(250),
                 Err(e) => {
                     self.warn(&e);
                     let wait = match stop_at {
@@ -179,14 +253,18 @@ impl Delivery {
         // Rate-limited: an outage is one line per minute, not per retry.
         if self.last_warn.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
             self.last_warn = Some(Instant::now());
+            if let Refusal::Config(reason) = refusal(e) {
+                tracing::error!(error = %e, reason, backlog = Stats::get(&self.stats.export_backlog), "the OTLP collector refuses the agent (authentication, permission or endpoint): fix the OTEL_EXPORTER_OTLP_* settings; retrying, nothing is dropped");
+                return;
+            }
             tracing::warn!(error = %e, backlog = Stats::get(&self.stats.export_backlog), "OTLP log export failed; retrying (nothing is dropped)");
         } else {
             tracing::debug!(error = %e, "OTLP log export failed; retrying");
         }
     }
 
-    /// Exports the next batch behind the cursor; the number exported.
-    async fn deliver_one(&mut self) -> Result<usize, String> {
+    /// Exports the next batch behind the cursor.
+    async fn deliver_one(&mut self) -> Result<Step, String> {
         let cursor = store::cursor(&self.conn, store::CURSOR_OTLP_LOGS).map_err(|e| e.to_string())?;
         let rows = store::records_after(&self.conn, cursor, self.size).map_err(|e| e.to_string())?;
         if self.last_backlog.is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
@@ -195,7 +273,7 @@ impl Delivery {
             self.last_backlog = Some(Instant::now());
             Stats::set(&self.stats.export_backlog, n);
         }
-        let Some(last) = rows.last().map(|r| r.0) else { return Ok(0) };
+        let Some(last) = rows.last().map(|r| r.0) else { return Ok(Step::Idle) };
         let records: Vec<SdkLogRecord> =
             rows.iter().filter_map(|(_, time_ns, body)| to_log_record(&self.logger, *time_ns, body)).collect();
         if records.len() < rows.len() {
@@ -208,12 +286,29 @@ impl Delivery {
                 self.size = next_size(self.size, self.batch, true);
                 store::set_cursor(&self.conn, store::CURSOR_OTLP_LOGS, last).map_err(|e| e.to_string())?;
                 Stats::add(&self.stats.exported_records, records.len() as u64);
-                Ok(rows.len())
+                Ok(Step::Progress)
             }
             Ok(Err(e)) => {
-                self.size = next_size(self.size, self.batch, false);
+                let message = e.to_string();
                 Stats::add(&self.stats.export_failures_logs, 1);
-                Err(e.to_string())
+                match refusal(&message) {
+                    Refusal::Record(reason) if rows.len() > 1 => {
+                        // Some record in the batch is refused: narrow down
+                        // to it at once (the rest goes through in halves).
+                        tracing::debug!(reason, rows = rows.len(), "OTLP collector refused a batch; narrowing it");
+                        self.size = (rows.len() / 2).max(1);
+                        Ok(Step::Progress)
+                    }
+                    Refusal::Record(reason) => {
+                        let (id, time_ns, body) = &rows[0];
+                        self.set_aside(*id, *time_ns, body, &reason, &message).map_err(|e| e.to_string())?;
+                        Ok(Step::Progress)
+                    }
+                    Refusal::Retry | Refusal::Config(_) => {
+                        self.size = next_size(self.size, self.batch, false);
+                        Err(message)
+                    }
+                }
             }
             Err(_) => {
                 self.size = next_size(self.size, self.batch, false);
@@ -224,8 +319,50 @@ impl Delivery {
     }
 }
 
+impl Delivery {
+    /// A record the collector refuses for good: kept aside in the store's
+    /// `rejected` table with the reason, and the cursor moves past it (one
+    /// transaction); counted and logged once, with its record id.
+    fn set_aside(&mut self, id: i64, time_ns: i64, body: &str, reason: &str, message: &str) -> rusqlite::Result<()> {
+        store::reject(&mut self.conn, store::CURSOR_OTLP_LOGS, id, time_ns, body, reason, message)?;
+        self.stats.export_rejected(reason);
+        let record_id = serde_json::from_str::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v.get("nhi.record.id").and_then(|i| i.as_str().map(str::to_owned)))
+            .unwrap_or_default();
+        tracing::error!(
+            record_id,
+            reason,
+            error = message,
+            "the OTLP collector refused a record for good: kept in the store's rejected table, delivery goes on"
+        );
+        self.size = 1;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn refusals_are_classified_after_the_otlp_specification() {
+        assert_eq!(
+            refusal("TonicLogsClient export failed with gRPC code: InvalidArgument: bad"),
+            Refusal::Record("grpc_invalid_argument".into())
+        );
+        assert_eq!(refusal("TonicLogsClient export failed with gRPC code: Unavailable"), Refusal::Retry);
+        assert_eq!(refusal("TonicLogsClient export failed with gRPC code: ResourceExhausted"), Refusal::Retry);
+        assert_eq!(
+            refusal("TonicLogsClient export failed with gRPC code: Unauthenticated"),
+            Refusal::Config("grpc_unauthenticated".into())
+        );
+        assert_eq!(refusal("HTTP export failed with status code: 400"), Refusal::Record("http_400".into()));
+        assert_eq!(refusal("HTTP export failed with status code: 413"), Refusal::Record("http_413".into()));
+        assert_eq!(refusal("HTTP export failed with status code: 401"), Refusal::Config("http_401".into()));
+        assert_eq!(refusal("HTTP export failed with status code: 429"), Refusal::Retry);
+        assert_eq!(refusal("HTTP export failed with status code: 503"), Refusal::Retry);
+        assert_eq!(refusal("connection refused"), Refusal::Retry);
+    }
 
     use super::*;
 
@@ -233,7 +370,7 @@ mod tests {
     fn json_line_to_log_record() {
         let provider = SdkLoggerProvider::builder().build();
         let logger = provider.logger("t");
-        let body = r#"{"time":"2026-01-01T00:00:00Z","event.name":"nhi.usage","nhi.id":"AKIA","nhi.usage.count":3,"process.interactive":false,"nhi.usage.destinations":["a:443","b:443"]}"#;
+        let body = r#"{"time":"2026-01-01T00:00:00Z","event.name":"nhi.usage","host.name":"vm","nhi.id":"AKIA","nhi.kind":"aws.access_key","nhi.usage.count":3,"process.interactive":false,"nhi.usage.destinations":["a:443","b:443"]}"#;
         let r = to_log_record(&logger, 1_000_000_000, body).unwrap();
         assert_eq!(r.event_name(), Some("nhi.usage"));
         assert_eq!(r.timestamp(), Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1)));
@@ -244,6 +381,8 @@ mod tests {
         assert_eq!(get("process.interactive"), Some(AnyValue::Boolean(false)));
         assert!(matches!(get("nhi.usage.destinations"), Some(AnyValue::ListAny(l)) if l.len() == 2));
         assert!(get("time").is_none() && get("event.name").is_none());
+        assert!(get("host.name").is_none(), "host identity is the resource's");
+        assert_eq!(r.body(), Some(&AnyValue::String("nhi.usage AKIA aws.access_key".into())));
         assert!(to_log_record(&logger, 0, "[1,2]").is_none());
         assert!(to_log_record(&logger, 0, "not json").is_none());
     }

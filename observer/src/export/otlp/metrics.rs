@@ -13,6 +13,7 @@
 //! | `nhi.export.records` | counter | `{record}` | |
 //! | `nhi.export.failures` | counter | `{request}` | `nhi.export.signal` |
 //! | `nhi.export.backlog` | gauge | `{record}` | |
+//! | `nhi.export.rejected` | counter | `{record}` | `nhi.export.reason` |
 //!
 //! The SDK's periodic reader (interval: `OTEL_METRIC_EXPORT_INTERVAL`,
 //! default 60 s) runs on its own thread; its exports run on the exporter
@@ -89,7 +90,9 @@ pub fn start(runtime: tokio::runtime::Handle, resource: Resource, stats: Arc<Sta
     let exporter = OnRuntime { inner, runtime, stats: stats.clone() };
     let reader = PeriodicReader::builder(exporter).build();
     let provider = SdkMeterProvider::builder().with_resource(resource).with_reader(reader).build();
-    let meter = provider.meter("nhi-observer");
+    let scope =
+        opentelemetry::InstrumentationScope::builder("nhi-observer").with_version(env!("CARGO_PKG_VERSION")).build();
+    let meter = provider.meter_with_scope(scope);
     let s = stats.clone();
     meter
         .u64_observable_counter("nhi.credential.accesses")
@@ -115,15 +118,17 @@ pub fn start(runtime: tokio::runtime::Handle, resource: Resource, stats: Arc<Sta
     meter
         .u64_observable_counter("nhi.agent.drops")
         .with_unit("{event}")
-        .with_description("Events lost: kernel ring buffer full (per sensor), undecodable, store full, store write failed")
+        .with_description("Events or records lost: kernel ring buffer full (per sensor), undecodable, store full, store unwritable past its queue")
         .with_callback(move |o| {
             for (reason, n) in s.drops() {
                 o.observe(n, &[KeyValue::new("nhi.drop.reason", reason)]);
             }
             o.observe(Stats::get(&s.store_dropped), &[KeyValue::new("nhi.drop.reason", "store_full")]);
-            // Failed store writes: their records reached JSON lines only,
-            // never this exporter.
-            o.observe(Stats::get(&s.store_errors), &[KeyValue::new("nhi.drop.reason", "store_error")]);
+            // Records the store gave up on while it could not write
+            // (`store_queue_full`, `usage_queue_full`, `store_unwritable_at_stop`).
+            for (reason, n) in s.store_drops() {
+                o.observe(n, &[KeyValue::new("nhi.drop.reason", reason)]);
+            }
         })
         .build();
     let s = stats.clone();
@@ -155,6 +160,17 @@ pub fn start(runtime: tokio::runtime::Handle, resource: Resource, stats: Arc<Sta
         .with_callback(move |o| {
             o.observe(Stats::get(&s.export_failures_logs), &[KeyValue::new("nhi.export.signal", "logs")]);
             o.observe(Stats::get(&s.export_failures_metrics), &[KeyValue::new("nhi.export.signal", "metrics")]);
+        })
+        .build();
+    let s = stats.clone();
+    meter
+        .u64_observable_counter("nhi.export.rejected")
+        .with_unit("{record}")
+        .with_description("Records an OTLP collector refused for good (kept in the store's rejected table), by reason")
+        .with_callback(move |o| {
+            for (reason, n) in s.export_rejections() {
+                o.observe(n, &[KeyValue::new("nhi.export.reason", reason)]);
+            }
         })
         .build();
     let s = stats;

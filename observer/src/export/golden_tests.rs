@@ -1,0 +1,202 @@
+//! Golden outputs: a fixed stream of kernel events and stored usages,
+//! rendered as the JSON lines and OTLP log records the agent emits, compared
+//! with `tests/golden/records.json`. A change to a name, a type or a value in
+//! either output fails here; a deliberate one is made by regenerating the
+//! file (`NHI_UPDATE_GOLDEN=1 cargo test -p nhi-observer --lib golden`) and
+//! listing the change in the README's changelog.
+use std::time::{Duration, SystemTime};
+
+use observer_common::{EventKind, FileOpenEvent, MatchKind, OpenSyscall, event_flags};
+use opentelemetry::logs::{AnyValue, LoggerProvider as _};
+use opentelemetry_sdk::logs::SdkLoggerProvider;
+use serde_json::{Value as Json, json};
+
+use crate::{
+    correlate::Confidence,
+    decode,
+    model::{Record, file::Context},
+    store::{DestinationRow, UsageRow, usage_record},
+};
+
+const T0: u64 = 1_764_000_000;
+
+fn put(buf: &mut [u8], s: &[u8]) {
+    buf[..s.len()].copy_from_slice(s);
+}
+
+/// A raw file-open event as the kernel writes it into the ring.
+fn raw_open(
+    path: &str,
+    walk: &[u8],
+    ret: i64,
+    flags: u32,
+    mode: u32,
+    match_kind: MatchKind,
+) -> Vec<u8> {
+    // SAFETY: integer-only repr(C) ABI type; all zeroes is a valid value.
+    let mut ev: FileOpenEvent = unsafe { std::mem::zeroed() };
+    ev.header.kind = EventKind::FileOpen as u32;
+    ev.header.size = size_of::<FileOpenEvent>() as u32;
+    ev.header.boot_ns = 5_000_000_000;
+    ev.task.tgid = 4242;
+    ev.task.pid = 4243;
+    ev.task.ppid = 1;
+    ev.task.uid = 1000;
+    put(&mut ev.task.comm, b"aws\0");
+    ev.syscall = OpenSyscall::OpenAt as u32;
+    ev.match_kind = match_kind as u32;
+    ev.rule_id = 1;
+    ev.ret = ret;
+    ev.open_flags = flags;
+    ev.mode = mode;
+    if ret >= 0 {
+        ev.dev = u64::from(observer_common::kernel_dev(254, 1));
+        ev.ino = 1_234_567;
+    }
+    ev.dedup_total = 1;
+    put(&mut ev.path, format!("{path}\0").as_bytes());
+    put(&mut ev.resolved, walk);
+    ev.resolved_len = walk.len() as u16;
+    let exe = b"aws\0bin\0usr\0";
+    put(&mut ev.exe, exe);
+    ev.exe_len = exe.len() as u16;
+    ev.flags = event_flags::RESOLVED_VALID | event_flags::EXE_VALID;
+    if ret < 0 && !path.starts_with('/') {
+        ev.flags |= event_flags::RESOLVED_IS_BASE;
+    }
+    // SAFETY: the bytes of a plain-old-data value.
+    unsafe { std::slice::from_raw_parts((&raw const ev).cast::<u8>(), size_of::<FileOpenEvent>()) }
+        .to_vec()
+}
+
+fn file_access(bytes: &[u8]) -> Record {
+    let event = decode::decode(bytes).expect("the fixture decodes");
+    let cx = Context {
+        host_name: "golden-host",
+        time: SystemTime::UNIX_EPOCH + Duration::from_secs(T0),
+        rule: Some(("aws-shared-credentials", "aws.access_key")),
+    };
+    let mut r = crate::model::file::from_event(&event, &cx).expect("a file open is a record");
+    r.set_count(3);
+    r
+}
+
+/// The stream: a read found by inode, a failed relative open, a create.
+fn records() -> Vec<(&'static str, Record)> {
+    let mut read = file_access(&raw_open(
+        "/home/a/.aws/credentials",
+        b"credentials\0.aws\0a\0home\0",
+        3,
+        0,
+        0,
+        MatchKind::Inode,
+    ));
+    read.set("nhi.id", "AKIAGOLDEN0000000001");
+    let failed = file_access(&raw_open(
+        "credentials",
+        b".aws\0a\0home\0",
+        -2,
+        0,
+        0,
+        MatchKind::Name,
+    ));
+    let created = file_access(&raw_open(
+        "/home/a/.aws/credentials",
+        b"credentials\0.aws\0a\0home\0",
+        4,
+        0o1 | 0o100 | 0o1000,
+        0o600,
+        MatchKind::Path,
+    ));
+    let t = SystemTime::UNIX_EPOCH + Duration::from_secs(T0);
+    let dest = |h: &str, c| DestinationRow {
+        server_address: h.into(),
+        server_port: 443,
+        confidence: c,
+        first_seen: t,
+        last_seen: t + Duration::from_secs(60),
+        connections: 2,
+    };
+    let usage = usage_record(&UsageRow {
+        id: 7,
+        usage_key: "golden-usage".into(),
+        nhi_id: "AKIAGOLDEN0000000001".into(),
+        kind: "aws.access_key".into(),
+        source: "file".into(),
+        host: "golden-host".into(),
+        consumer: vec![
+            ("process.executable.path", "/usr/bin/aws".into()),
+            ("process.user.id", 1000u32.into()),
+        ],
+        first_seen: t,
+        last_seen: t + Duration::from_secs(60),
+        accesses: 5,
+        connections: 4,
+        destinations: vec![
+            dest("sts.amazonaws.com", Confidence::Direct),
+            dest("s3.amazonaws.com", Confidence::Inferred),
+        ],
+    });
+    vec![
+        ("file_read_by_inode", read),
+        ("file_failed_relative_open", failed),
+        ("file_create", created),
+        ("usage", usage),
+    ]
+}
+
+fn any_json(v: &AnyValue) -> Json {
+    match v {
+        AnyValue::String(s) => json!({ "string": s.as_str() }),
+        AnyValue::Int(i) => json!({ "int": i }),
+        AnyValue::Double(d) => json!({ "double": d }),
+        AnyValue::Boolean(b) => json!({ "bool": b }),
+        AnyValue::ListAny(l) => Json::Array(l.iter().map(any_json).collect()),
+        other => json!({ "other": format!("{other:?}") }),
+    }
+}
+
+/// Each record as JSON lines write it and as an OTLP log record.
+fn render() -> Json {
+    let provider = SdkLoggerProvider::builder().build();
+    let logger = provider.logger("golden");
+    let cases: Vec<Json> = records()
+        .into_iter()
+        .map(|(name, r)| {
+            let line = serde_json::to_string(&r).expect("a record serialises");
+            let log = super::otlp::logs::to_log_record(&logger, 1, &line)
+                .expect("a JSON line is a log record");
+            let mut attributes = serde_json::Map::new();
+            for (k, v) in log.attributes_iter() {
+                attributes.insert(k.to_string(), any_json(v));
+            }
+            json!({
+                "case": name,
+                "jsonl": serde_json::from_str::<Json>(&line).expect("JSON"),
+                "otlp": {
+                    "event_name": log.event_name(),
+                    "body": log.body().map(any_json),
+                    "attributes": attributes,
+                },
+            })
+        })
+        .collect();
+    Json::Array(cases)
+}
+
+#[test]
+fn golden_jsonl_and_otlp_records() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/records.json");
+    let got = serde_json::to_string_pretty(&render()).expect("JSON") + "\n";
+    if std::env::var_os("NHI_UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("golden dir");
+        std::fs::write(&path, &got).expect("write golden file");
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        got == want,
+        "JSON lines or OTLP output changed against {}; if deliberate, regenerate with NHI_UPDATE_GOLDEN=1 and list the change in the README changelog.\ngot:\n{got}",
+        path.display()
+    );
+}

@@ -1,0 +1,132 @@
+//! The `nhi.credential.access` record of a file open, as the kernel saw it.
+//!
+//! Input: a decoded [`FileOpen`] and its catalog rule. Output: the record,
+//! before the workload identity stage adds the rest. Invariant: the path
+//! rule (resolved path, or a failed relative open's directory joined with
+//! the requested name) is decided here only.
+use std::time::SystemTime;
+
+use observer_common::MatchKind;
+
+use super::record::{EVENT_CREDENTIAL_ACCESS, Record, Value, process_attributes};
+use crate::decode::{Event, FileOpen, syscall_name};
+
+/// What a record needs besides the event itself.
+pub struct Context<'a> {
+    pub host_name: &'a str,
+    pub time: SystemTime,
+    /// Rule id -> (rule name, credential kind).
+    pub rule: Option<(&'a str, &'a str)>,
+}
+
+/// The record for a sensor event; `None` for events that only feed the
+/// agent's state (process lifecycle, cgroups).
+pub fn from_event(event: &Event, cx: &Context<'_>) -> Option<Record> {
+    match event {
+        Event::FileOpen(ev) => Some(file_open(ev, cx)),
+        Event::ProcessExec(_)
+        | Event::ProcessFork(_)
+        | Event::ProcessExit(_)
+        | Event::CgroupMkdir(_) => None,
+        // The network tracker (`crate::net`) makes those records.
+        Event::NetConnect(_) | Event::NetPayload(_) | Event::NetClose(_) => None,
+    }
+}
+
+fn file_open(ev: &FileOpen, cx: &Context<'_>) -> Record {
+    let mut a: Vec<(&'static str, Value)> = Vec::with_capacity(24);
+    a.push(("host.name", cx.host_name.into()));
+    a.push(("nhi.source", "file".into()));
+    if let Some((name, kind)) = cx.rule {
+        a.push(("nhi.kind", kind.into()));
+        a.push(("nhi.rule", name.into()));
+    }
+    let requested = ev.path.to_string_lossy().into_owned();
+    match &ev.resolved {
+        Some(r) => {
+            let resolved = r.path.to_string_lossy();
+            let path = if ev.resolved_is_base {
+                // A failed relative open: its directory joined with the name.
+                format!("{}/{requested}", resolved.trim_end_matches('/'))
+            } else {
+                resolved.into_owned()
+            };
+            a.push(("file.path", path.into()));
+            if !r.complete {
+                a.push(("nhi.file.path_truncated", true.into()));
+            }
+        }
+        None => a.push(("file.path", requested.clone().into())),
+    }
+    a.push(("nhi.file.requested_path", requested.into()));
+    if ev.path_truncated {
+        a.push(("nhi.file.requested_path_truncated", true.into()));
+    }
+    if ev.ino != 0 {
+        a.push(("file.inode", ev.ino.to_string().into()));
+        a.push(("nhi.file.device", device(ev.dev).into()));
+    }
+    a.push(("nhi.file.access", ev.access().as_str().into()));
+    a.push(("nhi.file.create", ev.creates().into()));
+    if ev.creates() {
+        a.push(("nhi.file.mode", format!("{:04o}", ev.mode & 0o7777).into()));
+    }
+    a.push(("nhi.match", match_name(ev.match_kind).into()));
+    a.push(("nhi.open.syscall", syscall_name(ev.syscall).into()));
+    a.push(("nhi.open.result", ev.ret.into()));
+    if ev.ret < 0 {
+        a.push(("error.type", errno_name(ev.ret).into()));
+    }
+    process_attributes(&mut a, &ev.task, ev.exe.as_ref());
+    Record {
+        time: cx.time,
+        event_name: EVENT_CREDENTIAL_ACCESS,
+        attributes: a,
+    }
+}
+
+fn match_name(m: MatchKind) -> &'static str {
+    match m {
+        MatchKind::Path => "path",
+        MatchKind::Inode => "inode",
+        MatchKind::Dir => "directory",
+        MatchKind::Name => "name",
+    }
+}
+
+/// `nhi.file.device`: `major:minor` of a kernel `dev_t`
+/// (`super_block::s_dev`, as file events carry it).
+pub fn device(dev: u64) -> String {
+    let (major, minor) = observer_common::kernel_dev_split(dev as u32);
+    format!("{major}:{minor}")
+}
+
+fn errno_name(ret: i64) -> String {
+    let code = i32::try_from(-ret).unwrap_or(0);
+    let errno = nix::errno::Errno::from_raw(code);
+    if errno == nix::errno::Errno::UnknownErrno {
+        format!("errno {code}")
+    } else {
+        format!("{errno:?}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_names() {
+        assert_eq!(errno_name(-2), "ENOENT");
+        assert_eq!(errno_name(-13), "EACCES");
+        assert_eq!(errno_name(-100000), "errno 100000");
+    }
+
+    #[test]
+    fn kernel_dev_t_split() {
+        // 8:1 as the kernel encodes it (MKDEV = major << 20 | minor).
+        let dev = observer_common::kernel_dev(8, 1);
+        assert_eq!(dev, (8 << 20) | 1);
+        assert_eq!(device(u64::from(dev)), "8:1");
+    }
+}

@@ -1,0 +1,159 @@
+//! The record every sink emits: an event name, a time and attributes named by
+//! OpenTelemetry semantic conventions where one exists, `nhi.*` otherwise.
+//!
+//! Input: typed values from the stages. Output: a [`Record`] that the
+//! store serialises once (its JSON text is what JSON lines write and OTLP
+//! delivery reads back). Invariant: every event name is a constant here, so
+//! that no output spells one differently.
+use std::time::SystemTime;
+
+use serde::{Serialize, Serializer, ser::SerializeMap};
+
+use crate::decode::{Task, WalkedPath};
+
+/// A credential read from a file, the environment or a metadata service.
+pub const EVENT_CREDENTIAL_ACCESS: &str = "nhi.credential.access";
+/// The agent's own counters: events lost, folded, rejected (JSON lines;
+/// OTLP carries them as metrics instead).
+pub const EVENT_AGENT_STATS: &str = "nhi.agent.stats";
+/// A known credential file changed: its identities before and after.
+pub const EVENT_CREDENTIAL_ROTATION: &str = "nhi.credential.rotation";
+/// An outbound connection, with its server name when one was seen.
+pub const EVENT_CONNECTION: &str = "nhi.connection";
+/// The aggregated use of one credential by one workload.
+pub const EVENT_USAGE: &str = "nhi.usage";
+/// What a usage means: shadow, unused, misused (`nhi.finding.type`).
+pub const EVENT_FINDING: &str = "nhi.finding";
+/// What was watched, when, and what was lost.
+pub const EVENT_COVERAGE: &str = "nhi.coverage";
+
+/// Every event name the agent emits.
+pub const EVENT_NAMES: &[&str] = &[
+    EVENT_CREDENTIAL_ACCESS,
+    EVENT_CREDENTIAL_ROTATION,
+    EVENT_CONNECTION,
+    EVENT_USAGE,
+    EVENT_FINDING,
+    EVENT_COVERAGE,
+    EVENT_AGENT_STATS,
+];
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Str(String),
+    Int(i64),
+    Bool(bool),
+    /// A string array (OpenTelemetry `string[]`, e.g. `process.command_args`).
+    StrList(Vec<String>),
+}
+
+impl From<Vec<String>> for Value {
+    fn from(v: Vec<String>) -> Self {
+        Self::StrList(v)
+    }
+}
+
+impl From<&str> for Value {
+    fn from(s: &str) -> Self {
+        Self::Str(s.to_owned())
+    }
+}
+impl From<String> for Value {
+    fn from(s: String) -> Self {
+        Self::Str(s)
+    }
+}
+impl From<i64> for Value {
+    fn from(v: i64) -> Self {
+        Self::Int(v)
+    }
+}
+impl From<u32> for Value {
+    fn from(v: u32) -> Self {
+        Self::Int(i64::from(v))
+    }
+}
+impl From<bool> for Value {
+    fn from(v: bool) -> Self {
+        Self::Bool(v)
+    }
+}
+
+impl Serialize for Value {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Str(v) => s.serialize_str(v),
+            Self::Int(v) => s.serialize_i64(*v),
+            Self::Bool(v) => s.serialize_bool(*v),
+            Self::StrList(v) => v.serialize(s),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub time: SystemTime,
+    pub event_name: &'static str,
+    pub attributes: Vec<(&'static str, Value)>,
+}
+
+impl Record {
+    /// Replaces the value of `key`, or adds it.
+    pub fn set(&mut self, key: &'static str, value: impl Into<Value>) {
+        let value = value.into();
+        match self.attributes.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => *v = value,
+            None => self.attributes.push((key, value)),
+        }
+    }
+
+    /// Sets `nhi.access.count`: how many opens this record stands for.
+    pub fn set_count(&mut self, count: u64) {
+        self.set(
+            "nhi.access.count",
+            Value::Int(i64::try_from(count).unwrap_or(i64::MAX)),
+        );
+    }
+}
+
+/// JSON: `{"time": RFC 3339, "event.name": .., <attributes>..}`, flat, so
+/// that `jq`, Loki and Vector read it without nesting.
+impl Serialize for Record {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.attributes.len() + 2))?;
+        map.serialize_entry("time", &rfc3339(self.time))?;
+        map.serialize_entry("event.name", self.event_name)?;
+        for (k, v) in &self.attributes {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+pub fn rfc3339(t: SystemTime) -> String {
+    time::OffsetDateTime::from(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// The attributes of the process an event happened in, as the kernel saw
+/// it at that moment (the workload identity stage adds the rest).
+pub fn process_attributes(
+    a: &mut Vec<(&'static str, Value)>,
+    task: &Task,
+    exe: Option<&WalkedPath>,
+) {
+    a.push(("process.pid", task.tgid.into()));
+    a.push(("thread.id", task.pid.into()));
+    if task.ppid != 0 {
+        a.push(("process.parent_pid", task.ppid.into()));
+    }
+    a.push(("process.user.id", task.uid.into()));
+    a.push(("process.command", task.comm.clone().into()));
+    if let Some(exe) = exe {
+        a.push((
+            "process.executable.path",
+            exe.path.to_string_lossy().into_owned().into(),
+        ));
+    }
+}

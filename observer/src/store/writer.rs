@@ -1,0 +1,831 @@
+//! The writer and its record ids: [`Store`] (on the sink thread), its
+//! batched transactions, record ids handed out from reserved blocks, and
+//! the helpers every part of the store shares (paths, connections, time).
+use std::{
+    collections::{BTreeMap, VecDeque},
+    path::{Path, PathBuf},
+    time::{Duration, Instant, SystemTime},
+};
+
+use rusqlite::{Connection, OptionalExtension as _, params};
+
+use super::{
+    coverage::{Counters, CoverageState},
+    schema,
+};
+use crate::{
+    correlate::UsageDelta,
+    model::{Record, Value},
+};
+
+/// Rows in one transaction at most before it is committed.
+pub const COMMIT_ROWS: usize = 2048;
+/// Age of the open transaction at which it is committed.
+pub const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
+/// Record ids reserved (and committed) ahead of use.
+const ID_BLOCK: i64 = 100_000;
+/// Writes (records, usage deltas) kept in memory at most while the database
+/// cannot take them; past it the oldest go, counted.
+pub const MAX_QUEUED: usize = 50_000;
+/// How often writes are retried while they fail.
+pub const RETRY_EVERY: Duration = Duration::from_secs(1);
+/// What the WAL file is cut back to after each checkpoint.
+const WAL_LIMIT_BYTES: i64 = 4 * 1024 * 1024;
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database {path}: {source}")]
+    Open { path: PathBuf, source: rusqlite::Error },
+    #[error("database schema: {0}")]
+    Migration(#[from] rusqlite_migration::Error),
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("cannot move the damaged database {path} aside: {source}")]
+    SetAside { path: PathBuf, source: std::io::Error },
+    #[error("the database cannot be written; records waiting for it are lost")]
+    Unwritable,
+    #[error("database {path} has schema version {found}, newer than this agent's {supported}: upgrade the agent")]
+    TooNew { path: PathBuf, found: usize, supported: usize },
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Delivered records older than this are deleted.
+    pub retention: Duration,
+    /// Most records kept; past it the oldest go, delivered or not.
+    pub max_records: u64,
+    /// Length of one coverage interval.
+    pub coverage_every: Duration,
+    /// Which sensors this run has (for `runs.sensors`).
+    pub sensors: Vec<&'static str>,
+    /// Cursors that must have passed a record before it may be pruned
+    /// (the enabled exporters).
+    pub cursors: Vec<&'static str>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            retention: Duration::from_secs(7 * 24 * 3600),
+            max_records: 2_000_000,
+            coverage_every: Duration::from_secs(60),
+            sensors: Vec::new(),
+            cursors: Vec::new(),
+        }
+    }
+}
+
+pub struct Store {
+    pub(super) conn: Connection,
+    pub(super) opts: StoreOptions,
+    pub(super) instance: String,
+    pub(super) run_id: i64,
+    pub(super) in_tx: bool,
+    pub(super) rows: usize,
+    pub(super) tx_started: Instant,
+    pub(super) next_id: i64,
+    pub(super) reserved: i64,
+    pub(super) coverage: CoverageState,
+    /// Whether the probes are attached: until then the run's first coverage
+    /// interval stays empty (loading takes seconds; nothing is seen then).
+    pub(super) watching: bool,
+    pub(super) last_counters: Counters,
+    pub(super) last_prune: Instant,
+    /// Records deleted undelivered because of `max_records`.
+    pub dropped: u64,
+    pub commits: u64,
+    /// The writes of the open transaction, in order, until it commits.
+    pub(super) pending: Vec<Op>,
+    /// Writes that wait for the database to take them again (bounded).
+    pub(super) retry: VecDeque<Op>,
+    /// JSON text of committed records not yet handed out.
+    pub(super) committed: Vec<String>,
+    /// Set while writes fail.
+    pub(super) failing: Option<Failing>,
+    /// The coverage state when the open transaction began (restored when
+    /// it is rolled back).
+    pub(super) coverage_at_begin: CoverageState,
+    /// Writes given up, by reason (`store_queue_full`, `usage_queue_full`,
+    /// `store_unwritable_at_stop`).
+    pub drops: BTreeMap<&'static str, u64>,
+}
+
+/// One record as stored.
+pub(super) struct Row {
+    id: i64,
+    time_ns: i64,
+    event_name: &'static str,
+    nhi_id: Option<String>,
+    body: String,
+}
+
+/// A write, kept until its transaction commits.
+pub(super) enum Op {
+    Record(Row),
+    Usage(UsageDelta),
+}
+
+pub(super) struct Failing {
+    since_ns: i64,
+    last_try: Instant,
+    error: String,
+    /// Writes given up during this outage.
+    dropped: u64,
+}
+
+pub fn db_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("nhi-observer.db")
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // WAL: readers (the exporter) never block the writer; NORMAL: a
+    // commit is in the WAL file before COMMIT returns, so it survives the
+    // process dying (kill -9); only a power loss can take the last ones.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    // The WAL stays bounded: checkpointed every 1000 pages (SQLite's
+    // default, said here), and cut back to this size after a checkpoint.
+    conn.pragma_update(None, "wal_autocheckpoint", 1000)?;
+    conn.pragma_update(None, "journal_size_limit", WAL_LIMIT_BYTES)?;
+    Ok(())
+}
+
+pub(super) fn open_conn(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(|source| StoreError::Open { path: path.to_owned(), source })?;
+    configure(&conn).map_err(|source| StoreError::Open { path: path.to_owned(), source })?;
+    Ok(conn)
+}
+
+/// Whether the database file is damaged: `PRAGMA quick_check` finds a
+/// problem, or the file is not a database at all (overwritten header).
+/// `None` when it is sound, absent, or cannot be read for another reason
+/// (then opening it says why).
+fn damage(path: &Path) -> Option<String> {
+    use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+    if !path.exists() {
+        return None;
+    }
+    let corrupt = |e: &rusqlite::Error| matches!(e.sqlite_error_code(), Some(NotADatabase | DatabaseCorrupt));
+    let conn = match Connection::open(path) {
+        Ok(c) => c,
+        Err(e) => return corrupt(&e).then(|| e.to_string()),
+    };
+    let _ = conn.busy_timeout(BUSY_TIMEOUT);
+    let found: rusqlite::Result<Vec<String>> =
+        conn.prepare("PRAGMA quick_check(20)").and_then(|mut s| s.query_map([], |r| r.get(0))?.collect());
+    match found {
+        Ok(rows) if rows.len() == 1 && rows[0] == "ok" => None,
+        Ok(rows) => Some(rows.join("; ")),
+        Err(e) => corrupt(&e).then(|| e.to_string()),
+    }
+}
+
+/// Moves a damaged database (and its WAL and shared-memory files) aside
+/// under a dated name, so a new one can start; says so at ERROR. Returns
+/// where it went and what was wrong.
+fn set_aside(path: &Path, problem: &str) -> Result<(PathBuf, String), StoreError> {
+    let t = ::time::OffsetDateTime::now_utc();
+    let stamp = format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    );
+    let moved = PathBuf::from(format!("{}.damaged-{stamp}", path.display()));
+    for suffix in ["", "-wal", "-shm"] {
+        let from = PathBuf::from(format!("{}{suffix}", path.display()));
+        let to = PathBuf::from(format!("{}{suffix}", moved.display()));
+        if from.exists() {
+            std::fs::rename(&from, &to).map_err(|e| StoreError::SetAside { path: from.clone(), source: e })?;
+        }
+    }
+    tracing::error!(
+        path = %path.display(),
+        kept_as = %moved.display(),
+        problem,
+        "the database is damaged: it is kept aside and a new one is started. Records it held that were not yet exported are not in the new database, and coverage starts again now (recorded in the gaps table). Keep the damaged file for inspection (sqlite3 .recover can salvage rows) and delete it when done"
+    );
+    Ok((moved, problem.to_owned()))
+}
+
+pub fn ns(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)).unwrap_or(0)
+}
+
+pub fn time(ns: i64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_nanos(u64::try_from(ns).unwrap_or(0))
+}
+
+pub(super) fn now_ns() -> i64 {
+    ns(SystemTime::now())
+}
+
+pub(super) fn u(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+pub(super) fn i(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Store {
+    /// Opens (creating or migrating) the database, closes the previous run
+    /// (cleanly stopped or not), and starts this one.
+    pub fn open(state_dir: &Path, opts: StoreOptions) -> Result<Store, StoreError> {
+        let path = db_path(state_dir);
+        let replaced = match damage(&path) {
+            None => None,
+            Some(problem) => Some(set_aside(&path, &problem)?),
+        };
+        let mut conn = open_conn(&path)?;
+        let migrations = schema::migrations();
+        // A database written by a newer agent: its version is past our
+        // migrations (`Outside`); refuse it with a message that says so.
+        match migrations.current_version(&conn)? {
+            rusqlite_migration::SchemaVersion::Outside(v) | rusqlite_migration::SchemaVersion::Inside(v)
+                if v.get() > schema::VERSION =>
+            {
+                return Err(StoreError::TooNew { path, found: v.get(), supported: schema::VERSION });
+            }
+            _ => {}
+        }
+        migrations.to_latest(&mut conn)?;
+        let now = now_ns();
+        let tx = conn.transaction()?;
+        let instance = match tx.query_row("SELECT value FROM meta WHERE key = 'instance'", [], |r| r.get(0)).optional()? {
+            Some(v) => v,
+            None => {
+                let mut b = [0u8; 8];
+                getrandom::fill(&mut b).map_err(|e| {
+                    StoreError::Sqlite(rusqlite::Error::ToSqlConversionFailure(Box::new(std::io::Error::other(
+                        e.to_string(),
+                    ))))
+                })?;
+                let id: String = b.iter().map(|x| format!("{x:02x}")).collect();
+                tx.execute("INSERT INTO meta (key, value) VALUES ('instance', ?1)", [&id])?;
+                id
+            }
+        };
+        // Runs that never stopped cleanly end at their last commit.
+        let crashed = tx.execute("UPDATE runs SET stopped_ns = last_alive_ns WHERE stopped_ns IS NULL", [])?;
+        if crashed > 0 {
+            tracing::warn!(runs = crashed, "the previous run did not stop cleanly: its last commit ends its coverage");
+        }
+        let reserved: i64 = tx
+            .query_row("SELECT value FROM meta WHERE key = 'id_reserved'", [], |r| r.get::<_, String>(0))
+            .optional()?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let max_id: i64 = tx.query_row("SELECT coalesce(max(id), 0) FROM records", [], |r| r.get(0))?;
+        let next_id = reserved.max(max_id) + 1;
+        let reserved = next_id - 1 + ID_BLOCK;
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('id_reserved', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [reserved.to_string()],
+        )?;
+        tx.execute(
+            "INSERT INTO runs (started_ns, last_alive_ns, pid, version, sensors) VALUES (?1, ?1, ?2, ?3, ?4)",
+            params![now, std::process::id(), env!("CARGO_PKG_VERSION"), opts.sensors.join(",")],
+        )?;
+        let run_id = tx.last_insert_rowid();
+        tx.execute(
+            "INSERT INTO coverage (run_id, start_ns, end_ns, events_received, events_lost, decode_errors, drops) VALUES (?1, ?2, ?2, 0, 0, 0, '{}')",
+            params![run_id, now],
+        )?;
+        let row = tx.last_insert_rowid();
+        for name in &opts.cursors {
+            tx.execute("INSERT OR IGNORE INTO cursors (name, last_id, updated_ns) VALUES (?1, 0, ?2)", params![name, now])?;
+        }
+        if let Some((moved, problem)) = &replaced {
+            // What the damaged database held is not in this one: evidence
+            // built on this database starts here.
+            let detail = serde_json::json!({ "moved_to": moved.display().to_string(), "problem": problem }).to_string();
+            tx.execute(
+                "INSERT INTO gaps (start_ns, end_ns, kind, detail) VALUES (?1, ?1, 'database_replaced', ?2)",
+                params![now, detail],
+            )?;
+        }
+        tx.commit()?;
+        tracing::info!(path = %path.display(), run = run_id, next_record = next_id, schema = schema::VERSION, "store opened");
+        Ok(Store {
+            conn,
+            opts,
+            instance,
+            run_id,
+            in_tx: false,
+            rows: 0,
+            tx_started: Instant::now(),
+            next_id,
+            reserved,
+            coverage: CoverageState { row, start_ns: now, base: Counters::default() },
+            coverage_at_begin: CoverageState { row, start_ns: now, base: Counters::default() },
+            pending: Vec::new(),
+            retry: VecDeque::new(),
+            committed: Vec::new(),
+            failing: None,
+            drops: BTreeMap::new(),
+            watching: false,
+            last_counters: Counters::default(),
+            last_prune: Instant::now(),
+            dropped: 0,
+            commits: 0,
+        })
+    }
+
+    /// This database's random instance id (`service.instance.id`, and the
+    /// prefix of every `nhi.record.id`).
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    pub fn run_id(&self) -> i64 {
+        self.run_id
+    }
+
+    /// The connection, inside the open transaction, for `rows` more rows
+    /// (the findings' writers in `evidence.rs`).
+    pub(super) fn write_conn(&mut self, rows: usize) -> rusqlite::Result<&Connection> {
+        self.begin()?;
+        self.rows += rows;
+        Ok(&self.conn)
+    }
+
+    /// The connection, for reads.
+    pub(super) fn read_conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The sensors this run actually has (the network sensor may fail to
+    /// attach): the report's blind spots come from here.
+    pub fn set_sensors(&mut self, sensors: &[&str]) -> Result<(), StoreError> {
+        self.begin()?;
+        self.conn.execute("UPDATE runs SET sensors = ?1 WHERE id = ?2", params![sensors.join(","), self.run_id])?;
+        self.rows += 1;
+        Ok(())
+    }
+
+    pub(super) fn begin(&mut self) -> rusqlite::Result<()> {
+        if !self.in_tx {
+            self.conn.execute_batch("BEGIN")?;
+            self.in_tx = true;
+            self.rows = 0;
+            self.tx_started = Instant::now();
+            self.coverage_at_begin = self.coverage.clone();
+        }
+        Ok(())
+    }
+
+    /// Hands out the next record id. Ids come from a block reserved in
+    /// `meta.id_reserved`; the reservation is written in the transaction
+    /// that first holds an id past it ([`Store::reserve`]).
+    fn take_id(&mut self) -> i64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Makes sure the open transaction reserves `id`: an id is never handed
+    /// out again once a record with it committed, even after a crash.
+    fn reserve(conn: &Connection, reserved: &mut i64, id: i64) -> rusqlite::Result<()> {
+        if id > *reserved {
+            let block = id - 1 + ID_BLOCK;
+            conn.prepare_cached(
+                "INSERT INTO meta (key, value) VALUES ('id_reserved', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+            )?
+            .execute([block.to_string()])?;
+            *reserved = block;
+        }
+        Ok(())
+    }
+
+    /// Gives the record its id (`nhi.record.id`) and its JSON text (one
+    /// serialization for the database, the JSON lines output and OTLP), and
+    /// adds it to the open transaction. Its text reaches the JSON lines
+    /// output only once it is committed ([`Store::take_committed`]). When
+    /// the database cannot be written the record waits in the retry queue;
+    /// the error is returned for the count of failed writes, the record is
+    /// not lost with it.
+    pub fn append(&mut self, record: &mut Record) -> Result<(), StoreError> {
+        let id = self.take_id();
+        record.set("nhi.record.id", format!("{}-{id}", self.instance));
+        let body = serde_json::to_string(&*record).unwrap_or_default();
+        let nhi_id = record.attributes.iter().find(|(k, _)| *k == "nhi.id").and_then(|(_, v)| match v {
+            Value::Str(s) => Some(s.clone()),
+            _ => None,
+        });
+        let row = Row { id, time_ns: ns(record.time), event_name: record.event_name, nhi_id, body };
+        if self.failing.is_some() {
+            self.queue(Op::Record(row));
+            return Ok(());
+        }
+        let written = self.begin().and_then(|()| {
+            Self::reserve(&self.conn, &mut self.reserved, id)?;
+            insert_row(&self.conn, &row)
+        });
+        self.pending.push(Op::Record(row));
+        match written {
+            Ok(()) => {
+                self.rows += 1;
+                Ok(())
+            }
+            Err(e) => {
+                self.fail(&e);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Rows in the open transaction.
+    pub fn pending_rows(&self) -> usize {
+        if self.in_tx { self.rows } else { 0 }
+    }
+
+    /// Records given to the store whose text has not been handed out yet:
+    /// in the open transaction, in the retry queue, or committed and not
+    /// taken.
+    pub fn unreleased(&self) -> usize {
+        self.pending.len() + self.retry.len() + self.committed.len()
+    }
+
+    /// Commits when the open transaction is big or old enough (or `force`);
+    /// while writes fail, retries the queue once a [`RETRY_EVERY`] (or when
+    /// `force`). Returns whether something was committed.
+    pub fn maybe_commit(&mut self, force: bool) -> Result<bool, StoreError> {
+        if self.failing.is_some() {
+            let due = self.failing.as_ref().is_some_and(|f| f.last_try.elapsed() >= RETRY_EVERY);
+            return if force || due { self.replay() } else { Ok(false) };
+        }
+        if !self.in_tx {
+            return Ok(false);
+        }
+        if force || self.rows >= COMMIT_ROWS || self.tx_started.elapsed() >= COMMIT_INTERVAL {
+            self.commit()?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Time until the open transaction is due, if one is open; while writes
+    /// fail, until the next retry.
+    pub fn commit_due_in(&self) -> Option<Duration> {
+        if let Some(f) = &self.failing {
+            return Some(RETRY_EVERY.saturating_sub(f.last_try.elapsed()));
+        }
+        self.in_tx.then(|| COMMIT_INTERVAL.saturating_sub(self.tx_started.elapsed()))
+    }
+
+    /// Commits the open transaction; its records' text is then ready for
+    /// [`Store::take_committed`]. On failure the transaction is rolled back
+    /// whole and its writes go to the retry queue.
+    pub(super) fn commit(&mut self) -> Result<(), StoreError> {
+        if !self.in_tx {
+            return Ok(());
+        }
+        if let Err(e) = self.conn.execute_batch("COMMIT") {
+            self.fail(&e);
+            return Err(e.into());
+        }
+        self.in_tx = false;
+        self.commits += 1;
+        self.release();
+        Ok(())
+    }
+
+    /// The committed writes' records go out.
+    fn release(&mut self) {
+        for op in self.pending.drain(..) {
+            if let Op::Record(row) = op {
+                self.committed.push(row.body);
+            }
+        }
+    }
+
+    /// Hands out the JSON text of the records committed since the last call,
+    /// in id order.
+    pub fn take_committed(&mut self, out: &mut Vec<String>) {
+        out.append(&mut self.committed);
+    }
+
+    /// Whether writes fail now (the records wait in the retry queue).
+    pub fn is_failing(&self) -> bool {
+        self.failing.is_some()
+    }
+
+    /// A write failed: the whole transaction goes (SQLite may have rolled
+    /// back part or all of it; make sure it is all), with it the batch
+    /// state, and its writes wait in the retry queue, in order, before the
+    /// ones already waiting.
+    pub(super) fn fail(&mut self, e: &rusqlite::Error) {
+        if self.in_tx || !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        self.in_tx = false;
+        self.rows = 0;
+        self.coverage = self.coverage_at_begin.clone();
+        // The reservation may have gone with the transaction: write it again.
+        self.reserved = 0;
+        let mut ops: VecDeque<Op> = self.pending.drain(..).collect();
+        ops.append(&mut self.retry);
+        self.retry = ops;
+        self.bound_queue();
+        match &mut self.failing {
+            Some(f) => {
+                f.last_try = Instant::now();
+                f.error = e.to_string();
+            }
+            None => {
+                tracing::error!(
+                    error = %e,
+                    queued = self.retry.len(),
+                    max_queued = MAX_QUEUED,
+                    "store write failed: records wait in memory and are retried every second; they reach JSON lines and OTLP once stored. Free space in the state directory (or fix the error)"
+                );
+                self.failing =
+                    Some(Failing { since_ns: now_ns(), last_try: Instant::now(), error: e.to_string(), dropped: 0 });
+            }
+        }
+        // A WAL that filled the disk gives its space back (when it can).
+        let _ = self.conn.pragma_update(None, "wal_checkpoint", "TRUNCATE");
+    }
+
+    /// Adds an op to the retry queue, within its bound.
+    pub(super) fn queue(&mut self, op: Op) {
+        self.retry.push_back(op);
+        self.bound_queue();
+    }
+
+    /// Past [`MAX_QUEUED`], the oldest waiting writes go, counted by reason.
+    fn bound_queue(&mut self) {
+        while self.retry.len() > MAX_QUEUED {
+            let reason = match self.retry.pop_front() {
+                Some(Op::Record(_)) => "store_queue_full",
+                Some(Op::Usage(_)) => "usage_queue_full",
+                None => break,
+            };
+            *self.drops.entry(reason).or_default() += 1;
+            if let Some(f) = &mut self.failing {
+                f.dropped += 1;
+            }
+        }
+    }
+
+    /// Writes the retry queue in one transaction; on success the store is
+    /// writable again (logged, with how long it was not), and the interval
+    /// is kept in `gaps`.
+    fn replay(&mut self) -> Result<bool, StoreError> {
+        if let Some(f) = &mut self.failing {
+            f.last_try = Instant::now();
+        }
+        debug_assert!(self.pending.is_empty() && !self.in_tx);
+        self.pending = self.retry.drain(..).collect();
+        let written = (|| {
+            self.begin()?;
+            for op in &self.pending {
+                match op {
+                    Op::Record(row) => {
+                        Self::reserve(&self.conn, &mut self.reserved, row.id)?;
+                        insert_row(&self.conn, row)?;
+                    }
+                    Op::Usage(d) => {
+                        super::usage::upsert(&self.conn, d)?;
+                    }
+                }
+            }
+            if let Some(f) = &self.failing {
+                let detail = serde_json::json!({ "error": f.error, "records_dropped": f.dropped }).to_string();
+                self.conn.execute(
+                    "INSERT INTO gaps (start_ns, end_ns, kind, detail) VALUES (?1, ?2, 'store_unwritable', ?3)",
+                    params![f.since_ns, now_ns(), detail],
+                )?;
+            }
+            self.conn.execute_batch("COMMIT")
+        })();
+        match written {
+            Ok(()) => {
+                self.in_tx = false;
+                self.commits += 1;
+                let stored = self.pending.len();
+                self.release();
+                if let Some(f) = self.failing.take() {
+                    tracing::warn!(
+                        unwritable_for_s = (now_ns() - f.since_ns) / 1_000_000_000,
+                        stored,
+                        dropped = f.dropped,
+                        "store writes again: the waiting records are stored"
+                    );
+                }
+                let _ = self.conn.pragma_update(None, "wal_checkpoint", "TRUNCATE");
+                Ok(true)
+            }
+            Err(e) => {
+                self.fail(&e);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Size of the database and its WAL, in bytes.
+    pub fn size_bytes(&self) -> u64 {
+        let path = self.conn.path().map(PathBuf::from).unwrap_or_default();
+        let wal = PathBuf::from(format!("{}-wal", path.display()));
+        [path, wal].iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum()
+    }
+
+    /// Clean stop: last heartbeat, the run marked stopped, committed. What
+    /// still cannot be written is counted (`store_unwritable_at_stop`) and
+    /// logged.
+    pub fn close(&mut self, counters: &Counters) -> Result<(), StoreError> {
+        if self.failing.is_some() {
+            let _ = self.replay();
+        }
+        if self.failing.is_some() {
+            let records = self.retry.iter().filter(|o| matches!(o, Op::Record(_))).count() as u64;
+            *self.drops.entry("store_unwritable_at_stop").or_default() += records;
+            tracing::error!(records, "stopping while the store cannot write: these records are lost");
+            self.retry.clear();
+            return Err(StoreError::Unwritable);
+        }
+        self.heartbeat(counters)?;
+        let now = now_ns();
+        self.begin()?;
+        let marked = self
+            .conn
+            .execute("UPDATE runs SET stopped_ns = ?1, last_alive_ns = ?1, clean = 1 WHERE id = ?2", params![now, self.run_id]);
+        if let Err(e) = marked {
+            self.fail(&e);
+            return Err(e.into());
+        }
+        self.commit()?;
+        // Fold the WAL back into the database file.
+        let _ = self.conn.pragma_update(None, "wal_checkpoint", "TRUNCATE");
+        Ok(())
+    }
+}
+
+fn insert_row(conn: &Connection, row: &Row) -> rusqlite::Result<()> {
+    conn.prepare_cached("INSERT INTO records (id, time_ns, event_name, nhi_id, body) VALUES (?1, ?2, ?3, ?4, ?5)")?
+        .execute(params![row.id, row.time_ns, row.event_name, row.nhi_id, row.body])?;
+    Ok(())
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crate::store::outbox::{open_reader, records_after};
+
+    /// Guards the retry queue: a full disk (here: the database's page limit)
+    /// makes writes fail mid-transaction; nothing is handed out for JSON
+    /// lines until it is stored, the batch state is reset, and once space
+    /// returns every record is stored once, in order, and the outage is a gap.
+    #[test]
+    fn records_wait_while_the_database_cannot_write_and_are_stored_when_it_can() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let pages: i64 = s.conn.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
+        s.conn.pragma_update(None, "max_page_count", pages).unwrap();
+        let mut out = Vec::new();
+        let mut failed = 0;
+        for n in 0..2000 {
+            let mut r = record(n);
+            r.attributes.push(("pad", "x".repeat(400).into()));
+            if s.append(&mut r).is_err() {
+                failed += 1;
+            }
+            if s.maybe_commit(n % 100 == 99).is_err() {
+                failed += 1;
+            }
+            s.take_committed(&mut out);
+        }
+        assert!(failed > 0 && s.is_failing(), "the page limit made writes fail");
+        assert!(!s.in_tx && s.pending_rows() == 0, "a failed write leaves no batch state behind");
+        let stored_before = out.len();
+        let reader = open_reader(dir.path()).unwrap();
+        assert_eq!(records_after(&reader, 0, 10_000).unwrap().len(), stored_before, "what went out is what is stored");
+        s.conn.pragma_update(None, "max_page_count", 1_000_000).unwrap();
+        assert!(s.maybe_commit(true).unwrap(), "the queue is written once the database takes writes again");
+        s.take_committed(&mut out);
+        assert!(!s.is_failing());
+        assert_eq!(out.len(), 2000, "every record stored and handed out once");
+        let rows = records_after(&reader, 0, 10_000).unwrap();
+        let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+        assert_eq!(ids, (1..=2000).collect::<Vec<_>>(), "in order, no id twice, none missing");
+        let gaps: i64 = reader.query_row("SELECT count(*) FROM gaps WHERE kind = 'store_unwritable'", [], |r| r.get(0)).unwrap();
+        assert_eq!(gaps, 1, "the outage is kept as a gap");
+        assert!(s.drops.is_empty(), "nothing dropped within the queue's bound: {:?}", s.drops);
+    }
+
+    #[test]
+    fn past_its_bound_the_retry_queue_drops_the_oldest_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        s.fail(&rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL), None));
+        for n in 0..(MAX_QUEUED as u32 + 7) {
+            s.append(&mut record(n)).unwrap();
+        }
+        assert_eq!(s.drops.get("store_queue_full"), Some(&7));
+        assert!(s.maybe_commit(true).unwrap());
+        let mut out = Vec::new();
+        s.take_committed(&mut out);
+        assert_eq!(out.len(), MAX_QUEUED);
+        assert!(out[0].contains("-8\""), "the oldest went first: {}", out[0]);
+    }
+
+    /// Guards the integrity check at start: a damaged database used to be
+    /// appended to silently, and delivery stopped for good at the damaged
+    /// page; an overwritten header made the agent exit.
+    #[test]
+    fn a_damaged_database_is_kept_aside_and_a_new_one_started() {
+        use std::io::{Seek as _, SeekFrom, Write as _};
+        for (what, at, len) in [("overwritten header", 0u64, 100usize), ("random bytes mid-file", 0, 8192)] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut s = Store::open(dir.path(), StoreOptions::default()).unwrap();
+            for n in 0..3000 {
+                let mut r = record(n);
+                r.attributes.push(("pad", "y".repeat(300).into()));
+                s.append(&mut r).unwrap();
+            }
+            s.close(&Counters::default()).unwrap();
+            drop(s);
+            let path = db_path(dir.path());
+            let size = std::fs::metadata(&path).unwrap().len();
+            let at = if at == 0 && len > 100 { size / 2 } else { at };
+            let mut junk = vec![0u8; len];
+            getrandom::fill(&mut junk).unwrap();
+            let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            f.seek(SeekFrom::Start(at)).unwrap();
+            f.write_all(&junk).unwrap();
+            drop(f);
+            let mut s = Store::open(dir.path(), StoreOptions::default()).unwrap_or_else(|e| panic!("{what}: {e}"));
+            s.append(&mut record(1)).unwrap();
+            s.maybe_commit(true).unwrap();
+            let aside: Vec<_> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+                .filter(|n| n.starts_with("nhi-observer.db.damaged-"))
+                .collect();
+            assert_eq!(aside.len(), 1, "{what}: the damaged file is kept aside: {aside:?}");
+            let reader = open_reader(dir.path()).unwrap();
+            assert_eq!(records_after(&reader, 0, 10).unwrap().len(), 1, "{what}: a new database");
+            let kind: String = reader.query_row("SELECT kind FROM gaps", [], |r| r.get(0)).unwrap();
+            assert_eq!(kind, "database_replaced", "{what}");
+        }
+    }
+
+    pub(in crate::store) fn record(n: u32) -> Record {
+        Record {
+            time: SystemTime::now(),
+            event_name: "nhi.credential.access",
+            attributes: vec![("nhi.id", format!("AKIA{n}").into()), ("process.pid", n.into())],
+        }
+    }
+
+    #[test]
+    fn a_database_from_a_newer_agent_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path(), StoreOptions::default()).unwrap());
+        let conn = rusqlite::Connection::open(db_path(dir.path())).unwrap();
+        conn.pragma_update(None, "user_version", i64::try_from(schema::VERSION + 1).unwrap()).unwrap();
+        drop(conn);
+        match Store::open(dir.path(), StoreOptions::default()) {
+            Err(StoreError::TooNew { found, supported, .. }) => assert_eq!((found, supported), (schema::VERSION + 1, schema::VERSION)),
+            Err(e) => panic!("refused, but not as too new: {e}"),
+            Ok(_) => panic!("a newer database was opened"),
+        }
+    }
+
+    #[test]
+    fn records_get_ids_that_survive_restarts_and_are_never_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let mut r = record(1);
+        s.append(&mut r).unwrap();
+        let instance = s.instance().to_owned();
+        s.append(&mut record(2)).unwrap();
+        let mut out = Vec::new();
+        s.take_committed(&mut out);
+        assert!(out.is_empty(), "no record text goes out before its commit");
+        s.maybe_commit(true).unwrap();
+        s.take_committed(&mut out);
+        assert_eq!(out.len(), 2);
+        assert!(out[0].contains(&format!("\"nhi.record.id\":\"{instance}-1\"")), "{}", out[0]);
+        // A third record never committed: the process "dies" here.
+        s.append(&mut record(3)).unwrap();
+        drop(s);
+        let mut s = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        assert_eq!(s.instance(), instance);
+        let mut r = record(4);
+        s.append(&mut r).unwrap();
+        s.maybe_commit(true).unwrap();
+        let reader = open_reader(dir.path()).unwrap();
+        let rows = records_after(&reader, 0, 10).unwrap();
+        assert_eq!(rows.len(), 3, "committed records only");
+        assert!(rows[2].0 > 3, "ids handed out before the crash are not reused: {}", rows[2].0);
+    }
+}
