@@ -11,10 +11,12 @@
 //! resource attributes into ResourceAttributes, service.name into
 //! ServiceName. Each query is asserted on the answers the test knows.
 //!
-//! `nhi.finding` and `nhi.coverage` records come from the findings work
-//! (not in this agent yet): the queries built on them (shadow_fleet,
-//! unused_fleet) run on the same table here, where with no coverage
-//! exported nothing may be called unused.
+//! `unused_fleet` is asserted on the agents' own `nhi.coverage` records:
+//! over host B's inner window B's own credential is `unused`, A's (whose
+//! agent had stopped) `not_watched`. `shadow_fleet` needs shadow findings,
+//! which the agent's findings timer (60 s) would open: it and the unused
+//! verdicts `too_new` and coverage gaps are asserted on records written by
+//! hand to the agreed contract (`findings_queries_on_contract_records`).
 mod common;
 
 use std::{
@@ -53,15 +55,30 @@ for name in sys.argv[3:]:
             t.recv(64)
 "#;
 
-/// One host: an agent exporting to `rx` as `host`, the workload, and its
-/// usage record with every destination delivered.
-fn run_host(rx: &Receiver, host: &str, cred: &std::path::Path, key_id: &str, port: u16, names: &[&str]) {
+/// One host: an agent exporting to `rx` as `host`. A process reads `own`
+/// (a credential only this host has) and nothing else; a second later
+/// (the host's inner window starts) another reads `cred` and connects to
+/// `names`. Waits until that usage record, with every destination, is
+/// delivered; stops the agent and waits for its closing `nhi.coverage`.
+/// Returns the inner window.
+fn run_host(
+    rx: &Receiver,
+    host: &str,
+    own: &std::path::Path,
+    (cred, key_id): (&std::path::Path, &str),
+    port: u16,
+    names: &[&str],
+) -> (SystemTime, SystemTime) {
     let dir = tempfile::tempdir().expect("config dir");
     let config = config_args(dir.path(), "[usage]\nflush_interval_secs = 1\n");
     let mut env = otel_env(rx, false);
     env.push(("OTEL_RESOURCE_ATTRIBUTES".into(), format!("host.name={host}")));
     let args: Vec<&str> = config.iter().map(String::as_str).collect();
     let agent = Agent::start_env(&args, "info", &env, None);
+    python("import sys\nwith open(sys.argv[1]) as f:\n    f.read()\n", &[own.to_str().expect("path")]);
+    std::thread::sleep(Duration::from_secs(1));
+    let inner_start = SystemTime::now();
+    std::thread::sleep(Duration::from_millis(100));
     let port_s = port.to_string();
     let mut pargs = vec![cred.to_str().expect("path"), port_s.as_str()];
     pargs.extend(names);
@@ -81,8 +98,15 @@ fn run_host(rx: &Receiver, host: &str, cred: &std::path::Path, key_id: &str, por
     };
     let logs = rx.wait_logs(Duration::from_secs(30), done);
     assert!(done(&logs), "{host}: no nhi.usage of {key_id} with {names:?} delivered");
+    let inner_end = SystemTime::now();
+    std::thread::sleep(Duration::from_millis(100));
     let (status, _, stderr) = agent.stop(Signal::SIGTERM);
     assert!(status.success(), "{}", stderr.join("\n"));
+    let coverage = |logs: &[LogView]| {
+        logs.iter().any(|l| l.event_name == "nhi.coverage" && l.resource.get("host.name").and_then(Value::as_str) == Some(host))
+    };
+    assert!(coverage(&rx.wait_logs(Duration::from_secs(15), coverage)), "{host}: no nhi.coverage delivered");
+    (inner_start, inner_end)
 }
 
 /// An attribute as the clickhouse exporter writes it into a
@@ -170,6 +194,11 @@ fn fleet_queries_answer_from_what_real_agents_exported() {
     let digits: String = u.bytes().filter(u8::is_ascii_digit).take(16).map(char::from).collect();
     let key_id = format!("AKIA{digits:0>16}");
     let (home, cred) = aws_home(&key_id);
+    // A credential only host A holds (its file exists while A runs), one
+    // only host B holds (made after A stopped: both "hosts" are this
+    // machine, and an agent's start-up scan finds every credential file).
+    let (key_a, key_b) = (format!("AKIAA{digits:0>15}"), format!("AKIAB{digits:0>15}"));
+    let (home_a, cred_a) = aws_home(&key_a);
     let certs = Certs::new();
     let server = TlsServer::start(&certs, SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0), None);
     let tag = u.replace('-', "");
@@ -178,14 +207,16 @@ fn fleet_queries_answer_from_what_real_agents_exported() {
     let rx = Receiver::start(Protocol::HttpProtobuf, 0);
 
     let before = SystemTime::now();
-    run_host(&rx, &host_a, &cred, &key_id, server.addr.port(), &[&s1]);
+    run_host(&rx, &host_a, &cred_a, (&cred, &key_id), server.addr.port(), &[&s1]);
+    drop(home_a);
+    let (home_b, cred_b) = aws_home(&key_b);
     // The window starts between the two hosts' uses.
     std::thread::sleep(Duration::from_millis(50));
     let window_start = SystemTime::now();
     std::thread::sleep(Duration::from_millis(50));
-    run_host(&rx, &host_b, &cred, &key_id, server.addr.port(), &[&s1, &s2]);
+    let (inner_start, inner_end) = run_host(&rx, &host_b, &cred_b, (&cred, &key_id), server.addr.port(), &[&s1, &s2]);
     let window_end = SystemTime::now() + Duration::from_secs(60);
-    drop(home);
+    drop((home, home_b));
 
     let logs = rx.logs();
     let rows: Vec<Value> = logs.iter().map(row).collect();
@@ -200,6 +231,8 @@ fn fleet_queries_answer_from_what_real_agents_exported() {
         spec("new_dest_all", "new_destinations.sql", json!({"window_start": all_from, "window_end": to})),
         spec("shadow", "shadow_fleet.sql", json!({})),
         spec("unused", "unused_fleet.sql", json!({"window_start": all_from, "window_end": to})),
+        // Host B's inner window: B watched all of it, A none of it.
+        spec("unused_b", "unused_fleet.sql", json!({"window_start": ch_time(inner_start), "window_end": ch_time(inner_end)})),
     ]);
     let r = queries(&rows, &specs);
     assert_eq!(r["_rows"].as_u64(), Some(rows.len() as u64), "every row loaded");
@@ -227,8 +260,14 @@ fn fleet_queries_answer_from_what_real_agents_exported() {
     // New destinations: only the second host's new server inside the
     // window; both over the whole run.
     let port = server.addr.port();
+    // (Only the test's own servers: other agents on this machine that read
+    // the file and then export to their own receivers add destinations.)
     let dests = |name: &str| -> Vec<String> {
-        rows_of(&r, name, &key_id).iter().map(|x| x["destination"].as_str().expect("destination").to_owned()).collect()
+        rows_of(&r, name, &key_id)
+            .iter()
+            .map(|x| x["destination"].as_str().expect("destination").to_owned())
+            .filter(|d| d.contains(".nhi.test:"))
+            .collect()
     };
     assert_eq!(dests("new_dest_window"), [format!("{s2}:{port}")], "{:#?}", r["new_dest_window"]);
     let mut all = dests("new_dest_all");
@@ -236,15 +275,30 @@ fn fleet_queries_answer_from_what_real_agents_exported() {
     let mut want = vec![format!("{s1}:{port}"), format!("{s2}:{port}")];
     want.sort();
     assert_eq!(all, want);
-    let new_row = rows_of(&r, "new_dest_window", &key_id)[0];
+    let new_row = *rows_of(&r, "new_dest_window", &key_id)
+        .iter()
+        .find(|x| x["destination"].as_str().is_some_and(|d| d.starts_with(&s2)))
+        .expect("the new destination");
     assert_eq!(new_row["first_host"], host_b.as_str());
 
-    // Waiting for the findings records: no shadow finding exists, and
-    // without coverage records no credential may be called unused.
-    assert!(r["shadow"].as_array().expect("shadow").is_empty(), "{:#?}", r["shadow"]);
+    // Unused, from the agents' own nhi.coverage records: over B's inner
+    // window, B's own credential (read just before it) is unused - B was
+    // watched throughout; A's is not watched (A's agent had stopped), never
+    // unused; the shared one was used in it.
+    let verdict = |name: &str, id: &str| rows_of(&r, name, id).first().map(|x| x["verdict"].as_str().unwrap_or("").to_owned());
+    assert_eq!(verdict("unused_b", &key_b).as_deref(), Some("unused"), "{:#?}", r["unused_b"]);
+    let b = rows_of(&r, "unused_b", &key_b)[0];
+    assert_eq!((b["hosts_known"].as_u64(), b["hosts_watched"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(verdict("unused_b", &key_a).as_deref(), Some("not_watched"), "{:#?}", r["unused_b"]);
+    assert_eq!(rows_of(&r, "unused_b", &key_a)[0]["hosts_not_watched"], json!([host_a]));
+    assert!(rows_of(&r, "unused_b", &key_id).is_empty(), "used in the window, not a candidate");
+    // Over the whole run no host was watched throughout (the agents ran
+    // seconds each): nothing is unused.
     let unused = r["unused"].as_array().expect("unused");
-    assert!(unused.iter().all(|x| x["verdict"] != "unused"), "unused without coverage: {unused:#?}");
-    assert!(rows_of(&r, "unused", &key_id).is_empty(), "used in the window, not a candidate");
+    assert!(unused.iter().all(|x| x["verdict"] != "unused"), "unused without full coverage: {unused:#?}");
+    // No inventory here: the test's credentials are never declared, but
+    // shadow findings need the findings timer (60 s) to run: none yet.
+    assert!(rows_of(&r, "shadow", &key_id).is_empty(), "{:#?}", r["shadow"]);
 }
 
 /// A row as the exporter would write an agent's record of the findings
