@@ -13,10 +13,12 @@
 //!
 //! `unused_fleet` is asserted on the agents' own `nhi.coverage` records:
 //! over host B's inner window B's own credential is `unused`, A's (whose
-//! agent had stopped) `not_watched`. `shadow_fleet` needs shadow findings,
-//! which the agent's findings timer (60 s) would open: it and the unused
-//! verdicts `too_new` and coverage gaps are asserted on records written by
-//! hand to the agreed contract (`findings_queries_on_contract_records`).
+//! agent had stopped) `not_watched`. `shadow_fleet` on the agents' own
+//! `nhi.finding` records (an inventory that declares another key, findings
+//! evaluated every second): the shared credential is shadow on both hosts.
+//! The verdict `too_new`, coverage gaps and a resolved shadow finding are
+//! asserted on records written by hand to the agreed contract
+//! (`findings_queries_on_contract_records`).
 mod common;
 
 use std::{
@@ -70,10 +72,15 @@ fn run_host(
     names: &[&str],
 ) -> (SystemTime, SystemTime) {
     let dir = tempfile::tempdir().expect("config dir");
-    let config = config_args(dir.path(), "[usage]\nflush_interval_secs = 1\n");
+    let config = config_args(dir.path(), "[usage]\nflush_interval_secs = 1\n[findings]\ninterval = \"1s\"\n");
+    // An inventory that declares another key: every credential the test
+    // uses is then shadow (used, never declared).
+    let inventory = dir.path().join("inventory.yaml");
+    std::fs::write(&inventory, "credentials:\n  - id: AKIAIOSFODNN7EXAMPLE\n").expect("inventory");
     let mut env = otel_env(rx, false);
     env.push(("OTEL_RESOURCE_ATTRIBUTES".into(), format!("host.name={host}")));
-    let args: Vec<&str> = config.iter().map(String::as_str).collect();
+    let mut args: Vec<&str> = config.iter().map(String::as_str).collect();
+    args.extend(["--inventory", inventory.to_str().expect("path")]);
     let agent = Agent::start_env(&args, "info", &env, None);
     python("import sys\nwith open(sys.argv[1]) as f:\n    f.read()\n", &[own.to_str().expect("path")]);
     std::thread::sleep(Duration::from_secs(1));
@@ -98,6 +105,15 @@ fn run_host(
     };
     let logs = rx.wait_logs(Duration::from_secs(30), done);
     assert!(done(&logs), "{host}: no nhi.usage of {key_id} with {names:?} delivered");
+    let shadow = |logs: &[LogView]| {
+        logs.iter().any(|l| {
+            l.event_name == "nhi.finding"
+                && l.resource.get("host.name").and_then(Value::as_str) == Some(host)
+                && l.str("nhi.finding.type") == Some("shadow")
+                && l.str("nhi.id") == Some(key_id)
+        })
+    };
+    assert!(shadow(&rx.wait_logs(Duration::from_secs(30), shadow)), "{host}: no shadow finding for {key_id} delivered");
     let inner_end = SystemTime::now();
     std::thread::sleep(Duration::from_millis(100));
     let (status, _, stderr) = agent.stop(Signal::SIGTERM);
@@ -296,9 +312,11 @@ fn fleet_queries_answer_from_what_real_agents_exported() {
     // seconds each): nothing is unused.
     let unused = r["unused"].as_array().expect("unused");
     assert!(unused.iter().all(|x| x["verdict"] != "unused"), "unused without full coverage: {unused:#?}");
-    // No inventory here: the test's credentials are never declared, but
-    // shadow findings need the findings timer (60 s) to run: none yet.
-    assert!(rows_of(&r, "shadow", &key_id).is_empty(), "{:#?}", r["shadow"]);
+    // Shadow: the shared credential, never declared, open on both hosts.
+    let shadow = rows_of(&r, "shadow", &key_id);
+    assert_eq!(shadow.len(), 1, "{:#?}", r["shadow"]);
+    assert_eq!(shadow[0]["hosts"].as_u64(), Some(2));
+    assert_eq!(shadow[0]["host_list"], json!([host_a, host_b]));
 }
 
 /// A row as the exporter would write an agent's record of the findings
