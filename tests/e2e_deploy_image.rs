@@ -110,6 +110,8 @@ fn base_image() {
 /// debug info) in a context laid out as the repository's.
 fn build_image() {
     base_image();
+    // A test image left by an interrupted run would stay behind untagged.
+    let _ = Command::new("buildah").args(["rmi", TEST_IMAGE]).output();
     let ctx = tempfile::tempdir().expect("context");
     // Where `cargo build --release` puts it: the Dockerfile's default
     // AGENT_BINARY, and the one path its .dockerignore lets through.
@@ -144,10 +146,23 @@ fn daemonset() -> Value {
         .expect("a DaemonSet in the rendered manifests")
 }
 
+/// A buildah working container of the test image, and the image itself:
+/// removed on drop, also when an assertion fails (nothing piles up in the
+/// machine's image storage; the base image stays cached).
+struct Container(String);
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        for args in [vec!["umount", &self.0], vec!["rm", &self.0], vec!["rmi", TEST_IMAGE]] {
+            let _ = Command::new("buildah").args(&args).output();
+        }
+    }
+}
+
 /// A container from the image the way a runtime would start the
 /// DaemonSet's: returns the launcher for [`Agent::start_launch`] and the
-/// buildah container to remove.
-fn container_launch(ds: &Value, state_host: &Path) -> (Launch, String) {
+/// buildah container.
+fn container_launch(ds: &Value, state_host: &Path) -> (Launch, Container) {
     let spec = &ds["spec"]["template"]["spec"];
     assert_eq!(spec["hostPID"], true, "host PID namespace");
     let c = &spec["containers"][0];
@@ -164,8 +179,8 @@ fn container_launch(ds: &Value, state_host: &Path) -> (Launch, String) {
         .collect();
     assert!(!caps.iter().any(|c| c == "+sys_admin"), "no CAP_SYS_ADMIN: {caps:?}");
 
-    let ctr = buildah(&["from", "--pull=never", TEST_IMAGE]);
-    let root = buildah(&["mount", &ctr]);
+    let ctr = Container(buildah(&["from", "--pull=never", TEST_IMAGE]));
+    let root = buildah(&["mount", &ctr.0]);
     // The manifest's mounts: hostPath volumes at their mountPaths (the
     // state directory is the test's own), read-only where it says so.
     let mut mounts = String::new();
@@ -262,8 +277,7 @@ fn image_builds_and_runs_with_the_daemonsets_security_context() {
     assert!(http_get(port, "/healthz").starts_with("HTTP/1.1 200"));
     let seen = exercise(agent, "image");
     assert!(!seen.records.is_empty());
-    buildah(&["umount", &ctr]);
-    buildah(&["rm", &ctr]);
+    drop(ctr);
 }
 
 fn caps_mask(ds: &Value) -> u64 {

@@ -3,8 +3,12 @@
 //! test machines, so `--offline=true`), and the real agent runs under the
 //! unit's own capability bounding set, no-new-privileges (setpriv), system
 //! call filter and address families (a seccomp filter built from the
-//! unit's lines, as systemd builds it) and must still report a credential
-//! file read, a credential variable at exec and a TLS server name.
+//! unit's lines, as systemd builds it) and file-system protections (a
+//! mount namespace with every mount read-only but the state directory, a
+//! private /tmp), and must still report a credential file read, a
+//! credential variable at exec and a TLS server name. Not emulated:
+//! PrivateDevices, MemoryDenyWriteExecute, the Restrict*/Protect* options
+//! that have no file-system or seccomp form here.
 mod common;
 
 use std::{collections::BTreeMap, path::PathBuf, process::Command, sync::Arc};
@@ -171,8 +175,61 @@ fn unit_seccomp(s: &BTreeMap<String, Vec<String>>) -> seccompiler::BpfProgram {
     filter.try_into().expect("compile seccomp filter")
 }
 
+/// The unit's file-system protections, as systemd sets them up in the
+/// service's own mount namespace before it drops capabilities:
+/// ProtectSystem=strict and ProtectHome=read-only (every mount read-only),
+/// ProtectKernelTunables and ProtectControlGroups (/proc/sys, /sys and the
+/// cgroup tree read-only: covered by "every mount"), ReadWritePaths (the
+/// state directory stays writable), PrivateTmp (an empty /tmp and
+/// /var/tmp). Returns a hook for between fork and exec: every path and
+/// string is prepared here, the hook only makes system calls.
+fn fs_sandbox(s: &BTreeMap<String, Vec<String>>, state: &std::path::Path) -> impl Fn() -> std::io::Result<()> + Send + Sync + 'static {
+    use std::ffi::CString;
+    assert_eq!(one(s, "ProtectSystem"), "strict");
+    assert_eq!(one(s, "ProtectHome"), "read-only");
+    assert_eq!(one(s, "PrivateTmp"), "yes");
+    assert_eq!(one(s, "ProtectKernelTunables"), "yes");
+    assert_eq!(one(s, "ProtectControlGroups"), "yes");
+    let c = |p: &str| CString::new(p).expect("path");
+    // Every mount point, outermost first (/proc itself stays writable, as
+    // systemd leaves it; /proc/sys becomes read-only below).
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let mut points: Vec<String> = mountinfo
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4).map(str::to_owned))
+        .filter(|p| p != "/proc" && !p.starts_with("/proc/") && p != "/dev" && !p.starts_with("/dev/"))
+        .collect();
+    points.sort();
+    points.dedup();
+    let points: Vec<CString> = points.iter().map(|p| c(p)).collect();
+    let state = c(state.to_str().expect("state path"));
+    let (root, proc_sys, tmp, var_tmp, tmpfs) = (c("/"), c("/proc/sys"), c("/tmp"), c("/var/tmp"), c("tmpfs"));
+    move || {
+        // SAFETY: plain system calls on C strings prepared before the fork.
+        unsafe {
+            let check = |r: libc::c_int| if r == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) };
+            check(libc::unshare(libc::CLONE_NEWNS))?;
+            check(libc::mount(std::ptr::null(), root.as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()))?;
+            // ReadWritePaths: its own mount, left writable.
+            check(libc::mount(state.as_ptr(), state.as_ptr(), std::ptr::null(), libc::MS_BIND | libc::MS_REC, std::ptr::null()))?;
+            check(libc::mount(proc_sys.as_ptr(), proc_sys.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null()))?;
+            check(libc::mount(std::ptr::null(), proc_sys.as_ptr(), std::ptr::null(), libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY, std::ptr::null()))?;
+            for p in &points {
+                // Mounts hidden by others, or gone, are skipped as systemd does.
+                let _ = libc::mount(std::ptr::null(), p.as_ptr(), std::ptr::null(), libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY, std::ptr::null());
+            }
+            check(libc::mount(std::ptr::null(), root.as_ptr(), std::ptr::null(), libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY, std::ptr::null()))?;
+            for t in [&tmp, &var_tmp] {
+                check(libc::mount(tmpfs.as_ptr(), t.as_ptr(), tmpfs.as_ptr(), libc::MS_NOSUID | libc::MS_NODEV, std::ptr::null()))?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The agent under the unit's bounding set, no-new-privileges, system-call
-/// filter and address families still sees file, exec and network events.
+/// filter, address families and file-system protections still sees file,
+/// exec and network events.
 #[test]
 fn agent_sees_file_exec_and_network_under_the_units_sandbox() {
     if !bpf_available("agent_sees_file_exec_and_network_under_the_units_sandbox")
@@ -189,6 +246,10 @@ fn agent_sees_file_exec_and_network_under_the_units_sandbox() {
     assert!(!caps.iter().any(|c| c == "+sys_admin"), "the unit must not need CAP_SYS_ADMIN: {caps:?}");
     assert_eq!(one(&s, "NoNewPrivileges"), "yes");
     let program = Arc::new(unit_seccomp(&s));
+    // Not under /tmp or /var/tmp: PrivateTmp hides those.
+    std::fs::create_dir_all("/var/lib").expect("/var/lib");
+    let state = tempfile::Builder::new().prefix("nhi-e2e-unit-").tempdir_in("/var/lib").expect("state dir");
+    let sandbox = fs_sandbox(&s, state.path());
     let mut pre_args: Vec<std::ffi::OsString> = vec![
         format!("--bounding-set=-all,{}", caps.join(",")).into(),
         "--inh-caps=-all".into(),
@@ -200,11 +261,26 @@ fn agent_sees_file_exec_and_network_under_the_units_sandbox() {
         program: common::which("setpriv"),
         pre_args,
         state_dir_arg: None,
+        // systemd's order: namespaces and mounts, then (setpriv)
+        // capabilities, with the seccomp filter installed last before exec.
         pre_exec: Some(Arc::new(move || {
+            sandbox()?;
             seccompiler::apply_filter(&program).map_err(|e| std::io::Error::other(e.to_string()))
         })),
     };
-    let agent = Agent::start_launch(&launch, &[], "info", &[], None);
+    let agent = Agent::start_launch(&launch, &[], "info", &[], Some(state));
+    // Read-only where the unit says so, writable state.
+    let mountinfo = std::fs::read_to_string(format!("/proc/{}/mountinfo", agent.pid())).expect("agent mountinfo");
+    let opts = |point: &str| -> String {
+        mountinfo
+            .lines()
+            .rfind(|l| l.split_whitespace().nth(4) == Some(point))
+            .and_then(|l| l.split_whitespace().nth(5).map(str::to_owned))
+            .unwrap_or_else(|| panic!("no mount at {point} in the agent's namespace"))
+    };
+    assert!(opts("/").split(',').any(|o| o == "ro"), "ProtectSystem=strict: / is {}", opts("/"));
+    assert!(opts("/proc/sys").split(',').any(|o| o == "ro"));
+    assert!(opts("/tmp").split(',').any(|o| o == "rw"), "PrivateTmp: a tmpfs of its own");
     // The agent's own view of its capabilities: exactly the unit's set.
     let status = std::fs::read_to_string(format!("/proc/{}/status", agent.pid())).expect("agent status");
     let eff = status.lines().find_map(|l| l.strip_prefix("CapEff:")).expect("CapEff").trim().to_owned();

@@ -77,7 +77,10 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Cmd::Setup => setup::ensure().and_then(|()| setup::ensure_test_tools()).and_then(|()| test_tools::ensure()),
+        Cmd::Setup => setup::ensure()
+            .and_then(|()| setup::ensure_test_tools())
+            .and_then(|()| test_tools::ensure())
+            .and_then(|()| test_tools::ensure_deploy_venv()),
         Cmd::Run { args } => tasks::run(&args),
         Cmd::Test { no_lint, no_fuzz, args } => tasks::test(!no_lint, &args).and_then(|()| {
             if no_fuzz { Ok(()) } else { fuzz::run(fuzz::SMOKE_SECONDS, None) }
