@@ -218,6 +218,13 @@ fn visit(ctx: &Ctx<'_>, reader: &mut Reader, entry: &ignore::DirEntry, tx: &mpsc
     // Non-UTF-8 names are matched with their bad bytes replaced; the
     // path itself is kept, and printed with those bytes escaped.
     let text = path.to_string_lossy();
+    // Trust stores, package trees, OpenSSL's config: never credentials,
+    // neither by path nor by content.
+    if ft.is_file() && ctx.catalog.excluded(&text) {
+        let _ = tx.send(Msg::Seen(path.clone()));
+        let _ = tx.send(Msg::Skipped("excluded"));
+        return;
+    }
     let rule = ctx.catalog.match_path(&text);
     if ft.is_symlink() {
         if let Some(rule) = rule {
