@@ -62,7 +62,7 @@ const LITERALS: &[&str] = &[
 
 pub fn run(bin: &Path, rounds: usize) -> anyhow::Result<()> {
     let root = crate::tasks::workspace_root();
-    let rg = crate::setup::which("rg").context("ripgrep (Debian `ripgrep`) is needed: cargo xtask setup installs it")?;
+    let rg = crate::setup::which("rg").context("ripgrep (Debian `ripgrep`) is needed")?;
     let ds = detect_secrets()?;
     let work = std::env::temp_dir().join(format!("nhi-bench-scan-{}", std::process::id()));
     let _ = fs::remove_dir_all(&work);
