@@ -38,7 +38,7 @@ pub const SNIFF_BYTES: usize = 8192;
 
 /// Whether the file looks binary: a NUL byte near its start.
 pub fn is_binary(bytes: &[u8]) -> bool {
-    bytes[..bytes.len().min(SNIFF_BYTES)].contains(&0)
+    memchr::memchr(0, &bytes[..bytes.len().min(SNIFF_BYTES)]).is_some()
 }
 
 /// Parts of a variable or key name that say its value is a secret.
@@ -135,7 +135,7 @@ pub fn detect(bytes: &[u8], keyed: &Keyed) -> ParseResult {
 }
 
 fn line_of(bytes: &[u8], offset: usize) -> String {
-    (bytes[..offset.min(bytes.len())].iter().filter(|&&b| b == b'\n').count() + 1).to_string()
+    (memchr::memchr_iter(b'\n', &bytes[..offset.min(bytes.len())]).count() + 1).to_string()
 }
 
 fn tag(id: Identity, detector: &'static str, bytes: &[u8], offset: usize) -> Identity {
@@ -173,7 +173,7 @@ fn structured(bytes: &[u8], keyed: &Keyed, out: &mut Vec<Identity>) -> bool {
 }
 
 fn memfind(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
+    memchr::memmem::find(hay, needle).is_some()
 }
 
 /// PEM and OpenSSH private-key blocks; certificates and public keys are
@@ -187,7 +187,7 @@ fn private_keys(bytes: &[u8], keyed: &Keyed, out: &mut Vec<Identity>) {
         end_marker.extend_from_slice(label.as_bytes());
         end_marker.extend_from_slice(b"-----");
         let rest = &bytes[all.start()..];
-        let Some(end) = rest.windows(end_marker.len()).position(|w| w == end_marker.as_slice()) else { continue };
+        let Some(end) = memchr::memmem::find(rest, &end_marker) else { continue };
         let block = &rest[..end + end_marker.len()];
         let Ok(text) = std::str::from_utf8(block) else { continue };
         let ids = if label.as_bytes() == b"OPENSSH PRIVATE KEY" { ssh::openssh(text, keyed) } else { x509::tls(block, keyed) };
