@@ -71,16 +71,33 @@ const PLACEHOLDERS: &[&str] = &[
     "mypassword", "secretkey", "notasecret", "default", "hidden",
 ];
 
-/// Literals at least one of which a file holding a credential contains.
-/// Case-insensitive: a cheap gate, not a detector.
-static GATE: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| {
-    let mut needles: Vec<String> = ["-----BEGIN", "eyJ", "://", "\"auths\"", "clusters:", "\"type\""]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-    needles.extend(SECRET_NAME_PARTS.iter().map(|s| (*s).to_owned()));
-    needles.extend(tokens::PREFIXES.iter().map(|(p, _, _)| (*p).to_owned()));
-    AhoCorasick::builder().ascii_case_insensitive(true).build(needles).ok()
+/// What a literal of the gate announces.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Hint {
+    Pem,
+    Jwt,
+    Url,
+    Structured,
+    Name,
+    Prefix,
+}
+
+/// Literals at least one of which a file holding a credential contains,
+/// with what each announces. Case-insensitive: a cheap gate, not a
+/// detector.
+static GATE: LazyLock<Option<(AhoCorasick, Vec<Hint>)>> = LazyLock::new(|| {
+    let mut needles: Vec<(String, Hint)> = vec![
+        ("-----BEGIN".into(), Hint::Pem),
+        ("eyJ".into(), Hint::Jwt),
+        ("://".into(), Hint::Url),
+        ("\"auths\"".into(), Hint::Structured),
+        ("clusters:".into(), Hint::Structured),
+        ("\"type\"".into(), Hint::Structured),
+    ];
+    needles.extend(SECRET_NAME_PARTS.iter().map(|s| ((*s).to_owned(), Hint::Name)));
+    needles.extend(tokens::PREFIXES.iter().map(|(p, _, _)| ((*p).to_owned(), Hint::Prefix)));
+    let ac = AhoCorasick::builder().ascii_case_insensitive(true).build(needles.iter().map(|(n, _)| n)).ok()?;
+    Some((ac, needles.into_iter().map(|(_, h)| h).collect()))
 });
 
 static PEM_BEGIN: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new(r"-----BEGIN ((?:[A-Z0-9]+ )*PRIVATE KEY)-----").ok());
@@ -118,20 +135,61 @@ pub fn detect(bytes: &[u8], keyed: &Keyed) -> ParseResult {
     if is_binary(bytes) {
         return Err(Unparsed::Binary);
     }
-    let Some(gate) = GATE.as_ref() else { return Err(Unparsed::Unsupported("content detector unavailable".into())) };
-    if !gate.is_match(bytes) {
+    let Some((gate, hints)) = GATE.as_ref() else { return Err(Unparsed::Unsupported("content detector unavailable".into())) };
+    // One pass: which detectors have something to look at, and on which
+    // lines (the line-level ones run on those lines only).
+    let mut seen = [false; 6];
+    let mut name_lines = Lines::default();
+    let mut prefix_lines = Lines::default();
+    let mut url_lines = Lines::default();
+    for m in gate.find_iter(bytes) {
+        let hint = hints[m.pattern().as_usize()];
+        seen[hint as usize] = true;
+        match hint {
+            Hint::Name => name_lines.add(bytes, m.start()),
+            Hint::Prefix => prefix_lines.add(bytes, m.start()),
+            Hint::Url => url_lines.add(bytes, m.start()),
+            _ => {}
+        }
+    }
+    if !seen.iter().any(|&s| s) {
         return Ok(Vec::new());
     }
     let mut out = Vec::new();
-    let structured = structured(bytes, keyed, &mut out);
-    private_keys(bytes, keyed, &mut out);
-    jwts(bytes, keyed, &mut out);
-    prefixed_tokens(bytes, keyed, &mut out);
-    if !structured {
-        assignments(bytes, keyed, &mut out);
+    let structured = (seen[Hint::Structured as usize] || seen[Hint::Name as usize]) && structured(bytes, keyed, &mut out);
+    if seen[Hint::Pem as usize] {
+        private_keys(bytes, keyed, &mut out);
     }
-    urls(bytes, keyed, &mut out);
+    if seen[Hint::Jwt as usize] {
+        jwts(bytes, keyed, &mut out);
+    }
+    for (start, end) in prefix_lines.0 {
+        prefixed_tokens(bytes, start, end, keyed, &mut out);
+    }
+    if !structured {
+        for (start, end) in name_lines.0 {
+            assignments(bytes, start, end, keyed, &mut out);
+        }
+    }
+    for (start, end) in url_lines.0 {
+        urls(bytes, start, end, keyed, &mut out);
+    }
     Ok(out)
+}
+
+/// Line ranges `(start, end)` holding a gate hit, each once, in order.
+#[derive(Default)]
+struct Lines(Vec<(usize, usize)>);
+
+impl Lines {
+    fn add(&mut self, bytes: &[u8], at: usize) {
+        if self.0.last().is_some_and(|&(s, e)| s <= at && at < e) {
+            return;
+        }
+        let start = memchr::memrchr(b'\n', &bytes[..at]).map_or(0, |p| p + 1);
+        let end = memchr::memchr(b'\n', &bytes[at..]).map_or(bytes.len(), |p| at + p);
+        self.0.push((start, end.max(at + 1).min(bytes.len())));
+    }
 }
 
 fn line_of(bytes: &[u8], offset: usize) -> String {
@@ -219,9 +277,10 @@ fn random_looking(rest: &[u8]) -> bool {
     classes.iter().filter(|&&c| c).count() >= 2 && rest.len() >= 8
 }
 
-fn prefixed_tokens(bytes: &[u8], keyed: &Keyed, out: &mut Vec<Identity>) {
+fn prefixed_tokens(bytes: &[u8], start: usize, end: usize, keyed: &Keyed, out: &mut Vec<Identity>) {
     let Some(re) = TOKEN.as_ref() else { return };
-    for c in re.captures_iter(bytes) {
+    let line = &bytes[start..end];
+    for c in re.captures_iter(line) {
         let Some(m) = c.get(1) else { continue };
         // A sentence's full stop or a base64 pad run is not the token's.
         let raw = m.as_bytes();
@@ -233,7 +292,7 @@ fn prefixed_tokens(bytes: &[u8], keyed: &Keyed, out: &mut Vec<Identity>) {
             continue;
         }
         if let Some(id) = tokens::identity(t, kind, keyed) {
-            out.push(tag(id, "token-prefix", bytes, m.start()));
+            out.push(tag(id, "token-prefix", bytes, start + m.start()));
         }
     }
 }
@@ -285,10 +344,16 @@ pub(crate) fn placeholder(value: &[u8]) -> bool {
         && !s.bytes().any(|b| b.is_ascii_digit())
 }
 
-fn assignments(bytes: &[u8], keyed: &Keyed, out: &mut Vec<Identity>) {
+fn assignments(bytes: &[u8], start: usize, end: usize, keyed: &Keyed, out: &mut Vec<Identity>) {
     let (Some(re), Some(json)) = (ASSIGNMENT.as_ref(), JSON_PAIR.as_ref()) else { return };
-    let lines = re.captures_iter(bytes);
-    let pairs = json.captures_iter(bytes);
+    let line = &bytes[start..end];
+    // No `=` or `:` on the line: no assignment (most lines that merely
+    // mention a token or a password).
+    if memchr::memchr2(b'=', b':', line).is_none() {
+        return;
+    }
+    let lines = re.captures_iter(line);
+    let pairs = json.captures_iter(line);
     let mut seen = std::collections::HashSet::new();
     for c in lines.chain(pairs) {
         let (Some(name), Some(value)) = (c.get(1), c.get(2).or_else(|| c.get(3)).or_else(|| c.get(4))) else { continue };
@@ -303,21 +368,25 @@ fn assignments(bytes: &[u8], keyed: &Keyed, out: &mut Vec<Identity>) {
         // The value is a secret from here on.
         let secret = Secret::new(value.as_bytes());
         if let Some(id) = tokens::identity(secret.expose(), tokens::SECRET_VALUE_KIND, keyed) {
-            out.push(tag(id.with("nhi.content.name", name), "assignment", bytes, value.start()));
+            out.push(tag(id.with("nhi.content.name", name), "assignment", bytes, start + value.start()));
         }
     }
 }
 
-fn urls(bytes: &[u8], keyed: &Keyed, out: &mut Vec<Identity>) {
+fn urls(bytes: &[u8], start: usize, end: usize, keyed: &Keyed, out: &mut Vec<Identity>) {
     let Some(re) = URL.as_ref() else { return };
-    for m in re.find_iter(bytes) {
+    let line = &bytes[start..end];
+    if memchr::memchr(b'@', line).is_none() {
+        return;
+    }
+    for m in re.find_iter(line) {
         let Ok(url) = std::str::from_utf8(m.as_bytes()) else { continue };
         let Some((_, password)) = git_credentials::userinfo(url) else { continue };
         if password.is_none_or(|p| placeholder(p.as_bytes())) {
             continue;
         }
         if let Some(id) = git_credentials::url_identity(url, "url.login", "url.token", keyed) {
-            out.push(tag(id, "url-password", bytes, m.start()));
+            out.push(tag(id, "url-password", bytes, start + m.start()));
         }
     }
 }
