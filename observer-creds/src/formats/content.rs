@@ -146,7 +146,10 @@ pub fn detect(bytes: &[u8], keyed: &Keyed) -> ParseResult {
         let hint = hints[m.pattern().as_usize()];
         seen[hint as usize] = true;
         match hint {
-            Hint::Name => name_lines.add(bytes, m.start()),
+            // Only where the name is followed by `=` or `:`: most
+            // mentions of a token or a password in text and code are not
+            // assignments.
+            Hint::Name if assigned_at(bytes, m.start()) => name_lines.add(bytes, m.start()),
             Hint::Prefix => prefix_lines.add(bytes, m.start()),
             Hint::Url => url_lines.add(bytes, m.start()),
             _ => {}
@@ -175,6 +178,27 @@ pub fn detect(bytes: &[u8], keyed: &Keyed) -> ParseResult {
         urls(bytes, start, end, keyed, &mut out);
     }
     Ok(out)
+}
+
+/// Whether the word around `at` is followed by `=` or `:` (after an
+/// optional closing quote and blanks), not `==` or `::`.
+fn assigned_at(bytes: &[u8], at: usize) -> bool {
+    let word = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.');
+    let mut i = at;
+    while i < bytes.len() && word(&bytes[i]) {
+        i += 1;
+    }
+    if i < bytes.len() && matches!(bytes[i], b'"' | b'\'') {
+        i += 1;
+    }
+    while i < bytes.len() && matches!(bytes[i], b' ' | b'\t') {
+        i += 1;
+    }
+    match (bytes.get(i), bytes.get(i + 1)) {
+        (Some(b'='), next) => next != Some(&b'='),
+        (Some(b':'), next) => next != Some(&b':'),
+        _ => false,
+    }
 }
 
 /// Line ranges `(start, end)` holding a gate hit, each once, in order.
