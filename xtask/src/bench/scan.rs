@@ -131,7 +131,11 @@ pub fn run(bin: &Path, rounds: usize) -> anyhow::Result<()> {
     if r_ours < r_ds {
         eprintln!("bench scan: recall below detect-secrets' on the fixture corpus");
     }
-    let _ = fs::remove_dir_all(&work);
+    if std::env::var_os("NHI_BENCH_KEEP").is_some() {
+        eprintln!("bench scan: inputs kept in {}", work.display());
+    } else {
+        let _ = fs::remove_dir_all(&work);
+    }
     Ok(())
 }
 
