@@ -45,6 +45,16 @@ impl Secret {
         self.0.len()
     }
 
+    /// Shortens to `len` bytes, zeroing the cut tail first (a read into a
+    /// buffer sized for the worst case keeps what was read, no copy).
+    pub fn truncate(&mut self, len: usize) {
+        use zeroize::Zeroize as _;
+        if len < self.0.len() {
+            self.0[len..].zeroize();
+            self.0.truncate(len);
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -79,6 +79,9 @@ pub fn bench_process(iterations: u32) -> anyhow::Result<()> {
 /// `bench scan`: content discovery against detect-secrets and ripgrep
 /// (no probes: needs no root).
 pub fn bench_scan(rounds: usize) -> anyhow::Result<()> {
+    // ripgrep (Debian) with the test tools; detect-secrets (PyPI) by the
+    // benchmark itself.
+    setup::ensure_test_tools()?;
     let root = workspace_root();
     status(Command::new("cargo").current_dir(&root).args(["build", "--release", "--package", "nhi-observer"]))?;
     crate::bench::scan::run(&root.join("target/release/nhi-observer"), rounds)

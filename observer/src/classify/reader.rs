@@ -298,7 +298,8 @@ pub(crate) fn read_bounded(file: File, size_hint: u64, max: u64) -> Result<Secre
         // The file grew between stat and read.
         return Err(Unparsed::TooLarge { limit: max });
     }
-    Ok(Secret::new(&buf.expose()[..filled]))
+    buf.truncate(filled);
+    Ok(buf)
 }
 
 #[cfg(test)]
