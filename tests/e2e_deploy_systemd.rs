@@ -256,7 +256,12 @@ fn agent_sees_file_exec_and_network_under_the_units_sandbox() {
         "--ambient-caps=-all".into(),
         "--no-new-privs".into(),
     ];
-    pre_args.push(agent_binary().into());
+    // The binary too: a checkout under /tmp (CI's clone may be one) is
+    // hidden by PrivateTmp like everything else there.
+    let bin_dir = tempfile::Builder::new().prefix("nhi-e2e-bin-").tempdir_in("/var/lib").expect("binary dir");
+    let bin = bin_dir.path().join("nhi-observer");
+    std::fs::copy(agent_binary(), &bin).expect("copy the agent binary out of /tmp");
+    pre_args.push(bin.into());
     let launch = Launch {
         program: common::which("setpriv"),
         pre_args,
