@@ -264,8 +264,12 @@ fn env_token_has_the_file_id_and_becomes_a_usage() {
         .unwrap();
     assert!(child.status.success(), "{}", String::from_utf8_lossy(&child.stderr));
     let want = key_of(agent.state_dir.path()).id("github.pat", TOKEN.as_bytes());
+    // Usage is flushed every second: the first record may come before the
+    // connection is linked, so wait for the one that names a destination.
     agent.wait_for_record(Duration::from_secs(20), |r| {
-        str_attr(r, "event.name") == Some("nhi.usage") && str_attr(r, "nhi.id") == Some(want.as_str())
+        str_attr(r, "event.name") == Some("nhi.usage")
+            && str_attr(r, "nhi.id") == Some(want.as_str())
+            && str_attr(r, "nhi.usage.confidence").is_some()
     });
     let (status, records, stderr, state) = agent.stop_keeping_state(Signal::SIGTERM);
     assert!(status.success());

@@ -336,7 +336,14 @@ impl Config {
         let stats_every = secs(file.stats_interval_secs, 60, "stats_interval_secs")?;
         let dedup = Duration::from_millis(file.dedup_interval_ms.unwrap_or(1000));
         let mut catalog = Catalog::builtin()?;
-        catalog.extend(file.watch, &file.exclude)?;
+        // The inventory names credentials (ids, paths) but holds none: the
+        // agent's own configuration is never a place a credential is stored.
+        let mut exclude = file.exclude.clone();
+        if let Some(p) = &inventory_path {
+            let p = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+            exclude.extend(p.to_str().map(str::to_owned));
+        }
+        catalog.extend(file.watch, &exclude)?;
         let env_paths = crate::classify::env_paths::resolve(file.env_path, &catalog)?;
         if let Some(root) = file.scan_roots.iter().find(|r| !r.is_absolute()) {
             return Err(ConfigError::RelativeScanRoot(root.clone()));
@@ -483,6 +490,20 @@ mod tests {
         assert!(with_file("[findings]\ninterval = \"0s\"\n").is_err());
         let e = with_file("inventory = \"/nonexistent/inv.yaml\"\n").unwrap_err().to_string();
         assert!(e.contains("/nonexistent/inv.yaml"), "{e}");
+    }
+
+    /// Regression: content discovery found the key ids an inventory lists
+    /// and took the inventory for a place those credentials are stored.
+    #[test]
+    fn the_inventory_file_is_never_a_credential_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let inv = dir.path().join("inventory.yaml");
+        std::fs::write(&inv, "credentials:\n  - id: AKIAIOSFODNN7EXAMPLE\n").unwrap();
+        let o = Overrides { inventory: Some(inv.clone()), ..Default::default() };
+        let c = Config::resolve(o).unwrap();
+        let canonical = std::fs::canonicalize(&inv).unwrap();
+        assert!(c.catalog.excluded(canonical.to_str().unwrap()));
+        assert!(!c.catalog.excluded(dir.path().join("credentials").to_str().unwrap()));
     }
 
     #[test]
