@@ -279,7 +279,10 @@ fn env_token_has_the_file_id_and_becomes_a_usage() {
         .unwrap_or_else(|| panic!("no env access with {want}"));
     assert_eq!(str_attr(access, "nhi.kind"), Some("github.pat"));
     assert_eq!(str_attr(access, "nhi.env.name"), Some("GITHUB_TOKEN"));
-    let usage = named(&records, "nhi.usage").into_iter().rfind(|r| str_attr(r, "nhi.id") == Some(want.as_str())).unwrap();
+    let usage = named(&records, "nhi.usage")
+        .into_iter()
+        .rfind(|r| str_attr(r, "nhi.id") == Some(want.as_str()) && str_attr(r, "nhi.usage.confidence").is_some())
+        .unwrap_or_else(|| panic!("no nhi.usage of {want} with a destination"));
     assert_eq!(str_attr(usage, "nhi.source"), Some("env"));
     assert_eq!(str_attr(usage, "nhi.usage.confidence"), Some("direct"));
     assert_eq!(str_attr(usage, "server.address"), Some(sni));
