@@ -338,12 +338,13 @@ impl Config {
         let mut catalog = Catalog::builtin()?;
         // The inventory names credentials (ids, paths) but holds none: the
         // agent's own configuration is never a place a credential is stored.
-        let mut exclude = file.exclude.clone();
+        catalog.extend(file.watch, &file.exclude)?;
         if let Some(p) = &inventory_path {
             let p = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
-            exclude.extend(p.to_str().map(str::to_owned));
+            if let Some(p) = p.to_str() {
+                catalog.exclude_exact(p);
+            }
         }
-        catalog.extend(file.watch, &exclude)?;
         let env_paths = crate::classify::env_paths::resolve(file.env_path, &catalog)?;
         if let Some(root) = file.scan_roots.iter().find(|r| !r.is_absolute()) {
             return Err(ConfigError::RelativeScanRoot(root.clone()));
@@ -504,6 +505,15 @@ mod tests {
         let canonical = std::fs::canonicalize(&inv).unwrap();
         assert!(c.catalog.excluded(canonical.to_str().unwrap()));
         assert!(!c.catalog.excluded(dir.path().join("credentials").to_str().unwrap()));
+        // A path with pattern characters is still one exact path: not
+        // refused as a pattern, and not a prefix of its neighbours.
+        let odd = dir.path().join("inv*");
+        std::fs::write(&odd, "credentials: []\n").unwrap();
+        let o = Overrides { inventory: Some(odd.clone()), ..Default::default() };
+        let c = Config::resolve(o).unwrap();
+        let canonical = std::fs::canonicalize(&odd).unwrap();
+        assert!(c.catalog.excluded(canonical.to_str().unwrap()));
+        assert!(!c.catalog.excluded(&format!("{}x", canonical.display())));
     }
 
     #[test]

@@ -346,6 +346,12 @@ impl Catalog {
         self.rules.iter().filter(|r| r.kernel).cloned().collect()
     }
 
+    /// Excludes one file by its exact path (never read as a pattern: a
+    /// path may hold `*` or end in `/`).
+    pub fn exclude_exact(&mut self, path: &str) {
+        self.exclude.push(PathPattern { text: path.to_owned(), kind: PatternKind::Exact });
+    }
+
     /// Whether `path` (absolute, as on the host or in the process's mount
     /// namespace) is excluded.
     pub fn excluded(&self, path: &str) -> bool {
