@@ -31,23 +31,6 @@ const CREATED: &str = "AKIAFINDCREATED00001";
 const EXPIRED_JWT: &str = "eyJhbGciOiJub25lIn0.eyJpc3MiOiJodHRwczovL2UyZS5uaGkudGVzdCIsInN1YiI6ImZpbmRpbmdzLWV4cGlyZWQiLCJleHAiOjEwMDAwMDAwMDB9.c2ln";
 const EXPIRED: &str = "https://e2e.nhi.test#findings-expired";
 
-/// Reads a file, then (unless the server name is `-`) makes one TLS
-/// connection with that server name to 127.0.0.1:port.
-const READ_THEN_CONNECT: &str = r#"
-import socket, ssl, sys
-path, port, sni = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-with open(path, "rb") as f:
-    f.read()
-if sni != "-":
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    t = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname=sni)
-    t.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert t.recv(100).startswith(b"HTTP/1.1 200"), "bad response"
-    t.close()
-"#;
-
 /// Runs argv[1:] with a new pseudo-terminal as its controlling terminal
 /// (a person at a shell, as far as the kernel can tell).
 const IN_A_TERMINAL: &str = r#"
@@ -65,18 +48,16 @@ _, status = os.waitpid(pid, 0)
 sys.exit(os.waitstatus_to_exitcode(status))
 "#;
 
-fn python_exe() -> String {
-    let (_, out) = python("import os, sys; print(os.path.realpath(sys.executable))", &[]);
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
 
 fn aws_file(path: &Path, key_id: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, format!("[default]\naws_access_key_id = {key_id}\naws_secret_access_key = findings-not-a-secret\n")).unwrap();
 }
 
+/// Reads a file once, then (unless the server name is `-`) makes one TLS
+/// connection with that server name to 127.0.0.1:port.
 fn read_then_connect(path: &Path, port: u16, sni: &str) {
-    python(READ_THEN_CONNECT, &[path.to_str().unwrap(), &port.to_string(), sni]);
+    common::net::read_then_connect(path, 1, port, sni, &[]);
 }
 
 fn in_a_terminal(argv: &[&str]) {

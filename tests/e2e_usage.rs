@@ -11,7 +11,7 @@
 mod common;
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::Command,
     time::Duration,
 };
@@ -19,28 +19,6 @@ use std::{
 use common::{net::*, *};
 use nix::sys::signal::Signal;
 use serde_json::Value;
-
-/// Reads the credential file `opens` times, then makes a TLS connection
-/// with SNI `argv[4]` to 127.0.0.1:`argv[3]`, then, when `argv[5]` is given,
-/// runs it as a child command (curl).
-const READ_THEN_CONNECT: &str = r#"
-import os, socket, ssl, subprocess, sys
-path, opens, port, sni = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-for _ in range(opens):
-    with open(path, "rb") as f:
-        f.read()
-if sni != "-":
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    s = socket.create_connection(("127.0.0.1", port))
-    t = ctx.wrap_socket(s, server_hostname=sni)
-    t.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert t.recv(100).startswith(b"HTTP/1.1 200"), "bad response"
-    t.close()
-if len(sys.argv) > 5:
-    subprocess.run(sys.argv[5:], check=True, stdout=subprocess.DEVNULL)
-"#;
 
 fn curl_args(name: &str, port: u16) -> Vec<String> {
     vec![
@@ -53,12 +31,6 @@ fn curl_args(name: &str, port: u16) -> Vec<String> {
     ]
 }
 
-fn read_then_connect(cred: &Path, opens: u32, port: u16, sni: &str, child: &[String]) -> u32 {
-    let mut args = vec![cred.to_str().unwrap().to_owned(), opens.to_string(), port.to_string(), sni.to_owned()];
-    args.extend(child.iter().cloned());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    python(READ_THEN_CONNECT, &args).0
-}
 
 /// The last `nhi.usage` record of a credential by Python (records are
 /// cumulative). Filtered by consumer: another agent on the host (another
@@ -78,11 +50,6 @@ fn destinations(r: &Value) -> Vec<(String, String)> {
     d.into_iter().zip(c).collect()
 }
 
-/// The interpreter the kernel sees run (not a pyenv shim or a symlink).
-fn python_exe() -> String {
-    let (_, out) = python("import os, sys; print(os.path.realpath(sys.executable))", &[]);
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
 
 const CONFIG: &str = "[usage]\nflush_interval_secs = 1\n";
 

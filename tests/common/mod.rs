@@ -425,6 +425,12 @@ pub fn python(script: &str, args: &[&str]) -> (u32, std::process::Output) {
     (pid, out)
 }
 
+/// The interpreter the kernel sees run (not a pyenv shim or a symlink).
+pub fn python_exe() -> String {
+    let (_, out) = python("import os, sys; print(os.path.realpath(sys.executable))", &[]);
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 /// Records of one event name.
 pub fn named<'a>(records: &'a [Value], name: &str) -> Vec<&'a Value> {
     records.iter().filter(|r| str_attr(r, "event.name") == Some(name)).collect()

@@ -301,3 +301,33 @@ pub fn list_attr(r: &Value, key: &str) -> Vec<String> {
         .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
         .unwrap_or_default()
 }
+
+/// Reads the credential file `opens` times, then makes a TLS connection
+/// with SNI `argv[4]` to 127.0.0.1:`argv[3]`, then, when `argv[5]` is given,
+/// runs it as a child command (curl).
+pub const READ_THEN_CONNECT: &str = r#"
+import os, socket, ssl, subprocess, sys
+path, opens, port, sni = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+for _ in range(opens):
+    with open(path, "rb") as f:
+        f.read()
+if sni != "-":
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    s = socket.create_connection(("127.0.0.1", port))
+    t = ctx.wrap_socket(s, server_hostname=sni)
+    t.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert t.recv(100).startswith(b"HTTP/1.1 200"), "bad response"
+    t.close()
+if len(sys.argv) > 5:
+    subprocess.run(sys.argv[5:], check=True, stdout=subprocess.DEVNULL)
+"#;
+
+/// Runs [`READ_THEN_CONNECT`]; returns the Python process's pid.
+pub fn read_then_connect(cred: &std::path::Path, opens: u32, port: u16, sni: &str, child: &[String]) -> u32 {
+    let mut args = vec![cred.to_str().unwrap().to_owned(), opens.to_string(), port.to_string(), sni.to_owned()];
+    args.extend(child.iter().cloned());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    super::python(READ_THEN_CONNECT, &args).0
+}
