@@ -8,7 +8,7 @@ use super::{
     flows::{ConnTransport, Connection, ImdsRequest, Socket, quic_version_name},
     tls::version_name,
 };
-use crate::model::{EVENT_CONNECTION, EVENT_CREDENTIAL_ACCESS, Record, Value, process_attributes};
+use crate::model::{Credential, EVENT_CONNECTION, EVENT_CREDENTIAL_ACCESS, Record, Source, Value, process_attributes};
 
 fn peer_attributes(a: &mut Vec<(&'static str, Value)>, peer: &SocketAddr) {
     a.push(("network.type", if peer.is_ipv4() { "ipv4" } else { "ipv6" }.into()));
@@ -21,8 +21,39 @@ fn socket_attributes(a: &mut Vec<(&'static str, Value)>, socket: &Socket) {
     a.push(("nhi.socket.cookie", socket.cookie.to_string().into()));
 }
 
+/// Where a connection went, as `server.*` names it: the server name seen
+/// (TLS or QUIC SNI, else the HTTP `Host`) and where it was seen, or the
+/// peer's address when none was.
+pub struct Server {
+    /// `server.address`.
+    pub address: String,
+    /// `server.port`.
+    pub port: u16,
+    /// `nhi.server_name.source`, when a name was seen.
+    pub name_source: Option<&'static str>,
+}
+
+/// The connection's [`Server`]: the one rule for `server.address`, which
+/// both the record and the correlator's destination use.
+pub fn server(c: &Connection) -> Server {
+    let sni = c.hello.as_ref().and_then(|h| h.server_name.clone());
+    let host = c.http.as_ref().and_then(|(host, _, _)| host.as_deref().map(strip_port));
+    let (name, name_source) = match (sni, host) {
+        (Some(n), _) => (
+            Some(n),
+            Some(match c.transport {
+                ConnTransport::Tcp => "tls.sni",
+                ConnTransport::Quic => "quic.sni",
+            }),
+        ),
+        (None, Some(h)) => (Some(h), Some("http.host")),
+        (None, None) => (None, None),
+    };
+    Server { address: name.unwrap_or_else(|| c.peer.ip().to_string()), port: c.peer.port(), name_source }
+}
+
 /// `nhi.connection`: one per TCP connection and per QUIC connection attempt.
-pub fn connection(c: &Connection, host_name: &str, time: SystemTime) -> Record {
+pub fn connection(c: &Connection, server: &Server, host_name: &str, time: SystemTime) -> Record {
     let mut a: Vec<(&'static str, Value)> = Vec::with_capacity(28);
     a.push(("host.name", host_name.into()));
     a.push((
@@ -33,23 +64,10 @@ pub fn connection(c: &Connection, host_name: &str, time: SystemTime) -> Record {
         }
         .into(),
     ));
-    let sni = c.hello.as_ref().and_then(|h| h.server_name.clone());
-    let host = c.http.as_ref().and_then(|(host, _, _)| host.clone()).map(|h| strip_port(&h));
-    let (name, source) = match (&sni, &host) {
-        (Some(n), _) => (
-            Some(n.clone()),
-            Some(match c.transport {
-                ConnTransport::Tcp => "tls.sni",
-                ConnTransport::Quic => "quic.sni",
-            }),
-        ),
-        (None, Some(h)) => (Some(h.clone()), Some("http.host")),
-        (None, None) => (None, None),
-    };
-    a.push(("server.address", name.clone().unwrap_or_else(|| c.peer.ip().to_string()).into()));
-    a.push(("server.port", u32::from(c.peer.port()).into()));
-    a.push(("nhi.server_name.seen", name.is_some().into()));
-    if let Some(source) = source {
+    a.push(("server.address", server.address.clone().into()));
+    a.push(("server.port", u32::from(server.port).into()));
+    a.push(("nhi.server_name.seen", server.name_source.is_some().into()));
+    if let Some(source) = server.name_source {
         a.push(("nhi.server_name.source", source.into()));
     }
     peer_attributes(&mut a, &c.peer);
@@ -86,7 +104,7 @@ pub fn connection(c: &Connection, host_name: &str, time: SystemTime) -> Record {
 pub fn imds_request(r: &ImdsRequest, host_name: &str, time: SystemTime) -> Record {
     let mut a: Vec<(&'static str, Value)> = Vec::with_capacity(24);
     a.push(("host.name", host_name.into()));
-    a.push(("nhi.source", "imds".into()));
+    a.push(("nhi.source", Source::Imds.as_str().into()));
     if let Some(kind) = r.call.kind {
         a.push(("nhi.kind", kind.into()));
     }
@@ -104,6 +122,12 @@ pub fn imds_request(r: &ImdsRequest, host_name: &str, time: SystemTime) -> Recor
     socket_attributes(&mut a, &r.socket);
     process_attributes(&mut a, &r.socket.task, r.socket.exe.as_ref());
     Record { time, event_name: EVENT_CREDENTIAL_ACCESS, attributes: a }
+}
+
+/// The credential a metadata-service request names, when it names one.
+pub fn imds_credential(r: &ImdsRequest) -> Option<Credential> {
+    let id = r.call.id.clone()?;
+    Some(Credential { id, kind: r.call.kind.unwrap_or_default().to_owned() })
 }
 
 /// `Host: name:port` -> `name` (`[v6]:port` -> `v6`).
