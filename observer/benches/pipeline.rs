@@ -1,8 +1,10 @@
 //! Throughput of the agent's per-event chain on a replayed event stream,
 //! on one core: decode (raw ring-buffer bytes to events), classify (confirm
 //! against the built-in catalog's watch list, build the record, attach the
-//! credential's identity from the cache) and correlate (usage key, access
-//! bookkeeping, and one connection per four accesses linked to them).
+//! credential's identity from the cache, make the typed consumer from what
+//! the event carries) and correlate (usage key from the typed credential,
+//! source and consumer, access bookkeeping, and one connection per four
+//! accesses linked to them).
 //!
 //! Three benchmarks over the same stream, so each stage's cost shows as a
 //! ratio against the one before it in the same run: `decode` (the
