@@ -145,6 +145,48 @@ fn strip_port(host: &str) -> String {
 mod tests {
     use super::*;
 
+    fn conn(sni: Option<&str>, host: Option<&str>, transport: ConnTransport) -> Connection {
+        use crate::{decode::Task, net::flows::Payload};
+        Connection {
+            socket: Socket {
+                cookie: 1,
+                task: Task { tgid: 1, pid: 1, ppid: 0, uid: 0, gid: 0, cgroup_id: 0, start_boot_ns: 1, comm: "c".into() },
+                exe: None,
+                family: observer_common::AF_INET,
+            },
+            boot_ns: 1,
+            peer: "10.0.0.9:8443".parse().unwrap(),
+            transport,
+            payload: Payload::Tls,
+            hello: sni.map(|n| super::super::tls::ClientHello { server_name: Some(n.into()), ..Default::default() }),
+            quic_version: None,
+            http: host.map(|h| (Some(h.to_owned()), "GET".to_owned(), "/".to_owned())),
+            error: None,
+        }
+    }
+
+    /// The destination the correlator links to is what the record names:
+    /// the SNI, else the HTTP `Host` without its port, else the peer.
+    #[test]
+    fn server_is_sni_then_host_then_peer_and_the_record_shows_it() {
+        let cases = [
+            (conn(Some("sts.example"), Some("h.example:80"), ConnTransport::Tcp), "sts.example", Some("tls.sni")),
+            (conn(Some("q.example"), None, ConnTransport::Quic), "q.example", Some("quic.sni")),
+            (conn(None, Some("h.example:80"), ConnTransport::Tcp), "h.example", Some("http.host")),
+            (conn(None, None, ConnTransport::Tcp), "10.0.0.9", None),
+        ];
+        for (c, address, source) in cases {
+            let s = server(&c);
+            assert_eq!((s.address.as_str(), s.port, s.name_source), (address, 8443, source));
+            let r = connection(&c, &s, "h", SystemTime::UNIX_EPOCH);
+            let get = |k: &str| r.attributes.iter().find(|(x, _)| *x == k).map(|(_, v)| v.clone());
+            assert_eq!(get("server.address"), Some(address.into()));
+            assert_eq!(get("server.port"), Some(8443u32.into()));
+            assert_eq!(get("nhi.server_name.seen"), Some(source.is_some().into()));
+            assert_eq!(get("nhi.server_name.source"), source.map(Value::from));
+        }
+    }
+
     #[test]
     fn host_header_ports() {
         assert_eq!(strip_port("169.254.169.254"), "169.254.169.254");
