@@ -1,8 +1,10 @@
 //! Throughput of the agent's per-event chain on a replayed event stream,
 //! on one core: decode (raw ring-buffer bytes to events), classify (confirm
 //! against the built-in catalog's watch list, build the record, attach the
-//! credential's identity from the cache) and correlate (usage key, access
-//! bookkeeping, and one connection per four accesses linked to them).
+//! credential's identity from the cache, make the typed consumer from what
+//! the event carries) and correlate (usage key from the typed credential,
+//! source and consumer, access bookkeeping, and one connection per four
+//! accesses linked to them).
 //!
 //! Three benchmarks over the same stream, so each stage's cost shows as a
 //! ratio against the one before it in the same run: `decode` (the
@@ -24,9 +26,9 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use nhi_observer::{
     classify::watch::{InodeEntry, WatchList},
     config::{Config, Overrides},
-    correlate::{self, Access, Connection, Correlator, CorrelatorConfig, Destination},
+    correlate::{self, Access, Connection, Correlator, CorrelatorConfig, Destination, Subject},
     decode::{self, Event},
-    model::{self as record, Value, file::Context},
+    model::{self as record, Consumer, Credential, Source, Value, file::Context},
     identity::table::ProcKey,
 };
 use observer_common::{EventKind, FileOpenEvent, INODE_FILE, MatchKind, OpenSyscall, event_flags};
@@ -81,7 +83,7 @@ fn raw_open(i: usize, rule_id: u32) -> Vec<u8> {
 struct Chain {
     watch: WatchList,
     /// The reader's cache: the identity each credential file holds.
-    ids: HashMap<u64, String>,
+    ids: HashMap<u64, Credential>,
     correlator: Correlator,
     heads: correlate::record::Heads,
 }
@@ -93,33 +95,25 @@ impl Chain {
         let entries: Vec<InodeEntry> = (0..CREDENTIALS)
             .map(|n| InodeEntry::new(DEV as u32, 1_000 + n, rule, INODE_FILE, format!("/home/u{n}/.aws/credentials").into()))
             .collect();
-        let ids = (0..CREDENTIALS).map(|n| (1_000 + n, format!("AKIABENCH{n:011}"))).collect();
+        let ids = (0..CREDENTIALS)
+            .map(|n| (1_000 + n, Credential { id: format!("AKIABENCH{n:011}"), kind: "aws.access_key".into() }))
+            .collect();
         Chain { watch: WatchList::new(cfg.catalog, &entries), ids, correlator: Correlator::new(CorrelatorConfig::default()),
             heads: correlate::record::Heads::new(std::num::NonZeroUsize::new(4096).unwrap()),
         }
     }
 
-    /// decode + classify: the record an open becomes.
-    fn classify(&self, bytes: &[u8]) -> Option<(record::Record, ProcKey, u64)> {
-        let event = decode::decode(bytes).ok()?;
-        let Event::FileOpen(ev) = &event else { return None };
-        let (rule_id, _) = self.watch.confirm(ev)?;
-        let rule = self.watch.rule(rule_id)?;
-        let cx = Context {
-            host_name: "bench",
-            time: SystemTime::UNIX_EPOCH + Duration::from_nanos(ev.boot_ns),
-            rule: Some((rule.name.as_str(), rule.kind.as_str())),
-        };
-        let mut r = record::file::from_event(&event, &cx)?;
-        r.attributes.push(("nhi.id", Value::Str(self.ids.get(&ev.ino)?.clone())));
-        r.set_count(1);
-        Some((r, ProcKey { tgid: ev.task.tgid, start_boot_ns: ev.task.start_boot_ns }, ev.boot_ns))
+    /// decode + classify: the record an open becomes, the credential it
+    /// names and its consumer (here only what the kernel event carries).
+    fn classify(&self, bytes: &[u8]) -> Option<(record::Record, &Credential, Consumer, ProcKey, u64)> {
+        classify(&self.watch, &self.ids, bytes)
     }
 
     /// decode + classify + correlate, with a connection every fourth open.
     fn run(&mut self, i: usize, bytes: &[u8]) {
-        let Some((r, process, boot_ns)) = self.classify(bytes) else { return };
-        if let Some(head) = self.heads.get(&r) {
+        let Some((r, credential, consumer, process, boot_ns)) = classify(&self.watch, &self.ids, bytes) else { return };
+        let subject = Subject { host: "bench", credential, source: Source::File, consumer: &consumer };
+        if let Some(head) = self.heads.get(&subject) {
             self.correlator.on_access(Access { head, process, boot_ns, wall: r.time, count: 1 });
         }
         if i % 4 == 3 {
@@ -137,6 +131,34 @@ impl Chain {
             black_box(out);
         }
     }
+}
+
+/// decode + classify: the record an open becomes, the credential it names
+/// and its consumer (here only what the kernel event carries).
+fn classify<'a>(
+    watch: &WatchList,
+    ids: &'a HashMap<u64, Credential>,
+    bytes: &[u8],
+) -> Option<(record::Record, &'a Credential, Consumer, ProcKey, u64)> {
+    let event = decode::decode(bytes).ok()?;
+    let Event::FileOpen(ev) = &event else { return None };
+    let (rule_id, _) = watch.confirm(ev)?;
+    let rule = watch.rule(rule_id)?;
+    let cx = Context {
+        host_name: "bench",
+        time: SystemTime::UNIX_EPOCH + Duration::from_nanos(ev.boot_ns),
+        rule: Some((rule.name.as_str(), rule.kind.as_str())),
+    };
+    let mut r = record::file::from_event(&event, &cx)?;
+    let credential = ids.get(&ev.ino)?;
+    r.attributes.push(("nhi.id", Value::Str(credential.id.clone())));
+    r.set_count(1);
+    let consumer = Consumer {
+        executable_path: ev.exe.as_ref().map(|e| e.path.to_string_lossy().into_owned()),
+        user_id: Some(ev.task.uid),
+        ..Consumer::default()
+    };
+    Some((r, credential, consumer, ProcKey { tgid: ev.task.tgid, start_boot_ns: ev.task.start_boot_ns }, ev.boot_ns))
 }
 
 fn bench(c: &mut Criterion) {

@@ -6,11 +6,19 @@
 //! to the kernel's total for it (unless the kernel's LRU evicted the key
 //! between two sweeps, which resets its total; then the opens folded since
 //! the last sweep are lost, and said so at debug level).
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use observer_common::{DedupKey, DedupValue};
 
-use crate::{decode::FileOpen, model::Record};
+use crate::{correlate::UsageHead, decode::FileOpen, model::Record};
+
+/// A file access's record and the usage it counts for (`None`: it names no
+/// credential), as an open made them and its de-dup tails repeat them.
+#[derive(Debug, Clone)]
+pub struct Accessed {
+    pub record: Record,
+    pub head: Option<Arc<UsageHead>>,
+}
 
 /// Keys tracked at most; the least recently seen go first.
 pub const MAX_TRACKED: usize = 16384;
@@ -20,7 +28,7 @@ struct Tracked {
     reported: u64,
     /// The key's last records (one per identity), re-emitted with the tail
     /// count.
-    last: Vec<Record>,
+    last: Vec<Accessed>,
     seen_tick: u64,
 }
 
@@ -47,7 +55,7 @@ pub fn key_of(ev: &FileOpen) -> DedupKey {
 
 impl Dedup {
     /// The count an event's records stand for; remembers the records.
-    pub fn on_event(&mut self, ev: &FileOpen, records: &[Record]) -> u64 {
+    pub fn on_event(&mut self, ev: &FileOpen, records: &[Accessed]) -> u64 {
         if ev.dedup_total == 0 {
             return 1; // de-duplication off
         }
@@ -76,7 +84,7 @@ impl Dedup {
         &mut self,
         mut lookup: impl FnMut(&DedupKey) -> Option<DedupValue>,
         mut wall: impl FnMut(u64) -> std::time::SystemTime,
-        out: &mut Vec<(Vec<Record>, u64, DedupKey, u64)>,
+        out: &mut Vec<(Vec<Accessed>, u64, DedupKey, u64)>,
     ) {
         self.tick += 1;
         let tick = self.tick;
@@ -84,9 +92,9 @@ impl Dedup {
             let Some(v) = lookup(key) else { return false };
             if v.total > t.reported {
                 let time = wall(v.last_ns);
-                let records = t.last.iter().cloned().map(|mut r| {
-                    r.time = time;
-                    r
+                let records = t.last.iter().cloned().map(|mut a| {
+                    a.record.time = time;
+                    a
                 });
                 out.push((records.collect(), v.total - t.reported, *key, v.last_ns));
                 t.reported = v.total;
@@ -138,8 +146,11 @@ mod tests {
         }
     }
 
-    fn record() -> [Record; 1] {
-        [Record { time: std::time::SystemTime::UNIX_EPOCH, event_name: "t", attributes: Vec::new() }]
+    fn record() -> [Accessed; 1] {
+        [Accessed {
+            record: Record { time: std::time::SystemTime::UNIX_EPOCH, event_name: "t", attributes: Vec::new() },
+            head: None,
+        }]
     }
 
     /// Regression: a new process that reuses a pid used to share the old

@@ -37,7 +37,7 @@ use observer_common::{INODE_FILE, MatchKind};
 use observer_creds::{Keyed, Parsed};
 use tokio::sync::mpsc;
 
-use super::dedup::Dedup;
+use super::dedup::{Accessed, Dedup};
 use crate::{
     classify::{
         env_paths,
@@ -47,10 +47,10 @@ use crate::{
     },
     clock::BootClock,
     config::Config,
-    correlate::{self, Correlator, UsageDelta},
+    correlate::{self, Correlator, Subject, UsageDelta, UsageHead},
     decode::{Event, FileOpen},
     enrich,
-    model::{self as record, EVENT_CREDENTIAL_ROTATION, Record, Value, file::Context},
+    model::{self as record, Consumer, Credential, EVENT_CREDENTIAL_ROTATION, Record, Source, Value, file::Context},
     identity::{Identity, env, table::ProcKey},
     net,
     probes::KernelState,
@@ -182,17 +182,26 @@ impl Pipeline {
         c
     }
 
-    /// Feeds the correlator with an access record (one that names a
-    /// credential); others are ignored.
-    fn correlate_access(&mut self, r: &Record, process: ProcKey, boot_ns: u64, count: u64) {
-        if let Some(source) = r.attributes.iter().find(|(k, _)| *k == "nhi.source").map(|(_, v)| v) {
-            self.stats.access(match source {
-                Value::Str(s) => s.as_str(),
-                _ => "unknown",
-            }, count);
-        }
-        let Some(head) = self.heads.get(r) else { return };
-        self.correlator.on_access(correlate::Access { head, process, boot_ns, wall: r.time, count });
+    /// The usage an access of `credential` by `consumer` counts for.
+    fn head(&mut self, credential: Option<&Credential>, source: Source, consumer: &Consumer) -> Option<Arc<UsageHead>> {
+        self.heads.get(&Subject { host: &self.host_name, credential: credential?, source, consumer })
+    }
+
+    /// Counts a credential access, and feeds the correlator with it when
+    /// it names a credential (`head`).
+    #[allow(clippy::too_many_arguments, reason = "the typed facts of one access")]
+    fn correlate_access(
+        &mut self,
+        source: Source,
+        head: Option<Arc<UsageHead>>,
+        process: ProcKey,
+        boot_ns: u64,
+        wall: std::time::SystemTime,
+        count: u64,
+    ) {
+        self.stats.access(source.as_str(), count);
+        let Some(head) = head else { return };
+        self.correlator.on_access(correlate::Access { head, process, boot_ns, wall, count });
     }
 
     /// Handles one input, appending the records it yields to `out`.
@@ -256,8 +265,8 @@ impl Pipeline {
                     rule: Some((rule.name.as_str(), rule.kind.as_str())),
                 };
                 let Some(mut base) = record::file::from_event(&event, &cx) else { return };
-                self.identity.annotate(&ev.task, &mut base.attributes);
-                let mut records = Vec::new();
+                let consumer = self.identity.annotate_consumer(&ev.task, ev.exe.as_ref(), &mut base.attributes);
+                let mut records: Vec<(Record, Option<Credential>)> = Vec::new();
                 // A write-only open comes before the content it writes: the
                 // next read shows it (and a change of known content then is
                 // a rotation). Failed opens have nothing to read.
@@ -294,16 +303,21 @@ impl Pipeline {
                             Verdict::Count(_) => records.extend(identity_records(base, &c.parsed, rule.format.name())),
                         }
                     }
-                    None => records.push(base),
+                    None => records.push((base, None)),
                 }
+                let records: Vec<Accessed> = records
+                    .into_iter()
+                    .map(|(record, credential)| {
+                        let head = self.head(credential.as_ref(), Source::File, &consumer);
+                        Accessed { record, head }
+                    })
+                    .collect();
                 let count = self.dedup.on_event(ev, &records);
                 let process = ProcKey { tgid: ev.task.tgid, start_boot_ns: ev.task.start_boot_ns };
-                for mut r in records {
-                    r.set_count(count);
-                    if r.event_name == record::EVENT_CREDENTIAL_ACCESS {
-                        self.correlate_access(&r, process, ev.boot_ns, count);
-                    }
-                    out.push(r);
+                for Accessed { mut record, head } in records {
+                    record.set_count(count);
+                    self.correlate_access(Source::File, head, process, ev.boot_ns, record.time, count);
+                    out.push(record);
                 }
             }
             Event::ProcessExec(ev) => {
@@ -318,10 +332,12 @@ impl Pipeline {
                 let time = self.clock.wall_time(ev.boot_ns);
                 for cred in &creds {
                     let id = env::derive_id(cred, &creds, &self.keyed);
-                    let mut rec = env::record(ev, cred, id, &self.host_name, time);
-                    self.identity.annotate(&ev.task, &mut rec.attributes);
+                    let (kind, credential) = env::credential(cred, id);
+                    let mut rec = env::record(ev, cred, &kind, credential.as_ref(), &self.host_name, time);
+                    let consumer = self.identity.annotate_consumer(&ev.task, ev.exe.as_ref(), &mut rec.attributes);
+                    let head = self.head(credential.as_ref(), Source::Env, &consumer);
                     let process = ProcKey { tgid: ev.task.tgid, start_boot_ns: ev.task.start_boot_ns };
-                    self.correlate_access(&rec, process, ev.boot_ns, 1);
+                    self.correlate_access(Source::Env, head, process, ev.boot_ns, time, 1);
                     out.push(rec);
                 }
             }
@@ -340,35 +356,40 @@ impl Pipeline {
     /// Network outputs as records, each with its task's workload identity.
     fn drain_net(&mut self, out: &mut Vec<Record>) {
         for o in std::mem::take(&mut self.net_out) {
-            let (mut rec, task, boot_ns) = match o {
+            match o {
                 net::Output::Connection(c) => {
                     let time = self.clock.wall_time(c.boot_ns);
-                    (net::record::connection(&c, &self.host_name, time), c.socket.task, c.boot_ns)
+                    let server = net::record::server(&c);
+                    let mut rec = net::record::connection(&c, &server, &self.host_name, time);
+                    let task = &c.socket.task;
+                    self.identity.annotate(task, &mut rec.attributes);
+                    let process = ProcKey { tgid: task.tgid, start_boot_ns: task.start_boot_ns };
+                    let ancestors = self.identity.ancestor_keys(task, correlate::MAX_DEPTH);
+                    let linked = self.correlator.on_connection(&correlate::Connection {
+                        process,
+                        ancestors: &ancestors,
+                        boot_ns: c.boot_ns,
+                        wall: time,
+                        destination: correlate::Destination { address: server.address, port: server.port },
+                    });
+                    Stats::add(
+                        if linked > 0 { &self.stats.connections_linked } else { &self.stats.connections_unlinked },
+                        1,
+                    );
+                    out.push(rec);
                 }
                 net::Output::Imds(r) => {
                     let time = self.clock.wall_time(r.boot_ns);
-                    (net::record::imds_request(&r, &self.host_name, time), r.socket.task, r.boot_ns)
+                    let mut rec = net::record::imds_request(&r, &self.host_name, time);
+                    let task = &r.socket.task;
+                    let consumer = self.identity.annotate_consumer(task, r.socket.exe.as_ref(), &mut rec.attributes);
+                    let credential = net::record::imds_credential(&r);
+                    let head = self.head(credential.as_ref(), Source::Imds, &consumer);
+                    let process = ProcKey { tgid: task.tgid, start_boot_ns: task.start_boot_ns };
+                    self.correlate_access(Source::Imds, head, process, r.boot_ns, time, 1);
+                    out.push(rec);
                 }
-            };
-            self.identity.annotate(&task, &mut rec.attributes);
-            let process = ProcKey { tgid: task.tgid, start_boot_ns: task.start_boot_ns };
-            if rec.event_name == record::EVENT_CREDENTIAL_ACCESS {
-                self.correlate_access(&rec, process, boot_ns, 1);
-            } else if let Some(destination) = destination(&rec) {
-                let ancestors = self.identity.ancestor_keys(&task, correlate::MAX_DEPTH);
-                let linked = self.correlator.on_connection(&correlate::Connection {
-                    process,
-                    ancestors: &ancestors,
-                    boot_ns,
-                    wall: rec.time,
-                    destination,
-                });
-                Stats::add(
-                    if linked > 0 { &self.stats.connections_linked } else { &self.stats.connections_unlinked },
-                    1,
-                );
             }
-            out.push(rec);
         }
     }
 
@@ -412,11 +433,9 @@ impl Pipeline {
         self.dedup.sweep(|k| kernel.dedup.get(k, 0).ok(), |ns| clock.wall_time(ns), &mut tails);
         for (records, count, key, last_ns) in tails {
             let process = ProcKey { tgid: key.tgid, start_boot_ns: key.start_ns };
-            for mut record in records {
+            for Accessed { mut record, head } in records {
                 record.set_count(count);
-                if record.event_name == record::EVENT_CREDENTIAL_ACCESS {
-                    self.correlate_access(&record, process, last_ns, count);
-                }
+                self.correlate_access(Source::File, head, process, last_ns, record.time, count);
                 out.push(record);
             }
         }
@@ -458,21 +477,6 @@ impl Pipeline {
     }
 }
 
-/// A connection record's destination: `server.address` (server name, or
-/// the peer address when none was seen) and `server.port`.
-fn destination(r: &Record) -> Option<correlate::Destination> {
-    let get = |k: &str| r.attributes.iter().find(|(x, _)| *x == k).map(|(_, v)| v);
-    let address = match get("server.address")? {
-        Value::Str(s) => s.clone(),
-        _ => return None,
-    };
-    let port = match get("server.port")? {
-        Value::Int(p) => u16::try_from(*p).ok()?,
-        _ => return None,
-    };
-    Some(correlate::Destination { address, port })
-}
-
 /// The path to read: as the process asked for it when absolute (stable
 /// across symlink swaps, e.g. Kubernetes' token rotation), else the
 /// kernel's resolved path.
@@ -482,8 +486,9 @@ fn read_path(ev: &FileOpen) -> Option<std::path::PathBuf> {
     Some(std::path::PathBuf::from(std::ffi::OsString::from(std::ffi::OsStr::from_bytes(&bytes))))
 }
 
-/// One record per identity; the file-level record when there is none.
-fn identity_records(base: Record, parsed: &Parsed, format: &str) -> Vec<Record> {
+/// One record per identity, with the credential it names; the file-level
+/// record (naming none) when there is no identity.
+fn identity_records(base: Record, parsed: &Parsed, format: &str) -> Vec<(Record, Option<Credential>)> {
     let mut base = base;
     base.attributes.push(("nhi.format", format.into()));
     if parsed.identities.is_empty() {
@@ -491,7 +496,7 @@ fn identity_records(base: Record, parsed: &Parsed, format: &str) -> Vec<Record> 
         if let Some(u) = &parsed.unparsed {
             r.attributes.push(("nhi.unparsed.reason", u.reason().into()));
         }
-        return vec![r];
+        return vec![(r, None)];
     }
     parsed
         .identities
@@ -503,7 +508,7 @@ fn identity_records(base: Record, parsed: &Parsed, format: &str) -> Vec<Record> 
             for (k, v) in &i.attributes {
                 r.attributes.push((k, v.clone().into()));
             }
-            r
+            (r, Some(Credential { id: i.id.clone(), kind: i.kind.clone() }))
         })
         .collect()
 }
@@ -547,14 +552,26 @@ mod tests {
             ],
             unparsed: None,
         };
-        let recs = identity_records(base(), &parsed, "aws-ini");
+        let with_ids = identity_records(base(), &parsed, "aws-ini");
+        assert_eq!(
+            with_ids.iter().map(|(_, c)| c.clone()).collect::<Vec<_>>(),
+            [
+                Some(Credential { id: "AKIA1".into(), kind: "aws.access_key".into() }),
+                Some(Credential { id: "ASIA2".into(), kind: "aws.session_key".into() })
+            ]
+        );
+        let recs: Vec<Record> = with_ids.into_iter().map(|(r, _)| r).collect();
         assert_eq!(recs.len(), 2);
         let get = |r: &Record, k: &str| r.attributes.iter().find(|(x, _)| *x == k).map(|(_, v)| v.clone());
         assert_eq!(get(&recs[1], "nhi.kind"), Some("aws.session_key".into()));
         assert_eq!(get(&recs[0], "nhi.id"), Some("AKIA1".into()));
         assert_eq!(get(&recs[0], "nhi.aws.profile"), Some("a".into()));
         assert_eq!(recs[0].attributes.iter().filter(|(k, _)| *k == "nhi.kind").count(), 1);
-        let none = identity_records(base(), &Parsed::unparsed(Unparsed::Binary), "aws-ini");
+        let none: Vec<Record> =
+            identity_records(base(), &Parsed::unparsed(Unparsed::Binary), "aws-ini").into_iter().map(|(r, c)| {
+                assert!(c.is_none(), "a file-level record names no credential");
+                r
+            }).collect();
         assert_eq!(get(&none[0], "nhi.unparsed.reason"), Some("binary".into()));
         assert_eq!(get(&none[0], "nhi.id"), None);
         let rot = rotation(&base(), &parsed, &Parsed { identities: vec![Identity::new("aws.access_key", "AKIA3")], unparsed: None });

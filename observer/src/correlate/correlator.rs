@@ -52,7 +52,7 @@ pub struct UsageHead {
     pub kind: String,
     pub source: String,
     pub host: String,
-    /// Workload-identity attributes, in [`super::record::CONSUMER_KEYS`] order.
+    /// Workload-identity attributes, in [`crate::model::CONSUMER_KEYS`] order.
     pub consumer: Vec<(&'static str, Value)>,
 }
 

@@ -25,6 +25,8 @@
 mod correlator;
 pub mod record;
 
+pub use record::{Heads, Subject, usage_head};
+
 pub use correlator::{
     Access, Confidence, Connection, Correlator, CorrelatorConfig, DestKey, Destination, MAX_CREDS_PER_PROCESS,
     MAX_DEPTH, Seen, UsageDelta, UsageHead,

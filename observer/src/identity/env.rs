@@ -17,7 +17,7 @@ use observer_creds::{Keyed, tokens::SECRET_VALUE_KIND};
 
 use crate::{
     decode::ProcessExec,
-    model::{EVENT_CREDENTIAL_ACCESS, Record, Value},
+    model::{Credential, EVENT_CREDENTIAL_ACCESS, Record, Source, Value},
     secret::Secret,
 };
 
@@ -140,17 +140,35 @@ pub struct CredIdentity {
     pub id: String,
 }
 
-/// The `nhi.credential.access` record for one environment credential. The
-/// pipeline adds the workload identity.
-pub fn record(ev: &ProcessExec, cred: &EnvCredential, id: Option<CredIdentity>, host_name: &str, time: SystemTime) -> Record {
+/// `nhi.kind` of an environment credential, and the credential when it has
+/// an id: the value's own kind when it names one, else the name's.
+pub fn credential(cred: &EnvCredential, id: Option<CredIdentity>) -> (String, Option<Credential>) {
+    match id {
+        Some(i) => {
+            let kind = i.kind.unwrap_or_else(|| cred.kind.to_owned());
+            (kind.clone(), Some(Credential { id: i.id, kind }))
+        }
+        None => (cred.kind.to_owned(), None),
+    }
+}
+
+/// The `nhi.credential.access` record for one environment credential
+/// (`kind` and `credential` as [`credential`] says). The pipeline adds the
+/// workload identity.
+pub fn record(
+    ev: &ProcessExec,
+    cred: &EnvCredential,
+    kind: &str,
+    credential: Option<&Credential>,
+    host_name: &str,
+    time: SystemTime,
+) -> Record {
     let mut a: Vec<(&'static str, Value)> = Vec::with_capacity(24);
     a.push(("host.name", host_name.into()));
-    a.push(("nhi.source", "env".into()));
-    // The value's own kind when it names one; else the name's.
-    let kind = id.as_ref().and_then(|i| i.kind.clone()).unwrap_or_else(|| cred.kind.to_owned());
+    a.push(("nhi.source", Source::Env.as_str().into()));
     a.push(("nhi.kind", kind.into()));
-    if let Some(id) = id {
-        a.push(("nhi.id", id.id.into()));
+    if let Some(c) = credential {
+        a.push(("nhi.id", c.id.clone().into()));
     }
     a.push(("nhi.env.name", cred.name.clone().into()));
     crate::model::process_attributes(&mut a, &ev.task, ev.exe.as_ref());

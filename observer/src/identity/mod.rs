@@ -33,7 +33,7 @@ use std::{
 use crate::{
     clock::BootClock,
     decode::{CgroupMkdir, ProcessExec, ProcessExit, ProcessFork, Task},
-    model::Value,
+    model::{Consumer, Value},
     secret::Secret,
     stats::Stats,
 };
@@ -240,6 +240,19 @@ impl Identity {
         self.workload(task).annotate(attributes);
     }
 
+    /// [`Identity::annotate`], and the typed consumer of the same workload
+    /// (`exe`: the executable path the event carries, if any).
+    pub fn annotate_consumer(
+        &mut self,
+        task: &Task,
+        exe: Option<&crate::decode::WalkedPath>,
+        attributes: &mut Vec<(&'static str, Value)>,
+    ) -> Consumer {
+        let w = self.workload(task);
+        w.annotate(attributes);
+        w.consumer(task, exe)
+    }
+
     /// A process the table does not know: from /proc if it is still the same
     /// process, else from what the event's task carries.
     fn learn(&mut self, task: &Task) {
@@ -316,6 +329,30 @@ fn fill_from_task(e: &mut ProcessEntry, task: &Task) {
 use crate::clock::boot_now_ns;
 
 impl Workload {
+    /// The values that name this workload as a credential's consumer, as
+    /// the record of an event shows them: the executable path the kernel
+    /// captured with the event (`exe`) when there is one, else the process
+    /// table's.
+    pub fn consumer(&self, task: &Task, exe: Option<&crate::decode::WalkedPath>) -> Consumer {
+        let process = self.process.as_ref();
+        let executable_path = match exe {
+            Some(exe) => Some(exe.path.to_string_lossy().into_owned()),
+            None => process.and_then(|p| p.exe.clone()),
+        };
+        let cgroup = self.cgroup.as_ref().map(|c| &c.workload);
+        Consumer {
+            executable_path,
+            user_id: Some(task.uid),
+            user_name: self.user_name.as_deref().map(str::to_owned),
+            interactive: process.map(|p| p.tty.is_some()),
+            systemd_unit: cgroup.and_then(|w| w.systemd_unit.clone()),
+            container_id: cgroup.and_then(|w| w.container_id.clone()),
+            container_runtime: cgroup.and_then(|w| w.container_runtime).map(str::to_owned),
+            namespace: self.service_account.as_ref().map(|sa| sa.namespace.clone()),
+            service_account: self.service_account.as_ref().map(|sa| format!("{}/{}", sa.namespace, sa.service_account)),
+        }
+    }
+
     /// Appends this workload's attributes, skipping keys already present.
     pub fn annotate(&self, a: &mut Vec<(&'static str, Value)>) {
         let mut put = |k: &'static str, v: Value| {
@@ -394,6 +431,69 @@ impl Workload {
                 let t = std::time::UNIX_EPOCH + Duration::from_secs(t);
                 put("nhi.k8s.token.expires", crate::model::rfc3339(t).into());
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        decode::WalkedPath,
+        model::{CONSUMER_KEYS, process_attributes},
+    };
+
+    fn task() -> Task {
+        Task { tgid: 10, pid: 11, ppid: 1, uid: 1000, gid: 1000, cgroup_id: 5, start_boot_ns: 7, comm: "aws".into() }
+    }
+
+    fn workload(pod: bool) -> Workload {
+        let mut p = ProcessEntry::new(key_of(&task()), Origin::Task);
+        p.exe = Some("/usr/bin/aws-from-table".into());
+        p.tty = Some("pts/1".into());
+        let mut cgroup = CgroupInfo::new(5, "/kubepods/pod1/c1".into());
+        cgroup.workload.container_id = Some("c1".into());
+        cgroup.workload.container_runtime = Some("containerd");
+        cgroup.workload.systemd_unit = Some("x.service".into());
+        Workload {
+            process: Some(p),
+            ancestors: vec!["1 /sbin/init".into()],
+            creation_time: None,
+            user_name: Some(Arc::from("alice")),
+            cgroup: Some(Arc::new(cgroup)),
+            service_account: pod.then(|| {
+                Arc::new(SaClaims {
+                    namespace: "ns".into(),
+                    service_account: "sa".into(),
+                    service_account_uid: None,
+                    pod_name: Some("pod-1".into()),
+                    pod_uid: None,
+                    node_name: None,
+                    issuer: None,
+                    expires: None,
+                })
+            }),
+        }
+    }
+
+    /// The typed consumer is what the record shows for the same names: the
+    /// correlator keys usages by it, and `nhi.usage` records list it.
+    #[test]
+    fn the_consumer_is_what_the_record_shows() {
+        let kernel_exe = WalkedPath { path: "/usr/bin/aws".into(), complete: true };
+        for (pod, exe) in [(false, Some(&kernel_exe)), (true, Some(&kernel_exe)), (false, None)] {
+            let w = workload(pod);
+            let mut a = Vec::new();
+            process_attributes(&mut a, &task(), exe);
+            w.annotate(&mut a);
+            let consumer = w.consumer(&task(), exe);
+            let shown: Vec<(&str, Value)> = CONSUMER_KEYS
+                .iter()
+                .filter(|k| !(pod && **k == "container.id"))
+                .filter_map(|k| a.iter().find(|(x, _)| x == k).map(|(_, v)| (*k, v.clone())))
+                .collect();
+            assert_eq!(consumer.attributes(), shown, "pod: {pod}, kernel exe: {}", exe.is_some());
+            assert_eq!(shown.len(), if pod { 8 } else { 7 });
         }
     }
 }

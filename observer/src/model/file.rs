@@ -8,7 +8,10 @@ use std::time::SystemTime;
 
 use observer_common::MatchKind;
 
-use super::record::{EVENT_CREDENTIAL_ACCESS, Record, Value, process_attributes};
+use super::{
+    record::{EVENT_CREDENTIAL_ACCESS, Record, Value, process_attributes},
+    subject::Source,
+};
 use crate::decode::{Event, FileOpen, syscall_name};
 
 /// What a record needs besides the event itself.
@@ -50,7 +53,7 @@ pub fn escaped(bytes: &[u8]) -> String {
 fn file_open(ev: &FileOpen, cx: &Context<'_>) -> Record {
     let mut a: Vec<(&'static str, Value)> = Vec::with_capacity(24);
     a.push(("host.name", cx.host_name.into()));
-    a.push(("nhi.source", "file".into()));
+    a.push(("nhi.source", Source::File.as_str().into()));
     if let Some((name, kind)) = cx.rule {
         a.push(("nhi.kind", kind.into()));
         a.push(("nhi.rule", name.into()));

@@ -8,7 +8,7 @@ use super::{
     flows::{ConnTransport, Connection, ImdsRequest, Socket, quic_version_name},
     tls::version_name,
 };
-use crate::model::{EVENT_CONNECTION, EVENT_CREDENTIAL_ACCESS, Record, Value, process_attributes};
+use crate::model::{Credential, EVENT_CONNECTION, EVENT_CREDENTIAL_ACCESS, Record, Source, Value, process_attributes};
 
 fn peer_attributes(a: &mut Vec<(&'static str, Value)>, peer: &SocketAddr) {
     a.push(("network.type", if peer.is_ipv4() { "ipv4" } else { "ipv6" }.into()));
@@ -21,8 +21,39 @@ fn socket_attributes(a: &mut Vec<(&'static str, Value)>, socket: &Socket) {
     a.push(("nhi.socket.cookie", socket.cookie.to_string().into()));
 }
 
+/// Where a connection went, as `server.*` names it: the server name seen
+/// (TLS or QUIC SNI, else the HTTP `Host`) and where it was seen, or the
+/// peer's address when none was.
+pub struct Server {
+    /// `server.address`.
+    pub address: String,
+    /// `server.port`.
+    pub port: u16,
+    /// `nhi.server_name.source`, when a name was seen.
+    pub name_source: Option<&'static str>,
+}
+
+/// The connection's [`Server`]: the one rule for `server.address`, which
+/// both the record and the correlator's destination use.
+pub fn server(c: &Connection) -> Server {
+    let sni = c.hello.as_ref().and_then(|h| h.server_name.clone());
+    let host = c.http.as_ref().and_then(|(host, _, _)| host.as_deref().map(strip_port));
+    let (name, name_source) = match (sni, host) {
+        (Some(n), _) => (
+            Some(n),
+            Some(match c.transport {
+                ConnTransport::Tcp => "tls.sni",
+                ConnTransport::Quic => "quic.sni",
+            }),
+        ),
+        (None, Some(h)) => (Some(h), Some("http.host")),
+        (None, None) => (None, None),
+    };
+    Server { address: name.unwrap_or_else(|| c.peer.ip().to_string()), port: c.peer.port(), name_source }
+}
+
 /// `nhi.connection`: one per TCP connection and per QUIC connection attempt.
-pub fn connection(c: &Connection, host_name: &str, time: SystemTime) -> Record {
+pub fn connection(c: &Connection, server: &Server, host_name: &str, time: SystemTime) -> Record {
     let mut a: Vec<(&'static str, Value)> = Vec::with_capacity(28);
     a.push(("host.name", host_name.into()));
     a.push((
@@ -33,23 +64,10 @@ pub fn connection(c: &Connection, host_name: &str, time: SystemTime) -> Record {
         }
         .into(),
     ));
-    let sni = c.hello.as_ref().and_then(|h| h.server_name.clone());
-    let host = c.http.as_ref().and_then(|(host, _, _)| host.clone()).map(|h| strip_port(&h));
-    let (name, source) = match (&sni, &host) {
-        (Some(n), _) => (
-            Some(n.clone()),
-            Some(match c.transport {
-                ConnTransport::Tcp => "tls.sni",
-                ConnTransport::Quic => "quic.sni",
-            }),
-        ),
-        (None, Some(h)) => (Some(h.clone()), Some("http.host")),
-        (None, None) => (None, None),
-    };
-    a.push(("server.address", name.clone().unwrap_or_else(|| c.peer.ip().to_string()).into()));
-    a.push(("server.port", u32::from(c.peer.port()).into()));
-    a.push(("nhi.server_name.seen", name.is_some().into()));
-    if let Some(source) = source {
+    a.push(("server.address", server.address.clone().into()));
+    a.push(("server.port", u32::from(server.port).into()));
+    a.push(("nhi.server_name.seen", server.name_source.is_some().into()));
+    if let Some(source) = server.name_source {
         a.push(("nhi.server_name.source", source.into()));
     }
     peer_attributes(&mut a, &c.peer);
@@ -86,7 +104,7 @@ pub fn connection(c: &Connection, host_name: &str, time: SystemTime) -> Record {
 pub fn imds_request(r: &ImdsRequest, host_name: &str, time: SystemTime) -> Record {
     let mut a: Vec<(&'static str, Value)> = Vec::with_capacity(24);
     a.push(("host.name", host_name.into()));
-    a.push(("nhi.source", "imds".into()));
+    a.push(("nhi.source", Source::Imds.as_str().into()));
     if let Some(kind) = r.call.kind {
         a.push(("nhi.kind", kind.into()));
     }
@@ -106,6 +124,12 @@ pub fn imds_request(r: &ImdsRequest, host_name: &str, time: SystemTime) -> Recor
     Record { time, event_name: EVENT_CREDENTIAL_ACCESS, attributes: a }
 }
 
+/// The credential a metadata-service request names, when it names one.
+pub fn imds_credential(r: &ImdsRequest) -> Option<Credential> {
+    let id = r.call.id.clone()?;
+    Some(Credential { id, kind: r.call.kind.unwrap_or_default().to_owned() })
+}
+
 /// `Host: name:port` -> `name` (`[v6]:port` -> `v6`).
 fn strip_port(host: &str) -> String {
     if let Some(rest) = host.strip_prefix('[') {
@@ -120,6 +144,48 @@ fn strip_port(host: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn conn(sni: Option<&str>, host: Option<&str>, transport: ConnTransport) -> Connection {
+        use crate::{decode::Task, net::flows::Payload};
+        Connection {
+            socket: Socket {
+                cookie: 1,
+                task: Task { tgid: 1, pid: 1, ppid: 0, uid: 0, gid: 0, cgroup_id: 0, start_boot_ns: 1, comm: "c".into() },
+                exe: None,
+                family: observer_common::AF_INET,
+            },
+            boot_ns: 1,
+            peer: "10.0.0.9:8443".parse().unwrap(),
+            transport,
+            payload: Payload::Tls,
+            hello: sni.map(|n| super::super::tls::ClientHello { server_name: Some(n.into()), ..Default::default() }),
+            quic_version: None,
+            http: host.map(|h| (Some(h.to_owned()), "GET".to_owned(), "/".to_owned())),
+            error: None,
+        }
+    }
+
+    /// The destination the correlator links to is what the record names:
+    /// the SNI, else the HTTP `Host` without its port, else the peer.
+    #[test]
+    fn server_is_sni_then_host_then_peer_and_the_record_shows_it() {
+        let cases = [
+            (conn(Some("sts.example"), Some("h.example:80"), ConnTransport::Tcp), "sts.example", Some("tls.sni")),
+            (conn(Some("q.example"), None, ConnTransport::Quic), "q.example", Some("quic.sni")),
+            (conn(None, Some("h.example:80"), ConnTransport::Tcp), "h.example", Some("http.host")),
+            (conn(None, None, ConnTransport::Tcp), "10.0.0.9", None),
+        ];
+        for (c, address, source) in cases {
+            let s = server(&c);
+            assert_eq!((s.address.as_str(), s.port, s.name_source), (address, 8443, source));
+            let r = connection(&c, &s, "h", SystemTime::UNIX_EPOCH);
+            let get = |k: &str| r.attributes.iter().find(|(x, _)| *x == k).map(|(_, v)| v.clone());
+            assert_eq!(get("server.address"), Some(address.into()));
+            assert_eq!(get("server.port"), Some(8443u32.into()));
+            assert_eq!(get("nhi.server_name.seen"), Some(source.is_some().into()));
+            assert_eq!(get("nhi.server_name.source"), source.map(Value::from));
+        }
+    }
 
     #[test]
     fn host_header_ports() {
