@@ -295,6 +295,7 @@ mod tests {
             resolved_is_base: false,
             exe: None,
             dedup_total: 0,
+            fixed_file: false,
         }
     }
 
