@@ -71,3 +71,67 @@ fn credentials_in_homes_outside_home_are_seen_at_first_open() {
     assert_eq!(str_attr(failed[0], "error.type"), Some("ENOENT"));
     assert_eq!(str_attr(failed[0], "nhi.kind"), Some("kubernetes.kubeconfig"));
 }
+
+/// Runs `sh -c "exec 3<>PATH; read _"`: opens PATH read-write (a FIFO so
+/// opened does not wait for a peer) and holds it until stdin closes.
+fn hold_open(path: &Path) -> std::process::Child {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("exec 3<>'{}'; read _", path.display()))
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Issue 14 item 6: a credential path that is a symlink to a FIFO is an
+/// access, unparsed with its reason, and the agent does not block on the
+/// FIFO; the same FIFO opened by its own name is no credential access.
+#[test]
+fn credential_path_symlinked_to_a_fifo_is_reported_unparsed() {
+    if !bpf_available("credential_path_symlinked_to_a_fifo_is_reported_unparsed") {
+        return;
+    }
+    let _serial = serial();
+    let home = temp_home();
+    let aws = home.path().join(".aws");
+    fs::create_dir_all(&aws).unwrap();
+    let fifo = home.path().join("pipe");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let cred = aws.join("credentials");
+    std::os::unix::fs::symlink(&fifo, &cred).unwrap();
+
+    let agent = Agent::start(&[]);
+    let mut via_link = hold_open(&cred);
+    let pid = i64::from(via_link.id());
+    agent.wait_for_record(Duration::from_secs(10), |r| int_attr(r, "process.pid") == Some(pid));
+    let mut direct = hold_open(&fifo);
+    let direct_pid = i64::from(direct.id());
+    // A marker after the direct open, from the same kind of process: once
+    // its record is in, the direct open's would be too.
+    let missing = home.path().join(".kube/config");
+    let marker = Command::new(which("cat")).arg(&missing).output().unwrap();
+    assert!(!marker.status.success());
+    let missing_str = missing.to_str().unwrap().to_owned();
+    agent.wait_for_record(Duration::from_secs(10), |r| str_attr(r, "file.path") == Some(missing_str.as_str()));
+    for child in [&mut via_link, &mut direct] {
+        drop(child.stdin.take());
+        child.wait().unwrap();
+    }
+    let (status, records, stderr) = agent.stop(Signal::SIGTERM);
+    assert!(status.success(), "agent exit {status}; stderr:\n{}", stderr.join("\n"));
+
+    let mine: Vec<_> = records.iter().filter(|r| int_attr(r, "process.pid") == Some(pid)).collect();
+    assert_eq!(mine.len(), 1, "{mine:#?}");
+    let r = mine[0];
+    assert_eq!(str_attr(r, "event.name"), Some("nhi.credential.access"));
+    assert_eq!(str_attr(r, "file.path"), fifo.to_str(), "{r:#}");
+    assert_eq!(str_attr(r, "nhi.file.requested_path"), cred.to_str(), "{r:#}");
+    assert_eq!(str_attr(r, "nhi.rule"), Some("aws-shared-credentials"), "{r:#}");
+    assert_eq!(str_attr(r, "nhi.unparsed.reason"), Some("unreadable"), "{r:#}");
+    assert_eq!(str_attr(r, "nhi.unparsed.detail"), Some("not a regular file: a FIFO"), "{r:#}");
+    assert!(r.get("nhi.id").is_none(), "{r:#}");
+    assert!(
+        !records.iter().any(|r| int_attr(r, "process.pid") == Some(direct_pid)),
+        "the FIFO opened by its own name was reported"
+    );
+}
