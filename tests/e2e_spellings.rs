@@ -135,3 +135,49 @@ fn credential_path_symlinked_to_a_fifo_is_reported_unparsed() {
         "the FIFO opened by its own name was reported"
     );
 }
+
+/// Issue 14 item 6: a credential path re-pointed after the agent started
+/// (the symlink `~/.aws/credentials` switched to another file whose own
+/// name no rule knows) is recognised at the next open, not at the next
+/// rescan: the agent watches the rules' directories and reloads its watch
+/// list when such a name changes.
+#[test]
+fn credential_symlink_repointed_after_start_is_recognised() {
+    if !bpf_available("credential_symlink_repointed_after_start_is_recognised") {
+        return;
+    }
+    let _serial = serial();
+    let home = temp_home();
+    let store = home.path().join("store");
+    let first = store.join("first.ini");
+    let second = store.join("second.ini");
+    write_aws(&first, "AKIAE2ELINKFIRSTAAAA");
+    write_aws(&second, "AKIAE2ELINKSECONDAAA");
+    let aws = home.path().join(".aws");
+    fs::create_dir_all(&aws).unwrap();
+    let cred = aws.join("credentials");
+    std::os::unix::fs::symlink(&first, &cred).unwrap();
+
+    let mut agent = Agent::start(&[]);
+    // `ln -sfn` as tools do it: a new link renamed over the old one.
+    let tmp = aws.join(".credentials.new");
+    std::os::unix::fs::symlink(&second, &tmp).unwrap();
+    fs::rename(&tmp, &cred).unwrap();
+    agent.wait_for_log_count("a credential path changed", 1, Duration::from_secs(10));
+    let cat = which("cat");
+    let out = Command::new(&cat).arg(&cred).output().unwrap();
+    assert!(out.status.success());
+    let second_str = second.to_str().unwrap().to_owned();
+    agent.wait_for_record(Duration::from_secs(10), |r| str_attr(r, "file.path") == Some(second_str.as_str()));
+    let (status, records, stderr) = agent.stop(Signal::SIGTERM);
+    assert!(status.success(), "agent exit {status}; stderr:\n{}", stderr.join("\n"));
+
+    let reads: Vec<_> =
+        access_at(&records, &second).into_iter().filter(|r| str_attr(r, "process.executable.path") == cat.to_str()).collect();
+    assert_eq!(reads.len(), 1, "{reads:#?}");
+    let r = reads[0];
+    assert_eq!(str_attr(r, "nhi.id"), Some("AKIAE2ELINKSECONDAAA"), "{r:#}");
+    assert_eq!(str_attr(r, "nhi.file.requested_path"), cred.to_str(), "{r:#}");
+    assert_eq!(str_attr(r, "nhi.rule"), Some("aws-shared-credentials"), "{r:#}");
+    assert_eq!(str_attr(r, "nhi.match"), Some("inode"), "the kernel knew the new target: {r:#}");
+}
