@@ -201,10 +201,10 @@ fn on_sys_exit(regs: u64, ret: i64) -> Option<()> {
 pub(crate) fn on_open<const KERNEL: bool>(args: &OpenArgs, ret: i64, has_fd: bool) -> Option<()> {
     if ret >= 0 && has_fd {
         match kernel::file_of_fd(ret) {
-            Some(FileRef::Typed(file)) => return on_opened::<true>(&args, ret, file),
+            Some(FileRef::Typed(file)) => return on_opened::<true>(args, ret, file),
             Some(FileRef::Untyped(file)) => {
                 count(EventKind::FileOpen, Counter::SlowPath);
-                return on_opened::<false>(&args, ret, file);
+                return on_opened::<false>(args, ret, file);
             }
             None => {}
         }

@@ -123,7 +123,7 @@ fn on_submit(req: u64) -> Option<()> {
     if n <= 0 {
         v.path[0] = 0;
     }
-    IOURING_OPENS.insert(&req, v, 0).ok()
+    IOURING_OPENS.insert(req, v, 0).ok()
 }
 
 #[inline(always)]
@@ -138,7 +138,7 @@ fn on_complete(req: u64, cqe: u64) -> Option<()> {
         return None;
     }
     // SAFETY: the value is copied out at once (below) before removal.
-    let found = unsafe { IOURING_OPENS.get(&req) }? as *const IoUringOpen;
+    let found = unsafe { IOURING_OPENS.get(req) }? as *const IoUringOpen;
     // SAFETY: per-CPU map value, used by one program run at a time.
     let v = unsafe { &mut *IOURING_SCRATCH.get_ptr_mut(0)? };
     // SAFETY: map value to map value, both `IoUringOpen`.
@@ -149,7 +149,7 @@ fn on_complete(req: u64, cqe: u64) -> Option<()> {
             found.cast(),
         )
     };
-    let _ = IOURING_OPENS.remove(&req);
+    let _ = IOURING_OPENS.remove(req);
     if r != 0 {
         return None;
     }
