@@ -33,7 +33,9 @@ use aya_ebpf::{
     maps::{LruHashMap, PerCpuArray},
     programs::BtfTracePointContext,
 };
-use observer_common::{IORING_OP_OPENAT, IORING_OP_OPENAT2, IoUringOffsets, IoUringOpen, OpenSyscall, PATH_LEN};
+use observer_common::{
+    IORING_OP_OPENAT, IORING_OP_OPENAT2, IoUringOffsets, IoUringOpen, OpenSyscall, PATH_LEN,
+};
 
 use crate::{
     kernel,
@@ -68,7 +70,8 @@ pub const MAX_IOURING_OPENS: u32 = 4096;
 
 /// Opens submitted and not yet completed, by `struct io_kiocb` address.
 #[map]
-static IOURING_OPENS: LruHashMap<u64, IoUringOpen> = LruHashMap::with_max_entries(MAX_IOURING_OPENS, 0);
+static IOURING_OPENS: LruHashMap<u64, IoUringOpen> =
+    LruHashMap::with_max_entries(MAX_IOURING_OPENS, 0);
 
 /// Per-CPU room for one [`IoUringOpen`] (too large for the BPF stack).
 #[map]
@@ -118,7 +121,11 @@ fn on_submit(req: u64) -> Option<()> {
     // SAFETY: at most PATH_LEN bytes into the PATH_LEN-byte buffer; the
     // helper checks the source.
     let n = unsafe {
-        generated::bpf_probe_read_kernel_str(v.path.as_mut_ptr().cast(), PATH_LEN as u32, name as *const _)
+        generated::bpf_probe_read_kernel_str(
+            v.path.as_mut_ptr().cast(),
+            PATH_LEN as u32,
+            name as *const _,
+        )
     };
     if n <= 0 {
         v.path[0] = 0;
@@ -155,8 +162,17 @@ fn on_complete(req: u64, cqe: u64) -> Option<()> {
     }
     // `cqe` is a typed `struct io_uring_cqe *`; `res` is at 8 (uapi).
     let res: i32 = kernel::ld(cqe, 8);
-    let syscall =
-        if v.opcode == IORING_OP_OPENAT2 as u32 { OpenSyscall::IoUringOpenAt2 } else { OpenSyscall::IoUringOpenAt };
-    let args = OpenArgs { syscall, dirfd: v.dfd, path: v.path.as_ptr() as u64, flags: v.flags, mode: v.mode };
+    let syscall = if v.opcode == IORING_OP_OPENAT2 as u32 {
+        OpenSyscall::IoUringOpenAt2
+    } else {
+        OpenSyscall::IoUringOpenAt
+    };
+    let args = OpenArgs {
+        syscall,
+        dirfd: v.dfd,
+        path: v.path.as_ptr() as u64,
+        flags: v.flags,
+        mode: v.mode,
+    };
     files::on_open::<true>(&args, res as i64, v.file_slot == 0)
 }

@@ -66,10 +66,14 @@ fn targets(rules: &[WatchRule], homes: &[PathBuf]) -> HashMap<PathBuf, Vec<Name>
                 None => continue,
             };
             for base in bases {
-                let (Some(dir), Some(name)) = (base.parent(), base.file_name()) else { continue };
+                let (Some(dir), Some(name)) = (base.parent(), base.file_name()) else {
+                    continue;
+                };
                 let name = match pattern.kind {
                     PatternKind::Exact => Name::Exact(name.to_owned()),
-                    PatternKind::Prefix if !pattern.text.ends_with('/') => Name::Prefix(name.to_owned()),
+                    PatternKind::Prefix if !pattern.text.ends_with('/') => {
+                        Name::Prefix(name.to_owned())
+                    }
                     _ => continue,
                 };
                 if dir.is_dir() {
@@ -95,10 +99,28 @@ impl LinkWatch {
     /// cannot be watched (limits, permissions) are skipped with a count.
     pub fn new(rules: &[WatchRule], homes: &[PathBuf]) -> std::io::Result<(Self, usize)> {
         let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
+        // SAFETY: `Fd` owns the inotify descriptor (an `OwnedFd` inside
+        // `Inotify`), so it stays open and the same for the AsyncFd's life.
+        let fd =
+            unsafe { AsyncFd::register_with_interest(Fd(inotify), tokio::io::Interest::READABLE) }?;
+        let mut w = Self {
+            fd,
+            names: HashMap::new(),
+        };
+        let failed = w.refresh(rules, homes);
+        Ok((w, failed))
+    }
+
+    /// Watches the directories of `rules` over `homes` as they are now
+    /// (new homes, directories created since), on the same queue, so no
+    /// change between two refreshes is lost. Returns how many directories
+    /// could not be watched. Watches of directories no longer wanted stay
+    /// (their events find no name and are dropped).
+    pub fn refresh(&mut self, rules: &[WatchRule], homes: &[PathBuf]) -> usize {
         let mut names: HashMap<WatchDescriptor, Vec<Name>> = HashMap::new();
         let mut failed = 0;
         for (dir, wanted) in targets(rules, homes) {
-            match inotify.add_watch(&dir, MASK) {
+            match self.fd.get_ref().0.add_watch(&dir, MASK) {
                 Ok(wd) => names.entry(wd).or_default().extend(wanted),
                 Err(e) => {
                     failed += 1;
@@ -106,10 +128,8 @@ impl LinkWatch {
                 }
             }
         }
-        // SAFETY: `Fd` owns the inotify descriptor (an `OwnedFd` inside
-        // `Inotify`), so it stays open and the same for the AsyncFd's life.
-        let fd = unsafe { AsyncFd::register_with_interest(Fd(inotify), tokio::io::Interest::READABLE) }?;
-        Ok((Self { fd, names }, failed))
+        self.names = names;
+        failed
     }
 
     /// Directories watched.
@@ -132,7 +152,9 @@ impl LinkWatch {
             let hit = events.iter().any(|ev| {
                 ev.mask.contains(AddWatchFlags::IN_Q_OVERFLOW)
                     || ev.name.as_deref().is_some_and(|n| {
-                        self.names.get(&ev.wd).is_some_and(|names| names.iter().any(|w| w.matches(n)))
+                        self.names
+                            .get(&ev.wd)
+                            .is_some_and(|names| names.iter().any(|w| w.matches(n)))
                     })
             });
             if hit {
@@ -174,13 +196,20 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let home = tmp.path().join("bob");
         std::fs::create_dir_all(home.join(".aws")).unwrap();
-        let (mut w, failed) = LinkWatch::new(&[test_rule(1, "~/.aws/credentials")], std::slice::from_ref(&home)).unwrap();
+        let (mut w, failed) = LinkWatch::new(
+            &[test_rule(1, "~/.aws/credentials")],
+            std::slice::from_ref(&home),
+        )
+        .unwrap();
         assert_eq!((w.len(), failed), (1, 0));
         std::fs::write(home.join(".aws/other"), "x").unwrap();
         let quiet = tokio::time::timeout(std::time::Duration::from_millis(200), w.changed()).await;
         assert!(quiet.is_err(), "another name woke the watcher");
         std::os::unix::fs::symlink("/etc/hostname", home.join(".aws/tmp-link")).unwrap();
         std::fs::rename(home.join(".aws/tmp-link"), home.join(".aws/credentials")).unwrap();
-        tokio::time::timeout(std::time::Duration::from_secs(5), w.changed()).await.expect("woken").unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), w.changed())
+            .await
+            .expect("woken")
+            .unwrap();
     }
 }

@@ -196,13 +196,13 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
                     }
                     catalog = new.catalog;
                     reload(&mut probes, &catalog, &known, &stats, &tx, "SIGHUP").await;
-                    links = link_watch(&catalog);
+                    refresh_links(&mut links, &catalog);
                 }
                 Err(e) => tracing::error!("SIGHUP: configuration not reloaded, keeping the current one: {e}"),
             },
             _ = rescan.tick() => {
                 reload(&mut probes, &catalog, &known, &stats, &tx, "rescan").await;
-                links = link_watch(&catalog);
+                refresh_links(&mut links, &catalog);
             }
             // A credential path re-pointed (symlink, rename): reload now,
             // not at the next rescan.
@@ -212,12 +212,15 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
                     None => std::future::pending().await,
                 }
             } => {
-                if let Err(e) = changed {
+                if let Err(e) = &changed {
                     tracing::warn!(error = %e, "credential directory watch failed; re-pointed paths are seen at the next rescan");
                 }
                 reload(&mut probes, &catalog, &known, &stats, &tx, "credential path changed").await;
                 tracing::info!("a credential path changed: watch list reloaded");
-                links = link_watch(&catalog);
+                if changed.is_err() {
+                    // The queue failed: start a new one.
+                    links = link_watch(&catalog);
+                }
             }
             Some(entry) = inode_rx.recv() => {
                 let mut new = vec![entry];
@@ -326,9 +329,7 @@ fn load_watch(
 fn link_watch(catalog: &Catalog) -> Option<links::LinkWatch> {
     match links::LinkWatch::new(&catalog.kernel_rules(), &watch::home_dirs()) {
         Ok((w, failed)) => {
-            if failed > 0 {
-                tracing::warn!(failed, "some credential directories cannot be watched for re-pointed paths (inotify limits?); those are seen at the next rescan");
-            }
+            link_watch_failures(failed);
             tracing::debug!(dirs = w.len(), "watching credential directories for re-pointed paths");
             Some(w)
         }
@@ -336,6 +337,20 @@ fn link_watch(catalog: &Catalog) -> Option<links::LinkWatch> {
             tracing::warn!(error = %e, "no inotify: credential paths re-pointed while running are seen at the next rescan");
             None
         }
+    }
+}
+
+/// Brings the directory watch up to date with the catalog and the homes.
+fn refresh_links(links: &mut Option<links::LinkWatch>, catalog: &Catalog) {
+    match links {
+        Some(w) => link_watch_failures(w.refresh(&catalog.kernel_rules(), &watch::home_dirs())),
+        None => *links = link_watch(catalog),
+    }
+}
+
+fn link_watch_failures(failed: usize) {
+    if failed > 0 {
+        tracing::warn!(failed, "some credential directories cannot be watched for re-pointed paths (inotify limits?); those are seen at the next rescan");
     }
 }
 
