@@ -10,6 +10,10 @@ pub enum OpenSyscall {
     OpenAt = 2,
     OpenAt2 = 3,
     Creat = 4,
+    /// io_uring `IORING_OP_OPENAT` / `IORING_OP_OPENAT2` (probes/iouring.rs):
+    /// the path is the kernel's copy, taken at submission.
+    IoUringOpenAt = 5,
+    IoUringOpenAt2 = 6,
 }
 
 impl OpenSyscall {
@@ -19,6 +23,8 @@ impl OpenSyscall {
             2 => Some(Self::OpenAt),
             3 => Some(Self::OpenAt2),
             4 => Some(Self::Creat),
+            5 => Some(Self::IoUringOpenAt),
+            6 => Some(Self::IoUringOpenAt2),
             _ => None,
         }
     }
@@ -38,6 +44,9 @@ pub mod event_flags {
     /// `exe` holds the executable's path rebuilt from its dentries.
     pub const EXE_VALID: u32 = 1 << 3;
     pub const EXE_TRUNCATED: u32 = 1 << 4;
+    /// An io_uring open into a fixed-file slot: no descriptor, so no inode
+    /// and no resolved path; matched on the requested path only.
+    pub const IOURING_FIXED: u32 = 1 << 6;
 }
 
 /// How an open reached the agent. `Path` and `Inode` name a rule; the

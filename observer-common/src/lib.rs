@@ -25,10 +25,12 @@ pub const COMM_LEN: usize = 16;
 pub const PATH_KEY_LEN: usize = 256;
 
 mod file;
+mod iouring;
 mod net;
 mod offsets;
 mod process;
 pub use file::*;
+pub use iouring::*;
 pub use net::*;
 pub use offsets::*;
 pub use process::*;
@@ -167,4 +169,8 @@ mod pod {
     unsafe impl aya::Pod for ProcessExitEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for CgroupMkdirEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for IoUringOffsets {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for IoUringOpen {}
 }

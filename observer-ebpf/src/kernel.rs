@@ -241,7 +241,7 @@ pub fn file_of_fd(fd: i64) -> Option<FileRef> {
 /// register move), or `r0 = 0` on kernels without it. aya cannot relocate
 /// kfunc calls itself.
 #[inline(always)]
-fn rdonly_cast(obj: u64, btf_id: u32) -> u64 {
+pub fn rdonly_cast(obj: u64, btf_id: u32) -> u64 {
     let ret: u64;
     // SAFETY: after patching, a kfunc call with the C calling convention:
     // arguments in r1/r2, result in r0, r1-r5 clobbered; no memory written.

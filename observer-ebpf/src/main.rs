@@ -1,6 +1,7 @@
 //! nhi-observer kernel programs.
 //!
-//! Program types used: tp_btf (raw syscall exit); cgroup_sock_addr,
+//! Program types used: tp_btf (raw syscall exit, sched and io_uring
+//! tracepoints); cgroup_sock_addr,
 //! cgroup_skb and cgroup_sock at the cgroup v2 root. No kprobes, fentry or LSM:
 //! they are unavailable on the machines we test on (see docs/design.md and the shared DESIGN notes).
 //! Minimum kernel: 5.8 (ring buffer), with BTF (tp_btf, offsets).

@@ -161,11 +161,19 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("rg", "ripgrep"),
 ];
 
+/// Libraries the tests compile their clients against: (header, package).
+const TEST_HEADERS: &[(&str, &str)] = &[
+    // io_uring opens (tests/e2e_iouring.rs): the client uses liburing.
+    ("/usr/include/liburing.h", "liburing-dev"),
+];
+
 /// Installs the tools the end-to-end tests need when missing (Debian and
 /// derivatives: apt-get, as root or through sudo). Idempotent and instant
 /// when all are present.
 pub fn ensure_test_tools() -> anyhow::Result<()> {
-    let missing: Vec<&str> = TEST_TOOLS.iter().filter(|(t, _)| which(t).is_err()).map(|(_, p)| *p).collect();
+    let mut missing: Vec<&str> = TEST_TOOLS.iter().filter(|(t, _)| which(t).is_err()).map(|(_, p)| *p).collect();
+    missing.extend(TEST_HEADERS.iter().filter(|(h, _)| !Path::new(h).exists()).map(|(_, p)| *p));
+    missing.dedup();
     if missing.is_empty() {
         return Ok(());
     }

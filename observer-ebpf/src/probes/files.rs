@@ -101,12 +101,37 @@ pub fn is_open_family(regs: u64) -> bool {
     nr == arch::NR_OPENAT || nr == arch::NR_OPEN || nr == arch::NR_OPENAT2 || nr == arch::NR_CREAT
 }
 
-struct OpenArgs {
-    syscall: OpenSyscall,
-    dirfd: i32,
-    path: u64,
-    flags: u32,
-    mode: u32,
+/// One open to judge. `path` is the requested path: a user address for
+/// the open syscalls, a kernel address for io_uring (see
+/// [`kernel_path`]).
+pub(crate) struct OpenArgs {
+    pub syscall: OpenSyscall,
+    pub dirfd: i32,
+    pub path: u64,
+    pub flags: u32,
+    pub mode: u32,
+}
+
+/// Whether the requested path of an open is a kernel copy (io_uring:
+/// probes/iouring.rs) rather than the process's own memory.
+#[inline(always)]
+fn kernel_path(syscall: u32) -> bool {
+    syscall == OpenSyscall::IoUringOpenAt as u32 || syscall == OpenSyscall::IoUringOpenAt2 as u32
+}
+
+/// `bpf_probe_read_{kernel,user}_str`: at most `len` bytes of the string at
+/// `src` into `dst`, NUL included; the helper's return value.
+#[inline(always)]
+fn read_str<const KERNEL: bool>(dst: *mut u8, len: u32, src: u64) -> i64 {
+    // SAFETY: callers pass a destination of at least `len` bytes; the
+    // helpers check the source address.
+    unsafe {
+        if KERNEL {
+            generated::bpf_probe_read_kernel_str(dst.cast(), len, src as *const _)
+        } else {
+            generated::bpf_probe_read_user_str(dst.cast(), len, src as *const _)
+        }
+    }
 }
 
 #[inline(always)]
@@ -165,19 +190,28 @@ struct Hit {
 #[inline(always)]
 fn on_sys_exit(regs: u64, ret: i64) -> Option<()> {
     let args = open_args(regs)?;
-    if ret >= 0 {
+    on_open::<false>(&args, ret, true)
+}
+
+/// Judges one finished open and reports it when it may concern a
+/// credential. `has_fd`: a non-negative `ret` is a descriptor in the
+/// current task's table (not an io_uring fixed-file slot). `KERNEL`: the
+/// requested path is a kernel copy ([`OpenArgs::path`]).
+#[inline(always)]
+pub(crate) fn on_open<const KERNEL: bool>(args: &OpenArgs, ret: i64, has_fd: bool) -> Option<()> {
+    if ret >= 0 && has_fd {
         match kernel::file_of_fd(ret) {
-            Some(FileRef::Typed(file)) => return on_opened::<true>(&args, ret, file),
+            Some(FileRef::Typed(file)) => return on_opened::<true>(args, ret, file),
             Some(FileRef::Untyped(file)) => {
                 count(EventKind::FileOpen, Counter::SlowPath);
-                return on_opened::<false>(&args, ret, file);
+                return on_opened::<false>(args, ret, file);
             }
             None => {}
         }
     }
     // A failed open, or no kernel offsets: only the requested string is left.
-    let hit = match_string(&args)?;
-    report(&args, ret, hit, None)
+    let hit = match_string::<KERNEL>(args)?;
+    report(args, ret, hit, None)
 }
 
 /// A successful open: gates on the file itself.
@@ -344,18 +378,16 @@ fn word_at(words: &[u64; 8], i: usize) -> u64 {
 /// path rules for absolute paths, then the name gate on its last component.
 #[inline(always)]
 #[allow(clippy::needless_range_loop, reason = "constant-bounded index loops are what the verifier checks best")]
-fn match_string(args: &OpenArgs) -> Option<Hit> {
+fn match_string<const KERNEL: bool>(args: &OpenArgs) -> Option<Hit> {
     let s = scratch()?;
-    // SAFETY: destination is our 256-byte buffer; the helper checks the source.
-    let n = unsafe {
-        generated::bpf_probe_read_user_str(s.path.as_mut_ptr().cast(), PATH_LEN as u32, args.path as *const _)
-    };
+    // Into our 256-byte buffer.
+    let n = read_str::<KERNEL>(s.path.as_mut_ptr(), PATH_LEN as u32, args.path);
     if n <= 1 {
         return None;
     }
     let len = n as usize - 1; // without the NUL
     if s.path[0] == b'/'
-        && let Some(rule_id) = match_path_rules(args.path, s)
+        && let Some(rule_id) = match_path_rules::<KERNEL>(args.path, s)
     {
         return Some(Hit { rule_id, how: MatchKind::Path });
     }
@@ -397,7 +429,7 @@ fn match_string(args: &OpenArgs) -> Option<Hit> {
 /// `/home/<user>` replaced by `~`. Returns the matching rule id.
 #[inline(always)]
 #[allow(clippy::needless_range_loop, reason = "constant-bounded index loops are what the verifier checks best")]
-fn match_path_rules(upath: u64, s: &mut crate::maps::Scratch) -> Option<u32> {
+fn match_path_rules<const KERNEL: bool>(upath: u64, s: &mut crate::maps::Scratch) -> Option<u32> {
     let d = &s.path;
     let mut skip: usize = 0;
     if d[1] == b'r' && d[2] == b'o' && d[3] == b'o' && d[4] == b't' && d[5] == b'/' {
@@ -418,22 +450,15 @@ fn match_path_rules(upath: u64, s: &mut crate::maps::Scratch) -> Option<u32> {
     let data = key.data.as_mut_ptr();
     let n = if skip != 0 {
         key.data[0] = b'~';
-        // SAFETY: writes at most 255 bytes after the first byte of the key.
-        let m = unsafe {
-            generated::bpf_probe_read_user_str(
-                data.add(1).cast(),
-                (PATH_KEY_LEN - 1) as u32,
-                (upath + skip as u64) as *const _,
-            )
-        };
+        // SAFETY: at most 255 bytes after the first byte of the key.
+        let m = read_str::<KERNEL>(unsafe { data.add(1) }, (PATH_KEY_LEN - 1) as u32, upath + skip as u64);
         if m <= 0 {
             return None;
         }
         m as u32 + 1
     } else {
-        // SAFETY: writes at most 256 bytes into the key.
-        let m =
-            unsafe { generated::bpf_probe_read_user_str(data.cast(), PATH_KEY_LEN as u32, upath as *const _) };
+        // At most 256 bytes into the key.
+        let m = read_str::<KERNEL>(data, PATH_KEY_LEN as u32, upath);
         if m <= 0 {
             return None;
         }
@@ -473,7 +498,9 @@ fn dedup(p: &Pending, now: u64) -> Option<u64> {
     let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
     let start_ns = kernel::process_start_ns();
     let access = dedup_access_class(p.flags);
-    let (dev, ino, errno) = if ret < 0 { (0, path_hash(), (-ret) as u32) } else { (dev, ino, 0) };
+    // No file (a failed open, or an io_uring fixed-file slot): the path.
+    let errno = if ret < 0 { (-ret) as u32 } else { 0 };
+    let (dev, ino) = if p.file == 0 { (0, path_hash()) } else { (dev, ino) };
     let key = DedupKey { start_ns, tgid, access, dev, ino, errno, _pad0: 0 };
     if let Some(v) = DEDUP.get_ptr_mut(key) {
         // SAFETY: a live map value; the count is added atomically because
@@ -551,11 +578,15 @@ fn emit() -> Option<()> {
         (*ev).match_kind = p.how;
         (*ev).dedup_total = total;
         let mut flags = 0;
-        let n = generated::bpf_probe_read_user_str(
-            (*ev).path.as_mut_ptr().cast(),
-            PATH_LEN as u32,
-            p.path as *const _,
-        );
+        let from_kernel = kernel_path(p.syscall);
+        let n = if from_kernel {
+            read_str::<true>((*ev).path.as_mut_ptr(), PATH_LEN as u32, p.path)
+        } else {
+            read_str::<false>((*ev).path.as_mut_ptr(), PATH_LEN as u32, p.path)
+        };
+        if from_kernel && p.file == 0 && p.ret >= 0 {
+            flags |= event_flags::IOURING_FIXED;
+        }
         if n <= 0 {
             (*ev).path[0] = 0;
         } else if n as usize >= PATH_LEN {

@@ -3,4 +3,5 @@
 pub mod files;
 pub mod net;
 pub mod floor;
+pub mod iouring;
 pub mod process;

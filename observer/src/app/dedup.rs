@@ -43,11 +43,12 @@ pub fn key_of(ev: &FileOpen) -> DedupKey {
     use std::os::unix::ffi::OsStrExt;
     let access = observer_common::dedup_access_class(ev.open_flags);
     let (tgid, start_ns) = (ev.task.tgid, ev.task.start_boot_ns);
-    if ev.ret < 0 {
+    // No file (a failed open, or an io_uring fixed-file slot): the path.
+    if ev.ret < 0 || ev.ino == 0 {
         let bytes = ev.path.as_bytes();
         let bytes = &bytes[..bytes.len().min(observer_common::PATH_LEN - 1)];
         let h = bytes.iter().fold(observer_common::FNV1A_OFFSET, |h, &c| observer_common::fnv1a_step(h, c));
-        DedupKey { start_ns, tgid, access, dev: 0, ino: h, errno: u32::try_from(-ev.ret).unwrap_or(0), _pad0: 0 }
+        DedupKey { start_ns, tgid, access, dev: 0, ino: h, errno: u32::try_from(-ev.ret.min(0)).unwrap_or(0), _pad0: 0 }
     } else {
         DedupKey { start_ns, tgid, access, dev: ev.dev, ino: ev.ino, errno: 0, _pad0: 0 }
     }
@@ -143,6 +144,7 @@ mod tests {
             resolved_is_base: false,
             exe: None,
             dedup_total: total,
+            fixed_file: false,
         }
     }
 

@@ -44,6 +44,7 @@ use crate::{
 
 mod dedup;
 mod findings;
+mod links;
 pub mod health;
 mod pipeline;
 pub use pipeline::{Input, Pipeline};
@@ -158,6 +159,8 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
     // process table scanned /proc: tens of MiB freed since, which the
     // allocators keep unless told. Hand them back once, before watching.
     crate::alloc::release_free_memory();
+    // Before "attached": a path re-pointed from then on is seen.
+    let mut links = link_watch(&catalog);
     probes.attach().context("attaching probes")?;
     let sensors: Vec<&'static str> =
         if probes.network() { vec!["file", "process", "network"] } else { vec!["file", "process"] };
@@ -193,10 +196,32 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
                     }
                     catalog = new.catalog;
                     reload(&mut probes, &catalog, &known, &stats, &tx, "SIGHUP").await;
+                    refresh_links(&mut links, &catalog);
                 }
                 Err(e) => tracing::error!("SIGHUP: configuration not reloaded, keeping the current one: {e}"),
             },
-            _ = rescan.tick() => reload(&mut probes, &catalog, &known, &stats, &tx, "rescan").await,
+            _ = rescan.tick() => {
+                reload(&mut probes, &catalog, &known, &stats, &tx, "rescan").await;
+                refresh_links(&mut links, &catalog);
+            }
+            // A credential path re-pointed (symlink, rename): reload now,
+            // not at the next rescan.
+            changed = async {
+                match links.as_mut() {
+                    Some(l) => l.changed().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if let Err(e) = &changed {
+                    tracing::warn!(error = %e, "credential directory watch failed; re-pointed paths are seen at the next rescan");
+                }
+                reload(&mut probes, &catalog, &known, &stats, &tx, "credential path changed").await;
+                tracing::info!("a credential path changed: watch list reloaded");
+                if changed.is_err() {
+                    // The queue failed: start a new one.
+                    links = link_watch(&catalog);
+                }
+            }
             Some(entry) = inode_rx.recv() => {
                 let mut new = vec![entry];
                 while let Ok(e) = inode_rx.try_recv() {
@@ -297,6 +322,36 @@ fn load_watch(
     Stats::set(&stats.watched_inodes, loaded.inodes as u64);
     tracing::info!(rules = rules.len(), path_keys = loaded.path_keys, inodes = loaded.inodes, "watch list loaded");
     Ok(Arc::new(WatchList::new(catalog.clone(), &entries)))
+}
+
+/// Watches the directories holding the catalog's paths for credential
+/// paths re-pointed while running (app/links.rs); `None` without inotify.
+fn link_watch(catalog: &Catalog) -> Option<links::LinkWatch> {
+    match links::LinkWatch::new(&catalog.kernel_rules(), &watch::home_dirs()) {
+        Ok((w, failed)) => {
+            link_watch_failures(failed);
+            tracing::debug!(dirs = w.len(), "watching credential directories for re-pointed paths");
+            Some(w)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no inotify: credential paths re-pointed while running are seen at the next rescan");
+            None
+        }
+    }
+}
+
+/// Brings the directory watch up to date with the catalog and the homes.
+fn refresh_links(links: &mut Option<links::LinkWatch>, catalog: &Catalog) {
+    match links {
+        Some(w) => link_watch_failures(w.refresh(&catalog.kernel_rules(), &watch::home_dirs())),
+        None => *links = link_watch(catalog),
+    }
+}
+
+fn link_watch_failures(failed: usize) {
+    if failed > 0 {
+        tracing::warn!(failed, "some credential directories cannot be watched for re-pointed paths (inotify limits?); those are seen at the next rescan");
+    }
 }
 
 /// Re-resolves the watch list and hands it to the pipeline, in order with

@@ -495,6 +495,11 @@ fn identity_records(base: Record, parsed: &Parsed, format: &str) -> Vec<(Record,
         let mut r = base;
         if let Some(u) = &parsed.unparsed {
             r.attributes.push(("nhi.unparsed.reason", u.reason().into()));
+            // Why it could not be read (an I/O error kind, or what a
+            // non-regular file is): never content, unlike other details.
+            if let observer_creds::Unparsed::Unreadable(detail) = u {
+                r.attributes.push(("nhi.unparsed.detail", detail.clone().into()));
+            }
         }
         return vec![(r, None)];
     }

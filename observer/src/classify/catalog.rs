@@ -392,6 +392,19 @@ impl Catalog {
                 }
             }
         }
+        if best.is_none() && !n.starts_with('~') {
+            // Homes outside /root and /home (service users, a temporary
+            // HOME): home-relative rules as path suffixes, so
+            // `/var/lib/postgresql/.pgpass` is `~/.pgpass`.
+            best = home_suffixes(path)
+                .find_map(|tail| {
+                    self.rules
+                        .iter()
+                        .filter(|r| keep(r) && r.pattern.text.starts_with("~/"))
+                        .filter_map(|rule| rule.pattern.matching_spelling_len(&tail).map(|len| (rule, (class(&rule.pattern), len))))
+                        .max_by_key(|&(_, r)| r)
+                });
+        }
         best.map(|(r, _)| r)
     }
 }
@@ -414,6 +427,14 @@ pub fn test_rule(id: u32, pattern: &str) -> WatchRule {
 #[cfg(test)]
 pub fn builtin_rules() -> Vec<WatchRule> {
     Catalog::builtin().map(|c| c.rules).unwrap_or_else(|e| panic!("built-in catalog: {e}"))
+}
+
+/// `path` seen from each directory it passes through as a home, nearest
+/// the root first: `/var/lib/pg/.pgpass` gives `~/lib/pg/.pgpass`,
+/// `~/pg/.pgpass`, `~/.pgpass`.
+pub fn home_suffixes(path: &str) -> impl Iterator<Item = String> + '_ {
+    let bytes = path.as_bytes();
+    (1..bytes.len()).filter(move |&i| bytes[i] == b'/').map(move |i| format!("~{}", &path[i..]))
 }
 
 /// Replaces a leading `/root` or `/home/<user>` by `~`, as the kernel does
@@ -556,6 +577,24 @@ mod tests {
         assert_eq!(texts, ["/var/run/secrets/x/token", "/run/secrets/x/token"]);
         let q = PathPattern::parse("/run/a").unwrap();
         assert_eq!(q.spellings()[1].text, "/var/run/a");
+    }
+
+    /// Guards issue 14 item 1: homes outside /root and /home (service
+    /// users, a CI runner's temporary HOME) match home-relative rules as
+    /// path suffixes; paths under standard homes and other rules unchanged.
+    #[test]
+    fn home_relative_rules_match_as_path_suffixes() {
+        let c = Catalog::builtin().unwrap();
+        let name = |p: &str| c.match_path(p).map(|r| r.name.as_str());
+        assert_eq!(name("/var/lib/postgresql/.pgpass"), name("/root/.pgpass"));
+        assert!(name("/var/lib/postgresql/.pgpass").is_some());
+        assert_eq!(name("/var/lib/jenkins/.aws/credentials"), Some("aws-shared-credentials"));
+        assert_eq!(name("/tmp/ci-home/x/.kube/config"), name("/root/.kube/config"));
+        assert_eq!(name("/srv/build/.ssh/id_ed25519"), Some("ssh-private-key"));
+        assert_eq!(name("/var/lib/app/credentials"), None, "a bare name is not `~/.aws/credentials`");
+        assert_eq!(name("/var/lib/app/.aws/credentials.bak"), None);
+        let tails: Vec<_> = home_suffixes("/var/lib/pg/.pgpass").collect();
+        assert_eq!(tails, ["~/lib/pg/.pgpass", "~/pg/.pgpass", "~/.pgpass"]);
     }
 
     #[test]

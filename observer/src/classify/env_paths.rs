@@ -150,6 +150,7 @@ pub fn inode_entry(pid: u32, path: &Path, rule_id: u32) -> Option<InodeEntry> {
         key: InodeKey { ino: meta.ino(), dev: kernel_dev(meta.dev()), _pad0: 0 },
         rule: InodeRule { rule_id, what: INODE_FILE },
         path: absolute,
+        special: false,
     })
 }
 

@@ -29,15 +29,19 @@ pub const MAX_ENTRIES_PER_RULE: usize = 4096;
 pub struct InodeEntry {
     pub key: InodeKey,
     pub rule: InodeRule,
-    /// Where it was found (for logs and tests).
+    /// Where it was found (for logs and tests; for a special file, the
+    /// credential path that leads to it).
     pub path: PathBuf,
+    /// A FIFO, socket or device reached through a credential path (a
+    /// symlink): its opens count only under that path's name.
+    pub special: bool,
 }
 
 impl InodeEntry {
     /// `dev` in the kernel's encoding ([`kernel_dev`]); `what` is
     /// `INODE_FILE` or `INODE_DIR`.
     pub fn new(dev: u32, ino: u64, rule_id: u32, what: u32, path: PathBuf) -> Self {
-        Self { key: InodeKey::new(dev, ino), rule: InodeRule { rule_id, what }, path }
+        Self { key: InodeKey::new(dev, ino), rule: InodeRule { rule_id, what }, path, special: false }
     }
 }
 
@@ -111,15 +115,31 @@ fn split_name(path: &Path) -> (&Path, &OsStr) {
 }
 
 /// Adds `path` (following symlinks: the file opened through any name is the
-/// target) if it exists and is a regular file or directory as `what` says.
+/// target) if it exists and is a directory or a file as `what` says.
+///
+/// A file rule may lead to a FIFO, socket or device (a credential path
+/// symlinked to one): its opens are reported, unparsed with the reason,
+/// but only under the credential path's name ([`WatchList::confirm`]).
+/// Memory devices (`/dev/null`, `/dev/zero`, `/dev/urandom`: character
+/// major 1) are left out: a credential path pointed at `/dev/null` holds
+/// nothing, and the kernel would otherwise hand the agent every open of
+/// `/dev/null` on the host.
 fn add(out: &mut Vec<InodeEntry>, path: &Path, rule_id: u32, what: u32) {
+    use std::os::unix::fs::FileTypeExt;
     let Ok(md) = fs::metadata(path) else { return };
+    let t = md.file_type();
+    let special = what != INODE_DIR && (t.is_fifo() || t.is_socket() || t.is_block_device() || t.is_char_device());
     let ok = match what {
         INODE_DIR => md.is_dir(),
-        _ => md.is_file(),
+        _ => md.is_file() || special,
     };
+    if t.is_char_device() && nix::sys::stat::major(md.rdev()) == 1 {
+        return;
+    }
     if ok {
-        out.push(InodeEntry::new(kernel_dev(md.dev()), md.ino(), rule_id, what, path.to_owned()));
+        let mut e = InodeEntry::new(kernel_dev(md.dev()), md.ino(), rule_id, what, path.to_owned());
+        e.special = special;
+        out.push(e);
     }
 }
 
@@ -160,6 +180,9 @@ pub enum Via {
 pub struct WatchList {
     catalog: Catalog,
     inodes: HashMap<(u32, u64), u32>,
+    /// Special files (FIFOs, sockets, devices) behind credential paths:
+    /// the names of those paths.
+    special: HashMap<(u32, u64), Vec<std::ffi::OsString>>,
 }
 
 impl WatchList {
@@ -169,7 +192,13 @@ impl WatchList {
             .filter(|e| e.rule.what == INODE_FILE)
             .map(|e| ((e.key.dev, e.key.ino), e.rule.rule_id))
             .collect();
-        Self { catalog, inodes }
+        let mut special: HashMap<(u32, u64), Vec<std::ffi::OsString>> = HashMap::new();
+        for e in entries.iter().filter(|e| e.special) {
+            if let Some(name) = e.path.file_name() {
+                special.entry((e.key.dev, e.key.ino)).or_default().push(name.to_owned());
+            }
+        }
+        Self { catalog, inodes, special }
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -218,6 +247,14 @@ impl WatchList {
         let path = Self::event_path(ev);
         if path.as_deref().is_some_and(|p| self.catalog.excluded(&clean_path(p))) {
             return None;
+        }
+        // A FIFO or device behind a credential path: one opened by another
+        // name is not that credential.
+        if let Some(names) = self.special.get(&(ev.dev as u32, ev.ino)) {
+            let requested = Path::new(&ev.path).file_name();
+            if !names.iter().any(|n| Some(n.as_os_str()) == requested) {
+                return None;
+            }
         }
         if ev.match_kind != MatchKind::Name && self.catalog.rule(ev.rule_id).is_some() {
             return Some((ev.rule_id, Via::Kernel));
@@ -295,6 +332,7 @@ mod tests {
             resolved_is_base: false,
             exe: None,
             dedup_total: 0,
+            fixed_file: false,
         }
     }
 
@@ -359,6 +397,33 @@ mod tests {
         let dirs: Vec<_> = entries.iter().filter(|e| e.rule.what == INODE_DIR).map(|e| e.path.clone()).collect();
         assert_eq!(dirs.len(), 2, "pki and pki/etcd: {dirs:?}");
         assert!(entries.iter().any(|e| e.path.ends_with("etcd/ca.key") && e.rule.what == INODE_FILE));
+    }
+
+    /// Guards issue 14 item 6: a credential path symlinked to a FIFO is
+    /// watched (as special: only under its own name), one pointed at
+    /// /dev/null is not (every open of /dev/null would reach the agent).
+    #[test]
+    fn special_files_behind_credential_paths() {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tmp.path().join("home/alice");
+        fs::create_dir_all(home.join(".aws")).unwrap();
+        fs::create_dir_all(home.join(".kube")).unwrap();
+        let fifo = tmp.path().join("pipe");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        std::os::unix::fs::symlink(&fifo, home.join(".aws/credentials")).unwrap();
+        std::os::unix::fs::symlink("/dev/null", home.join(".kube/config")).unwrap();
+        let rules = [rule(1, "~/.aws/credentials"), rule(2, "~/.kube/config")];
+        let entries = expand(&rules, std::slice::from_ref(&home));
+        assert_eq!(entries.len(), 1, "{entries:#?}");
+        let e = &entries[0];
+        assert!(e.special && e.key.ino == fs::metadata(&fifo).unwrap().ino() && e.rule.rule_id == 1, "{e:#?}");
+        let list = WatchList::new(Catalog::default(), &entries);
+        let mut ev = event(home.join(".aws/credentials").to_str().unwrap(), Some(fifo.to_str().unwrap()), MatchKind::Inode);
+        (ev.dev, ev.ino, ev.rule_id) = (u64::from(e.key.dev), e.key.ino, 1);
+        assert!(list.special.contains_key(&(e.key.dev, e.key.ino)));
+        let mut direct = ev.clone();
+        direct.path = fifo.clone().into_os_string();
+        assert_eq!(list.confirm(&direct), None, "the FIFO by its own name");
     }
 
     #[test]

@@ -110,6 +110,9 @@ pub struct FileOpen {
     /// Opens of this de-duplication key so far in the kernel (monotonic);
     /// 0 when de-duplication is off.
     pub dedup_total: u64,
+    /// An io_uring open into a fixed-file slot: `ret` is 0 or the slot, no
+    /// inode or resolved path (matched on the requested path only).
+    pub fixed_file: bool,
 }
 
 /// How a file was opened, from its flags.
@@ -156,5 +159,7 @@ pub fn syscall_name(s: OpenSyscall) -> &'static str {
         OpenSyscall::OpenAt => "openat",
         OpenSyscall::OpenAt2 => "openat2",
         OpenSyscall::Creat => "creat",
+        OpenSyscall::IoUringOpenAt => "io_uring.openat",
+        OpenSyscall::IoUringOpenAt2 => "io_uring.openat2",
     }
 }

@@ -98,6 +98,7 @@ fn decode_file_open(bytes: &[u8]) -> Result<FileOpen, DecodeError> {
         resolved_is_base: raw.flags & event_flags::RESOLVED_IS_BASE != 0,
         exe,
         dedup_total: raw.dedup_total,
+        fixed_file: raw.flags & event_flags::IOURING_FIXED != 0,
     })
 }
 

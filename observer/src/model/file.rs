@@ -96,6 +96,10 @@ fn file_open(ev: &FileOpen, cx: &Context<'_>) -> Record {
     a.push(("nhi.match", match_name(ev.match_kind).into()));
     a.push(("nhi.open.syscall", syscall_name(ev.syscall).into()));
     a.push(("nhi.open.result", ev.ret.into()));
+    if ev.fixed_file {
+        // io_uring `file_index`: no descriptor, so no inode or resolved path.
+        a.push(("nhi.open.fixed_file", true.into()));
+    }
     if ev.ret < 0 {
         a.push(("error.type", errno_name(ev.ret).into()));
     }

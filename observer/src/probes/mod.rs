@@ -76,6 +76,9 @@ pub const PROGRAM_LIST: &[(&str, Hook)] = &[
     ("sched_process_fork", Hook::TpBtf("sched_process_fork")),
     ("sched_process_exit", Hook::TpBtf("sched_process_exit")),
     ("cgroup_mkdir", Hook::TpBtf("cgroup_mkdir")),
+    // io_uring opens (probes/iouring.rs); optional, see `OPTIONAL_PROGRAMS`.
+    ("io_uring_submit_req", Hook::TpBtf("io_uring_submit_req")),
+    ("io_uring_complete", Hook::TpBtf("io_uring_complete")),
     // Network sensor (probes/net.rs), on the cgroup v2 root.
     ("net_connect4", Hook::CgroupSockAddr("connect4")),
     ("net_connect6", Hook::CgroupSockAddr("connect6")),
@@ -84,6 +87,11 @@ pub const PROGRAM_LIST: &[(&str, Hook)] = &[
     ("net_egress", Hook::CgroupSkbEgress),
     ("net_sock_release", Hook::CgroupSock("sock_release")),
 ];
+
+/// Programs the agent runs without when they cannot load (a kernel built
+/// without io_uring, or one whose io_uring layout is unknown): it says so
+/// and goes on, since only that way of opening files goes unseen.
+pub const OPTIONAL_PROGRAMS: &[&str] = &["io_uring_submit_req", "io_uring_complete"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -124,6 +132,8 @@ pub struct Probes {
     cgroup: Option<File>,
     /// Whether the network sensor (the cgroup programs) is attached.
     network: bool,
+    /// Optional programs that did not load (never attached).
+    skipped: Vec<&'static str>,
 }
 
 /// Maps the pipeline reads: counters and de-duplication state.
@@ -168,7 +178,7 @@ impl Probes {
             .map_err(|source| ProbeError::Btf { path: offsets::VMLINUX_BTF.into(), source })?;
         let kernel = offsets::resolve_file(Path::new(offsets::VMLINUX_BTF)).unwrap_or_else(|e| {
             tracing::warn!(error = %e, "kernel offsets unavailable: only failed opens and path rules are watched; events lack inode, resolved path, executable and parent");
-            offsets::KernelBtf { offsets: KernelOffsets::default(), rdonly_cast: None }
+            offsets::KernelBtf { offsets: KernelOffsets::default(), rdonly_cast: None, iouring: Default::default() }
         });
         if kernel.rdonly_cast.is_none() {
             tracing::info!("no bpf_rdonly_cast kfunc (kernel before 6.2): the file sensor reads fd tables with helpers, at a higher cost per open");
@@ -177,14 +187,26 @@ impl Probes {
         let ebpf = EbpfLoader::new()
             .btf(Some(&btf))
             .override_global("OFFSETS", &kernel.offsets, true)
+            .override_global("IOURING_OFFSETS", &kernel.iouring, true)
             .map_max_entries("EVENTS", opts.ring_bytes)
             .load(&programs)
             .map_err(|e| ProbeError::Load(Box::new(e)))?;
-        let mut probes = Self { ebpf, dedup_ns: opts.dedup_ns, inodes: Vec::new(), cgroup: None, network: false };
+        let mut probes =
+            Self { ebpf, dedup_ns: opts.dedup_ns, inodes: Vec::new(), cgroup: None, network: false, skipped: Vec::new() };
         for &(name, hook) in PROGRAM_LIST {
-            probes
-                .load_one(name, hook, &btf)
-                .map_err(|source| ProbeError::Program { name, hook, source: Box::new(source) })?;
+            let optional = OPTIONAL_PROGRAMS.contains(&name);
+            if optional && kernel.iouring.valid == 0 {
+                probes.skipped.push(name);
+                continue;
+            }
+            match probes.load_one(name, hook, &btf) {
+                Ok(()) => {}
+                Err(e) if optional => {
+                    tracing::warn!(program = name, error = %e, "optional program not loaded: opens through io_uring are not seen");
+                    probes.skipped.push(name);
+                }
+                Err(source) => return Err(ProbeError::Program { name, hook, source: Box::new(source) }),
+            }
         }
         Ok(probes)
     }
@@ -227,7 +249,7 @@ impl Probes {
             }
         }
         for &(name, hook) in PROGRAM_LIST {
-            if hook.on_cgroup() && self.cgroup.is_none() {
+            if (hook.on_cgroup() && self.cgroup.is_none()) || self.skipped.contains(&name) {
                 continue;
             }
             self.attach_one(name, hook)

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use btfparse::{Offset, Readable, TypeInformation};
-use observer_common::KernelOffsets;
+use observer_common::{IoUringOffsets, KernelOffsets};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -47,6 +47,9 @@ pub struct KernelBtf {
     pub offsets: KernelOffsets,
     /// BTF id of the `bpf_rdonly_cast` kfunc (kernel 6.2+), if present.
     pub rdonly_cast: Option<u32>,
+    /// io_uring opens (probes/iouring.rs); `valid == 0` when the kernel has
+    /// no io_uring or an unknown layout.
+    pub iouring: IoUringOffsets,
 }
 
 /// Resolves the offsets from the BTF file at `path`.
@@ -127,7 +130,36 @@ pub fn resolve(blob: Vec<u8>) -> Result<KernelBtf, OffsetsError> {
             "process offsets unavailable: no exec arguments, environment credentials, terminals, forks, exits or cgroup names"
         ),
     }
-    Ok(KernelBtf { offsets, rdonly_cast })
+    let iouring = resolve_iouring(&info).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "io_uring offsets unavailable: opens through io_uring are not seen");
+        IoUringOffsets::default()
+    });
+    Ok(KernelBtf { offsets, rdonly_cast, iouring })
+}
+
+/// The io_uring section (probes/iouring.rs). Optional: without it only
+/// io_uring opens go unseen. `struct io_open` lives in the request's
+/// command data (`io_kiocb.cmd`, an anonymous union with `file`).
+fn resolve_iouring(info: &TypeInformation) -> Result<IoUringOffsets, OffsetsError> {
+    let off = |ty, field| field_offset(info, ty, field);
+    let btf_io_kiocb = info
+        .id_of("io_kiocb")
+        .filter(|&id| matches!(info.from_id(id), Some(btfparse::TypeVariant::Struct(_))))
+        .ok_or(OffsetsError::NoType("io_kiocb"))?;
+    let cmd = off("io_kiocb", "cmd").or_else(|_| off("io_kiocb", "file"))?;
+    let how = cmd + off("io_open", "how")?;
+    Ok(IoUringOffsets {
+        valid: 1,
+        btf_io_kiocb,
+        req_opcode: off("io_kiocb", "opcode")?,
+        open_dfd: cmd + off("io_open", "dfd")?,
+        open_file_slot: cmd + off("io_open", "file_slot")?,
+        open_filename: cmd + off("io_open", "filename")?,
+        open_how_flags: how + off("open_how", "flags")?,
+        open_how_mode: how + off("open_how", "mode")?,
+        filename_name: off("filename", "name")?,
+        _pad0: 0,
+    })
 }
 
 fn field_offset(info: &TypeInformation, ty: &'static str, field: &'static str) -> Result<u32, OffsetsError> {
@@ -192,6 +224,14 @@ mod tests {
         assert_eq!(o.mm_arg_end, o.mm_arg_start + 8, "mm_struct keeps arg_start, arg_end adjacent");
         assert_eq!(o.mm_env_end, o.mm_env_start + 8);
         assert!(o.task_pid + 4 == o.task_tgid, "task_struct: pid then tgid");
+        // io_uring: `struct io_open` at the start of the request (uapi-
+        // independent, but stable since 5.19), `open_how` as in the uapi.
+        let io = btf.iouring;
+        assert_eq!(io.valid, 1, "io_uring offsets resolve on this kernel");
+        assert!(io.btf_io_kiocb > 0 && io.req_opcode > 0);
+        assert_eq!(io.open_file_slot, io.open_dfd + 4);
+        assert_eq!(io.open_how_mode, io.open_how_flags + 8, "open_how is {{ flags, mode, resolve }}");
+        assert_eq!(io.filename_name, 0);
     }
 
     #[test]
