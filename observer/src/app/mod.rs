@@ -444,6 +444,18 @@ impl Out<'_> {
                 Err(e) => self.store_error(&e),
             }
         }
+        // The totals now count every access record so far (a restart after
+        // a crash recounts the ones committed after this).
+        if let Err(e) = self.store.usage_counted() {
+            self.store_error(&e);
+        }
+        self.write(&mut records);
+    }
+
+    /// The `nhi.usage` records of usages the store recounted at start
+    /// (after a crash), once their totals are committed.
+    fn recounted(&mut self) {
+        let mut records: Vec<Record> = self.store.take_recounted().iter().map(store::usage_record).collect();
         self.write(&mut records);
     }
 
@@ -536,6 +548,7 @@ fn sink_loop(
             if pipeline.usage_due() {
                 out.usage(pipeline, &mut deltas);
             }
+            out.recounted();
             // Once the store can take it (a start on a full disk waits).
             if !out.store.is_watching()
                 && !out.store.is_failing()
