@@ -6,7 +6,11 @@
 //! it did not deliver is counted under a named reason.
 mod common;
 
-use std::{collections::BTreeSet, path::Path, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+    time::Duration,
+};
 
 use common::{
     otlp::{self, Protocol, Receiver},
@@ -85,6 +89,74 @@ fn kill_9_under_load_leaves_no_json_line_the_database_lacks() {
         state = Some(dir);
     }
     assert!(!in_jsonl.is_empty());
+}
+
+/// Per consumer (executable, uid): the accesses of `key` in the committed
+/// access records (their `nhi.access.count`), and in the `usage` totals.
+fn committed_accesses_and_usage_totals(state_dir: &Path, key: &str) -> (BTreeMap<String, i64>, BTreeMap<String, i64>) {
+    let db = open_db(state_dir);
+    let consumer = |v: &serde_json::Value| format!("{}|{}", v["process.executable.path"], v["process.user.id"]);
+    let mut accesses = BTreeMap::new();
+    let mut stmt = db.prepare("SELECT body FROM records WHERE event_name = 'nhi.credential.access' AND nhi_id = ?1").unwrap();
+    for body in stmt.query_map([key], |r| r.get::<_, String>(0)).unwrap() {
+        let v: serde_json::Value = serde_json::from_str(&body.unwrap()).unwrap();
+        *accesses.entry(consumer(&v)).or_insert(0) += v["nhi.access.count"].as_i64().unwrap_or(1);
+    }
+    let mut totals = BTreeMap::new();
+    let mut stmt = db.prepare("SELECT consumer, accesses FROM usage WHERE nhi_id = ?1").unwrap();
+    for row in stmt.query_map([key], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))).unwrap() {
+        let (c, n) = row.unwrap();
+        let v: serde_json::Value = serde_json::from_str(&c).unwrap();
+        *totals.entry(consumer(&v)).or_insert(0) += n;
+    }
+    (accesses, totals)
+}
+
+/// Guards the usage totals after a crash: usage deltas wait in memory up to
+/// `flush_interval_secs`, so after `kill -9` under load the committed
+/// access records outnumbered the `usage` totals, for good. The restart
+/// recounts them from the committed records.
+#[test]
+fn kill_9_under_load_then_restart_usage_totals_equal_the_committed_accesses() {
+    if !bpf_available("kill_9_under_load_then_restart_usage_totals_equal_the_committed_accesses") {
+        return;
+    }
+    let _serial = serial();
+    let key = "AKIAFAULTRECOUNT0001";
+    let (home, cred) = aws_home(key);
+    let args = config_args(home.path(), "dedup_interval_ms = 0\n[usage]\nflush_interval_secs = 2\n");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let agent = Agent::start_env(&args, "info", &[], None);
+    let load = open_loop(&cred);
+    agent.wait_for_record(Duration::from_secs(30), |r| str_attr(r, "nhi.id") == Some(key));
+    // A flush or two done, the next one's accesses in memory.
+    std::thread::sleep(Duration::from_millis(3300));
+    let state = agent.kill9();
+    stop_loop(load);
+    let (committed, totals) = committed_accesses_and_usage_totals(state.path(), key);
+    let sum = |m: &BTreeMap<String, i64>| m.values().sum::<i64>();
+    assert!(sum(&committed) > 100, "load committed: {committed:?}");
+    assert!(sum(&totals) < sum(&committed), "the crash left accesses out of the totals (the case under test): {totals:?} < {committed:?}");
+
+    let mut agent = Agent::start_env(&args, "info", &[], Some(state));
+    agent.wait_for_log("usage totals recounted", Duration::from_secs(30));
+    let usage_count = |records: &[serde_json::Value]| {
+        records
+            .iter()
+            .filter(|r| str_attr(r, "event.name") == Some("nhi.usage") && str_attr(r, "nhi.id") == Some(key))
+            .filter_map(|r| int_attr(r, "nhi.usage.count"))
+            .next_back()
+    };
+    let total = sum(&committed);
+    agent.wait_for_record(Duration::from_secs(20), |r| {
+        str_attr(r, "event.name") == Some("nhi.usage") && str_attr(r, "nhi.id") == Some(key) && int_attr(r, "nhi.usage.count") == Some(total)
+    });
+    let (status, records, stderr, state) = agent.stop_keeping_state(Signal::SIGTERM);
+    assert!(status.success(), "{}", stderr.join("\n"));
+    let (committed_after, totals_after) = committed_accesses_and_usage_totals(state.path(), key);
+    assert_eq!(committed_after, committed, "no access of the key after the crash");
+    assert_eq!(totals_after, committed_after, "usage totals per consumer equal the committed accesses");
+    assert_eq!(usage_count(&records), Some(total), "the last nhi.usage record says the recounted total");
 }
 
 /// Guards delivery past a record the collector refuses for good: before,
