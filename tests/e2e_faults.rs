@@ -573,3 +573,47 @@ fn logs_to_a_file_carry_no_colour_codes() {
     assert_eq!(out.status.code(), Some(64), "{stderr}");
     assert!(stderr.contains("ERROR") && !stderr.contains('\u{1b}'), "{stderr:?}");
 }
+
+/// Guards "OS errors are printed twice": an error whose message already
+/// says its OS cause was printed with that cause again (and a database
+/// path that is a directory, three times). Each case fails before the
+/// probes load; the OS error text must appear once, with the path.
+#[test]
+fn a_failing_start_says_its_os_error_once_with_the_path() {
+    if !bpf_available("a_failing_start_says_its_os_error_once_with_the_path") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    // The database path is a directory.
+    let db_dir = root.join("db-is-dir");
+    std::fs::create_dir_all(db_dir.join("nhi-observer.db")).unwrap();
+    // The lock file is a directory.
+    let lock_dir = root.join("lock-is-dir");
+    std::fs::create_dir_all(lock_dir.join("nhi-observer.lock")).unwrap();
+    // The configured fingerprint key does not exist.
+    let key_state = root.join("no-key");
+    let no_key = root.join("missing.key");
+    let key_config = root.join("key.toml");
+    std::fs::write(&key_config, format!("fingerprint_key_file = {:?}\n", no_key.to_str().unwrap())).unwrap();
+    // JSON lines in a directory that does not exist.
+    let jsonl_state = root.join("jsonl");
+    let jsonl = root.join("missing-dir").join("out.jsonl");
+    let s = |p: &Path| p.to_str().unwrap().to_owned();
+    let cases: Vec<(Vec<String>, String, String)> = vec![
+        (vec!["--state-dir".into(), s(&db_dir), "--jsonl".into(), "-".into()], s(&db_dir.join("nhi-observer.db")), std::io::Error::from_raw_os_error(21).to_string()),
+        (vec!["--state-dir".into(), s(&lock_dir), "--jsonl".into(), "-".into()], s(&lock_dir.join("nhi-observer.lock")), std::io::Error::from_raw_os_error(21).to_string()),
+        (vec!["--config".into(), s(&key_config), "--state-dir".into(), s(&key_state), "--jsonl".into(), "-".into()], s(&no_key), std::io::Error::from_raw_os_error(2).to_string()),
+        (vec!["--state-dir".into(), s(&jsonl_state), "--jsonl".into(), s(&jsonl)], s(&jsonl), std::io::Error::from_raw_os_error(2).to_string()),
+    ];
+    for (args, path, os_error) in cases {
+        let mut argv = vec!["run"];
+        argv.extend(args.iter().map(String::as_str));
+        let (status, stderr) = run_agent_to_end(&argv, &[], Duration::from_secs(60));
+        assert!(!status.success(), "{argv:?} started: {stderr}");
+        let line = stderr.lines().find(|l| l.contains("ERROR") && l.contains(&os_error)).unwrap_or_else(|| panic!("{argv:?}: no ERROR with {os_error:?}: {stderr}"));
+        assert_eq!(stderr.matches(&os_error).count(), 1, "{argv:?}: the OS error once: {stderr}");
+        assert!(line.contains(&path), "{argv:?}: the path {path} named: {line}");
+        assert!(!line.contains("File(\""), "{argv:?}: a path, not a debug form: {line}");
+    }
+}
