@@ -617,3 +617,55 @@ fn a_failing_start_says_its_os_error_once_with_the_path() {
         assert!(!line.contains("File(\""), "{argv:?}: a path, not a debug form: {line}");
     }
 }
+
+/// Guards a delivery cursor that cannot be saved: each retry read the
+/// batch again from the saved cursor and resent it, forever. The cursor
+/// write fails here in SQLite itself (a trigger refuses every update of
+/// `cursors`, as a read-only or failing database would); delivery must go
+/// on and the receiver get every stored record exactly once.
+#[test]
+fn a_cursor_that_cannot_be_saved_resends_no_record() {
+    if !bpf_available("a_cursor_that_cannot_be_saved_resends_no_record") {
+        return;
+    }
+    let _serial = serial();
+    let (home, cred) = aws_home("AKIAFAULTCURSOR00001");
+    let receiver = Receiver::start(Protocol::HttpProtobuf, 0);
+    let env = otlp::otel_env(&receiver, false);
+    let args = config_args(home.path(), "dedup_interval_ms = 0\n[usage]\nflush_interval_secs = 1\n");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // A first run makes the database and its cursor.
+    let mut agent = Agent::start_env(&args, "info", &env, None);
+    agent.wait_for_log("probes attached", Duration::from_secs(30));
+    let (status, _, stderr, state) = agent.stop_keeping_state(Signal::SIGTERM);
+    assert!(status.success(), "{}", stderr.join("\n"));
+    let db = rusqlite::Connection::open(state.path().join("nhi-observer.db")).unwrap();
+    db.execute_batch("CREATE TRIGGER cursor_write_fails BEFORE UPDATE ON cursors BEGIN SELECT RAISE(ABORT, 'cursor write refused by the test'); END;")
+        .unwrap();
+    let saved: i64 = db.query_row("SELECT last_id FROM cursors WHERE name = 'otlp.logs'", [], |r| r.get(0)).unwrap();
+    drop(db);
+
+    let mut agent = Agent::start_env(&args, "info", &env, Some(state));
+    let load = open_loop(&cred);
+    agent.wait_for_log("cannot save the OTLP delivery cursor", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(2));
+    stop_loop(load);
+    std::thread::sleep(Duration::from_secs(2));
+    let (status, _, stderr, state) = agent.stop_keeping_state(Signal::SIGTERM);
+    assert!(status.success(), "{}", stderr.join("\n"));
+    let db = open_db(state.path());
+    let after: i64 = db.query_row("SELECT last_id FROM cursors WHERE name = 'otlp.logs'", [], |r| r.get(0)).unwrap();
+    assert_eq!(after, saved, "the cursor was never saved in the second run (the fault under test)");
+    let mut received: BTreeMap<String, usize> = BTreeMap::new();
+    for l in receiver.logs() {
+        if let Some(id) = l.str("nhi.record.id") {
+            *received.entry(id.to_owned()).or_default() += 1;
+        }
+    }
+    let twice: Vec<_> = received.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "{} records delivered more than once, e.g. {:?}", twice.len(), &twice[..twice.len().min(5)]);
+    let stored = db_record_ids(state.path());
+    assert!(stored.len() > 300, "load: {} records", stored.len());
+    let missing: Vec<_> = stored.iter().filter(|id| !received.contains_key(*id)).collect();
+    assert!(missing.is_empty(), "{} stored records never delivered, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+}
