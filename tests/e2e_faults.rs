@@ -576,8 +576,8 @@ fn logs_to_a_file_carry_no_colour_codes() {
 
 /// Guards "OS errors are printed twice": an error whose message already
 /// says its OS cause was printed with that cause again (and a database
-/// path that is a directory, three times). Each case fails before the
-/// probes load; the OS error text must appear once, with the path.
+/// path that is a directory, three times). The OS error text must appear
+/// once, with the path.
 #[test]
 fn a_failing_start_says_its_os_error_once_with_the_path() {
     if !bpf_available("a_failing_start_says_its_os_error_once_with_the_path") {
@@ -596,15 +596,26 @@ fn a_failing_start_says_its_os_error_once_with_the_path() {
     let no_key = root.join("missing.key");
     let key_config = root.join("key.toml");
     std::fs::write(&key_config, format!("fingerprint_key_file = {:?}\n", no_key.to_str().unwrap())).unwrap();
-    // JSON lines in a directory that does not exist.
+    // JSON lines in a directory that cannot be written to: a read-only
+    // tmpfs (root writes anywhere else).
     let jsonl_state = root.join("jsonl");
-    let jsonl = root.join("missing-dir").join("out.jsonl");
+    let ro = root.join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    nix::mount::mount(Some("tmpfs"), &ro, Some("tmpfs"), nix::mount::MsFlags::MS_RDONLY, Some("size=64k")).unwrap();
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    let _unmount = Unmount(&ro);
+    let jsonl = ro.join("out.jsonl");
     let s = |p: &Path| p.to_str().unwrap().to_owned();
     let cases: Vec<(Vec<String>, String, String)> = vec![
         (vec!["--state-dir".into(), s(&db_dir), "--jsonl".into(), "-".into()], s(&db_dir.join("nhi-observer.db")), std::io::Error::from_raw_os_error(21).to_string()),
         (vec!["--state-dir".into(), s(&lock_dir), "--jsonl".into(), "-".into()], s(&lock_dir.join("nhi-observer.lock")), std::io::Error::from_raw_os_error(21).to_string()),
         (vec!["--config".into(), s(&key_config), "--state-dir".into(), s(&key_state), "--jsonl".into(), "-".into()], s(&no_key), std::io::Error::from_raw_os_error(2).to_string()),
-        (vec!["--state-dir".into(), s(&jsonl_state), "--jsonl".into(), s(&jsonl)], s(&jsonl), std::io::Error::from_raw_os_error(2).to_string()),
+        (vec!["--state-dir".into(), s(&jsonl_state), "--jsonl".into(), s(&jsonl)], s(&jsonl), std::io::Error::from_raw_os_error(30).to_string()),
     ];
     for (args, path, os_error) in cases {
         let mut argv = vec!["run"];
