@@ -6,7 +6,11 @@
 //! it did not deliver is counted under a named reason.
 mod common;
 
-use std::{collections::BTreeSet, path::Path, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+    time::Duration,
+};
 
 use common::{
     otlp::{self, Protocol, Receiver},
@@ -85,6 +89,77 @@ fn kill_9_under_load_leaves_no_json_line_the_database_lacks() {
         state = Some(dir);
     }
     assert!(!in_jsonl.is_empty());
+}
+
+/// Per consumer (executable, uid): the accesses of `key` in the committed
+/// access records (their `nhi.access.count`), and in the `usage` totals.
+fn committed_accesses_and_usage_totals(state_dir: &Path, key: &str) -> (BTreeMap<String, i64>, BTreeMap<String, i64>) {
+    let db = open_db(state_dir);
+    let consumer = |v: &serde_json::Value| format!("{}|{}", v["process.executable.path"], v["process.user.id"]);
+    let mut accesses = BTreeMap::new();
+    let mut stmt = db.prepare("SELECT body FROM records WHERE event_name = 'nhi.credential.access' AND nhi_id = ?1").unwrap();
+    for body in stmt.query_map([key], |r| r.get::<_, String>(0)).unwrap() {
+        let v: serde_json::Value = serde_json::from_str(&body.unwrap()).unwrap();
+        *accesses.entry(consumer(&v)).or_insert(0) += v["nhi.access.count"].as_i64().unwrap_or(1);
+    }
+    let mut totals = BTreeMap::new();
+    let mut stmt = db.prepare("SELECT consumer, accesses FROM usage WHERE nhi_id = ?1").unwrap();
+    for row in stmt.query_map([key], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))).unwrap() {
+        let (c, n) = row.unwrap();
+        let v: serde_json::Value = serde_json::from_str(&c).unwrap();
+        *totals.entry(consumer(&v)).or_insert(0) += n;
+    }
+    (accesses, totals)
+}
+
+/// Guards the usage totals after a crash: usage deltas wait in memory up to
+/// `flush_interval_secs`, so after `kill -9` under load the committed
+/// access records outnumbered the `usage` totals, for good. The restart
+/// recounts them from the committed records.
+#[test]
+fn kill_9_under_load_then_restart_usage_totals_equal_the_committed_accesses() {
+    if !bpf_available("kill_9_under_load_then_restart_usage_totals_equal_the_committed_accesses") {
+        return;
+    }
+    let _serial = serial();
+    let key = "AKIAFAULTRECOUNT0001";
+    let (home, cred) = aws_home(key);
+    let args = config_args(home.path(), "dedup_interval_ms = 0\n[usage]\nflush_interval_secs = 2\n");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let agent = Agent::start_env(&args, "info", &[], None);
+    let load = open_loop(&cred);
+    agent.wait_for_record(Duration::from_secs(30), |r| str_attr(r, "nhi.id") == Some(key));
+    // A flush or two done, the next one's accesses in memory.
+    std::thread::sleep(Duration::from_millis(3300));
+    let state = agent.kill9();
+    stop_loop(load);
+    // The load's consumer only: other agents on this host (their scans)
+    // read the credential too, after the crash as well.
+    let python = |m: BTreeMap<String, i64>| -> BTreeMap<String, i64> { m.into_iter().filter(|(c, _)| c.contains("python")).collect() };
+    let (committed, totals) = committed_accesses_and_usage_totals(state.path(), key);
+    let (committed, totals) = (python(committed), python(totals));
+    let sum = |m: &BTreeMap<String, i64>| m.values().sum::<i64>();
+    assert!(sum(&committed) > 100, "load committed: {committed:?}");
+    assert!(sum(&totals) < sum(&committed), "the crash left accesses out of the totals (the case under test): {totals:?} < {committed:?}");
+
+    let mut agent = Agent::start_env(&args, "info", &[], Some(state));
+    agent.wait_for_log("usage totals recounted", Duration::from_secs(30));
+    let is_load_usage = |r: &serde_json::Value| {
+        str_attr(r, "event.name") == Some("nhi.usage")
+            && str_attr(r, "nhi.id") == Some(key)
+            && str_attr(r, "process.executable.path").is_some_and(|p| p.contains("python"))
+    };
+    let total = sum(&committed);
+    agent.wait_for_record(Duration::from_secs(20), |r| is_load_usage(r) && int_attr(r, "nhi.usage.count") == Some(total));
+    let (status, records, stderr, state) = agent.stop_keeping_state(Signal::SIGTERM);
+    assert!(status.success(), "{}", stderr.join("\n"));
+    let (all_committed, all_totals) = committed_accesses_and_usage_totals(state.path(), key);
+    assert_eq!(all_totals, all_committed, "usage totals per consumer equal the committed accesses (the load's and any other's)");
+    let (committed_after, totals_after) = (python(all_committed), python(all_totals));
+    assert_eq!(committed_after, committed, "no access by the load after the crash");
+    assert_eq!(totals_after, committed_after);
+    let last = records.iter().filter(|r| is_load_usage(r)).filter_map(|r| int_attr(r, "nhi.usage.count")).next_back();
+    assert_eq!(last, Some(total), "the last nhi.usage record of the load says the recounted total");
 }
 
 /// Guards delivery past a record the collector refuses for good: before,
@@ -500,4 +575,111 @@ fn logs_to_a_file_carry_no_colour_codes() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "{stderr}");
     assert!(stderr.contains("ERROR") && !stderr.contains('\u{1b}'), "{stderr:?}");
+}
+
+/// Guards "OS errors are printed twice": an error whose message already
+/// says its OS cause was printed with that cause again (and a database
+/// path that is a directory, three times). The OS error text must appear
+/// once, with the path.
+#[test]
+fn a_failing_start_says_its_os_error_once_with_the_path() {
+    if !bpf_available("a_failing_start_says_its_os_error_once_with_the_path") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    // The database path is a directory.
+    let db_dir = root.join("db-is-dir");
+    std::fs::create_dir_all(db_dir.join("nhi-observer.db")).unwrap();
+    // The lock file is a directory.
+    let lock_dir = root.join("lock-is-dir");
+    std::fs::create_dir_all(lock_dir.join("nhi-observer.lock")).unwrap();
+    // The configured fingerprint key does not exist.
+    let key_state = root.join("no-key");
+    let no_key = root.join("missing.key");
+    let key_config = root.join("key.toml");
+    std::fs::write(&key_config, format!("fingerprint_key_file = {:?}\n", no_key.to_str().unwrap())).unwrap();
+    // JSON lines in a directory that cannot be written to: a read-only
+    // tmpfs (root writes anywhere else).
+    let jsonl_state = root.join("jsonl");
+    let ro = root.join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    nix::mount::mount(Some("tmpfs"), &ro, Some("tmpfs"), nix::mount::MsFlags::MS_RDONLY, Some("size=64k")).unwrap();
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    let _unmount = Unmount(&ro);
+    let jsonl = ro.join("out.jsonl");
+    let s = |p: &Path| p.to_str().unwrap().to_owned();
+    let cases: Vec<(Vec<String>, String, String)> = vec![
+        (vec!["--state-dir".into(), s(&db_dir), "--jsonl".into(), "-".into()], s(&db_dir.join("nhi-observer.db")), std::io::Error::from_raw_os_error(21).to_string()),
+        (vec!["--state-dir".into(), s(&lock_dir), "--jsonl".into(), "-".into()], s(&lock_dir.join("nhi-observer.lock")), std::io::Error::from_raw_os_error(21).to_string()),
+        (vec!["--config".into(), s(&key_config), "--state-dir".into(), s(&key_state), "--jsonl".into(), "-".into()], s(&no_key), std::io::Error::from_raw_os_error(2).to_string()),
+        (vec!["--state-dir".into(), s(&jsonl_state), "--jsonl".into(), s(&jsonl)], s(&jsonl), std::io::Error::from_raw_os_error(30).to_string()),
+    ];
+    for (args, path, os_error) in cases {
+        let mut argv = vec!["run"];
+        argv.extend(args.iter().map(String::as_str));
+        let (status, stderr) = run_agent_to_end(&argv, &[], Duration::from_secs(60));
+        assert!(!status.success(), "{argv:?} started: {stderr}");
+        let line = stderr.lines().find(|l| l.contains("ERROR") && l.contains(&os_error)).unwrap_or_else(|| panic!("{argv:?}: no ERROR with {os_error:?}: {stderr}"));
+        assert_eq!(stderr.matches(&os_error).count(), 1, "{argv:?}: the OS error once: {stderr}");
+        assert!(line.contains(&path), "{argv:?}: the path {path} named: {line}");
+        assert!(!line.contains("File(\""), "{argv:?}: a path, not a debug form: {line}");
+    }
+}
+
+/// Guards a delivery cursor that cannot be saved: each retry read the
+/// batch again from the saved cursor and resent it, forever. The cursor
+/// write fails here in SQLite itself (a trigger refuses every update of
+/// `cursors`, as a read-only or failing database would); delivery must go
+/// on and the receiver get every stored record exactly once.
+#[test]
+fn a_cursor_that_cannot_be_saved_resends_no_record() {
+    if !bpf_available("a_cursor_that_cannot_be_saved_resends_no_record") {
+        return;
+    }
+    let _serial = serial();
+    let (home, cred) = aws_home("AKIAFAULTCURSOR00001");
+    let receiver = Receiver::start(Protocol::HttpProtobuf, 0);
+    let env = otlp::otel_env(&receiver, false);
+    let args = config_args(home.path(), "dedup_interval_ms = 0\n[usage]\nflush_interval_secs = 1\n");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // A first run makes the database and its cursor.
+    let mut agent = Agent::start_env(&args, "info", &env, None);
+    agent.wait_for_log("probes attached", Duration::from_secs(30));
+    let (status, _, stderr, state) = agent.stop_keeping_state(Signal::SIGTERM);
+    assert!(status.success(), "{}", stderr.join("\n"));
+    let db = rusqlite::Connection::open(state.path().join("nhi-observer.db")).unwrap();
+    db.execute_batch("CREATE TRIGGER cursor_write_fails BEFORE UPDATE ON cursors BEGIN SELECT RAISE(ABORT, 'cursor write refused by the test'); END;")
+        .unwrap();
+    let saved: i64 = db.query_row("SELECT last_id FROM cursors WHERE name = 'otlp.logs'", [], |r| r.get(0)).unwrap();
+    drop(db);
+
+    let mut agent = Agent::start_env(&args, "info", &env, Some(state));
+    let load = open_loop(&cred);
+    agent.wait_for_log("cannot save the OTLP delivery cursor", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(2));
+    stop_loop(load);
+    std::thread::sleep(Duration::from_secs(2));
+    let (status, _, stderr, state) = agent.stop_keeping_state(Signal::SIGTERM);
+    assert!(status.success(), "{}", stderr.join("\n"));
+    let db = open_db(state.path());
+    let after: i64 = db.query_row("SELECT last_id FROM cursors WHERE name = 'otlp.logs'", [], |r| r.get(0)).unwrap();
+    assert_eq!(after, saved, "the cursor was never saved in the second run (the fault under test)");
+    let mut received: BTreeMap<String, usize> = BTreeMap::new();
+    for l in receiver.logs() {
+        if let Some(id) = l.str("nhi.record.id") {
+            *received.entry(id.to_owned()).or_default() += 1;
+        }
+    }
+    let twice: Vec<_> = received.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "{} records delivered more than once, e.g. {:?}", twice.len(), &twice[..twice.len().min(5)]);
+    let stored = db_record_ids(state.path());
+    assert!(stored.len() > 300, "load: {} records", stored.len());
+    let missing: Vec<_> = stored.iter().filter(|id| !received.contains_key(*id)).collect();
+    assert!(missing.is_empty(), "{} stored records never delivered, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
 }

@@ -290,6 +290,8 @@ pub enum ConfigError {
     StateDir(PathBuf, &'static str),
     #[error("jsonl {0}: is a directory; name a file (or - for standard output)")]
     JsonlIsDir(PathBuf),
+    #[error("jsonl {0}: its directory does not exist (create it, or use - for standard output)")]
+    JsonlNoDir(PathBuf),
     #[error("health_listen = {0:?}: not an IP:PORT address (e.g. 127.0.0.1:9808)")]
     HealthListen(String),
 }
@@ -323,6 +325,14 @@ impl Config {
             && path.is_dir()
         {
             return Err(ConfigError::JsonlIsDir(path.clone()));
+        }
+        // Its directory must be there: found before the store and the
+        // probes are set up, not after (the agent does not create it).
+        if let Target::File(path) = &jsonl
+            && let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+            && !parent.is_dir()
+        {
+            return Err(ConfigError::JsonlNoDir(path.clone()));
         }
         let ring_bytes = o.ring_buffer_bytes.or(file.ring_buffer_bytes).unwrap_or(DEFAULT_RING_BYTES);
         if !ring_bytes.is_power_of_two() || !(4096..=1 << 30).contains(&ring_bytes) {
@@ -474,6 +484,15 @@ mod tests {
         })
         .unwrap_err();
         assert!(matches!(e, ConfigError::JsonlIsDir(_)), "{e}");
+        let missing = dir.path().join("no-such-dir").join("out.jsonl");
+        let e = Config::resolve(Overrides {
+            state_dir: Some(dir.path().join("state")),
+            jsonl: Some(missing.to_string_lossy().into_owned()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(matches!(&e, ConfigError::JsonlNoDir(p) if *p == missing), "{e}");
+        assert!(e.to_string().contains(&missing.display().to_string()));
     }
 
     #[test]

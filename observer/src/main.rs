@@ -185,11 +185,11 @@ fn main() -> ExitCode {
             match runtime.block_on(app::run(cfg, overrides)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) if e.downcast_ref::<nhi_observer::store::LockError>().is_some_and(|l| matches!(l, nhi_observer::store::LockError::Held { .. })) => {
-                    tracing::error!("{e:#}");
+                    tracing::error!("{}", app::error_text(&e));
                     ExitCode::from(EX_TEMPFAIL)
                 }
                 Err(e) => {
-                    tracing::error!("{e:#}");
+                    tracing::error!("{}", app::error_text(&e));
                     ExitCode::FAILURE
                 }
             }

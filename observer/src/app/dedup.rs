@@ -6,7 +6,7 @@
 //! to the kernel's total for it (unless the kernel's LRU evicted the key
 //! between two sweeps, which resets its total; then the opens folded since
 //! the last sweep are lost, and said so at debug level).
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use observer_common::{DedupKey, DedupValue};
 
@@ -27,15 +27,18 @@ struct Tracked {
     /// Opens already reported in records.
     reported: u64,
     /// The key's last records (one per identity), re-emitted with the tail
-    /// count.
+    /// count; dropped (memory: a few KiB per key, for every process and
+    /// file) once no tail can follow them (see [`Dedup::sweep`]).
     last: Vec<Accessed>,
     seen_tick: u64,
 }
 
-#[derive(Default)]
 pub struct Dedup {
     keys: HashMap<DedupKey, Tracked>,
     tick: u64,
+    /// How long after a key's last emitted event the kernel may still fold
+    /// opens into it: the de-dup window, and a margin.
+    foldable_ns: u64,
 }
 
 /// The kernel's key for an event (same fields, same path hash).
@@ -54,7 +57,17 @@ pub fn key_of(ev: &FileOpen) -> DedupKey {
     }
 }
 
+/// Added to the de-dup window before a key's records are dropped (sweeps
+/// run once a second).
+const FOLD_MARGIN: Duration = Duration::from_secs(2);
+
 impl Dedup {
+    /// For the kernel's de-dup `window` (`dedup_interval_ms`).
+    pub fn new(window: Duration) -> Self {
+        let foldable = window.saturating_add(FOLD_MARGIN);
+        Self { keys: HashMap::new(), tick: 0, foldable_ns: u64::try_from(foldable.as_nanos()).unwrap_or(u64::MAX) }
+    }
+
     /// The count an event's records stand for; remembers the records.
     pub fn on_event(&mut self, ev: &FileOpen, records: &[Accessed]) -> u64 {
         if ev.dedup_total == 0 {
@@ -81,17 +94,33 @@ impl Dedup {
     /// Reports tails: for each key whose kernel total grew since its last
     /// record, the key's last record with the new count and time.
     /// `lookup` reads the kernel's value; `None` means the key is gone.
+    /// `now_ns` is kernel boot time.
+    ///
+    /// A key whose tail is reported and whose last emitted event is older
+    /// than the window (and a margin) cannot fold any more opens: its next
+    /// open is an event with records of its own. Its records are dropped
+    /// then (only its count is kept). Should its total grow all the same
+    /// (that event is still on its way, or was lost in the ring), the count
+    /// waits for the key's next record, which then carries it.
     pub fn sweep(
         &mut self,
         mut lookup: impl FnMut(&DedupKey) -> Option<DedupValue>,
         mut wall: impl FnMut(u64) -> std::time::SystemTime,
+        now_ns: u64,
         out: &mut Vec<(Vec<Accessed>, u64, DedupKey, u64)>,
     ) {
         self.tick += 1;
         let tick = self.tick;
+        let foldable_ns = self.foldable_ns;
         self.keys.retain(|key, t| {
             let Some(v) = lookup(key) else { return false };
-            if v.total > t.reported {
+            if v.total > t.reported && t.last.is_empty() {
+                // See above: the key's next record carries the count.
+            } else if v.total == t.reported {
+                if !t.last.is_empty() && now_ns.saturating_sub(v.emitted_ns) > foldable_ns {
+                    t.last = Vec::new();
+                }
+            } else if v.total > t.reported {
                 let time = wall(v.last_ns);
                 let records = t.last.iter().cloned().map(|mut a| {
                     a.record.time = time;
@@ -164,15 +193,15 @@ mod tests {
 
     #[test]
     fn counts_are_differences_of_the_kernel_totals() {
-        let mut d = Dedup::default();
+        let mut d = Dedup::new(Duration::from_secs(1));
         assert_eq!(d.on_event(&open(10, 1, 1), &record()), 1);
         let mut out = Vec::new();
         // Kernel folded 4 more: the sweep reports them once.
         let v = DedupValue { emitted_ns: 0, last_ns: 5, total: 5 };
-        d.sweep(|_| Some(v), |_| std::time::SystemTime::UNIX_EPOCH, &mut out);
+        d.sweep(|_| Some(v), |_| std::time::SystemTime::UNIX_EPOCH, 1, &mut out);
         assert_eq!(out.iter().map(|(_, n, _, _)| n).sum::<u64>(), 4);
         out.clear();
-        d.sweep(|_| Some(v), |_| std::time::SystemTime::UNIX_EPOCH, &mut out);
+        d.sweep(|_| Some(v), |_| std::time::SystemTime::UNIX_EPOCH, 1, &mut out);
         assert!(out.is_empty(), "nothing new, nothing reported");
         // The next emitted event carries total 7: one more folded, plus it.
         assert_eq!(d.on_event(&open(10, 1, 7), &record()), 2);
@@ -180,5 +209,37 @@ mod tests {
         assert_eq!(d.on_event(&open(10, 1, 1), &record()), 1);
         // De-dup off: every record is one open.
         assert_eq!(d.on_event(&open(11, 1, 0), &record()), 1);
+    }
+
+    /// Guards the memory of the de-dup tracker: every (process, file) key
+    /// kept a copy of its last records for as long as the kernel kept the
+    /// key, though no tail can follow once the window has passed.
+    #[test]
+    fn records_are_dropped_once_no_tail_can_follow_and_counts_stay_exact() {
+        const S: u64 = 1_000_000_000;
+        let mut d = Dedup::new(Duration::from_secs(1));
+        let key = key_of(&open(10, 1, 1));
+        assert_eq!(d.on_event(&open(10, 1, 1), &record()), 1);
+        let mut out = Vec::new();
+        let quiet = DedupValue { emitted_ns: 10 * S, last_ns: 10 * S, total: 1 };
+        let never = |_: u64| std::time::SystemTime::UNIX_EPOCH;
+        // Within the window (and its margin): kept, a tail may come.
+        d.sweep(|_| Some(quiet), never, 12 * S, &mut out);
+        assert_eq!(d.keys[&key].last.len(), 1);
+        // Past it: dropped, the count kept.
+        d.sweep(|_| Some(quiet), never, 14 * S, &mut out);
+        assert!(d.keys[&key].last.is_empty() && d.keys[&key].reported == 1);
+        assert!(out.is_empty());
+        // The next open is an event; the sweep may see its total first: the
+        // event's record carries the count (here 1 lost in the ring, 1 its own).
+        let grown = DedupValue { emitted_ns: 20 * S, last_ns: 20 * S, total: 3 };
+        d.sweep(|_| Some(grown), never, 20 * S, &mut out);
+        assert!(out.is_empty(), "no tail without records");
+        assert_eq!(d.on_event(&open(10, 1, 3), &record()), 2);
+        assert_eq!(d.keys[&key].last.len(), 1, "the new event's records are kept");
+        // Folded after it: the tail is reported with them.
+        let folded = DedupValue { emitted_ns: 20 * S, last_ns: 20 * S + 5, total: 6 };
+        d.sweep(|_| Some(folded), never, 20 * S + 10, &mut out);
+        assert_eq!(out.iter().map(|(_, n, _, _)| *n).sum::<u64>(), 3);
     }
 }

@@ -123,7 +123,10 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
     let reader = tokio::spawn(ringbuf::run(ring, tx.clone(), stats.clone(), shutdown.clone()));
     let ticker = tokio::spawn(tick(tx.clone(), shutdown.clone()));
 
-    let mut sink = JsonLines::open(&cfg.jsonl).with_context(|| format!("opening JSON lines output {:?}", cfg.jsonl))?;
+    let mut sink = JsonLines::open(&cfg.jsonl).with_context(|| match &cfg.jsonl {
+        crate::export::jsonl::Target::File(path) => format!("opening JSON lines output {}", path.display()),
+        crate::export::jsonl::Target::Stdout => "opening JSON lines output (standard output)".to_owned(),
+    })?;
     let (inode_tx, mut inode_rx) = mpsc::unbounded_channel();
     let mut pipeline = Pipeline::new(&cfg, watch, Some(kernel), keyed.clone(), stats.clone(), inode_tx.clone());
     let (at_rest_tx, at_rest_rx) = std_mpsc::channel();
@@ -286,6 +289,27 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
     }
 }
 
+/// An error and its causes on one line, each cause once. The agent's
+/// error types say their cause in their own message (so that `{e}` is
+/// whole where one is logged alone), and so do some of their sources
+/// (rusqlite's); anyhow's `{:#}` prints every source again after it
+/// ("database x: Is a directory (os error 21): Is a directory (os error
+/// 21): ..."). A cause whose text the line already holds is left out.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
 /// Credential inodes found by the at-rest scan or learned from confirmed
 /// opens, which the rules' expansion alone would not find. Bounded: the
 /// oldest go first past half the kernel map's size.
@@ -368,7 +392,7 @@ async fn reload(
         Ok(watch) => {
             let _ = tx.send(Input::Watch(watch)).await;
         }
-        Err(e) => tracing::error!(why, "watch list not updated: {e:#}"),
+        Err(e) => tracing::error!(why, "watch list not updated: {}", error_text(&e)),
     }
 }
 
@@ -499,6 +523,18 @@ impl Out<'_> {
                 Err(e) => self.store_error(&e),
             }
         }
+        // The totals now count every access record so far (a restart after
+        // a crash recounts the ones committed after this).
+        if let Err(e) = self.store.usage_counted() {
+            self.store_error(&e);
+        }
+        self.write(&mut records);
+    }
+
+    /// The `nhi.usage` records of usages the store recounted at start
+    /// (after a crash), once their totals are committed.
+    fn recounted(&mut self) {
+        let mut records: Vec<Record> = self.store.take_recounted().iter().map(store::usage_record).collect();
         self.write(&mut records);
     }
 
@@ -591,6 +627,7 @@ fn sink_loop(
             if pipeline.usage_due() {
                 out.usage(pipeline, &mut deltas);
             }
+            out.recounted();
             // Once the store can take it (a start on a full disk waits).
             if !out.store.is_watching()
                 && !out.store.is_failing()
@@ -667,3 +704,29 @@ fn sink_loop(
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use anyhow::Context as _;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("lock file {path}: {source}")]
+    struct Embeds {
+        path: String,
+        source: std::io::Error,
+    }
+
+    /// Guards "OS errors are printed twice": a cause the message already
+    /// says was printed again by the chain.
+    #[test]
+    fn error_text_says_each_cause_once_and_keeps_the_ones_not_said() {
+        let io = std::io::Error::from_raw_os_error(21);
+        let os = io.to_string();
+        let e = Err::<(), _>(Embeds { path: "/x/lock".into(), source: io }).context("taking the lock").unwrap_err();
+        let line = super::error_text(&e);
+        assert_eq!(line.matches(&os).count(), 1, "{line}");
+        assert!(line.starts_with("taking the lock: lock file /x/lock: "), "{line}");
+        let e = Err::<(), _>(std::io::Error::from_raw_os_error(2)).context("opening y").unwrap_err();
+        assert_eq!(super::error_text(&e), format!("opening y: {}", std::io::Error::from_raw_os_error(2)));
+    }
+}

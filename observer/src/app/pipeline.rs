@@ -127,7 +127,7 @@ impl Pipeline {
             keyed,
             own_pid: std::process::id(),
             kernel,
-            dedup: Dedup::default(),
+            dedup: Dedup::new(cfg.dedup),
             stats,
             new_inodes,
             stats_every: cfg.stats_every,
@@ -430,7 +430,7 @@ impl Pipeline {
         let Some(kernel) = &self.kernel else { return };
         let mut tails = Vec::new();
         let clock = &mut self.clock;
-        self.dedup.sweep(|k| kernel.dedup.get(k, 0).ok(), |ns| clock.wall_time(ns), &mut tails);
+        self.dedup.sweep(|k| kernel.dedup.get(k, 0).ok(), |ns| clock.wall_time(ns), crate::clock::boot_now_ns(), &mut tails);
         for (records, count, key, last_ns) in tails {
             let process = ProcKey { tgid: key.tgid, start_boot_ns: key.start_ns };
             for Accessed { mut record, head } in records {

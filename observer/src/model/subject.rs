@@ -22,6 +22,11 @@ pub enum Source {
 }
 
 impl Source {
+    /// The source an `nhi.source` value names.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::File, Self::Env, Self::Imds].into_iter().find(|v| v.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::File => "file",

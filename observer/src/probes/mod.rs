@@ -174,12 +174,16 @@ impl KernelState {
 impl Probes {
     /// Loads the programs (not yet attached).
     pub fn load(opts: &ProbeOptions) -> Result<Self, ProbeError> {
-        let btf = Btf::from_sys_fs()
-            .map_err(|source| ProbeError::Btf { path: offsets::VMLINUX_BTF.into(), source })?;
+        // The kernel's BTF is parsed twice (btfparse for the offsets, aya
+        // for loading): one after the other, each parse freed before the
+        // next, so that the start's peak memory holds one of them, not both.
         let kernel = offsets::resolve_file(Path::new(offsets::VMLINUX_BTF)).unwrap_or_else(|e| {
             tracing::warn!(error = %e, "kernel offsets unavailable: only failed opens and path rules are watched; events lack inode, resolved path, executable and parent");
             offsets::KernelBtf { offsets: KernelOffsets::default(), rdonly_cast: None, iouring: Default::default() }
         });
+        crate::alloc::release_free_memory();
+        let btf = Btf::from_sys_fs()
+            .map_err(|source| ProbeError::Btf { path: offsets::VMLINUX_BTF.into(), source })?;
         if kernel.rdonly_cast.is_none() {
             tracing::info!("no bpf_rdonly_cast kfunc (kernel before 6.2): the file sensor reads fd tables with helpers, at a higher cost per open");
         }

@@ -534,6 +534,9 @@ mod tests {
         let changes = reconcile(&s.findings().unwrap(), eval.findings, now);
         assert!(!changes.emit.is_empty());
         s.save_findings(&changes.store).unwrap();
+        // No usage is modelled here: the totals count these accesses as
+        // they are (else the reopen recounts them, a new usage).
+        s.usage_counted().unwrap();
         s.maybe_commit(true).unwrap();
         // A reader meanwhile: read-only, while the writer holds a transaction.
         s.append(&mut access(path, Some("AKIA1"), false, None)).unwrap();

@@ -2,13 +2,21 @@
 //! where its connections went.
 use std::time::SystemTime;
 
-use rusqlite::{Connection, params};
+use std::{collections::HashMap, sync::Arc};
+
+use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::writer::{Op, Store, StoreError, i, ns, time, u};
 use crate::{
-    correlate::{Confidence, UsageDelta},
-    model::Value,
+    correlate::{
+        Confidence, UsageDelta,
+        record::{Subject, usage_head},
+    },
+    model::{Consumer, Credential, EVENT_CREDENTIAL_ACCESS, Source, Value},
 };
+
+/// `meta` key: the usage totals count every access record up to this id.
+const COUNTED_THROUGH: &str = "usage_counted_through";
 
 /// One destination of a usage, as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,6 +68,144 @@ impl Store {
                 Err(e.into())
             }
         }
+    }
+
+    /// After a flush's deltas: the usage totals now count every access
+    /// record handed an id so far. Written in the deltas' transaction, so
+    /// that a start after a crash knows which committed access records the
+    /// totals lack ([`recount`]).
+    pub fn usage_counted(&mut self) -> Result<(), StoreError> {
+        let through = self.next_id - 1;
+        if self.failing.is_some() {
+            self.queue(Op::UsageMark(through));
+            return Ok(());
+        }
+        let written = self.begin().and_then(|()| mark(&self.conn, through));
+        self.pending.push(Op::UsageMark(through));
+        match written {
+            Ok(()) => {
+                self.rows += 1;
+                Ok(())
+            }
+            Err(e) => {
+                self.fail(&e);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The usages the start recounted (see [`recount`]), once: their
+    /// `nhi.usage` records are due.
+    pub fn take_recounted(&mut self) -> Vec<UsageRow> {
+        std::mem::take(&mut self.recounted)
+    }
+}
+
+/// Moves the usage mark forward (never back), in the open transaction.
+pub(super) fn mark(conn: &Connection, through: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+    )?
+    .execute(params![COUNTED_THROUGH, through.to_string()])?;
+    Ok(())
+}
+
+/// At start, in the run's first transaction: usage deltas wait in memory
+/// up to `flush_interval_secs`, so after a crash (kill -9, power loss) the
+/// access records committed after the last flush are not in the totals.
+/// Adds them (counts, first and last seen, by the usage key the correlator
+/// uses) and moves the mark to `through` (the last id before this run).
+/// Cheap after a clean stop: nothing is past the mark. A database without
+/// a mark (new, or from before it) starts one at `through`. Connections
+/// are not recounted: what linked them to a credential was the
+/// correlator's memory, not a record.
+pub(super) fn recount(conn: &Connection, through: i64) -> rusqlite::Result<Vec<UsageRow>> {
+    let counted: Option<i64> = conn
+        .query_row("SELECT value FROM meta WHERE key = ?1", [COUNTED_THROUGH], |r| r.get::<_, String>(0))
+        .optional()?
+        .and_then(|v| v.parse().ok());
+    let Some(counted) = counted else {
+        mark(conn, through)?;
+        return Ok(Vec::new());
+    };
+    let mut deltas: HashMap<Arc<str>, UsageDelta> = HashMap::new();
+    let mut records = 0u64;
+    {
+        let mut stmt = conn.prepare(
+            "SELECT time_ns, body FROM records WHERE id > ?1 AND id <= ?2 AND event_name = ?3 AND nhi_id IS NOT NULL ORDER BY id",
+        )?;
+        let mut rows = stmt.query(params![counted, through, EVENT_CREDENTIAL_ACCESS])?;
+        while let Some(row) = rows.next()? {
+            let body: String = row.get(1)?;
+            let Some(a) = StoredAccess::parse(&body) else { continue };
+            let t = time(row.get(0)?);
+            let subject = Subject { host: &a.host, credential: &a.credential, source: a.source, consumer: &a.consumer };
+            let Some(head) = usage_head(&subject) else { continue };
+            records += 1;
+            let d = deltas.entry(head.key.clone()).or_insert_with(|| UsageDelta {
+                head: Arc::new(head),
+                first_seen: t,
+                last_seen: t,
+                accesses: 0,
+                connections: 0,
+                destinations: HashMap::new(),
+            });
+            d.first_seen = d.first_seen.min(t);
+            d.last_seen = d.last_seen.max(t);
+            let count = a.count;
+            d.accesses += count;
+        }
+    }
+    let mut rows = Vec::with_capacity(deltas.len());
+    for d in deltas.values() {
+        rows.push(upsert(conn, d)?);
+    }
+    mark(conn, through)?;
+    if records > 0 {
+        tracing::warn!(
+            records,
+            usages = rows.len(),
+            "usage totals recounted: access records committed after the last usage flush of a run that did not stop cleanly are added to the totals (connections of that interval are not)"
+        );
+    }
+    Ok(rows)
+}
+
+/// What names the usage of a stored access record (the store's own JSON
+/// serialisation, read back at start only), and its `nhi.access.count`
+/// (1 when absent, as the correlator counts it).
+struct StoredAccess {
+    host: String,
+    credential: Credential,
+    source: Source,
+    consumer: Consumer,
+    count: u64,
+}
+
+impl StoredAccess {
+    fn parse(body: &str) -> Option<Self> {
+        let serde_json::Value::Object(map) = serde_json::from_str::<serde_json::Value>(body).ok()? else {
+            return None;
+        };
+        let s = |k: &str| map.get(k).and_then(serde_json::Value::as_str).map(str::to_owned);
+        Some(Self {
+            host: s("host.name").unwrap_or_default(),
+            credential: Credential { id: s("nhi.id")?, kind: s("nhi.kind").unwrap_or_default() },
+            source: Source::parse(map.get("nhi.source")?.as_str()?)?,
+            consumer: Consumer {
+                executable_path: s("process.executable.path"),
+                user_id: map.get("process.user.id").and_then(serde_json::Value::as_u64).and_then(|v| u32::try_from(v).ok()),
+                user_name: s("process.user.name"),
+                interactive: map.get("process.interactive").and_then(serde_json::Value::as_bool),
+                systemd_unit: s("nhi.systemd.unit"),
+                container_id: s("container.id"),
+                container_runtime: s("container.runtime"),
+                namespace: s("k8s.namespace.name"),
+                service_account: s("nhi.k8s.service_account"),
+            },
+            count: map.get("nhi.access.count").and_then(serde_json::Value::as_u64).unwrap_or(1),
+        })
     }
 }
 
@@ -164,6 +310,7 @@ mod tests {
 
     use super::*;
     use crate::{
+        model::Record,
         correlate::{Destination, UsageHead},
         store::StoreOptions,
     };
@@ -209,6 +356,90 @@ mod tests {
         assert_eq!(c.destinations[0].connections, 2);
         assert!(c.first_seen <= c.last_seen);
         s.maybe_commit(true).unwrap();
+    }
+
+    /// An access record as the pipeline stores it, and its delta as the
+    /// correlator would make it.
+    fn access(exe: &str, count: u64) -> (Record, UsageDelta) {
+        let mut r = Record {
+            time: SystemTime::now(),
+            event_name: EVENT_CREDENTIAL_ACCESS,
+            attributes: vec![
+                ("host.name", "h".into()),
+                ("nhi.source", "file".into()),
+                ("nhi.kind", "aws.access_key".into()),
+                ("nhi.id", "AKIARECOUNT".into()),
+                ("process.pid", 42u32.into()),
+                ("process.executable.path", exe.into()),
+                ("process.user.id", 0u32.into()),
+                ("process.interactive", false.into()),
+            ],
+        };
+        r.set_count(count);
+        // The live path's head, from the typed values the record shows.
+        let credential = Credential { id: "AKIARECOUNT".into(), kind: "aws.access_key".into() };
+        let consumer =
+            Consumer { executable_path: Some(exe.into()), user_id: Some(0), interactive: Some(false), ..Consumer::default() };
+        let subject = Subject { host: "h", credential: &credential, source: Source::File, consumer: &consumer };
+        let head = Arc::new(usage_head(&subject).unwrap());
+        let d = UsageDelta {
+            head,
+            first_seen: r.time,
+            last_seen: r.time,
+            accesses: count,
+            connections: 0,
+            destinations: HashMap::new(),
+        };
+        (r, d)
+    }
+
+    fn totals(s: &Store) -> Vec<(String, i64)> {
+        let mut st = s.conn.prepare("SELECT consumer, accesses FROM usage ORDER BY consumer").unwrap();
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().collect::<Result<_, _>>().unwrap()
+    }
+
+    /// Guards the recount at start: usage deltas wait in memory up to the
+    /// flush interval, so after a crash the committed access records
+    /// outnumbered the totals; and a clean stop must not be recounted.
+    #[test]
+    fn a_start_after_a_crash_adds_the_committed_accesses_the_totals_lack() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        // Flushed: 3 + 2 accesses, their usage and the mark committed.
+        for (exe, n) in [("/usr/bin/aws", 3), ("/usr/bin/python3", 2)] {
+            let (mut r, d) = access(exe, n);
+            s.append(&mut r).unwrap();
+            s.upsert_usage(&d).unwrap();
+        }
+        s.usage_counted().unwrap();
+        s.maybe_commit(true).unwrap();
+        // Committed, not flushed: 4 + 1 (+ 5 in a new usage), then a record
+        // never committed (the crash).
+        for (exe, n) in [("/usr/bin/aws", 4), ("/usr/bin/python3", 1), ("/usr/bin/curl", 5)] {
+            s.append(&mut access(exe, n).0).unwrap();
+        }
+        s.maybe_commit(true).unwrap();
+        s.append(&mut access("/usr/bin/aws", 100).0).unwrap();
+        assert_eq!(totals(&s).iter().map(|t| t.1).sum::<i64>(), 5, "the crash: only flushed deltas in the totals");
+        drop(s);
+        let mut s = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let t = totals(&s);
+        let by = |exe: &str| t.iter().find(|(c, _)| c.contains(exe)).map(|x| x.1);
+        assert_eq!((by("aws"), by("python3"), by("curl")), (Some(7), Some(3), Some(5)), "{t:?}");
+        let recounted = s.take_recounted();
+        assert_eq!(recounted.len(), 3, "each recounted usage's record is due");
+        assert!(s.take_recounted().is_empty(), "once");
+        // This run counts live (delta, mark); a clean stop and a start
+        // recount nothing.
+        let (mut r, d) = access("/usr/bin/aws", 1);
+        s.append(&mut r).unwrap();
+        s.upsert_usage(&d).unwrap();
+        s.usage_counted().unwrap();
+        s.close(&super::super::Counters::default()).unwrap();
+        drop(s);
+        let mut s = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        assert!(s.take_recounted().is_empty());
+        assert_eq!(totals(&s).iter().map(|t| t.1).sum::<i64>(), 16);
     }
 
     #[test]

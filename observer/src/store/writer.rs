@@ -121,6 +121,12 @@ pub struct Store {
     /// Writes given up, by reason (`store_queue_full`, `usage_queue_full`,
     /// `store_unwritable_at_stop`).
     pub drops: BTreeMap<&'static str, u64>,
+    /// The first record id of this run: the usage recount at start covers
+    /// the ids before it.
+    pub(super) first_id: i64,
+    /// Usages whose totals the start recounted from committed access
+    /// records (their `nhi.usage` records are due).
+    pub(super) recounted: Vec<super::UsageRow>,
 }
 
 /// One record as stored.
@@ -136,6 +142,9 @@ pub(super) struct Row {
 pub(super) enum Op {
     Record(Row),
     Usage(UsageDelta),
+    /// The usage totals count every access record up to this id (written
+    /// after the deltas of one flush, in their transaction).
+    UsageMark(i64),
 }
 
 pub(super) struct Failing {
@@ -330,6 +339,8 @@ impl Store {
             last_prune: Instant::now(),
             dropped: 0,
             commits: 0,
+            first_id: next_id,
+            recounted: Vec::new(),
         };
         let started = store.begin().and_then(|()| store.start_run(now)).and_then(|()| store.conn.execute_batch("COMMIT"));
         match started {
@@ -364,6 +375,7 @@ impl Store {
             tracing::warn!(runs = crashed, "the previous run did not stop cleanly: its last commit ends its coverage");
         }
         Self::reserve(conn, &mut self.reserved, self.next_id)?;
+        self.recounted = super::usage::recount(conn, self.first_id - 1)?;
         conn.execute(
             "INSERT INTO runs (started_ns, last_alive_ns, pid, version, sensors) VALUES (?1, ?1, ?2, ?3, ?4)",
             params![now, std::process::id(), env!("CARGO_PKG_VERSION"), self.opts.sensors.join(",")],
@@ -601,7 +613,9 @@ impl Store {
         // The reservation may have gone with the transaction: write it again.
         self.reserved = 0;
         if !self.run_started {
+            // The run's start (and its usage recount) went with it.
             self.run_id = 0;
+            self.recounted.clear();
         }
         let mut ops: VecDeque<Op> = self.pending.drain(..).collect();
         ops.append(&mut self.retry);
@@ -639,6 +653,8 @@ impl Store {
             let reason = match self.retry.pop_front() {
                 Some(Op::Record(_)) => "store_queue_full",
                 Some(Op::Usage(_)) => "usage_queue_full",
+                // A later flush's mark covers what it covered.
+                Some(Op::UsageMark(_)) => continue,
                 None => break,
             };
             *self.drops.entry(reason).or_default() += 1;
@@ -663,7 +679,12 @@ impl Store {
         // In chunks of a transaction's size: space freed a little at a time
         // is used a little at a time.
         loop {
-            let n = self.retry.len().min(REPLAY_ROWS);
+            // A flush's usage deltas and their mark commit together (else a
+            // crash between them would recount accesses already counted).
+            let mut n = self.retry.len().min(REPLAY_ROWS);
+            while n < self.retry.len() && matches!(self.retry[n - 1], Op::Usage(_)) {
+                n += 1;
+            }
             self.pending = self.retry.drain(..n).collect();
             let last = self.retry.is_empty();
             let written = (|| {
@@ -680,6 +701,7 @@ impl Store {
                         Op::Usage(d) => {
                             super::usage::upsert(&self.conn, d)?;
                         }
+                        Op::UsageMark(through) => super::usage::mark(&self.conn, *through)?,
                     }
                 }
                 if last && let Some(f) = &self.failing {

@@ -1,11 +1,14 @@
 //! `bench memory`: the agent's resident memory with 10,000 live processes
 //! and 1,000 credentials in use, against its own idle memory in the same
-//! run (target: at most 64 MiB).
+//! run (targets: steady RSS at most 48 MiB; peak RSS during start, the
+//! at-rest scan included, at most 64 MiB).
 //!
 //! Steps: 1,000 AWS credential files (distinct key ids) under a watched
 //! directory; the release agent started with a config that watches it
-//! (JSON lines to /dev/null, its own state directory: store and usage on);
-//! idle RSS after attach; then 10,000 processes forked and kept alive
+//! (JSON lines to /dev/null, its own state directory: store and usage on,
+//! the at-rest scan at start as by default, over this host's homes, /etc
+//! and the other default roots); the start's peak RSS (VmHWM) once the scan
+//! is done; idle RSS then; then 10,000 processes forked and kept alive
 //! (each is a process-table entry), 10 readers that each read every
 //! credential file (10,000 de-dup keys, 1,000 identities, 10,000 usage
 //! deltas), and a settle time past the usage flush; RSS and peak RSS
@@ -94,7 +97,7 @@ pub fn bench(bin: &Path) -> anyhow::Result<()> {
     std::fs::write(
         &config,
         format!(
-            "scan_at_start = false\n[usage]\nflush_interval_secs = 2\n[[watch]]\nname = \"bench-memory\"\nkind = \"aws.access_key\"\npaths = [\"{}/\"]\nformat = \"aws-ini\"\n",
+            "[usage]\nflush_interval_secs = 2\n[[watch]]\nname = \"bench-memory\"\nkind = \"aws.access_key\"\npaths = [\"{}/\"]\nformat = \"aws-ini\"\n",
             creds_dir.display()
         ),
     )?;
@@ -105,8 +108,9 @@ pub fn bench(bin: &Path) -> anyhow::Result<()> {
         .arg(&config)
         .env("NHI_OBSERVER_LOG", "info")
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
-    let agent = Background::start(cmd, "probes attached")?;
+    let agent = Background::start(cmd, "at-rest scan done")?;
     let pid = agent.child_id();
+    let start_peak = status_kib(pid, "VmHWM:");
     std::thread::sleep(Duration::from_secs(3));
     let idle = status_kib(pid, "VmRSS:");
     let started = Instant::now();
@@ -130,14 +134,22 @@ pub fn bench(bin: &Path) -> anyhow::Result<()> {
     agent.stop()?;
     let db = root.join("state/nhi-observer.db");
     let db_size = std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0);
+    let met = |v: u64, target_mib: u64| if v <= target_mib * 1024 { "met" } else { "NOT met" };
     println!(
-        "agent RSS: idle {:.1} MiB; with {PROCESSES} live processes and {CREDENTIALS} credentials read by {READERS} readers: {:.1} MiB right after the load (peak {:.1} MiB), {:.1} MiB steady (30 s later), ratio {:.2} to idle; target <= 64 MiB: {}",
+        "agent RSS: start peak (VmHWM once the at-rest scan is done) {:.1} MiB; idle {:.1} MiB; with {PROCESSES} live processes and {CREDENTIALS} credentials read by {READERS} readers: {:.1} MiB right after the load (peak VmHWM {:.1} MiB), {:.1} MiB steady (30 s later), ratio {:.2} to idle",
+        mib(start_peak),
         mib(idle),
         mib(loaded),
         mib(peak),
         mib(steady),
         steady as f64 / idle.max(1) as f64,
-        if steady <= 64 * 1024 { "met" } else { "NOT met" }
+    );
+    println!(
+        "targets: steady <= 48 MiB: {:.1} MiB, {}; start peak <= 64 MiB: {:.1} MiB, {}",
+        mib(steady),
+        met(steady, 48),
+        mib(start_peak),
+        met(start_peak, 64)
     );
     println!("(load phase {load_s:.1} s; database {:.1} MiB after the run)", db_size as f64 / (1024.0 * 1024.0));
     let _ = std::fs::remove_dir_all(&root);
