@@ -17,9 +17,10 @@
 //! Field reads need the offsets of the `process_valid` section; without them
 //! exec records still carry what the helpers give (pid, uid, cgroup, comm).
 use aya_ebpf::{
+    bindings::BPF_RB_NO_WAKEUP,
     helpers::generated,
     macros::{btf_tracepoint, map},
-    maps::PerCpuArray,
+    maps::{Array, PerCpuArray},
     programs::BtfTracePointContext,
 };
 use observer_common::{
@@ -44,8 +45,26 @@ pub struct ExecScratch {
 #[map]
 static EXEC_SCRATCH: PerCpuArray<ExecScratch> = PerCpuArray::with_max_entries(1, 0);
 
+/// Non-zero while the agent's ring reader polls the ring on a timer (it
+/// sets and clears it; see `observer/src/ringbuf`). Process records are
+/// then submitted without a wake-up: waking the reader (an irq_work, a
+/// self-IPI and a remote wake-up, each a VM exit on our machines) cost more
+/// than everything else these programs do, about 5-15 us per process.
+/// When the reader is idle (0), records wake it as usual.
+#[map]
+static READER_POLLING: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Flags for submitting a process record (see [`READER_POLLING`]).
+#[inline(always)]
+fn submit_flags() -> u64 {
+    if READER_POLLING.get(0).is_some_and(|v| *v != 0) { BPF_RB_NO_WAKEUP as u64 } else { 0 }
+}
+
+// Program names are short (`proc_*`): the kernel keeps 15 bytes of a
+// program's name, and `sched_process_exec` and `sched_process_exit` would
+// both read `sched_process_e` in its statistics (`cargo xtask bench process`).
 #[btf_tracepoint(function = "sched_process_exec")]
-pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
+pub fn proc_exec(ctx: BtfTracePointContext) -> i32 {
     let old_pid: u32 = ctx.arg(1);
     let bprm: u64 = ctx.arg(2);
     let _ = on_exec(old_pid, bprm);
@@ -53,14 +72,14 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
 }
 
 #[btf_tracepoint(function = "sched_process_fork")]
-pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
+pub fn proc_fork(ctx: BtfTracePointContext) -> i32 {
     let child: u64 = ctx.arg(1);
     let _ = on_fork(child);
     0
 }
 
 #[btf_tracepoint(function = "sched_process_exit")]
-pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
+pub fn proc_exit(ctx: BtfTracePointContext) -> i32 {
     let task: u64 = ctx.arg(0);
     let _ = on_exit(task);
     0
@@ -134,7 +153,7 @@ fn on_exec(old_pid: u32, bprm: u64) -> Option<()> {
     // env_len are clamped to their maxima), so the slice stays inside the
     // per-CPU value.
     let bytes = unsafe { core::slice::from_raw_parts(scratch as *const u8, size) };
-    match EVENTS.output::<[u8]>(bytes, 0) {
+    match EVENTS.output::<[u8]>(bytes, submit_flags()) {
         Ok(()) => {
             count(EventKind::ProcessExec, Counter::Emitted);
             Some(())
@@ -255,7 +274,7 @@ fn on_fork(child: u64) -> Option<()> {
         (*ev).child_start_boot_ns = read::<u64>(child, o.task_start_boottime).unwrap_or(0);
         (*ev).child_cgroup_id = kernel::task_cgroup_id(&o, child).unwrap_or((*ev).parent.cgroup_id);
     }
-    entry.submit(0);
+    entry.submit(submit_flags());
     count(EventKind::ProcessFork, Counter::Emitted);
     Some(())
 }
@@ -289,7 +308,7 @@ fn on_exit(task: u64) -> Option<()> {
         (*ev).exit_code = read::<u32>(task, o.task_exit_code).unwrap_or(0);
         (*ev)._pad0 = 0;
     }
-    entry.submit(0);
+    entry.submit(submit_flags());
     count(EventKind::ProcessExit, Counter::Emitted);
     Some(())
 }

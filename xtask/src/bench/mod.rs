@@ -182,3 +182,28 @@ fn pipeline() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Run time and run count of each BPF program `pid` holds, by program name
+/// (kernel BPF statistics: counted only while [`BpfStats`] is on).
+pub fn prog_stats_by_name(pid: u32) -> std::collections::BTreeMap<String, (u64, u64)> {
+    let mut ids = std::collections::BTreeSet::new();
+    if let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) {
+        for e in rd.filter_map(Result::ok) {
+            let Ok(info) = std::fs::read_to_string(e.path()) else { continue };
+            if let Some(id) = info.lines().find_map(|l| l.strip_prefix("prog_id:").and_then(|v| v.trim().parse::<u32>().ok())) {
+                ids.insert(id);
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    for info in aya::programs::loaded_programs().filter_map(Result::ok) {
+        if !ids.contains(&info.id()) {
+            continue;
+        }
+        let name = info.name_as_str().unwrap_or("?").to_string();
+        let e = out.entry(name).or_insert((0, 0));
+        e.0 += info.run_time().as_nanos() as u64;
+        e.1 += info.run_count();
+    }
+    out
+}
