@@ -25,12 +25,12 @@ use aya_ebpf::{
 };
 use observer_common::{
     CGROUP_PATH_LEN, CgroupMkdirEvent, Counter, EXEC_ARGS_MAX, EXEC_DATA_LEN, EXEC_ENV_MAX, EventHeader,
-    EventKind, KernelOffsets, PATH_LEN, ProcessExecEvent, ProcessExitEvent, ProcessForkEvent, TTY_NAME_LEN,
+    EventKind, PATH_LEN, ProcessExecEvent, ProcessExitEvent, ProcessForkEvent, TTY_NAME_LEN,
     cgroup_flags, exec_flags,
 };
 
 use crate::{
-    kernel::{self, read},
+    kernel::{self, ld, off, read},
     maps::{EVENTS, count},
 };
 
@@ -101,7 +101,6 @@ fn boot_ns() -> u64 {
 
 #[inline(always)]
 fn on_exec(old_pid: u32, bprm: u64) -> Option<()> {
-    let o = kernel::offsets();
     let scratch = EXEC_SCRATCH.get_ptr_mut(0)?;
     // SAFETY: the per-CPU value is ours alone for this program run.
     let s = unsafe { &mut *scratch };
@@ -113,9 +112,10 @@ fn on_exec(old_pid: u32, bprm: u64) -> Option<()> {
     s.ev._pad1 = 0;
 
     s.ev.filename[0] = 0;
-    if o.process_valid != 0
-        && let Some(name) = read::<u64>(bprm, o.bprm_filename)
-    {
+    // `bprm` is the tracepoint's BTF-typed argument, `current` a typed task:
+    // plain loads below, helpers only to copy strings and user memory.
+    let name: u64 = if off!(process_valid) != 0 && off!(valid) != 0 { ld(bprm, off!(bprm_filename)) } else { 0 };
+    if name != 0 {
         // SAFETY: destination is the PATH_LEN-byte field; the helper checks
         // the source address.
         let n = unsafe {
@@ -139,11 +139,11 @@ fn on_exec(old_pid: u32, bprm: u64) -> Option<()> {
     }
 
     s.ev.tty[0] = 0;
-    if current_tty(&o, &mut s.ev.tty) {
+    if current_tty(&mut s.ev.tty) {
         flags |= exec_flags::HAS_TTY;
     }
 
-    let (args_len, env_len) = copy_args_env(&o, &mut s.data, &mut flags);
+    let (args_len, env_len) = copy_args_env(&mut s.data, &mut flags);
     s.ev.args_len = args_len as u32;
     s.ev.env_len = env_len as u32;
     s.ev.flags = flags;
@@ -167,26 +167,26 @@ fn on_exec(old_pid: u32, bprm: u64) -> Option<()> {
 
 /// The controlling terminal's name (`task->signal->tty->name`), if any.
 #[inline(always)]
-fn current_tty(o: &KernelOffsets, buf: &mut [u8; TTY_NAME_LEN]) -> bool {
-    if o.process_valid == 0 {
+fn current_tty(buf: &mut [u8; TTY_NAME_LEN]) -> bool {
+    if off!(process_valid) == 0 || off!(valid) == 0 {
         return false;
     }
-    let Some(signal) = read::<u64>(kernel::current_task(), o.task_signal) else {
+    let signal: u64 = ld(kernel::task_btf(), off!(task_signal));
+    if signal == 0 {
         return false;
-    };
-    let Some(tty) = read::<u64>(signal, o.signal_tty) else {
-        return false;
-    };
+    }
+    let tty: u64 = ld(signal, off!(signal_tty));
     if tty == 0 {
         return false;
     }
     // SAFETY: destination is the TTY_NAME_LEN-byte buffer; the helper checks
     // the source address.
+    let name = tty + off!(tty_name) as u64;
     let n = unsafe {
         generated::bpf_probe_read_kernel_str(
             buf.as_mut_ptr().cast(),
             TTY_NAME_LEN as u32,
-            (tty + o.tty_name as u64) as *const _,
+            name as *const _,
         )
     };
     n > 1
@@ -196,17 +196,18 @@ fn current_tty(o: &KernelOffsets, buf: &mut [u8; TTY_NAME_LEN]) -> bool {
 /// (`mm->arg_start..arg_end`, `env_start..env_end`) into `data`: argv first,
 /// then the environment. Returns the bytes used by each.
 #[inline(always)]
-fn copy_args_env(o: &KernelOffsets, data: &mut [u8; EXEC_DATA_LEN], flags: &mut u32) -> (usize, usize) {
-    if o.process_valid == 0 || o.valid == 0 {
+fn copy_args_env(data: &mut [u8; EXEC_DATA_LEN], flags: &mut u32) -> (usize, usize) {
+    if off!(process_valid) == 0 || off!(valid) == 0 {
         return (0, 0);
     }
-    let Some(mm) = read::<u64>(kernel::current_task(), o.task_mm) else {
+    let mm: u64 = ld(kernel::task_btf(), off!(task_mm));
+    if mm == 0 {
         return (0, 0);
-    };
-    let arg_start = read::<u64>(mm, o.mm_arg_start).unwrap_or(0);
-    let arg_end = read::<u64>(mm, o.mm_arg_end).unwrap_or(0);
-    let env_start = read::<u64>(mm, o.mm_env_start).unwrap_or(0);
-    let env_end = read::<u64>(mm, o.mm_env_end).unwrap_or(0);
+    }
+    let arg_start: u64 = ld(mm, off!(mm_arg_start));
+    let arg_end: u64 = ld(mm, off!(mm_arg_end));
+    let env_start: u64 = ld(mm, off!(mm_env_start));
+    let env_end: u64 = ld(mm, off!(mm_env_end));
 
     let mut args_len = arg_end.saturating_sub(arg_start) as usize;
     if args_len > EXEC_ARGS_MAX {
@@ -281,17 +282,19 @@ fn on_fork(child: u64) -> Option<()> {
 
 #[inline(always)]
 fn on_exit(task: u64) -> Option<()> {
-    let o = kernel::offsets();
-    if o.process_valid == 0 || o.valid == 0 {
+    if off!(process_valid) == 0 || off!(valid) == 0 {
         return None;
     }
     // `do_exit` decrements `signal->live` before this tracepoint: zero means
-    // this is the last thread of the process.
-    let signal = read::<u64>(task, o.task_signal)?;
-    let live = read::<i32>(signal, o.signal_live)?;
-    if live != 0 {
+    // this is the last thread of the process. `task` is the tracepoint's
+    // BTF-typed argument: plain loads, no helper calls (this runs for every
+    // thread that exits).
+    let signal: u64 = ld(task, off!(task_signal));
+    let live: i32 = ld(signal, off!(signal_live));
+    if signal == 0 || live != 0 {
         return None;
     }
+    let exit_code = ld::<u32>(task, off!(task_exit_code));
     let Some(mut entry) = EVENTS.reserve::<ProcessExitEvent>(0) else {
         count(EventKind::ProcessExit, Counter::ReserveFailed);
         return None;
@@ -305,7 +308,7 @@ fn on_exit(task: u64) -> Option<()> {
             boot_ns: boot_ns(),
         };
         kernel::current_task_info(&mut (*ev).task);
-        (*ev).exit_code = read::<u32>(task, o.task_exit_code).unwrap_or(0);
+        (*ev).exit_code = exit_code;
         (*ev)._pad0 = 0;
     }
     entry.submit(submit_flags());

@@ -13,6 +13,7 @@ use std::{
 use anyhow::{Context as _, anyhow, bail};
 
 pub mod files;
+pub mod idle;
 pub mod memory;
 pub mod process;
 pub mod scan;
@@ -164,7 +165,8 @@ pub fn run(name: &str, rounds: usize, iterations: u32) -> anyhow::Result<()> {
         "pipeline" => pipeline(),
         "memory" => crate::tasks::bench_memory(),
         "scan" => crate::tasks::bench_scan(rounds),
-        other => bail!("unknown benchmark `{other}`; available: files, process, tls, pipeline, memory, scan"),
+        "idle" => crate::tasks::bench_idle(),
+        other => bail!("unknown benchmark `{other}`; available: files, process, tls, pipeline, memory, scan, idle"),
     }
 }
 
