@@ -72,15 +72,16 @@ pub async fn run<T: From<Event>>(
                 let drained = drain(fd.get_mut(), &mut batch, &stats);
                 if batch.is_empty() && drained {
                     // Idle: wake-ups again. A program that read the flag
-                    // just before it changed may still submit without one.
-                    // (If the flag cannot be cleared, keep polling.)
-                    if set_polling(&mut polling, false) {
+                    // just before it changed may still submit without one,
+                    // hence the last drain; only an empty ring may go back
+                    // to waiting (the kernel wakes the reader only once it
+                    // has caught up). If the flag cannot be cleared, keep
+                    // polling.
+                    let idle = set_polling(&mut polling, false) && {
                         tokio::time::sleep(COALESCE).await;
-                        drain(fd.get_mut(), &mut batch, &stats);
-                        next_poll = None;
-                    } else {
-                        next_poll = Some(tokio::time::Instant::now() + POLL);
-                    }
+                        drain(fd.get_mut(), &mut batch, &stats) || !set_polling(&mut polling, true)
+                    };
+                    next_poll = if idle { None } else { Some(tokio::time::Instant::now() + POLL) };
                 } else {
                     next_poll = Some(tokio::time::Instant::now() + POLL);
                 }
