@@ -55,7 +55,8 @@ enum Cmd {
         /// classify + correlate throughput, criterion), `memory` (agent
         /// RSS with 10k live processes and 1k credentials) or `scan`
         /// (content discovery: recall against detect-secrets, wall time
-        /// against ripgrep).
+        /// against ripgrep) or `idle` (agent CPU and wake-ups with no
+        /// workload, over 60 s).
         name: String,
         /// `files`, `tls`, `scan`: rounds of interleaved setups.
         #[arg(long, default_value_t = 5)]

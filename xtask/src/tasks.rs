@@ -95,3 +95,13 @@ pub fn bench_memory() -> anyhow::Result<()> {
     status(Command::new("cargo").current_dir(&root).args(["build", "--release", "--package", "nhi-observer"]))?;
     crate::bench::memory::bench(&root.join("target/release/nhi-observer"))
 }
+
+/// `bench idle`: the agent's CPU and wake-ups with no workload, over 60 s.
+pub fn bench_idle() -> anyhow::Result<()> {
+    if !is_root() {
+        anyhow::bail!("the benchmark loads the agent's probes: run it as root");
+    }
+    let root = workspace_root();
+    status(Command::new("cargo").current_dir(&root).args(["build", "--release", "--package", "nhi-observer"]))?;
+    crate::bench::idle::bench(&root.join("target/release/nhi-observer"), std::time::Duration::from_secs(60))
+}

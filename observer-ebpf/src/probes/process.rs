@@ -17,19 +17,20 @@
 //! Field reads need the offsets of the `process_valid` section; without them
 //! exec records still carry what the helpers give (pid, uid, cgroup, comm).
 use aya_ebpf::{
+    bindings::BPF_RB_NO_WAKEUP,
     helpers::generated,
     macros::{btf_tracepoint, map},
-    maps::PerCpuArray,
+    maps::{Array, PerCpuArray},
     programs::BtfTracePointContext,
 };
 use observer_common::{
     CGROUP_PATH_LEN, CgroupMkdirEvent, Counter, EXEC_ARGS_MAX, EXEC_DATA_LEN, EXEC_ENV_MAX, EventHeader,
-    EventKind, KernelOffsets, PATH_LEN, ProcessExecEvent, ProcessExitEvent, ProcessForkEvent, TTY_NAME_LEN,
+    EventKind, PATH_LEN, ProcessExecEvent, ProcessExitEvent, ProcessForkEvent, TTY_NAME_LEN,
     cgroup_flags, exec_flags,
 };
 
 use crate::{
-    kernel::{self, read},
+    kernel::{self, ld, off, read},
     maps::{EVENTS, count},
 };
 
@@ -44,8 +45,26 @@ pub struct ExecScratch {
 #[map]
 static EXEC_SCRATCH: PerCpuArray<ExecScratch> = PerCpuArray::with_max_entries(1, 0);
 
+/// Non-zero while the agent's ring reader polls the ring on a timer (it
+/// sets and clears it; see `observer/src/ringbuf`). Process records are
+/// then submitted without a wake-up: waking the reader (an irq_work, a
+/// self-IPI and a remote wake-up, each a VM exit on our machines) cost more
+/// than everything else these programs do, about 5-15 us per process.
+/// When the reader is idle (0), records wake it as usual.
+#[map]
+static READER_POLLING: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Flags for submitting a process record (see [`READER_POLLING`]).
+#[inline(always)]
+fn submit_flags() -> u64 {
+    if READER_POLLING.get(0).is_some_and(|v| *v != 0) { BPF_RB_NO_WAKEUP as u64 } else { 0 }
+}
+
+// Program names are short (`proc_*`): the kernel keeps 15 bytes of a
+// program's name, and `sched_process_exec` and `sched_process_exit` would
+// both read `sched_process_e` in its statistics (`cargo xtask bench process`).
 #[btf_tracepoint(function = "sched_process_exec")]
-pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
+pub fn proc_exec(ctx: BtfTracePointContext) -> i32 {
     let old_pid: u32 = ctx.arg(1);
     let bprm: u64 = ctx.arg(2);
     let _ = on_exec(old_pid, bprm);
@@ -53,14 +72,14 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
 }
 
 #[btf_tracepoint(function = "sched_process_fork")]
-pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
+pub fn proc_fork(ctx: BtfTracePointContext) -> i32 {
     let child: u64 = ctx.arg(1);
     let _ = on_fork(child);
     0
 }
 
 #[btf_tracepoint(function = "sched_process_exit")]
-pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
+pub fn proc_exit(ctx: BtfTracePointContext) -> i32 {
     let task: u64 = ctx.arg(0);
     let _ = on_exit(task);
     0
@@ -82,7 +101,6 @@ fn boot_ns() -> u64 {
 
 #[inline(always)]
 fn on_exec(old_pid: u32, bprm: u64) -> Option<()> {
-    let o = kernel::offsets();
     let scratch = EXEC_SCRATCH.get_ptr_mut(0)?;
     // SAFETY: the per-CPU value is ours alone for this program run.
     let s = unsafe { &mut *scratch };
@@ -94,9 +112,10 @@ fn on_exec(old_pid: u32, bprm: u64) -> Option<()> {
     s.ev._pad1 = 0;
 
     s.ev.filename[0] = 0;
-    if o.process_valid != 0
-        && let Some(name) = read::<u64>(bprm, o.bprm_filename)
-    {
+    // `bprm` is the tracepoint's BTF-typed argument, `current` a typed task:
+    // plain loads below, helpers only to copy strings and user memory.
+    let name: u64 = if off!(process_valid) != 0 && off!(valid) != 0 { ld(bprm, off!(bprm_filename)) } else { 0 };
+    if name != 0 {
         // SAFETY: destination is the PATH_LEN-byte field; the helper checks
         // the source address.
         let n = unsafe {
@@ -120,11 +139,11 @@ fn on_exec(old_pid: u32, bprm: u64) -> Option<()> {
     }
 
     s.ev.tty[0] = 0;
-    if current_tty(&o, &mut s.ev.tty) {
+    if current_tty(&mut s.ev.tty) {
         flags |= exec_flags::HAS_TTY;
     }
 
-    let (args_len, env_len) = copy_args_env(&o, &mut s.data, &mut flags);
+    let (args_len, env_len) = copy_args_env(&mut s.data, &mut flags);
     s.ev.args_len = args_len as u32;
     s.ev.env_len = env_len as u32;
     s.ev.flags = flags;
@@ -134,7 +153,7 @@ fn on_exec(old_pid: u32, bprm: u64) -> Option<()> {
     // env_len are clamped to their maxima), so the slice stays inside the
     // per-CPU value.
     let bytes = unsafe { core::slice::from_raw_parts(scratch as *const u8, size) };
-    match EVENTS.output::<[u8]>(bytes, 0) {
+    match EVENTS.output::<[u8]>(bytes, submit_flags()) {
         Ok(()) => {
             count(EventKind::ProcessExec, Counter::Emitted);
             Some(())
@@ -148,26 +167,26 @@ fn on_exec(old_pid: u32, bprm: u64) -> Option<()> {
 
 /// The controlling terminal's name (`task->signal->tty->name`), if any.
 #[inline(always)]
-fn current_tty(o: &KernelOffsets, buf: &mut [u8; TTY_NAME_LEN]) -> bool {
-    if o.process_valid == 0 {
+fn current_tty(buf: &mut [u8; TTY_NAME_LEN]) -> bool {
+    if off!(process_valid) == 0 || off!(valid) == 0 {
         return false;
     }
-    let Some(signal) = read::<u64>(kernel::current_task(), o.task_signal) else {
+    let signal: u64 = ld(kernel::task_btf(), off!(task_signal));
+    if signal == 0 {
         return false;
-    };
-    let Some(tty) = read::<u64>(signal, o.signal_tty) else {
-        return false;
-    };
+    }
+    let tty: u64 = ld(signal, off!(signal_tty));
     if tty == 0 {
         return false;
     }
     // SAFETY: destination is the TTY_NAME_LEN-byte buffer; the helper checks
     // the source address.
+    let name = tty + off!(tty_name) as u64;
     let n = unsafe {
         generated::bpf_probe_read_kernel_str(
             buf.as_mut_ptr().cast(),
             TTY_NAME_LEN as u32,
-            (tty + o.tty_name as u64) as *const _,
+            name as *const _,
         )
     };
     n > 1
@@ -177,17 +196,18 @@ fn current_tty(o: &KernelOffsets, buf: &mut [u8; TTY_NAME_LEN]) -> bool {
 /// (`mm->arg_start..arg_end`, `env_start..env_end`) into `data`: argv first,
 /// then the environment. Returns the bytes used by each.
 #[inline(always)]
-fn copy_args_env(o: &KernelOffsets, data: &mut [u8; EXEC_DATA_LEN], flags: &mut u32) -> (usize, usize) {
-    if o.process_valid == 0 || o.valid == 0 {
+fn copy_args_env(data: &mut [u8; EXEC_DATA_LEN], flags: &mut u32) -> (usize, usize) {
+    if off!(process_valid) == 0 || off!(valid) == 0 {
         return (0, 0);
     }
-    let Some(mm) = read::<u64>(kernel::current_task(), o.task_mm) else {
+    let mm: u64 = ld(kernel::task_btf(), off!(task_mm));
+    if mm == 0 {
         return (0, 0);
-    };
-    let arg_start = read::<u64>(mm, o.mm_arg_start).unwrap_or(0);
-    let arg_end = read::<u64>(mm, o.mm_arg_end).unwrap_or(0);
-    let env_start = read::<u64>(mm, o.mm_env_start).unwrap_or(0);
-    let env_end = read::<u64>(mm, o.mm_env_end).unwrap_or(0);
+    }
+    let arg_start: u64 = ld(mm, off!(mm_arg_start));
+    let arg_end: u64 = ld(mm, off!(mm_arg_end));
+    let env_start: u64 = ld(mm, off!(mm_env_start));
+    let env_end: u64 = ld(mm, off!(mm_env_end));
 
     let mut args_len = arg_end.saturating_sub(arg_start) as usize;
     if args_len > EXEC_ARGS_MAX {
@@ -255,24 +275,26 @@ fn on_fork(child: u64) -> Option<()> {
         (*ev).child_start_boot_ns = read::<u64>(child, o.task_start_boottime).unwrap_or(0);
         (*ev).child_cgroup_id = kernel::task_cgroup_id(&o, child).unwrap_or((*ev).parent.cgroup_id);
     }
-    entry.submit(0);
+    entry.submit(submit_flags());
     count(EventKind::ProcessFork, Counter::Emitted);
     Some(())
 }
 
 #[inline(always)]
 fn on_exit(task: u64) -> Option<()> {
-    let o = kernel::offsets();
-    if o.process_valid == 0 || o.valid == 0 {
+    if off!(process_valid) == 0 || off!(valid) == 0 {
         return None;
     }
     // `do_exit` decrements `signal->live` before this tracepoint: zero means
-    // this is the last thread of the process.
-    let signal = read::<u64>(task, o.task_signal)?;
-    let live = read::<i32>(signal, o.signal_live)?;
-    if live != 0 {
+    // this is the last thread of the process. `task` is the tracepoint's
+    // BTF-typed argument: plain loads, no helper calls (this runs for every
+    // thread that exits).
+    let signal: u64 = ld(task, off!(task_signal));
+    let live: i32 = ld(signal, off!(signal_live));
+    if signal == 0 || live != 0 {
         return None;
     }
+    let exit_code = ld::<u32>(task, off!(task_exit_code));
     let Some(mut entry) = EVENTS.reserve::<ProcessExitEvent>(0) else {
         count(EventKind::ProcessExit, Counter::ReserveFailed);
         return None;
@@ -286,10 +308,10 @@ fn on_exit(task: u64) -> Option<()> {
             boot_ns: boot_ns(),
         };
         kernel::current_task_info(&mut (*ev).task);
-        (*ev).exit_code = read::<u32>(task, o.task_exit_code).unwrap_or(0);
+        (*ev).exit_code = exit_code;
         (*ev)._pad0 = 0;
     }
-    entry.submit(0);
+    entry.submit(submit_flags());
     count(EventKind::ProcessExit, Counter::Emitted);
     Some(())
 }

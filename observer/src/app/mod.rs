@@ -116,11 +116,12 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
         .context("filling the metadata-service addresses")?;
     tracing::debug!(addresses = n, "metadata-service addresses loaded");
     let ring = probes.take_events().context("opening the event ring buffer")?;
+    let polling = probes.take_reader_polling().context("opening the reader's polling flag")?;
     let kernel = probes.take_kernel_state().context("opening the kernel counters")?;
 
     let shutdown = CancellationToken::new();
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-    let reader = tokio::spawn(ringbuf::run(ring, tx.clone(), stats.clone(), shutdown.clone()));
+    let reader = tokio::spawn(ringbuf::run(ring, Some(polling), tx.clone(), stats.clone(), shutdown.clone()));
     let ticker = tokio::spawn(tick(tx.clone(), shutdown.clone()));
 
     let mut sink = JsonLines::open(&cfg.jsonl).with_context(|| match &cfg.jsonl {

@@ -72,9 +72,9 @@ impl Hook {
 pub const PROGRAM_LIST: &[(&str, Hook)] = &[
     ("sys_exit", Hook::TpBtf("sys_exit")),
     // Process table and workload identity (probes/process.rs).
-    ("sched_process_exec", Hook::TpBtf("sched_process_exec")),
-    ("sched_process_fork", Hook::TpBtf("sched_process_fork")),
-    ("sched_process_exit", Hook::TpBtf("sched_process_exit")),
+    ("proc_exec", Hook::TpBtf("sched_process_exec")),
+    ("proc_fork", Hook::TpBtf("sched_process_fork")),
+    ("proc_exit", Hook::TpBtf("sched_process_exit")),
     ("cgroup_mkdir", Hook::TpBtf("cgroup_mkdir")),
     // io_uring opens (probes/iouring.rs); optional, see `OPTIONAL_PROGRAMS`.
     ("io_uring_submit_req", Hook::TpBtf("io_uring_submit_req")),
@@ -414,6 +414,13 @@ impl Probes {
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
         let map = self.ebpf.take_map("EVENTS").ok_or(ProbeError::NoMap("EVENTS"))?;
         RingBuf::try_from(map).map_err(map_err("EVENTS"))
+    }
+
+    /// The flag the ring reader sets while it polls the ring on a timer
+    /// (process records then skip their wake-up). Can be taken once.
+    pub fn take_reader_polling(&mut self) -> Result<Array<MapData, u32>, ProbeError> {
+        let map = self.ebpf.take_map("READER_POLLING").ok_or(ProbeError::NoMap("READER_POLLING"))?;
+        Array::try_from(map).map_err(map_err("READER_POLLING"))
     }
 
     /// Counters and de-dup state, for the pipeline. Can be taken once.

@@ -9,7 +9,7 @@
 //! reserve failures in the kernel, in one place, per event kind.
 use std::sync::Arc;
 
-use aya::maps::{MapData, RingBuf};
+use aya::maps::{Array, MapData, RingBuf};
 use tokio::{io::unix::AsyncFd, sync::mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -27,8 +27,21 @@ const BATCH: usize = 512;
 /// write per connection without it.
 const COALESCE: std::time::Duration = std::time::Duration::from_millis(2);
 
+/// While records keep coming, the reader polls the ring this often instead
+/// of being woken (see [`run`]).
+const POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Reads the ring until `shutdown`.
+///
+/// `polling` is the kernel's `READER_POLLING` flag. After a wake-up the
+/// reader sets it and drains the ring every [`POLL`]; meanwhile the process
+/// programs submit without waking it (a wake-up cost them more than all
+/// their other work). The first poll that finds nothing clears the flag,
+/// waits a moment for records submitted just before, drains once more and
+/// goes back to waiting for a wake-up: an idle agent has no timer.
 pub async fn run<T: From<Event>>(
     ring: RingBuf<MapData>,
+    mut polling: Option<Array<MapData, u32>>,
     tx: mpsc::Sender<T>,
     stats: Arc<Stats>,
     shutdown: CancellationToken,
@@ -38,7 +51,9 @@ pub async fn run<T: From<Event>>(
     let mut fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(std::io::Error::from)?;
     let mut batch = Vec::with_capacity(BATCH);
+    let mut next_poll: Option<tokio::time::Instant> = None;
     loop {
+        let poll_at = next_poll.unwrap_or_else(tokio::time::Instant::now);
         let stopping = tokio::select! {
             guard = fd.readable_mut() => {
                 let mut guard = guard?;
@@ -47,6 +62,28 @@ pub async fn run<T: From<Event>>(
                 if drained {
                     // Clears readiness only if no new wake-up arrived meanwhile.
                     guard.clear_ready();
+                }
+                if next_poll.is_none() && set_polling(&mut polling, true) {
+                    next_poll = Some(tokio::time::Instant::now() + POLL);
+                }
+                false
+            }
+            () = tokio::time::sleep_until(poll_at), if next_poll.is_some() => {
+                let drained = drain(fd.get_mut(), &mut batch, &stats);
+                if batch.is_empty() && drained {
+                    // Idle: wake-ups again. A program that read the flag
+                    // just before it changed may still submit without one,
+                    // hence the last drain; only an empty ring may go back
+                    // to waiting (the kernel wakes the reader only once it
+                    // has caught up). If the flag cannot be cleared, keep
+                    // polling.
+                    let idle = set_polling(&mut polling, false) && {
+                        tokio::time::sleep(COALESCE).await;
+                        drain(fd.get_mut(), &mut batch, &stats) || !set_polling(&mut polling, true)
+                    };
+                    next_poll = if idle { None } else { Some(tokio::time::Instant::now() + POLL) };
+                } else {
+                    next_poll = Some(tokio::time::Instant::now() + POLL);
                 }
                 false
             }
@@ -60,6 +97,19 @@ pub async fn run<T: From<Event>>(
         };
         if !forward(&tx, &mut batch).await || stopping {
             return Ok(());
+        }
+    }
+}
+
+/// Sets the kernel's polling flag; false if there is none or it could not
+/// be set.
+fn set_polling(flag: &mut Option<Array<MapData, u32>>, on: bool) -> bool {
+    let Some(map) = flag else { return false };
+    match map.set(0, u32::from(on), 0) {
+        Ok(()) => true,
+        Err(err) => {
+            tracing::warn!(error = %err, on, "cannot set the ring reader's polling flag");
+            false
         }
     }
 }

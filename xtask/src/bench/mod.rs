@@ -13,6 +13,7 @@ use std::{
 use anyhow::{Context as _, anyhow, bail};
 
 pub mod files;
+pub mod idle;
 pub mod memory;
 pub mod process;
 pub mod scan;
@@ -164,7 +165,8 @@ pub fn run(name: &str, rounds: usize, iterations: u32) -> anyhow::Result<()> {
         "pipeline" => pipeline(),
         "memory" => crate::tasks::bench_memory(),
         "scan" => crate::tasks::bench_scan(rounds),
-        other => bail!("unknown benchmark `{other}`; available: files, process, tls, pipeline, memory, scan"),
+        "idle" => crate::tasks::bench_idle(),
+        other => bail!("unknown benchmark `{other}`; available: files, process, tls, pipeline, memory, scan, idle"),
     }
 }
 
@@ -181,4 +183,29 @@ fn pipeline() -> anyhow::Result<()> {
         bail!("cargo bench failed: {st}");
     }
     Ok(())
+}
+
+/// Run time and run count of each BPF program `pid` holds, by program name
+/// (kernel BPF statistics: counted only while [`BpfStats`] is on).
+pub fn prog_stats_by_name(pid: u32) -> std::collections::BTreeMap<String, (u64, u64)> {
+    let mut ids = std::collections::BTreeSet::new();
+    if let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) {
+        for e in rd.filter_map(Result::ok) {
+            let Ok(info) = std::fs::read_to_string(e.path()) else { continue };
+            if let Some(id) = info.lines().find_map(|l| l.strip_prefix("prog_id:").and_then(|v| v.trim().parse::<u32>().ok())) {
+                ids.insert(id);
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    for info in aya::programs::loaded_programs().filter_map(Result::ok) {
+        if !ids.contains(&info.id()) {
+            continue;
+        }
+        let name = info.name_as_str().unwrap_or("?").to_string();
+        let e = out.entry(name).or_insert((0, 0));
+        e.0 += info.run_time().as_nanos() as u64;
+        e.1 += info.run_count();
+    }
+    out
 }

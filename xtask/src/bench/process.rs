@@ -7,6 +7,9 @@
 //! (every exec is copied and decoded: argv, environment, executable, tty),
 //! and the same with credential variables in the environment (each one
 //! becomes a record). Numbers are only comparable on a quiet machine.
+//! With the agent running, a second pass with the kernel's BPF statistics
+//! on gives each process program's run time per process, against its
+//! target: CPU time of the programs, meaningful on a busy machine too.
 use std::{
     io::{BufRead as _, BufReader},
     path::Path,
@@ -32,6 +35,10 @@ const WORKLOADS: &[Workload] = &[
         ],
     },
 ];
+
+/// The process sensor's programs and their cost targets, in ns of BPF run
+/// time per process created (issue 17).
+const PROGRAM_TARGETS: &[(&str, f64)] = &[("proc_fork", 2000.0), ("proc_exec", 2000.0), ("proc_exit", 1000.0)];
 
 fn run_workload(w: &Workload, iterations: u32) -> anyhow::Result<Duration> {
     let start = Instant::now();
@@ -70,6 +77,27 @@ pub fn bench(bin: &Path, iterations: u32) -> anyhow::Result<()> {
         // Keep draining its log so it never blocks on a full pipe.
         let drain = std::thread::spawn(move || lines.map_while(Result::ok).count());
         let with = run_workload(w, iterations)?;
+        // Kernel program cost per process, in a pass of its own (the
+        // statistics add two clock reads to every program run, so they are
+        // never on while wall-clock time is measured).
+        let costs = {
+            let _stats = super::BpfStats::enable();
+            let before = super::prog_stats_by_name(agent.id());
+            run_workload(w, iterations)?;
+            let after = super::prog_stats_by_name(agent.id());
+            PROGRAM_TARGETS
+                .iter()
+                .map(|&(name, target)| {
+                    let (t0, c0) = before.get(name).copied().unwrap_or_default();
+                    let (t1, c1) = after.get(name).copied().unwrap_or_default();
+                    // Per run: every process created runs each program
+                    // once; the programs also run for other processes on
+                    // the machine, which the run count includes.
+                    let runs = (c1 - c0).max(1) as f64;
+                    (name, target, (t1 - t0) as f64 / runs, runs / f64::from(iterations))
+                })
+                .collect::<Vec<_>>()
+        };
         // SAFETY: signalling our own child.
         unsafe { libc::kill(agent.id() as libc::pid_t, libc::SIGINT) };
         agent.wait().context("waiting for the agent")?;
@@ -85,6 +113,14 @@ pub fn bench(bin: &Path, iterations: u32) -> anyhow::Result<()> {
             per(with),
             per(with) / base
         );
+        for (name, target, ns, runs) in costs {
+            let verdict = if ns <= target { "ok" } else { "OVER" };
+            println!(
+                "  {name:<10} {:>7.2} us of BPF time per run (one run per process; {runs:.2} runs per iteration)  target <= {:.1} us  {verdict}",
+                ns / 1e3,
+                target / 1e3
+            );
+        }
     }
     let _ = std::fs::remove_dir_all(&state);
     Ok(())
