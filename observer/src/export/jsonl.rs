@@ -50,11 +50,22 @@ pub struct JsonLines {
 
 impl JsonLines {
     /// Opens the output; a file is created 0640 (it names credentials and
-    /// their users: not for every user to read).
+    /// their users: not for every user to read), and a regular file that
+    /// exists with wider permissions (an older agent's, a shell's umask) is
+    /// narrowed to them.
     pub fn open(target: &Target) -> io::Result<Self> {
         let out = match target {
             Target::Stdout => Out::Stdout(io::stdout()),
-            Target::File(path) => Out::File(OpenOptions::new().create(true).append(true).mode(0o640).open(path)?),
+            Target::File(path) => {
+                use std::os::unix::fs::PermissionsExt as _;
+                let f = OpenOptions::new().create(true).append(true).mode(0o640).open(path)?;
+                let meta = f.metadata()?;
+                let mode = meta.permissions().mode();
+                if meta.is_file() && mode & 0o027 != 0 {
+                    f.set_permissions(std::fs::Permissions::from_mode(mode & 0o640))?;
+                }
+                Out::File(f)
+            }
         };
         Ok(Self { out, buf: Vec::with_capacity(64 * 1024), lines: 0, lines_lost: 0, failing: None })
     }
@@ -157,5 +168,11 @@ mod tests {
         drop(j);
         let mode = std::fs::metadata(dir.path().join("new.jsonl")).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode & 0o007, 0, "not readable by every user: {mode:o}");
+        // An existing file readable by every user is narrowed.
+        let old = dir.path().join("old.jsonl");
+        std::fs::write(&old, "").unwrap();
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o666)).unwrap();
+        drop(JsonLines::open(&Target::File(old.clone())).unwrap());
+        assert_eq!(std::fs::metadata(&old).unwrap().permissions().mode() & 0o777, 0o640);
     }
 }
