@@ -159,7 +159,7 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
         })
         .context("starting the sink thread")?;
 
-    // Loading parsed the kernel's BTF twice (aya, btfparse) and the
+    // Loading read the kernel's BTF twice (offsets, aya's parse) and the
     // process table scanned /proc: tens of MiB freed since, which the
     // allocators keep unless told. Hand them back once, before watching.
     crate::alloc::release_free_memory();

@@ -174,9 +174,9 @@ impl KernelState {
 impl Probes {
     /// Loads the programs (not yet attached).
     pub fn load(opts: &ProbeOptions) -> Result<Self, ProbeError> {
-        // The kernel's BTF is parsed twice (btfparse for the offsets, aya
-        // for loading): one after the other, each parse freed before the
-        // next, so that the start's peak memory holds one of them, not both.
+        // The kernel's BTF is read twice (in place for the offsets, parsed
+        // by aya for loading): one after the other, the first freed before
+        // the second, so that the start's peak memory holds one of them.
         let kernel = offsets::resolve_file(Path::new(offsets::VMLINUX_BTF)).unwrap_or_else(|e| {
             tracing::warn!(error = %e, "kernel offsets unavailable: only failed opens and path rules are watched; events lack inode, resolved path, executable and parent");
             offsets::KernelBtf { offsets: KernelOffsets::default(), rdonly_cast: None, iouring: Default::default() }
