@@ -11,13 +11,18 @@
 //! and flush, drop the probes, which detaches them, then give the OTLP
 //! exporter a few seconds to deliver what is committed.
 //!
+//! This file holds the start and stop order; the sink thread (store, JSON
+//! lines, heartbeats, findings) is `sink.rs`, the watch list's loading and
+//! the at-rest scan that feeds it `watch_list.rs`, the per-event stages
+//! `pipeline.rs`.
+//!
 //! The store is opened (and migrated) before the probes load, and the OTLP
 //! exporter started from the `OTEL_*` variables: a database or exporter
 //! that cannot work is a startup error, not a silent loss.
 use std::{
     sync::{Arc, mpsc as std_mpsc},
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::Context as _;
@@ -28,18 +33,13 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    classify::{
-        catalog::{Catalog, WatchRule},
-        key,
-        watch::{self, InodeEntry, WatchList},
-    },
+    classify::key,
     config::{Config, Overrides},
     export::{jsonl::JsonLines, otlp},
-    model::Record,
     probes::{ProbeOptions, Probes},
-    ringbuf, scan,
+    ringbuf,
     stats::Stats,
-    store::{self, COMMIT_ROWS, Store},
+    store::{self, Store},
 };
 
 mod dedup;
@@ -47,7 +47,11 @@ mod findings;
 mod links;
 pub mod health;
 mod pipeline;
+mod sink;
+mod watch_list;
 pub use pipeline::{Input, Pipeline};
+use sink::{Out, sink_loop};
+use watch_list::{KnownInodes, link_watch, load_watch, refresh_links, reload, start_scan};
 
 /// Inputs between the reader and the sink. Full: the reader waits and the
 /// kernel ring absorbs the burst (and counts what it cannot).
@@ -311,151 +315,6 @@ pub fn error_text(e: &anyhow::Error) -> String {
     line
 }
 
-/// Credential inodes found by the at-rest scan or learned from confirmed
-/// opens, which the rules' expansion alone would not find. Bounded: the
-/// oldest go first past half the kernel map's size.
-#[derive(Default)]
-struct KnownInodes(Vec<InodeEntry>);
-
-const MAX_KNOWN_INODES: usize = 32_768;
-
-impl KnownInodes {
-    fn add(&mut self, new: &[InodeEntry]) {
-        for e in new {
-            self.0.retain(|k| k.key != e.key);
-            self.0.push(e.clone());
-        }
-        let excess = self.0.len().saturating_sub(MAX_KNOWN_INODES);
-        self.0.drain(..excess);
-    }
-}
-
-/// Resolves the catalog's kernel rules over the file system, adds the known
-/// inodes, and loads both into the kernel.
-fn load_watch(
-    probes: &mut Probes,
-    catalog: &Catalog,
-    known: &KnownInodes,
-    stats: &Stats,
-) -> anyhow::Result<Arc<WatchList>> {
-    let rules: Vec<WatchRule> = catalog.kernel_rules();
-    let mut entries = watch::expand(&rules, &watch::home_dirs());
-    entries.extend(known.0.iter().cloned());
-    entries.sort_by_key(|e| (e.key.dev, e.key.ino));
-    entries.dedup_by_key(|e| (e.key.dev, e.key.ino));
-    let loaded = probes.set_watch(&rules, entries.clone())?;
-    Stats::set(&stats.watched_inodes, loaded.inodes as u64);
-    tracing::info!(rules = rules.len(), path_keys = loaded.path_keys, inodes = loaded.inodes, "watch list loaded");
-    Ok(Arc::new(WatchList::new(catalog.clone(), &entries)))
-}
-
-/// Watches the directories holding the catalog's paths for credential
-/// paths re-pointed while running (app/links.rs); `None` without inotify.
-fn link_watch(catalog: &Catalog) -> Option<links::LinkWatch> {
-    match links::LinkWatch::new(&catalog.kernel_rules(), &watch::home_dirs()) {
-        Ok((w, failed)) => {
-            link_watch_failures(failed);
-            tracing::debug!(dirs = w.len(), "watching credential directories for re-pointed paths");
-            Some(w)
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "no inotify: credential paths re-pointed while running are seen at the next rescan");
-            None
-        }
-    }
-}
-
-/// Brings the directory watch up to date with the catalog and the homes.
-fn refresh_links(links: &mut Option<links::LinkWatch>, catalog: &Catalog) {
-    match links {
-        Some(w) => link_watch_failures(w.refresh(&catalog.kernel_rules(), &watch::home_dirs())),
-        None => *links = link_watch(catalog),
-    }
-}
-
-fn link_watch_failures(failed: usize) {
-    if failed > 0 {
-        tracing::warn!(failed, "some credential directories cannot be watched for re-pointed paths (inotify limits?); those are seen at the next rescan");
-    }
-}
-
-/// Re-resolves the watch list and hands it to the pipeline, in order with
-/// the events.
-async fn reload(
-    probes: &mut Probes,
-    catalog: &Catalog,
-    known: &KnownInodes,
-    stats: &Stats,
-    tx: &mpsc::Sender<Input>,
-    why: &str,
-) {
-    match load_watch(probes, catalog, known, stats) {
-        Ok(watch) => {
-            let _ = tx.send(Input::Watch(watch)).await;
-        }
-        Err(e) => tracing::error!(why, "watch list not updated: {}", error_text(&e)),
-    }
-}
-
-/// The at-rest scan, on its own thread so that start is not delayed. Each
-/// credential file it finds is watched by inode from then on (under any
-/// name it is opened by, in any mount namespace).
-fn start_scan(
-    cfg: &Config,
-    keyed: Arc<observer_creds::Keyed>,
-    inodes: mpsc::UnboundedSender<InodeEntry>,
-    at_rest: std_mpsc::Sender<Vec<store::evidence::AtRest>>,
-) -> anyhow::Result<()> {
-    let catalog = cfg.catalog.clone();
-    // Two walker threads: the agent is running beside it.
-    let opts = scan::ScanOptions { threads: 2, ..scan::ScanOptions::new(scan::roots(&[], &cfg.scan_roots), cfg.max_credential_bytes) };
-    thread::Builder::new()
-        .name("nhi-scan".into())
-        .spawn(move || {
-            let report = scan::scan(&catalog, &keyed, &opts, &mut |_, _| {});
-            tracing::info!(
-                files = report.found.len(),
-                identities = report.identities(),
-                files_seen = report.files_seen,
-                walk_errors = report.walk_errors,
-                skipped = ?report.skipped,
-                "at-rest scan done"
-            );
-            // The findings' facts: what is present at rest.
-            let found: Vec<store::evidence::AtRest> = report
-                .found
-                .iter()
-                .flat_map(|f| {
-                    f.parsed.identities.iter().map(|i| store::evidence::AtRest {
-                        path: f.path.to_string_lossy().into_owned(),
-                        nhi_id: i.id.clone(),
-                        kind: i.kind.clone(),
-                        expires: i
-                            .attributes
-                            .iter()
-                            .filter(|(k, _)| *k == "nhi.credential.expires_at" || *k == "nhi.x509.not_after")
-                            .find_map(|(_, v)| crate::inventory::parse_expiry(v)),
-                    })
-                })
-                .collect();
-            let _ = at_rest.send(found);
-            for found in &report.found {
-                let (Some((dev, ino)), Some(rule)) =
-                    (found.kernel_inode(), catalog.rules.iter().find(|r| r.name == found.rule))
-                else {
-                    continue;
-                };
-                let entry =
-                    InodeEntry::new(dev as u32, ino, rule.id, observer_common::INODE_FILE, found.path.clone());
-                if inodes.send(entry).is_err() {
-                    return;
-                }
-            }
-        })
-        .map(drop)
-        .context("starting the scan thread")
-}
-
 /// One `Input::Tick` a second until shutdown; never blocks on a full queue.
 async fn tick(tx: mpsc::Sender<Input>, shutdown: CancellationToken) {
     let mut every = tokio::time::interval(Duration::from_secs(1));
@@ -474,235 +333,6 @@ fn ensure_state_dir(dir: &std::path::Path) -> anyhow::Result<()> {
         .mode(0o700)
         .create(dir)
         .with_context(|| format!("creating state directory {}", dir.display()))
-}
-
-/// Where records go: the store (which gives each its id and JSON text),
-/// then, once committed, the JSON lines output: a line is written only
-/// for a record the database holds.
-struct Out<'a> {
-    sink: &'a mut JsonLines,
-    store: &'a mut Store,
-    stats: &'a Stats,
-    /// Committed records' text, between the store and the sink.
-    lines: Vec<String>,
-    /// The agent's own stats lines (not stored): written once the records
-    /// before them are.
-    unstored: Vec<String>,
-    /// Told after each commit: the OTLP exporter, which delivers what is
-    /// committed.
-    wake: Option<&'a tokio::sync::Notify>,
-}
-
-impl Out<'_> {
-    /// A failed store write: counted; the store logs the outage and keeps
-    /// the records for a retry.
-    fn store_error(&mut self, e: &store::StoreError) {
-        Stats::add(&self.stats.store_errors, 1);
-        tracing::debug!(error = %e, "store write failed");
-    }
-
-    fn write(&mut self, records: &mut Vec<Record>) {
-        for mut record in records.drain(..) {
-            if record.event_name == crate::model::EVENT_AGENT_STATS {
-                // Counters, not observations: JSON lines, and OTLP metrics.
-                self.unstored.push(serde_json::to_string(&record).unwrap_or_default());
-            } else if let Err(e) = self.store.append(&mut record) {
-                self.store_error(&e);
-            }
-            Stats::add(&self.stats.records_written, 1);
-        }
-    }
-
-    /// Usage deltas into the store; the resulting `nhi.usage` records out.
-    fn usage(&mut self, pipeline: &mut Pipeline, deltas: &mut Vec<crate::correlate::UsageDelta>) {
-        pipeline.drain_usage(deltas);
-        let mut records = Vec::with_capacity(deltas.len());
-        for d in deltas.drain(..) {
-            match self.store.upsert_usage(&d) {
-                Ok(Some(row)) => records.push(store::usage_record(&row)),
-                Ok(None) => {}
-                Err(e) => self.store_error(&e),
-            }
-        }
-        // The totals now count every access record so far (a restart after
-        // a crash recounts the ones committed after this).
-        if let Err(e) = self.store.usage_counted() {
-            self.store_error(&e);
-        }
-        self.write(&mut records);
-    }
-
-    /// The `nhi.usage` records of usages the store recounted at start
-    /// (after a crash), once their totals are committed.
-    fn recounted(&mut self) {
-        let mut records: Vec<Record> = self.store.take_recounted().iter().map(store::usage_record).collect();
-        self.write(&mut records);
-    }
-
-    /// Commits when due (or `force`); the JSON lines follow each commit, and
-    /// the exporter hears of it.
-    fn commit(&mut self, force: bool) -> std::io::Result<()> {
-        match self.store.maybe_commit(force) {
-            Ok(true) => {
-                self.release()?;
-                if let Some(w) = self.wake {
-                    w.notify_one();
-                }
-            }
-            Ok(false) => self.release()?,
-            Err(e) => self.store_error(&e),
-        }
-        Ok(())
-    }
-
-    /// Committed records to the JSON lines output, then the stats lines
-    /// once no record before them waits; flushed.
-    fn release(&mut self) -> std::io::Result<()> {
-        self.store.take_committed(&mut self.lines);
-        let stored = self.lines.len() as u64;
-        for line in self.lines.drain(..) {
-            self.sink.write_raw(&line)?;
-        }
-        Stats::add(&self.stats.records_stored, stored);
-        if self.store.unreleased() == 0 {
-            for line in self.unstored.drain(..) {
-                self.sink.write_raw(&line)?;
-            }
-        }
-        Stats::set(&self.stats.store_queued, self.store.unreleased() as u64);
-        self.stats.set_store_drops(&self.store.drops);
-        if stored > 0 || self.store.unreleased() == 0 {
-            self.sink.flush()?;
-            Stats::set(&self.stats.jsonl_lines_lost, self.sink.lines_lost);
-        }
-        Ok(())
-    }
-}
-
-/// Heartbeats (coverage, run alive) and pruning, at most this often.
-const HEARTBEAT: Duration = Duration::from_secs(1);
-/// How often freed heap is handed back to the system: after a burst
-/// (thousands of processes, a batch of credential reads) the allocator
-/// otherwise keeps its peak.
-const TRIM_EVERY: Duration = Duration::from_secs(30);
-
-/// The sink thread: inputs through the pipeline, records to the store and
-/// the JSON lines output, committed in batches (at most [`COMMIT_ROWS`]
-/// rows or [`store::COMMIT_INTERVAL`] old), never per event.
-fn sink_loop(
-    runtime: &tokio::runtime::Handle,
-    mut rx: mpsc::Receiver<Input>,
-    pipeline: &mut Pipeline,
-    out: &mut Out<'_>,
-    findings: &mut findings::Findings,
-    attached: &std::sync::OnceLock<(std::time::SystemTime, Vec<&'static str>)>,
-    health: &health::Health,
-) -> std::io::Result<()> {
-    let mut records = Vec::new();
-    let mut deltas = Vec::new();
-    let mut last_heartbeat = Instant::now();
-    let mut last_trim = Instant::now();
-    let result = (|| {
-        loop {
-            // Wait for input; with a transaction open, only until it is due.
-            let next = match out.store.commit_due_in() {
-                None => rx.blocking_recv().map(Some),
-                Some(due) => match runtime.block_on(async { tokio::time::timeout(due, rx.recv()).await }) {
-                    Ok(Some(input)) => Some(Some(input)),
-                    Ok(None) => None,
-                    Err(_elapsed) => Some(None),
-                },
-            };
-            let Some(input) = next else { break };
-            health.beat();
-            if let Some(input) = input {
-                pipeline.on_input(input, &mut records);
-                out.write(&mut records);
-                // What is already queued, up to one transaction's worth.
-                while out.store.pending_rows() < COMMIT_ROWS {
-                    let Ok(input) = rx.try_recv() else { break };
-                    pipeline.on_input(input, &mut records);
-                    out.write(&mut records);
-                }
-            }
-            if pipeline.usage_due() {
-                out.usage(pipeline, &mut deltas);
-            }
-            out.recounted();
-            // Once the store can take it (a start on a full disk waits).
-            if !out.store.is_watching()
-                && !out.store.is_failing()
-                && let Some((since, sensors)) = attached.get()
-            {
-                let counters = pipeline.counters();
-                if let Err(e) = out.store.watching(*since, &counters).and_then(|()| out.store.set_sensors(sensors)) {
-                    out.store_error(&e);
-                }
-                findings.watching(*since, sensors.clone(), &counters);
-                records.extend(findings.coverage(out.store, &counters, "up"));
-                out.write(&mut records);
-            }
-            if last_heartbeat.elapsed() >= HEARTBEAT {
-                last_heartbeat = Instant::now();
-                if let Err(e) = out.store.heartbeat(&pipeline.counters()) {
-                    out.store_error(&e);
-                }
-                if let Err(e) = out.store.prune(false) {
-                    out.store_error(&e);
-                }
-                Stats::set(&out.stats.store_bytes, out.store.size_bytes());
-                Stats::set(&out.stats.store_dropped, out.store.dropped);
-            }
-            if findings.coverage_due() {
-                records.extend(findings.coverage(out.store, &pipeline.counters(), "up"));
-                out.write(&mut records);
-            }
-            if out.store.is_watching() && findings.evaluation_due() {
-                if let Err(e) = findings.evaluate(out.store, &mut records) {
-                    out.store_error(&e);
-                }
-                out.write(&mut records);
-            }
-            if last_trim.elapsed() >= TRIM_EVERY {
-                last_trim = Instant::now();
-                crate::alloc::release_free_memory();
-            }
-            out.commit(false)?;
-        }
-        pipeline.finish(&mut records);
-        out.write(&mut records);
-        out.usage(pipeline, &mut deltas);
-        // Last judgement on what this run saw, and its last interval.
-        if out.store.is_watching() {
-            if let Err(e) = findings.evaluate(out.store, &mut records) {
-                out.store_error(&e);
-            }
-            records.extend(findings.coverage(out.store, &pipeline.counters(), "stopping"));
-            out.write(&mut records);
-        }
-        out.commit(true)?;
-        if let Err(e) = out.store.close(&pipeline.counters()) {
-            out.store_error(&e);
-        }
-        // Whatever the store could not take is counted (`close`): the
-        // stats lines go out regardless.
-        out.store.take_committed(&mut out.lines);
-        out.release()?;
-        for line in out.unstored.drain(..) {
-            out.sink.write_raw(&line)?;
-        }
-        let flushed = out.sink.flush();
-        Stats::set(&out.stats.jsonl_lines_lost, out.sink.lines_lost);
-        flushed
-    })();
-    match result {
-        // A closed stdout (`| head`) is the reader of our output leaving.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-            tracing::info!("output closed");
-            Ok(())
-        }
-        other => other,
-    }
 }
 
 
