@@ -165,13 +165,19 @@ const TEST_TOOLS: &[(&str, &str)] = &[
 /// derivatives: apt-get, as root or through sudo). Idempotent and instant
 /// when all are present.
 pub fn ensure_test_tools() -> anyhow::Result<()> {
-    let missing: Vec<&str> = TEST_TOOLS.iter().filter(|(t, _)| which(t).is_err()).map(|(_, p)| *p).collect();
+    ensure_tools(TEST_TOOLS, "the end-to-end tests")
+}
+
+/// Installs the Debian packages of the `(tool, package)` pairs whose tool is
+/// not on PATH, for `purpose` (messages). Idempotent.
+pub fn ensure_tools(tools: &[(&str, &str)], purpose: &str) -> anyhow::Result<()> {
+    let missing: Vec<&str> = tools.iter().filter(|(t, _)| which(t).is_err()).map(|(_, p)| *p).collect();
     if missing.is_empty() {
         return Ok(());
     }
-    eprintln!("setup: installing {} for the end-to-end tests", missing.join(", "));
+    eprintln!("setup: installing {} for {purpose}", missing.join(", "));
     if which("apt-get").is_err() {
-        bail!("the tests need {} (missing), and there is no apt-get here to install them", missing.join(", "));
+        bail!("{purpose} need {} (missing), and there is no apt-get here to install them", missing.join(", "));
     }
     // SAFETY: geteuid has no preconditions and cannot fail.
     let root = unsafe { libc::geteuid() == 0 };
