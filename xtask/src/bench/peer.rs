@@ -172,12 +172,20 @@ pub fn start(dir: &Path) -> anyhow::Result<Background> {
         },
         READY,
     )?;
-    // Its programs are loaded and held: BEGIN and the two tracepoints.
-    let progs = super::prog_stats_by_name(bg.child_id());
-    if progs.len() < 2 {
-        bail!("bpftrace reported ready but holds {} BPF programs: {progs:?}", progs.len());
+    // Its programs are loaded and held: BEGIN and the tracepoints' probes.
+    let progs = prog_fds(bg.child_id());
+    if progs < 2 {
+        bail!("bpftrace reported ready but holds {progs} BPF programs");
     }
     Ok(bg)
+}
+
+/// How many BPF program fds `pid` holds.
+fn prog_fds(pid: u32) -> usize {
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return 0 };
+    rd.filter_map(Result::ok)
+        .filter(|e| std::fs::read_to_string(e.path()).is_ok_and(|i| i.lines().any(|l| l.starts_with("prog_id:"))))
+        .count()
 }
 
 #[cfg(test)]
