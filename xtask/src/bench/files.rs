@@ -143,7 +143,7 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
         pa - pf
     );
     println!(
-        "BPF time per open+close iteration (same pass, all programs of the setup): floor {:.1} ns, agent {:.1} ns, peer {:.1} ns",
+        "BPF time per open+close iteration (same pass, all programs of the setup, machine-wide: other processes' syscalls count too): floor {:.1} ns, agent {:.1} ns, peer {:.1} ns",
         median(&mut iter_bpf_ns[1]),
         median(&mut iter_bpf_ns[2]),
         median(&mut iter_bpf_ns[3])
