@@ -171,15 +171,22 @@ const TEST_HEADERS: &[(&str, &str)] = &[
 /// derivatives: apt-get, as root or through sudo). Idempotent and instant
 /// when all are present.
 pub fn ensure_test_tools() -> anyhow::Result<()> {
-    let mut missing: Vec<&str> = TEST_TOOLS.iter().filter(|(t, _)| which(t).is_err()).map(|(_, p)| *p).collect();
-    missing.extend(TEST_HEADERS.iter().filter(|(h, _)| !Path::new(h).exists()).map(|(_, p)| *p));
+    ensure_tools(TEST_TOOLS, TEST_HEADERS, "the end-to-end tests")
+}
+
+/// Installs the Debian packages of the `(tool, package)` pairs whose tool is
+/// not on PATH and of the `(header, package)` pairs whose file is missing,
+/// for `purpose` (messages). Idempotent.
+pub fn ensure_tools(tools: &[(&str, &str)], headers: &[(&str, &str)], purpose: &str) -> anyhow::Result<()> {
+    let mut missing: Vec<&str> = tools.iter().filter(|(t, _)| which(t).is_err()).map(|(_, p)| *p).collect();
+    missing.extend(headers.iter().filter(|(h, _)| !Path::new(h).exists()).map(|(_, p)| *p));
     missing.dedup();
     if missing.is_empty() {
         return Ok(());
     }
-    eprintln!("setup: installing {} for the end-to-end tests", missing.join(", "));
+    eprintln!("setup: installing {} for {purpose}", missing.join(", "));
     if which("apt-get").is_err() {
-        bail!("the tests need {} (missing), and there is no apt-get here to install them", missing.join(", "));
+        bail!("{purpose} need {} (missing), and there is no apt-get here to install them", missing.join(", "));
     }
     // SAFETY: geteuid has no preconditions and cannot fail.
     let root = unsafe { libc::geteuid() == 0 };

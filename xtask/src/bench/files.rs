@@ -6,8 +6,10 @@
 //! files in a loop, (2) reading every file of a large source tree (the
 //! nightly toolchain's library sources, ~3,500 files), walking it with
 //! directory fds as `grep -r` does. Setups: none, floor (the sensor's hook
-//! and syscall filter only), agent (`nhi-observer run`). Rounds interleave
-//! the setups in rotating order so drift hits all of them alike.
+//! and syscall filter only), agent (`nhi-observer run`), peer (a bpftrace
+//! script on the openat tracepoints watching the same credential paths,
+//! what a user would run instead: `peer.rs`). Rounds interleave the setups
+//! in rotating order so drift hits all of them alike.
 use std::{
     ffi::CString,
     fs,
@@ -30,9 +32,10 @@ enum Setup {
     None,
     Floor,
     Agent,
+    Peer,
 }
 
-const SETUPS: [Setup; 3] = [Setup::None, Setup::Floor, Setup::Agent];
+const SETUPS: [Setup; 4] = [Setup::None, Setup::Floor, Setup::Agent, Setup::Peer];
 
 impl Setup {
     fn name(self) -> &'static str {
@@ -40,6 +43,7 @@ impl Setup {
             Self::None => "none",
             Self::Floor => "floor",
             Self::Agent => "agent",
+            Self::Peer => "peer",
         }
     }
 }
@@ -56,6 +60,7 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
         "--example",
         "probe_floor",
     ]))?;
+    super::peer::ensure()?;
     let agent_bin = root.join("target/release/nhi-observer");
     let floor_bin = root.join("target/release/examples/probe_floor");
     let scratch = tempdir()?;
@@ -64,12 +69,16 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
     let tree_files = count_files(&tree);
     eprintln!("bench files: {rounds} rounds; open loop {LOOP_ITERS} x {REPS}; tree {} ({tree_files} files)", tree.display());
 
-    let mut loop_ns: [Vec<f64>; 3] = Default::default();
-    let mut tree_ms: [Vec<f64>; 3] = Default::default();
+    let mut loop_ns: [Vec<f64>; 4] = Default::default();
+    let mut tree_ms: [Vec<f64>; 4] = Default::default();
     // ns per program run, per setup (floor, agent), in a pass of its own:
     // the kernel's run-time statistics add two clock reads to every program
     // run, so they are never on while wall-clock time is measured.
-    let mut prog_ns: [Vec<f64>; 3] = Default::default();
+    let mut prog_ns: [Vec<f64>; 4] = Default::default();
+    // BPF ns per open+close iteration, all programs of the setup together
+    // (the peer runs on openat only, the floor and agent on every syscall
+    // exit: per iteration is what compares them).
+    let mut iter_bpf_ns: [Vec<f64>; 4] = Default::default();
     // Warm the page cache once so the first setup is not penalised.
     read_tree(&tree)?;
     for round in 0..rounds {
@@ -84,6 +93,7 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
                     cmd.args(["run", "--jsonl", "/dev/null", "--state-dir"]).arg(scratch.join("state"));
                     Some(Background::start(cmd, "probes attached")?)
                 }
+                Setup::Peer => Some(super::peer::start(&scratch)?),
             };
             open_loop(&files, LOOP_ITERS / 10); // warm-up
             for _ in 0..REPS {
@@ -98,6 +108,7 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
                 if n1 > n0 {
                     prog_ns[i].push((t1 - t0) as f64 / (n1 - n0) as f64);
                 }
+                iter_bpf_ns[i].push((t1 - t0) as f64 / LOOP_ITERS as f64);
             }
             if let Some(bg) = bg {
                 bg.stop().with_context(|| format!("stopping {}", setup.name()))?;
@@ -107,16 +118,21 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
     }
     let _ = fs::remove_dir_all(&scratch);
 
-    let report = |title: &str, unit: &str, data: &mut [Vec<f64>; 3], target: &str| {
+    let report = |title: &str, unit: &str, data: &mut [Vec<f64>; 4], target: &str| {
         let m: Vec<f64> = data.iter_mut().map(|v| median(v)).collect();
         println!("{title} (median {unit}, {} samples per setup)", data[0].len());
         for (i, s) in SETUPS.iter().enumerate() {
             let pct = (m[i] / m[0] - 1.0) * 100.0;
-            println!("  {:<6} {:>10.1} {unit}  {:>+6.2}%", s.name(), m[i], pct);
+            println!("  {:<6} {:>10.1} {unit}  {:>+6.2}%  {:.3}x", s.name(), m[i], pct, m[i] / m[0]);
         }
         let floor = (m[1] / m[0] - 1.0) * 100.0;
         let agent = (m[2] / m[0] - 1.0) * 100.0;
         println!("  agent over floor: {:+.2} pp; agent over none: {:+.2}%   target: {target}", agent - floor, agent);
+        let (ra, rp) = (m[2] / m[0], m[3] / m[0]);
+        println!(
+            "  agent {ra:.3}x vs peer (bpftrace) {rp:.3}x over none: agent {}",
+            if ra < rp { "cheaper than the peer" } else { "NOT cheaper than the peer" }
+        );
         (floor, agent)
     };
     let (lf, la) = report("open+close loop, 16 non-credential files", "ns/iter", &mut loop_ns, "agent - floor <= 3 pp");
@@ -125,6 +141,12 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
     println!(
         "program time per syscall exit during the open loop (kernel BPF stats, separate pass, median): floor {pf:.1} ns, agent {pa:.1} ns ({:+.1} ns)",
         pa - pf
+    );
+    println!(
+        "BPF time per open+close iteration (same pass, all programs of the setup, machine-wide: other processes' syscalls count too): floor {:.1} ns, agent {:.1} ns, peer {:.1} ns",
+        median(&mut iter_bpf_ns[1]),
+        median(&mut iter_bpf_ns[2]),
+        median(&mut iter_bpf_ns[3])
     );
     println!(
         "verdict: open loop {} ({:+.2} pp over floor); tree {} ({:+.2}%)",

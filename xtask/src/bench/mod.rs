@@ -15,6 +15,7 @@ use anyhow::{Context as _, anyhow, bail};
 pub mod files;
 pub mod idle;
 pub mod memory;
+pub mod peer;
 pub mod process;
 pub mod scan;
 pub mod tls;

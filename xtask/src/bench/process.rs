@@ -1,9 +1,12 @@
 //! `bench`: whole-system overhead of the agent on process creation.
 //!
 //! Runs a workload without the agent, with the agent (release build, real
-//! probes, JSON lines to /dev/null), and without it again, in one
-//! invocation, and prints each run's time per iteration and the ratio to
-//! the mean of the two baselines. Workloads: fork+exec+wait of `/bin/true`
+//! probes, JSON lines to /dev/null), with the peer (a bpftrace script on
+//! the openat tracepoints watching the same credential paths, what a user
+//! would run instead: `peer.rs`; every exec opens the loader's cache and
+//! libraries), and without either again, in one invocation, and prints
+//! each run's time per iteration and the ratio to the mean of the two
+//! baselines. Workloads: fork+exec+wait of `/bin/true`
 //! (every exec is copied and decoded: argv, environment, executable, tty),
 //! and the same with credential variables in the environment (each one
 //! becomes a record). Numbers are only comparable on a quiet machine.
@@ -55,6 +58,8 @@ pub fn bench(bin: &Path, iterations: u32) -> anyhow::Result<()> {
     let iterations = iterations.max(1);
     let per = |d: Duration| d.as_secs_f64() * 1e6 / f64::from(iterations);
     let state = std::env::temp_dir().join(format!("nhi-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&state)?;
+    super::peer::ensure()?;
     for w in WORKLOADS {
         // Warm caches so the first baseline is not penalised.
         run_workload(w, iterations / 10 + 1)?;
@@ -80,11 +85,16 @@ pub fn bench(bin: &Path, iterations: u32) -> anyhow::Result<()> {
         // Kernel program cost per process, in a pass of its own (the
         // statistics add two clock reads to every program run, so they are
         // never on while wall-clock time is measured).
+        let agent_total_ns: f64;
         let costs = {
             let _stats = super::BpfStats::enable();
             let before = super::prog_stats_by_name(agent.id());
             run_workload(w, iterations)?;
             let after = super::prog_stats_by_name(agent.id());
+            // All the agent's programs (the file sensor's runs on every
+            // syscall exit of the loop too), per iteration.
+            let t = |m: &std::collections::BTreeMap<String, (u64, u64)>| m.values().map(|v| v.0).sum::<u64>();
+            agent_total_ns = (t(&after) - t(&before)) as f64 / f64::from(iterations);
             PROGRAM_TARGETS
                 .iter()
                 .map(|&(name, target)| {
@@ -102,6 +112,17 @@ pub fn bench(bin: &Path, iterations: u32) -> anyhow::Result<()> {
         unsafe { libc::kill(agent.id() as libc::pid_t, libc::SIGINT) };
         agent.wait().context("waiting for the agent")?;
         let _ = drain.join();
+        let peer = super::peer::start(&state)?;
+        let with_peer = run_workload(w, iterations)?;
+        // The peer's BPF time per process, in a pass of its own as above.
+        let peer_ns = {
+            let _stats = super::BpfStats::enable();
+            let (t0, _) = peer.prog_stats();
+            run_workload(w, iterations)?;
+            let (t1, _) = peer.prog_stats();
+            (t1 - t0) as f64 / f64::from(iterations)
+        };
+        peer.stop().context("stopping the peer (bpftrace)")?;
         let after = run_workload(w, iterations)?;
         let base = (per(before) + per(after)) / 2.0;
         println!(
@@ -112,6 +133,18 @@ pub fn bench(bin: &Path, iterations: u32) -> anyhow::Result<()> {
             per(after),
             per(with),
             per(with) / base
+        );
+        let (ra, rp) = (per(with) / base, per(with_peer) / base);
+        println!(
+            "{:<42} with peer (bpftrace) {:>8.1} us/iter  ratio {rp:.3}; agent {ra:.3} vs peer {rp:.3}: agent {}",
+            "",
+            per(with_peer),
+            if ra < rp { "cheaper than the peer" } else { "NOT cheaper than the peer" }
+        );
+        println!(
+            "  BPF time per iteration (kernel BPF stats, separate passes, all programs of each, machine-wide: other processes' syscalls count too): agent {:.2} us, peer {:.2} us",
+            agent_total_ns / 1e3,
+            peer_ns / 1e3
         );
         for (name, target, ns, runs) in costs {
             let verdict = if ns <= target { "ok" } else { "OVER" };
