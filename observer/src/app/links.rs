@@ -60,12 +60,7 @@ fn targets(rules: &[WatchRule], homes: &[PathBuf]) -> HashMap<PathBuf, Vec<Name>
     let mut out: HashMap<PathBuf, Vec<Name>> = HashMap::new();
     for rule in rules {
         for pattern in rule.pattern.spellings() {
-            let bases: Vec<PathBuf> = match pattern.text.strip_prefix("~/") {
-                Some(rest) => homes.iter().map(|h| h.join(rest)).collect(),
-                None if pattern.text.starts_with('/') => vec![PathBuf::from(&pattern.text)],
-                None => continue,
-            };
-            for base in bases {
+            for base in crate::classify::watch::pattern_bases(&pattern.text, homes) {
                 let (Some(dir), Some(name)) = (base.parent(), base.file_name()) else {
                     continue;
                 };

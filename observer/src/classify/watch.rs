@@ -71,6 +71,16 @@ pub fn home_dirs() -> Vec<PathBuf> {
     homes
 }
 
+/// The paths a pattern's text names: `~/x` under each home, an absolute
+/// path as it is; none for name and suffix patterns (no place to look).
+pub fn pattern_bases(text: &str, homes: &[PathBuf]) -> Vec<PathBuf> {
+    match text.strip_prefix("~/") {
+        Some(rest) => homes.iter().map(|h| h.join(rest)).collect(),
+        None if text.starts_with('/') => vec![PathBuf::from(text)],
+        None => Vec::new(),
+    }
+}
+
 /// Expands `rules` over this host's file system into watched inodes.
 /// Basename and suffix rules have no place to look: the name gate covers
 /// them.
@@ -78,12 +88,7 @@ pub fn expand(rules: &[WatchRule], homes: &[PathBuf]) -> Vec<InodeEntry> {
     let mut out = Vec::new();
     for rule in rules {
         for pattern in rule.pattern.spellings() {
-            let bases: Vec<PathBuf> = match pattern.text.strip_prefix("~/") {
-                Some(rest) => homes.iter().map(|h| h.join(rest)).collect(),
-                None if pattern.text.starts_with('/') => vec![PathBuf::from(&pattern.text)],
-                None => continue,
-            };
-            for base in bases {
+            for base in pattern_bases(&pattern.text, homes) {
                 match pattern.kind {
                     PatternKind::Exact => add(&mut out, &base, rule.id, INODE_FILE),
                     PatternKind::Prefix if pattern.text.ends_with('/') => {
