@@ -256,6 +256,9 @@ impl Pipeline {
                     return;
                 };
                 let Some(rule) = self.watch.rule(rule_id).cloned() else { return };
+                if rule.kind == crate::identity::k8s::TOKEN_KIND {
+                    self.identity.token_opened(&ev.task);
+                }
                 if via != Via::Kernel || ev.match_kind == MatchKind::Path {
                     self.learn_inode(ev, rule_id);
                 }

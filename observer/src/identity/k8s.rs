@@ -27,6 +27,8 @@ use nix::{
 };
 use crate::secret::Secret;
 
+/// The catalog kind of a service-account token file (builtin.toml).
+pub const TOKEN_KIND: &str = "kubernetes.service_account_token";
 /// Where the kubelet mounts the token, inside the container.
 pub const TOKEN_PATH: &str = "var/run/secrets/kubernetes.io/serviceaccount/token";
 /// A token is a few KiB; anything far larger is not one.
@@ -113,6 +115,16 @@ pub struct Pods {
 impl Pods {
     pub fn new(capacity: NonZeroUsize) -> Self {
         Self { cache: LruCache::new(capacity), tokens_read: 0, token_errors: 0 }
+    }
+
+    /// Forgets that `pod_uid` had no readable token: a process in the pod
+    /// just opened its token path (the token was being written, created or
+    /// rotated), so the next lookup reads it instead of waiting
+    /// [`RETRY_AFTER`]. Good claims are kept.
+    pub fn token_opened(&mut self, pod_uid: &str) {
+        if self.cache.peek(pod_uid).is_some_and(|e| e.claims.is_none()) {
+            self.cache.pop(pod_uid);
+        }
     }
 
     /// The claims for `pod_uid`, reading the token from the first of
@@ -207,6 +219,21 @@ pub mod tests {
         assert_eq!(c.service_account_uid.as_deref(), Some("u-1"));
         assert_eq!(c.pod_uid, None);
         assert_eq!(c.expires, None);
+    }
+
+    /// Guards a race seen in e2e_identity: a lookup while the token was
+    /// being written cached "no token" for RETRY_AFTER, so the next opens
+    /// in the pod had no service account.
+    #[test]
+    fn a_pod_without_a_token_is_looked_up_again_once_its_token_path_is_opened() {
+        let mut pods = Pods::new(NonZeroUsize::new(4).unwrap());
+        let mut calls = 0;
+        assert!(pods.lookup("p1", || { calls += 1; vec![u32::MAX - 1] }).is_none());
+        assert!(pods.lookup("p1", || { calls += 1; vec![] }).is_none());
+        assert_eq!(calls, 1, "a miss is cached");
+        pods.token_opened("p1");
+        assert!(pods.lookup("p1", || { calls += 1; vec![] }).is_none());
+        assert_eq!(calls, 2, "looked up again once the token path was opened");
     }
 
     #[test]

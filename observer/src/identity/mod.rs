@@ -224,6 +224,14 @@ impl Identity {
         Workload { process, ancestors, creation_time, user_name, cgroup, service_account }
     }
 
+    /// A task opened a service-account token path: if its pod had no
+    /// readable token when last looked up, look again at its next event.
+    pub fn token_opened(&mut self, task: &Task) {
+        if let Some(uid) = self.cgroups.resolve(task.cgroup_id, task.tgid).and_then(|c| c.workload.pod_uid.clone()) {
+            self.pods.token_opened(&uid);
+        }
+    }
+
     /// The task's ancestors' keys, nearest first (up to `depth`), for the
     /// correlator: a credential read by a parent is used by its children.
     pub fn ancestor_keys(&mut self, task: &Task, depth: usize) -> Vec<ProcKey> {
