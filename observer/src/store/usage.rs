@@ -76,22 +76,7 @@ impl Store {
     /// totals lack ([`recount`]).
     pub fn usage_counted(&mut self) -> Result<(), StoreError> {
         let through = self.next_id - 1;
-        if self.failing.is_some() {
-            self.queue(Op::UsageMark(through));
-            return Ok(());
-        }
-        let written = self.begin().and_then(|()| mark(&self.conn, through));
-        self.pending.push(Op::UsageMark(through));
-        match written {
-            Ok(()) => {
-                self.rows += 1;
-                Ok(())
-            }
-            Err(e) => {
-                self.fail(&e);
-                Err(e.into())
-            }
-        }
+        self.submit(Op::UsageMark(through))
     }
 
     /// The usages the start recounted (see [`recount`]), once: their

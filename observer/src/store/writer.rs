@@ -502,15 +502,20 @@ impl Store {
             _ => None,
         });
         let row = Row { id, time_ns: ns(record.time), event_name: record.event_name, nhi_id, body };
+        self.submit(Op::Record(row))
+    }
+
+    /// Adds one row-level write to the open transaction, or to the retry
+    /// queue while the database cannot be written; a failed write starts
+    /// the outage (the op waits in the queue, the error is returned for
+    /// the count of failed writes).
+    pub(super) fn submit(&mut self, op: Op) -> Result<(), StoreError> {
         if self.failing.is_some() {
-            self.queue(Op::Record(row));
+            self.queue(op);
             return Ok(());
         }
-        let written = self.begin().and_then(|()| {
-            Self::reserve(&self.conn, &mut self.reserved, id)?;
-            insert_row(&self.conn, &row)
-        });
-        self.pending.push(Op::Record(row));
+        let written = self.begin().and_then(|()| Self::write_op(&self.conn, &mut self.reserved, &op));
+        self.pending.push(op);
         match written {
             Ok(()) => {
                 self.rows += 1;
@@ -520,6 +525,18 @@ impl Store {
                 self.fail(&e);
                 Err(e.into())
             }
+        }
+    }
+
+    /// Writes one op in the open transaction.
+    fn write_op(conn: &Connection, reserved: &mut i64, op: &Op) -> rusqlite::Result<()> {
+        match op {
+            Op::Record(row) => {
+                Self::reserve(conn, reserved, row.id)?;
+                insert_row(conn, row)
+            }
+            Op::Usage(d) => super::usage::upsert(conn, d).map(drop),
+            Op::UsageMark(through) => super::usage::mark(conn, *through),
         }
     }
 
@@ -693,16 +710,7 @@ impl Store {
                     self.start_run(now_ns())?;
                 }
                 for op in &self.pending {
-                    match op {
-                        Op::Record(row) => {
-                            Self::reserve(&self.conn, &mut self.reserved, row.id)?;
-                            insert_row(&self.conn, row)?;
-                        }
-                        Op::Usage(d) => {
-                            super::usage::upsert(&self.conn, d)?;
-                        }
-                        Op::UsageMark(through) => super::usage::mark(&self.conn, *through)?,
-                    }
+                    Self::write_op(&self.conn, &mut self.reserved, op)?;
                 }
                 if last && let Some(f) = &self.failing {
                     let detail = serde_json::json!({ "error": f.error, "records_dropped": f.dropped }).to_string();
