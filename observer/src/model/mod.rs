@@ -12,6 +12,9 @@
 //! serialises once; JSON lines and OTLP render that one serialisation.
 pub mod file;
 pub mod record;
+pub mod records;
+pub mod render;
+pub mod schema;
 pub mod subject;
 
 pub use record::{
@@ -19,4 +22,5 @@ pub use record::{
     EVENT_CREDENTIAL_ROTATION, EVENT_FINDING, EVENT_NAMES, EVENT_USAGE, Record, Value,
     process_attributes, rfc3339,
 };
+pub use render::render;
 pub use subject::{CONSUMER_KEYS, Consumer, Credential, Source};

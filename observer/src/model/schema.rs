@@ -1,0 +1,173 @@
+//! The machine-readable schema of every record, generated from the typed
+//! records ([`super::records`]) by schemars: the same declarations the
+//! renderer serialises, so the schema cannot drift from the output.
+//!
+//! Input: the record types. Output: [`document`], one JSON Schema (draft
+//! 2020-12) per event name of the records' flat attributes (without `time`
+//! and `event.name`, which every record has), each attribute described by
+//! its field's doc comment. The `schema` subcommand prints it and the docs
+//! tables are generated from it.
+use schemars::generate::SchemaSettings;
+use serde_json::{Value, json};
+
+use super::records::{
+    AgentStats, Connection, Coverage, CredentialAccess, Finding, Rotation, TypedRecord, Usage,
+};
+
+/// The schema of one record type's attributes, with every sub-schema
+/// inlined (no `$ref`), so that each record's schema stands alone.
+fn record_schema<T: TypedRecord>() -> (&'static str, Value) {
+    let generator = SchemaSettings::draft2020_12()
+        .with(|s| s.inline_subschemas = true)
+        .into_generator();
+    let mut schema = generator.into_root_schema_for::<T>().to_value();
+    if let Some(map) = schema.as_object_mut() {
+        map.remove("$schema");
+    }
+    without_null(&mut schema);
+    (T::EVENT_NAME, schema)
+}
+
+/// An absent attribute is left out, never `null`: `Option` fields' schemas
+/// say the value's type alone.
+fn without_null(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            if let Some(Value::Array(types)) = map.get_mut("type") {
+                types.retain(|t| t != "null");
+                if let [only] = types.as_slice() {
+                    let only = only.clone();
+                    map.insert("type".into(), only);
+                }
+            }
+            map.values_mut().for_each(without_null);
+        }
+        Value::Array(items) => items.iter_mut().for_each(without_null),
+        _ => {}
+    }
+}
+
+/// `{"$schema", "title", "version", "records": {"<event.name>": schema}}`.
+pub fn document() -> Value {
+    let records: serde_json::Map<String, Value> = [
+        record_schema::<CredentialAccess>(),
+        record_schema::<Rotation>(),
+        record_schema::<Connection>(),
+        record_schema::<Usage>(),
+        record_schema::<Finding>(),
+        record_schema::<Coverage>(),
+        record_schema::<AgentStats>(),
+    ]
+    .into_iter()
+    .map(|(name, schema)| (name.to_owned(), schema))
+    .collect();
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "nhi-observer records",
+        "version": env!("CARGO_PKG_VERSION"),
+        "records": records,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{EVENT_NAMES, records::samples, render};
+
+    /// A record as the attributes every output shows (JSON of the rendered
+    /// attribute list, without `time` and `event.name`).
+    fn attributes<T: TypedRecord>(r: &T) -> (&'static str, Value) {
+        let rec = render(r);
+        let map: serde_json::Map<String, Value> = rec
+            .attributes
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), serde_json::to_value(v).expect("JSON")))
+            .collect();
+        (rec.event_name, Value::Object(map))
+    }
+
+    fn samples() -> Vec<(&'static str, Value)> {
+        let mut out: Vec<(&'static str, Value)> =
+            samples::accesses().iter().map(attributes).collect();
+        out.push(attributes(&samples::rotation()));
+        out.push(attributes(&samples::connection()));
+        out.push(attributes(&samples::usage()));
+        out.push(attributes(&samples::finding()));
+        out.push(attributes(&samples::coverage()));
+        out.push(attributes(&samples::stats()));
+        out
+    }
+
+    #[test]
+    fn every_event_name_has_a_schema_with_described_attributes() {
+        let doc = document();
+        assert_eq!(
+            doc["$schema"],
+            "https://json-schema.org/draft/2020-12/schema"
+        );
+        assert_eq!(doc["version"], env!("CARGO_PKG_VERSION"));
+        let records = doc["records"].as_object().expect("records");
+        let mut names: Vec<&str> = records.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        let mut want = EVENT_NAMES.to_vec();
+        want.sort_unstable();
+        assert_eq!(names, want);
+        // Every attribute a sample shows is declared, with a description.
+        for (name, sample) in samples() {
+            let text = records[name].to_string();
+            for key in sample.as_object().expect("object").keys() {
+                assert!(
+                    text.contains(&format!("\"{key}\":{{")) || key.starts_with("nhi.aws."),
+                    "{name}: {key} is not declared in {text}"
+                );
+            }
+        }
+        fn described(v: &Value, path: &str) {
+            if let Some(props) = v.get("properties").and_then(Value::as_object) {
+                for (k, p) in props {
+                    assert!(
+                        p.get("description")
+                            .and_then(Value::as_str)
+                            .is_some_and(|d| !d.is_empty())
+                            || p.get("const").is_some(),
+                        "{path}.{k} has no description: {p}"
+                    );
+                }
+            }
+            match v {
+                Value::Object(m) => m
+                    .iter()
+                    .for_each(|(k, x)| described(x, &format!("{path}/{k}"))),
+                Value::Array(a) => a.iter().for_each(|x| described(x, path)),
+                _ => {}
+            }
+        }
+        described(&doc["records"], "records");
+    }
+
+    #[test]
+    fn every_rendered_sample_validates_against_its_schema() {
+        let doc = document();
+        for (name, sample) in samples() {
+            let validator =
+                jsonschema::validator_for(&doc["records"][name]).expect("a valid schema");
+            let errors: Vec<String> = validator
+                .iter_errors(&sample)
+                .map(|e| e.to_string())
+                .collect();
+            assert!(errors.is_empty(), "{name}: {errors:?}\n{sample}");
+        }
+        // And the schema rejects what the outputs never show: a wrong type,
+        // a missing required attribute.
+        let (name, mut bad) = attributes(&samples::connection());
+        bad["server.port"] = Value::from("443");
+        let validator = jsonschema::validator_for(&doc["records"][name]).expect("a valid schema");
+        assert!(!validator.is_valid(&bad));
+        let (name, mut bad) = attributes(&samples::coverage());
+        bad.as_object_mut()
+            .expect("object")
+            .remove("nhi.agent.state");
+        let validator = jsonschema::validator_for(&doc["records"][name]).expect("a valid schema");
+        assert!(!validator.is_valid(&bad));
+    }
+}
