@@ -18,7 +18,7 @@ use std::{
 
 use crate::{
     config::FindingsConfig,
-    model::{EVENT_COVERAGE, Record, Value, rfc3339},
+    model::{Record, rfc3339},
     findings::{self, lifecycle, render},
     store::{Counters, Store, StoreError, evidence::AtRest},
 };
@@ -35,10 +35,6 @@ pub struct Findings {
     coverage_from: Option<(SystemTime, Counters)>,
     last_coverage: Instant,
     sensors: Vec<&'static str>,
-}
-
-fn int(v: u64) -> Value {
-    Value::Int(i64::try_from(v).unwrap_or(i64::MAX))
 }
 
 impl Findings {
@@ -116,21 +112,22 @@ impl Findings {
             "up" if lost > 0 || !self.sensors.contains(&"network") => "degraded",
             s => s,
         };
-        let mut a: Vec<(&'static str, Value)> = vec![
-            ("host.name", self.host.clone().into()),
-            ("nhi.coverage.start", rfc3339(from).into()),
-            ("nhi.coverage.end", rfc3339(now).into()),
-        ];
-        if let Ok(Some(t)) = store.tracked_since() {
-            a.push(("nhi.coverage.tracked_since", rfc3339(t.min(from)).into()));
-        } else {
-            a.push(("nhi.coverage.tracked_since", rfc3339(from).into()));
-        }
-        a.push(("nhi.coverage.sensors", Value::StrList(self.sensors.iter().map(|s| (*s).to_owned()).collect())));
-        a.push(("nhi.coverage.events_lost", int(lost)));
-        a.push(("nhi.coverage.events_lost_by_kind", Value::StrList(by_kind)));
-        a.push(("nhi.coverage.decode_errors", int(decode)));
-        a.push(("nhi.agent.state", state.into()));
-        Some(Record { time: now, event_name: EVENT_COVERAGE, attributes: a })
+        let tracked_since = match store.tracked_since() {
+            Ok(Some(t)) => t.min(from),
+            _ => from,
+        };
+        Some(crate::model::render(&crate::model::records::Coverage {
+            time: now,
+            host_name: self.host.clone(),
+            start: rfc3339(from),
+            end: rfc3339(now),
+            tracked_since: rfc3339(tracked_since),
+            sensors: self.sensors.iter().map(|s| (*s).to_owned()).collect(),
+            events_lost: lost,
+            events_lost_by_kind: by_kind,
+            decode_errors: decode,
+            state: state.to_owned(),
+            record_id: None,
+        }))
     }
 }

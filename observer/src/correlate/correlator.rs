@@ -8,7 +8,7 @@ use std::{
 
 use lru::LruCache;
 
-use crate::{identity::table::ProcKey, model::Value};
+use crate::{identity::table::ProcKey, model::Consumer};
 
 /// Ancestors a connection is checked against (parent, grandparent, ...).
 pub const MAX_DEPTH: usize = 4;
@@ -52,8 +52,8 @@ pub struct UsageHead {
     pub kind: String,
     pub source: String,
     pub host: String,
-    /// Workload-identity attributes, in [`crate::model::CONSUMER_KEYS`] order.
-    pub consumer: Vec<(&'static str, Value)>,
+    /// The workload that used the credential.
+    pub consumer: Consumer,
 }
 
 /// A credential use by a process.
@@ -296,7 +296,7 @@ mod tests {
             kind: "aws.access_key".into(),
             source: "file".into(),
             host: "h".into(),
-            consumer: vec![("process.executable.path", "/usr/bin/x".into())],
+            consumer: Consumer { executable_path: Some("/usr/bin/x".into()), ..Consumer::default() },
         })
     }
 

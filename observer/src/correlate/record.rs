@@ -27,7 +27,7 @@ fn head_with_key(s: &Subject<'_>, key: Arc<str>) -> UsageHead {
         kind: s.credential.kind.clone(),
         source: s.source.as_str().to_owned(),
         host: s.host.to_owned(),
-        consumer: s.consumer.attributes(),
+        consumer: s.consumer.clone(),
     }
 }
 
@@ -103,7 +103,7 @@ mod tests {
         assert_eq!(a.key, b.key, "two pods of one workload: one usage (container left out)");
         let c = head(&consumer(2, "/usr/bin/python3", true)).unwrap();
         assert_ne!(a.key, c.key);
-        assert!(a.consumer.iter().all(|(k, _)| *k != "container.id"));
+        assert!(a.consumer.attributes().iter().all(|(k, _)| *k != "container.id"));
         assert_eq!((a.nhi_id.as_str(), a.kind.as_str(), a.source.as_str(), a.host.as_str()), ("AKIAIOSFODNN7EXAMPLE", "aws.access_key", "file", "h"));
         let c = consumer(1, "/x", false);
         assert!(usage_head(&Subject { host: "h", credential: &cred(""), source: Source::File, consumer: &c }).is_none());

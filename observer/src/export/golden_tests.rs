@@ -124,10 +124,11 @@ fn records() -> Vec<(&'static str, Record)> {
         kind: "aws.access_key".into(),
         source: "file".into(),
         host: "golden-host".into(),
-        consumer: vec![
-            ("process.executable.path", "/usr/bin/aws".into()),
-            ("process.user.id", 1000u32.into()),
-        ],
+        consumer: crate::model::Consumer {
+            executable_path: Some("/usr/bin/aws".into()),
+            user_id: Some(1000),
+            ..Default::default()
+        },
         first_seen: t,
         last_seen: t + Duration::from_secs(60),
         accesses: 5,

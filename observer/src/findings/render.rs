@@ -3,74 +3,59 @@
 use std::time::SystemTime;
 
 use super::model::{Finding, Workload};
-use crate::model::{EVENT_FINDING, Record, Value, rfc3339};
+use crate::model::{
+    Record, Value, rfc3339,
+    records::{self, FindingWorkload, UnusedEvidence},
+    render,
+    render::append,
+};
 
-fn int(v: u64) -> Value {
-    Value::Int(i64::try_from(v).unwrap_or(i64::MAX))
+fn workload(w: &Workload) -> FindingWorkload {
+    FindingWorkload {
+        executable_path: w.executable.clone(),
+        user_id: w.user_id,
+        interactive: w.interactive,
+        systemd_unit: w.systemd_unit.clone(),
+        container_image: w.container_image.clone(),
+        container_id: w.container_id.clone(),
+        namespace: w.k8s_namespace.clone(),
+        service_account: w.k8s_service_account.clone(),
+    }
 }
 
 /// The workload attributes of a finding, by their record names.
 pub fn workload_attributes(w: &Workload, a: &mut Vec<(&'static str, Value)>) {
-    if let Some(v) = &w.executable {
-        a.push(("process.executable.path", v.clone().into()));
-    }
-    if let Some(v) = w.user_id {
-        a.push(("process.user.id", Value::Int(v)));
-    }
-    if w.interactive {
-        a.push(("process.interactive", true.into()));
-    }
-    if let Some(v) = &w.systemd_unit {
-        a.push(("nhi.systemd.unit", v.clone().into()));
-    }
-    if let Some(v) = &w.container_image {
-        a.push(("container.image.name", v.clone().into()));
-    }
-    if let Some(v) = &w.container_id {
-        a.push(("container.id", v.clone().into()));
-    }
-    if let Some(v) = &w.k8s_namespace {
-        a.push(("k8s.namespace.name", v.clone().into()));
-    }
-    if let Some(v) = &w.k8s_service_account {
-        a.push(("nhi.k8s.service_account", v.clone().into()));
-    }
+    append(&workload(w), a);
 }
 
 /// `nhi.finding` for a finding's current state, stamped `time`.
 pub fn record(f: &Finding, host: &str, time: SystemTime) -> Record {
-    let mut a: Vec<(&'static str, Value)> = Vec::with_capacity(24);
-    a.push(("host.name", host.into()));
-    a.push(("nhi.finding.id", f.id.clone().into()));
-    a.push(("nhi.finding.type", f.kind.as_str().into()));
-    a.push(("nhi.finding.state", f.state.as_str().into()));
-    a.push(("nhi.finding.severity", f.severity.as_str().into()));
-    a.push(("nhi.finding.reason", f.reason.clone().into()));
-    a.push(("nhi.id", f.nhi_id.clone().into()));
-    a.push(("nhi.kind", f.nhi_kind.clone().into()));
-    a.push(("nhi.finding.first_seen", rfc3339(f.first_seen).into()));
-    a.push(("nhi.finding.last_seen", rfc3339(f.last_seen).into()));
-    a.push(("nhi.finding.count", int(f.count)));
-    a.push(("nhi.finding.record_ids", Value::StrList(f.record_ids.clone())));
-    if let Some(w) = &f.workload {
-        workload_attributes(w, &mut a);
-    }
-    if let Some(s) = &f.server_address {
-        a.push(("server.address", s.clone().into()));
-    }
-    if let Some(p) = &f.file_path {
-        a.push(("file.path", p.clone().into()));
-    }
-    if let Some(u) = &f.unused {
-        a.push(("nhi.finding.evaluated_at", rfc3339(u.evaluated_at).into()));
-        a.push(("nhi.finding.window_seconds", int(u.window.as_secs())));
-        if let Some(t) = u.tracked_since {
-            a.push(("nhi.coverage.tracked_since", rfc3339(t).into()));
-        }
-        a.push(("nhi.coverage.percent", percent(u.coverage_percent).into()));
-        a.push(("nhi.coverage.events_lost", int(u.events_lost)));
-    }
-    Record { time, event_name: EVENT_FINDING, attributes: a }
+    render(&records::Finding {
+        time,
+        host_name: host.to_owned(),
+        id: f.id.clone(),
+        finding_type: f.kind.as_str(),
+        state: f.state.as_str(),
+        severity: f.severity.as_str(),
+        reason: f.reason.clone(),
+        nhi_id: f.nhi_id.clone(),
+        nhi_kind: f.nhi_kind.clone(),
+        first_seen: rfc3339(f.first_seen),
+        last_seen: rfc3339(f.last_seen),
+        count: f.count,
+        record_ids: f.record_ids.clone(),
+        workload: f.workload.as_ref().map(workload),
+        server_address: f.server_address.clone(),
+        file_path: f.file_path.clone(),
+        unused: f.unused.as_ref().map(|u| UnusedEvidence {
+            evaluated_at: rfc3339(u.evaluated_at),
+            window_seconds: u.window.as_secs(),
+            tracked_since: u.tracked_since.map(rfc3339),
+            coverage_percent: percent(u.coverage_percent),
+            events_lost: u.events_lost,
+        }),
+        record_id: None,
+    })
 }
 
 /// A percentage as the contract's string: one decimal, `99.5`, `100.0`.

@@ -17,7 +17,10 @@ use observer_creds::{Keyed, tokens::SECRET_VALUE_KIND};
 
 use crate::{
     decode::ProcessExec,
-    model::{Credential, EVENT_CREDENTIAL_ACCESS, Record, Source, Value},
+    model::{
+        Credential, Record,
+        records::{AccessSource, CredentialAccess, EnvAccess, Process, Workload},
+    },
     secret::Secret,
 };
 
@@ -163,16 +166,18 @@ pub fn record(
     host_name: &str,
     time: SystemTime,
 ) -> Record {
-    let mut a: Vec<(&'static str, Value)> = Vec::with_capacity(24);
-    a.push(("host.name", host_name.into()));
-    a.push(("nhi.source", Source::Env.as_str().into()));
-    a.push(("nhi.kind", kind.into()));
-    if let Some(c) = credential {
-        a.push(("nhi.id", c.id.clone().into()));
-    }
-    a.push(("nhi.env.name", cred.name.clone().into()));
-    crate::model::process_attributes(&mut a, &ev.task, ev.exe.as_ref());
-    Record { time, event_name: EVENT_CREDENTIAL_ACCESS, attributes: a }
+    crate::model::render(&CredentialAccess {
+        time,
+        host_name: host_name.to_owned(),
+        source: AccessSource::Env(EnvAccess {
+            kind: kind.to_owned(),
+            id: credential.map(|c| c.id.clone()),
+            env_name: cred.name.clone(),
+            process: Process::new(&ev.task, ev.exe.as_ref()),
+            workload: Workload::default(),
+        }),
+        record_id: None,
+    })
 }
 
 #[cfg(test)]

@@ -9,8 +9,9 @@ use std::time::SystemTime;
 use observer_common::MatchKind;
 
 use super::{
-    record::{EVENT_CREDENTIAL_ACCESS, Record, Value, process_attributes},
-    subject::Source,
+    record::Record,
+    records::{self, AccessSource, CredentialAccess, FileAccess, Process},
+    render,
 };
 use crate::decode::{Event, FileOpen, syscall_name};
 
@@ -51,20 +52,24 @@ pub fn escaped(bytes: &[u8]) -> String {
 }
 
 fn file_open(ev: &FileOpen, cx: &Context<'_>) -> Record {
-    let mut a: Vec<(&'static str, Value)> = Vec::with_capacity(24);
-    a.push(("host.name", cx.host_name.into()));
-    a.push(("nhi.source", Source::File.as_str().into()));
-    if let Some((name, kind)) = cx.rule {
-        a.push(("nhi.kind", kind.into()));
-        a.push(("nhi.rule", name.into()));
-    }
+    render(&CredentialAccess {
+        time: cx.time,
+        host_name: cx.host_name.to_owned(),
+        source: AccessSource::File(file_access(ev, cx.rule)),
+        record_id: None,
+    })
+}
+
+/// The typed access of a file open (`rule`: the catalog rule's name and
+/// credential kind), before the later stages add content, identity and
+/// workload.
+pub fn file_access(ev: &FileOpen, rule: Option<(&str, &str)>) -> FileAccess {
     use std::os::unix::ffi::OsStrExt;
     // Bytes that are not UTF-8 are shown as `\xNN` (issue 14), and said so.
     let requested = escaped(ev.path.as_bytes());
-    if ev.path.to_str().is_none() || ev.resolved.as_ref().is_some_and(|r| r.path.to_str().is_none()) {
-        a.push(("nhi.file.path_escaped", true.into()));
-    }
-    match &ev.resolved {
+    let path_escaped =
+        ev.path.to_str().is_none() || ev.resolved.as_ref().is_some_and(|r| r.path.to_str().is_none());
+    let (path, path_truncated) = match &ev.resolved {
         Some(r) => {
             let resolved = escaped(r.path.as_bytes());
             let path = if ev.resolved_is_base {
@@ -73,41 +78,34 @@ fn file_open(ev: &FileOpen, cx: &Context<'_>) -> Record {
             } else {
                 resolved
             };
-            a.push(("file.path", path.into()));
-            if !r.complete {
-                a.push(("nhi.file.path_truncated", true.into()));
-            }
+            (path, !r.complete)
         }
-        None => a.push(("file.path", requested.clone().into())),
-    }
-    a.push(("nhi.file.requested_path", requested.into()));
-    if ev.path_truncated {
-        a.push(("nhi.file.requested_path_truncated", true.into()));
-    }
-    if ev.ino != 0 {
-        a.push(("file.inode", ev.ino.to_string().into()));
-        a.push(("nhi.file.device", device(ev.dev).into()));
-    }
-    a.push(("nhi.file.access", ev.access().as_str().into()));
-    a.push(("nhi.file.create", ev.creates().into()));
-    if ev.creates() {
-        a.push(("nhi.file.mode", format!("{:04o}", ev.mode & 0o7777).into()));
-    }
-    a.push(("nhi.match", match_name(ev.match_kind).into()));
-    a.push(("nhi.open.syscall", syscall_name(ev.syscall).into()));
-    a.push(("nhi.open.result", ev.ret.into()));
-    if ev.fixed_file {
-        // io_uring `file_index`: no descriptor, so no inode or resolved path.
-        a.push(("nhi.open.fixed_file", true.into()));
-    }
-    if ev.ret < 0 {
-        a.push(("error.type", errno_name(ev.ret).into()));
-    }
-    process_attributes(&mut a, &ev.task, ev.exe.as_ref());
-    Record {
-        time: cx.time,
-        event_name: EVENT_CREDENTIAL_ACCESS,
-        attributes: a,
+        None => (requested.clone(), false),
+    };
+    let known_file = ev.ino != 0;
+    FileAccess {
+        kind: rule.map(|(_, kind)| kind.to_owned()),
+        rule: rule.map(|(name, _)| name.to_owned()),
+        open: records::FileOpen {
+            path_escaped,
+            path,
+            path_truncated,
+            requested_path: requested,
+            requested_path_truncated: ev.path_truncated,
+            inode: known_file.then(|| ev.ino.to_string()),
+            device: known_file.then(|| device(ev.dev)),
+            access: ev.access().as_str(),
+            create: ev.creates(),
+            mode: ev.creates().then(|| format!("{:04o}", ev.mode & 0o7777)),
+            match_kind: match_name(ev.match_kind),
+            syscall: syscall_name(ev.syscall),
+            result: ev.ret,
+            // io_uring `file_index`: no descriptor, so no inode or resolved path.
+            fixed_file: ev.fixed_file,
+            error_type: (ev.ret < 0).then(|| errno_name(ev.ret)),
+        },
+        process: Process::new(&ev.task, ev.exe.as_ref()),
+        ..FileAccess::default()
     }
 }
 

@@ -143,17 +143,5 @@ pub fn process_attributes(
     task: &Task,
     exe: Option<&WalkedPath>,
 ) {
-    a.push(("process.pid", task.tgid.into()));
-    a.push(("thread.id", task.pid.into()));
-    if task.ppid != 0 {
-        a.push(("process.parent_pid", task.ppid.into()));
-    }
-    a.push(("process.user.id", task.uid.into()));
-    a.push(("process.command", task.comm.clone().into()));
-    if let Some(exe) = exe {
-        a.push((
-            "process.executable.path",
-            exe.path.to_string_lossy().into_owned().into(),
-        ));
-    }
+    super::render::append(&super::records::Process::new(task, exe), a);
 }

@@ -57,6 +57,21 @@ pub struct Process {
     pub executable_path: Option<String>,
 }
 
+impl Process {
+    /// The process of a kernel event (`exe`: the executable the kernel
+    /// captured with it).
+    pub fn new(task: &crate::decode::Task, exe: Option<&crate::decode::WalkedPath>) -> Self {
+        Self {
+            pid: task.tgid,
+            thread_id: task.pid,
+            parent_pid: (task.ppid != 0).then_some(task.ppid),
+            user_id: task.uid,
+            command: task.comm.clone(),
+            executable_path: exe.map(|e| e.path.to_string_lossy().into_owned()),
+        }
+    }
+}
+
 /// The workload identity of the process an event happened in (the identity
 /// stage adds it). Keys are absent when unknown.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
@@ -480,7 +495,7 @@ pub struct TlsHello {
         rename = "tls.protocol.version",
         skip_serializing_if = "Option::is_none"
     )]
-    pub protocol_version: Option<&'static str>,
+    pub protocol_version: Option<String>,
     /// Offered TLS versions (GREASE values removed).
     #[serde(rename = "nhi.tls.offered_versions")]
     pub offered_versions: Vec<String>,
@@ -825,7 +840,7 @@ pub struct Coverage {
     pub decode_errors: u64,
     /// `up`, `degraded` (events lost, or no network sensor) or `stopping`.
     #[serde(rename = "nhi.agent.state")]
-    pub state: &'static str,
+    pub state: String,
     /// `<instance>-<n>`, never reused.
     #[serde(rename = "nhi.record.id", skip_serializing_if = "Option::is_none")]
     pub record_id: Option<String>,
@@ -1118,7 +1133,7 @@ pub(crate) mod samples {
             payload: "tls",
             tls: Some(TlsHello {
                 protocol_name: Some("tls"),
-                protocol_version: Some("1.3"),
+                protocol_version: Some("1.3".into()),
                 offered_versions: vec!["1.3".into(), "1.2".into()],
                 alpn: vec!["h2".into()],
                 grease: true,
@@ -1218,7 +1233,7 @@ pub(crate) mod samples {
             events_lost: 2,
             events_lost_by_kind: vec!["file=2".into()],
             decode_errors: 0,
-            state: "degraded",
+            state: "degraded".into(),
             record_id: Some("i-6".into()),
         }
     }

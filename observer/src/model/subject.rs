@@ -91,14 +91,6 @@ enum Part<'a> {
 }
 
 impl Part<'_> {
-    fn value(&self) -> Value {
-        match self {
-            Self::Str(s) => Value::Str((*s).to_owned()),
-            Self::Int(i) => Value::Int(i64::from(*i)),
-            Self::Bool(b) => Value::Bool(*b),
-        }
-    }
-
     fn push_text(&self, out: &mut String) {
         use std::fmt::Write as _;
         match self {
@@ -137,9 +129,29 @@ impl Consumer {
         .flatten()
     }
 
-    /// The consumer's attributes, in [`CONSUMER_KEYS`] order.
+    /// The consumer's attributes, in [`CONSUMER_KEYS`] order, as the
+    /// typed record shows them.
     pub fn attributes(&self) -> Vec<(&'static str, Value)> {
-        self.parts().map(|(k, v)| (k, v.value())).collect()
+        let mut a = Vec::with_capacity(CONSUMER_KEYS.len());
+        super::render::append(&super::records::Consumer::from(self), &mut a);
+        a
+    }
+}
+
+impl From<&Consumer> for super::records::Consumer {
+    /// The consumer as records show it: a pod's container id left out.
+    fn from(c: &Consumer) -> Self {
+        Self {
+            executable_path: c.executable_path.clone(),
+            user_id: c.user_id,
+            user_name: c.user_name.clone(),
+            interactive: c.interactive,
+            systemd_unit: c.systemd_unit.clone(),
+            container_id: if c.namespace.is_some() { None } else { c.container_id.clone() },
+            container_runtime: c.container_runtime.clone(),
+            namespace: c.namespace.clone(),
+            service_account: c.service_account.clone(),
+        }
     }
 }
 

@@ -8,17 +8,25 @@ use super::{
     flows::{ConnTransport, Connection, ImdsRequest, Socket, quic_version_name},
     tls::version_name,
 };
-use crate::model::{Credential, EVENT_CONNECTION, EVENT_CREDENTIAL_ACCESS, Record, Source, Value, process_attributes};
+use crate::model::{
+    Credential, Record,
+    records::{self, AccessSource, CredentialAccess, ImdsAccess, Peer, Process, SocketFacts, TlsHello, Workload},
+    render,
+};
 
-fn peer_attributes(a: &mut Vec<(&'static str, Value)>, peer: &SocketAddr) {
-    a.push(("network.type", if peer.is_ipv4() { "ipv4" } else { "ipv6" }.into()));
-    a.push(("network.peer.address", peer.ip().to_string().into()));
-    a.push(("network.peer.port", u32::from(peer.port()).into()));
+fn peer(peer: &SocketAddr) -> Peer {
+    Peer {
+        network_type: if peer.is_ipv4() { "ipv4" } else { "ipv6" },
+        address: peer.ip().to_string(),
+        port: peer.port(),
+    }
 }
 
-fn socket_attributes(a: &mut Vec<(&'static str, Value)>, socket: &Socket) {
-    a.push(("nhi.socket.family", if socket.family == AF_INET6 { "inet6" } else { "inet" }.into()));
-    a.push(("nhi.socket.cookie", socket.cookie.to_string().into()));
+fn socket_facts(socket: &Socket) -> SocketFacts {
+    SocketFacts {
+        family: if socket.family == AF_INET6 { "inet6" } else { "inet" },
+        cookie: socket.cookie.to_string(),
+    }
 }
 
 /// Where a connection went, as `server.*` names it: the server name seen
@@ -54,74 +62,63 @@ pub fn server(c: &Connection) -> Server {
 
 /// `nhi.connection`: one per TCP connection and per QUIC connection attempt.
 pub fn connection(c: &Connection, server: &Server, host_name: &str, time: SystemTime) -> Record {
-    let mut a: Vec<(&'static str, Value)> = Vec::with_capacity(28);
-    a.push(("host.name", host_name.into()));
-    a.push((
-        "network.transport",
-        match c.transport {
+    render(&records::Connection {
+        time,
+        host_name: host_name.to_owned(),
+        transport: match c.transport {
             ConnTransport::Tcp => "tcp",
             ConnTransport::Quic => "quic",
-        }
-        .into(),
-    ));
-    a.push(("server.address", server.address.clone().into()));
-    a.push(("server.port", u32::from(server.port).into()));
-    a.push(("nhi.server_name.seen", server.name_source.is_some().into()));
-    if let Some(source) = server.name_source {
-        a.push(("nhi.server_name.source", source.into()));
-    }
-    peer_attributes(&mut a, &c.peer);
-    a.push(("nhi.connection.payload", c.payload.as_str().into()));
-    if let Some(h) = &c.hello {
+        },
+        server_address: server.address.clone(),
+        server_port: server.port,
+        server_name_seen: server.name_source.is_some(),
+        server_name_source: server.name_source,
+        peer: peer(&c.peer),
+        payload: c.payload.as_str(),
         // The SNI is `server.address` (`tls.client.server_name` is
         // deprecated since semantic conventions 1.28).
-        if let Some(v) = h.max_version() {
-            a.push(("tls.protocol.name", if v == "3" { "ssl" } else { "tls" }.into()));
-            a.push(("tls.protocol.version", v.into()));
-        }
-        a.push(("nhi.tls.offered_versions", h.versions.iter().map(|v| version_name(*v)).collect::<Vec<_>>().into()));
-        if !h.alpn.is_empty() {
-            a.push(("nhi.tls.alpn", h.alpn.clone().into()));
-        }
-        a.push(("nhi.tls.grease", h.grease.into()));
-    }
-    if let Some(v) = c.quic_version {
-        a.push(("nhi.quic.version", quic_version_name(v).into()));
-    }
-    if let Some((_, method, path)) = &c.http {
-        a.push(("http.request.method", method.clone().into()));
-        a.push(("url.path", path.clone().into()));
-    }
-    if let Some(e) = c.error {
-        a.push(("error.type", e.into()));
-    }
-    socket_attributes(&mut a, &c.socket);
-    process_attributes(&mut a, &c.socket.task, c.socket.exe.as_ref());
-    Record { time, event_name: EVENT_CONNECTION, attributes: a }
+        tls: c.hello.as_ref().map(|h| {
+            let max = h.max_version();
+            TlsHello {
+                protocol_name: max.as_deref().map(|v| if v == "3" { "ssl" } else { "tls" }),
+                protocol_version: max,
+                offered_versions: h.versions.iter().map(|v| version_name(*v)).collect(),
+                alpn: h.alpn.clone(),
+                grease: h.grease,
+            }
+        }),
+        quic_version: c.quic_version.map(quic_version_name),
+        http_method: c.http.as_ref().map(|(_, method, _)| method.clone()),
+        url_path: c.http.as_ref().map(|(_, _, path)| path.clone()),
+        error_type: c.error,
+        socket: socket_facts(&c.socket),
+        process: Process::new(&c.socket.task, c.socket.exe.as_ref()),
+        workload: Workload::default(),
+        record_id: None,
+    })
 }
 
 /// `nhi.credential.access` from a metadata service (`nhi.source` = `imds`).
 pub fn imds_request(r: &ImdsRequest, host_name: &str, time: SystemTime) -> Record {
-    let mut a: Vec<(&'static str, Value)> = Vec::with_capacity(24);
-    a.push(("host.name", host_name.into()));
-    a.push(("nhi.source", Source::Imds.as_str().into()));
-    if let Some(kind) = r.call.kind {
-        a.push(("nhi.kind", kind.into()));
-    }
-    if let Some(id) = &r.call.id {
-        a.push(("nhi.id", id.clone().into()));
-    }
-    a.push(("nhi.imds.provider", r.call.provider.into()));
-    a.push(("nhi.imds.operation", r.call.operation.into()));
-    a.push(("http.request.method", r.method.clone().into()));
-    a.push(("url.path", r.path.clone().into()));
-    let server = r.host.as_deref().map(strip_port).unwrap_or_else(|| r.peer.ip().to_string());
-    a.push(("server.address", server.into()));
-    a.push(("server.port", u32::from(r.peer.port()).into()));
-    peer_attributes(&mut a, &r.peer);
-    socket_attributes(&mut a, &r.socket);
-    process_attributes(&mut a, &r.socket.task, r.socket.exe.as_ref());
-    Record { time, event_name: EVENT_CREDENTIAL_ACCESS, attributes: a }
+    render(&CredentialAccess {
+        time,
+        host_name: host_name.to_owned(),
+        source: AccessSource::Imds(ImdsAccess {
+            kind: r.call.kind,
+            id: r.call.id.clone(),
+            provider: r.call.provider,
+            operation: r.call.operation,
+            method: r.method.clone(),
+            url_path: r.path.clone(),
+            server_address: r.host.as_deref().map(strip_port).unwrap_or_else(|| r.peer.ip().to_string()),
+            server_port: r.peer.port(),
+            peer: peer(&r.peer),
+            socket: socket_facts(&r.socket),
+            process: Process::new(&r.socket.task, r.socket.exe.as_ref()),
+            workload: Workload::default(),
+        }),
+        record_id: None,
+    })
 }
 
 /// The credential a metadata-service request names, when it names one.
@@ -183,7 +180,7 @@ mod tests {
             assert_eq!(get("server.address"), Some(address.into()));
             assert_eq!(get("server.port"), Some(8443u32.into()));
             assert_eq!(get("nhi.server_name.seen"), Some(source.is_some().into()));
-            assert_eq!(get("nhi.server_name.source"), source.map(Value::from));
+            assert_eq!(get("nhi.server_name.source"), source.map(crate::model::Value::from));
         }
     }
 

@@ -12,7 +12,7 @@ use crate::{
         Confidence, UsageDelta,
         record::{Subject, usage_head},
     },
-    model::{Consumer, Credential, EVENT_CREDENTIAL_ACCESS, Source, Value},
+    model::{Consumer, Credential, EVENT_CREDENTIAL_ACCESS, Source},
 };
 
 /// `meta` key: the usage totals count every access record up to this id.
@@ -38,7 +38,7 @@ pub struct UsageRow {
     pub kind: String,
     pub source: String,
     pub host: String,
-    pub consumer: Vec<(&'static str, Value)>,
+    pub consumer: Consumer,
     pub first_seen: SystemTime,
     pub last_seen: SystemTime,
     pub accesses: u64,
@@ -262,12 +262,10 @@ pub(super) fn upsert(conn: &Connection, d: &UsageDelta) -> rusqlite::Result<Usag
         })
 }
 
-fn consumer_json(consumer: &[(&'static str, Value)]) -> String {
-    let map: serde_json::Map<String, serde_json::Value> = consumer
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), serde_json::to_value(v).unwrap_or(serde_json::Value::Null)))
-        .collect();
-    serde_json::Value::Object(map).to_string()
+/// The consumer column: the consumer as the usage record shows it.
+fn consumer_json(consumer: &Consumer) -> String {
+    // Through a `Value`: its map sorts the names, as the column always had them.
+    serde_json::to_value(crate::model::records::Consumer::from(consumer)).map(|v| v.to_string()).unwrap_or_default()
 }
 
 fn destinations(conn: &Connection, usage_id: i64) -> rusqlite::Result<Vec<DestinationRow>> {
@@ -316,7 +314,7 @@ mod tests {
                 kind: "aws.access_key".into(),
                 source: "file".into(),
                 host: "h".into(),
-                consumer: vec![("process.executable.path", "/usr/bin/aws".into())],
+                consumer: Consumer { executable_path: Some("/usr/bin/aws".into()), ..Consumer::default() },
             }),
             first_seen: t,
             last_seen: t,

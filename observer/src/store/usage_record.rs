@@ -9,7 +9,11 @@ use std::time::SystemTime;
 use sha2::{Digest as _, Sha256};
 
 use super::UsageRow;
-use crate::model::{EVENT_USAGE, Record, Value, rfc3339};
+use crate::model::{
+    Record, rfc3339,
+    records::{Consumer, Usage, UsageDestinations},
+    render,
+};
 
 /// Destinations listed in an `nhi.usage` record (the most recent first);
 /// the store keeps them all.
@@ -24,66 +28,71 @@ pub fn usage_id(key: &str) -> String {
 
 /// `nhi.usage`: the cumulative state of one usage as committed.
 pub fn usage_record(u: &UsageRow) -> Record {
-    let mut a: Vec<(&'static str, Value)> = Vec::with_capacity(24);
-    a.push(("host.name", u.host.clone().into()));
-    a.push(("nhi.id", u.nhi_id.clone().into()));
-    a.push(("nhi.kind", u.kind.clone().into()));
-    a.push(("nhi.source", u.source.clone().into()));
-    a.extend(u.consumer.iter().cloned());
-    a.push(("nhi.usage.id", usage_id(&u.usage_key).into()));
-    a.push(("nhi.usage.first_seen", rfc3339(u.first_seen).into()));
-    a.push(("nhi.usage.last_seen", rfc3339(u.last_seen).into()));
-    a.push(("nhi.usage.count", int(u.accesses)));
-    a.push(("nhi.usage.connections", int(u.connections)));
-    if let Some(best) = u
+    let destinations = u
         .destinations
         .iter()
         .map(|d| d.confidence.as_str())
         .min_by_key(|c| *c != "direct")
-    {
-        a.push(("nhi.usage.confidence", best.into()));
-        let mut listed: Vec<String> = Vec::new();
-        let mut confidences: Vec<String> = Vec::new();
-        for d in &u.destinations {
-            let dest = format!("{}:{}", d.server_address, d.server_port);
-            if let Some(i) = listed.iter().position(|l| *l == dest) {
-                // Listed once, with its best confidence.
-                if d.confidence.as_str() == "direct" {
-                    confidences[i] = "direct".into();
+        .map(|best| {
+            let mut listed: Vec<String> = Vec::new();
+            let mut confidences: Vec<String> = Vec::new();
+            let mut truncated = false;
+            for d in &u.destinations {
+                let dest = format!("{}:{}", d.server_address, d.server_port);
+                if let Some(i) = listed.iter().position(|l| *l == dest) {
+                    // Listed once, with its best confidence.
+                    if d.confidence.as_str() == "direct" {
+                        confidences[i] = "direct".into();
+                    }
+                    continue;
                 }
-                continue;
+                if listed.len() == MAX_LISTED_DESTINATIONS {
+                    truncated = true;
+                    break;
+                }
+                listed.push(dest);
+                confidences.push(d.confidence.as_str().into());
             }
-            if listed.len() == MAX_LISTED_DESTINATIONS {
-                a.push(("nhi.usage.destinations_truncated", true.into()));
-                break;
+            // One destination (reached directly, inferred, or both): named
+            // as `server.*` too.
+            let only = match (listed.as_slice(), u.destinations.first()) {
+                ([_], Some(only)) => Some(only),
+                _ => None,
+            };
+            UsageDestinations {
+                confidence: best,
+                truncated,
+                server_address: only.map(|d| d.server_address.clone()),
+                server_port: only.map(|d| d.server_port),
+                destinations: listed,
+                confidences,
             }
-            listed.push(dest);
-            confidences.push(d.confidence.as_str().into());
-        }
-        // One destination (reached directly, inferred, or both): named as
-        // `server.*` too.
-        if let ([_], Some(only)) = (listed.as_slice(), u.destinations.first()) {
-            a.push(("server.address", only.server_address.clone().into()));
-            a.push(("server.port", u32::from(only.server_port).into()));
-        }
-        a.push(("nhi.usage.destinations", listed.into()));
-        a.push(("nhi.usage.destination_confidences", confidences.into()));
-    }
-    Record {
+        });
+    render(&Usage {
         time: u.last_seen.max(SystemTime::UNIX_EPOCH),
-        event_name: EVENT_USAGE,
-        attributes: a,
-    }
-}
-
-fn int(v: u64) -> Value {
-    Value::Int(i64::try_from(v).unwrap_or(i64::MAX))
+        host_name: u.host.clone(),
+        id: u.nhi_id.clone(),
+        kind: u.kind.clone(),
+        source: u.source.clone(),
+        consumer: Consumer::from(&u.consumer),
+        usage_id: usage_id(&u.usage_key),
+        first_seen: rfc3339(u.first_seen),
+        last_seen: rfc3339(u.last_seen),
+        count: u.accesses,
+        connections: u.connections,
+        destinations,
+        record_id: None,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{correlate::Confidence, store::DestinationRow};
+    use crate::{
+        correlate::Confidence,
+        model::{EVENT_USAGE, Value},
+        store::DestinationRow,
+    };
 
     #[test]
     fn usage_id_is_stable_and_short() {
@@ -110,7 +119,7 @@ mod tests {
             kind: "aws.access_key".into(),
             source: "file".into(),
             host: "h".into(),
-            consumer: vec![("process.executable.path", "/usr/bin/aws".into())],
+            consumer: crate::model::Consumer { executable_path: Some("/usr/bin/aws".into()), ..Default::default() },
             first_seen: t,
             last_seen: t,
             accesses: 5,
