@@ -447,36 +447,35 @@ impl Pipeline {
     fn stats_record(&mut self) -> Record {
         let kernel = self.kernel.as_ref().and_then(|k| k.counters().ok()).unwrap_or_default();
         let s = &self.stats;
-        let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX).into();
-        let attributes = vec![
-            ("host.name", self.host_name.clone().into()),
-            ("nhi.file.events.emitted", int(kernel.file_open_emitted)),
-            ("nhi.file.events.lost", int(kernel.file_open_reserve_failed)),
-            ("nhi.file.opens.folded", int(kernel.file_open_dedup_suppressed)),
-            ("nhi.file.opens.slow_path", int(kernel.file_open_slow_path)),
-            ("nhi.process.events.emitted", int(kernel.process_emitted)),
-            ("nhi.process.events.lost", int(kernel.process_reserve_failed)),
-            ("nhi.net.connect.emitted", int(kernel.net_connect_emitted)),
-            ("nhi.net.connect.lost", int(kernel.net_connect_reserve_failed)),
-            ("nhi.net.payload.emitted", int(kernel.net_payload_emitted)),
-            ("nhi.net.payload.lost", int(kernel.net_payload_reserve_failed)),
-            ("nhi.net.close.lost", int(kernel.net_close_reserve_failed)),
-            ("nhi.net.connections.pending", int(self.net.pending() as u64)),
-            ("nhi.agent.events.received", int(Stats::get(&s.events_received))),
-            ("nhi.agent.candidates.rejected", int(Stats::get(&s.candidates_rejected))),
-            ("nhi.agent.records.written", int(Stats::get(&s.records_written))),
-            ("nhi.agent.decode_errors", int(s.decode_errors().values().sum::<u64>())),
-            ("nhi.agent.dedup.keys", int(self.dedup.len() as u64)),
-            ("nhi.agent.process_table.size", int(Stats::get(&s.process_table_size))),
-            ("nhi.agent.process_table.evicted", int(Stats::get(&s.process_table_evicted))),
-            ("nhi.watch.rules", int(self.watch.catalog().rules.iter().filter(|r| r.kernel).count() as u64)),
-            ("nhi.watch.inodes", int(Stats::get(&s.watched_inodes))),
-            ("nhi.agent.usage.pending", int(self.correlator.pending() as u64)),
-            ("nhi.agent.connections.linked", int(self.correlator.linked)),
-            ("nhi.agent.connections.unlinked", int(self.correlator.unlinked)),
-            ("nhi.agent.usage.destinations_dropped", int(self.correlator.destinations_dropped)),
-        ];
-        Record { time: std::time::SystemTime::now(), event_name: record::EVENT_AGENT_STATS, attributes }
+        crate::model::render(&crate::model::records::AgentStats {
+            time: Some(std::time::SystemTime::now()),
+            host_name: self.host_name.clone(),
+            file_events_emitted: kernel.file_open_emitted,
+            file_events_lost: kernel.file_open_reserve_failed,
+            file_opens_folded: kernel.file_open_dedup_suppressed,
+            file_opens_slow_path: kernel.file_open_slow_path,
+            process_events_emitted: kernel.process_emitted,
+            process_events_lost: kernel.process_reserve_failed,
+            net_connect_emitted: kernel.net_connect_emitted,
+            net_connect_lost: kernel.net_connect_reserve_failed,
+            net_payload_emitted: kernel.net_payload_emitted,
+            net_payload_lost: kernel.net_payload_reserve_failed,
+            net_close_lost: kernel.net_close_reserve_failed,
+            net_connections_pending: self.net.pending() as u64,
+            events_received: Stats::get(&s.events_received),
+            candidates_rejected: Stats::get(&s.candidates_rejected),
+            records_written: Stats::get(&s.records_written),
+            decode_errors: s.decode_errors().values().sum::<u64>(),
+            dedup_keys: self.dedup.len() as u64,
+            process_table_size: Stats::get(&s.process_table_size),
+            process_table_evicted: Stats::get(&s.process_table_evicted),
+            watch_rules: self.watch.catalog().rules.iter().filter(|r| r.kernel).count() as u64,
+            watch_inodes: Stats::get(&s.watched_inodes),
+            usage_pending: self.correlator.pending() as u64,
+            connections_linked: self.correlator.linked,
+            connections_unlinked: self.correlator.unlinked,
+            usage_destinations_dropped: self.correlator.destinations_dropped,
+        })
     }
 }
 

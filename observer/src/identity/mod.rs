@@ -361,7 +361,43 @@ impl Workload {
         }
     }
 
-    /// Appends this workload's attributes, skipping keys already present.
+    /// This workload as records show it.
+    pub fn typed(&self) -> crate::model::records::Workload {
+        let process = self.process.as_ref();
+        let cgroup = self.cgroup.as_ref();
+        let w = cgroup.map(|c| &c.workload);
+        let sa = self.service_account.as_ref();
+        crate::model::records::Workload {
+            exec_path: process.and_then(|p| p.exec_path.clone()),
+            command_args: process.and_then(|p| p.args.as_ref().map(|a| a.to_vec())),
+            command_args_truncated: process.is_some_and(|p| p.args.is_some() && p.args_truncated),
+            group_id: process.map(|p| p.gid),
+            interactive: process.map(|p| p.tty.is_some()),
+            tty: process.and_then(|p| p.tty.clone()),
+            creation_time: self.creation_time.map(crate::model::rfc3339),
+            ancestors: self.ancestors.clone(),
+            user_name: self.user_name.as_deref().map(str::to_owned),
+            cgroup_path: cgroup.map(|c| c.path.clone()),
+            systemd_unit: w.and_then(|w| w.systemd_unit.clone()),
+            container_id: w.and_then(|w| w.container_id.clone()),
+            container_runtime: w.and_then(|w| w.container_runtime).map(str::to_owned),
+            pod_uid: w.and_then(|w| w.pod_uid.clone()).or_else(|| sa.and_then(|sa| sa.pod_uid.clone())),
+            namespace: sa.map(|sa| sa.namespace.clone()),
+            pod_name: sa.and_then(|sa| sa.pod_name.clone()),
+            service_account: sa.map(|sa| format!("{}/{}", sa.namespace, sa.service_account)),
+            service_account_uid: sa.and_then(|sa| sa.service_account_uid.clone()),
+            node_name: sa.and_then(|sa| sa.node_name.clone()),
+            token_issuer: sa.and_then(|sa| sa.issuer.clone()),
+            token_expires: sa
+                .and_then(|sa| sa.expires)
+                .and_then(|exp| u64::try_from(exp).ok())
+                .map(|t| crate::model::rfc3339(std::time::UNIX_EPOCH + Duration::from_secs(t))),
+        }
+    }
+
+    /// Appends this workload's attributes, skipping keys already present
+    /// (the process's parent and executable fill in what the kernel did
+    /// not capture).
     pub fn annotate(&self, a: &mut Vec<(&'static str, Value)>) {
         let mut put = |k: &'static str, v: Value| {
             if !a.iter().any(|(key, _)| *key == k) {
@@ -375,70 +411,11 @@ impl Workload {
             if let Some(exe) = &p.exe {
                 put("process.executable.path", exe.clone().into());
             }
-            if let Some(path) = &p.exec_path {
-                put("nhi.process.exec_path", path.clone().into());
-            }
-            if let Some(args) = &p.args {
-                put("process.command_args", args.to_vec().into());
-                if p.args_truncated {
-                    put("nhi.process.command_args_truncated", true.into());
-                }
-            }
-            put("nhi.process.group.id", p.gid.into());
-            put("process.interactive", p.tty.is_some().into());
-            if let Some(tty) = &p.tty {
-                put("nhi.process.tty", tty.clone().into());
-            }
         }
-        if let Some(t) = self.creation_time {
-            put("process.creation.time", crate::model::rfc3339(t).into());
-        }
-        if !self.ancestors.is_empty() {
-            put("nhi.process.ancestors", self.ancestors.clone().into());
-        }
-        if let Some(name) = &self.user_name {
-            put("process.user.name", name.to_string().into());
-        }
-        if let Some(c) = &self.cgroup {
-            put("nhi.cgroup.path", c.path.clone().into());
-            let w = &c.workload;
-            if let Some(unit) = &w.systemd_unit {
-                put("nhi.systemd.unit", unit.clone().into());
-            }
-            if let Some(id) = &w.container_id {
-                put("container.id", id.clone().into());
-            }
-            if let Some(rt) = w.container_runtime {
-                put("container.runtime", rt.into());
-            }
-            if let Some(uid) = &w.pod_uid {
-                put("k8s.pod.uid", uid.clone().into());
-            }
-        }
-        if let Some(sa) = &self.service_account {
-            put("k8s.namespace.name", sa.namespace.clone().into());
-            if let Some(pod) = &sa.pod_name {
-                put("k8s.pod.name", pod.clone().into());
-            }
-            if let Some(uid) = &sa.pod_uid {
-                put("k8s.pod.uid", uid.clone().into());
-            }
-            put("nhi.k8s.service_account", format!("{}/{}", sa.namespace, sa.service_account).into());
-            if let Some(uid) = &sa.service_account_uid {
-                put("nhi.k8s.service_account.uid", uid.clone().into());
-            }
-            if let Some(node) = &sa.node_name {
-                put("k8s.node.name", node.clone().into());
-            }
-            if let Some(iss) = &sa.issuer {
-                put("nhi.k8s.token.issuer", iss.clone().into());
-            }
-            if let Some(exp) = sa.expires
-                && let Ok(t) = u64::try_from(exp)
-            {
-                let t = std::time::UNIX_EPOCH + Duration::from_secs(t);
-                put("nhi.k8s.token.expires", crate::model::rfc3339(t).into());
-            }
+        let mut typed = Vec::with_capacity(24);
+        crate::model::render::append(&self.typed(), &mut typed);
+        for (k, v) in typed {
+            put(k, v);
         }
     }
 }
