@@ -50,7 +50,7 @@ use crate::{
     correlate::{self, Correlator, Subject, UsageDelta, UsageHead},
     decode::{Event, FileOpen},
     enrich,
-    model::{self as record, Consumer, Credential, EVENT_CREDENTIAL_ROTATION, Record, Source, Value, file::Context},
+    model::{self as record, Consumer, Credential, Record, Source, file::Context},
     identity::{Identity, env, table::ProcKey},
     net,
     probes::KernelState,
@@ -287,7 +287,7 @@ impl Pipeline {
                         self.stats.count(if c.read { "credential_file_read" } else { "credential_file_cached" });
                         if let Some(before) = &c.rotated_from {
                             self.stats.count("credential_file_rotated");
-                            out.push(rotation(&base, before, &c.parsed));
+                            out.push(record::file::rotation(&base, before, &c.parsed));
                         }
                         if let Some(u) = &c.parsed.unparsed {
                             self.stats.count(u.reason());
@@ -520,22 +520,6 @@ fn identity_records(base: Record, parsed: &Parsed, format: &str) -> Vec<(Record,
         .collect()
 }
 
-/// `nhi.credential.rotation`: the file's identities before and after.
-fn rotation(base: &Record, before: &Parsed, after: &Parsed) -> Record {
-    let ids = |p: &Parsed| {
-        let mut v: Vec<&str> = p.identities.iter().map(|i| i.id.as_str()).collect();
-        v.sort_unstable();
-        v.join(",")
-    };
-    let (b, a) = (ids(before), ids(after));
-    let mut r = base.clone();
-    r.event_name = EVENT_CREDENTIAL_ROTATION;
-    r.attributes.push(("nhi.rotation.previous_ids", Value::from(b.clone())));
-    r.attributes.push(("nhi.rotation.current_ids", Value::from(a.clone())));
-    r.attributes.push(("nhi.rotation.identity_changed", Value::from(a != b)));
-    r
-}
-
 #[cfg(test)]
 mod tests {
     use observer_creds::{Identity, Unparsed};
@@ -581,8 +565,8 @@ mod tests {
             }).collect();
         assert_eq!(get(&none[0], "nhi.unparsed.reason"), Some("binary".into()));
         assert_eq!(get(&none[0], "nhi.id"), None);
-        let rot = rotation(&base(), &parsed, &Parsed { identities: vec![Identity::new("aws.access_key", "AKIA3")], unparsed: None });
-        assert_eq!(rot.event_name, EVENT_CREDENTIAL_ROTATION);
+        let rot = record::file::rotation(&base(), &parsed, &Parsed { identities: vec![Identity::new("aws.access_key", "AKIA3")], unparsed: None });
+        assert_eq!(rot.event_name, crate::model::EVENT_CREDENTIAL_ROTATION);
         assert_eq!(get(&rot, "nhi.rotation.previous_ids"), Some("AKIA1,ASIA2".into()));
         assert_eq!(get(&rot, "nhi.rotation.identity_changed"), Some(true.into()));
     }

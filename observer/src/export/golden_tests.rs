@@ -138,12 +138,181 @@ fn records() -> Vec<(&'static str, Record)> {
             dest("s3.amazonaws.com", Confidence::Inferred),
         ],
     });
-    vec![
-        ("file_read_by_inode", read),
+    let mut out = vec![
+        ("file_read_by_inode", read.clone()),
         ("file_failed_relative_open", failed),
         ("file_create", created),
         ("usage", usage),
+    ];
+    out.extend(more_records(&read));
+    out.extend(agent_records());
+    out
+}
+
+fn task() -> decode::Task {
+    decode::Task {
+        tgid: 4242,
+        pid: 4243,
+        ppid: 1,
+        uid: 1000,
+        gid: 1000,
+        cgroup_id: 0,
+        start_boot_ns: 1,
+        comm: "aws".into(),
+    }
+}
+
+fn exe() -> decode::WalkedPath {
+    decode::WalkedPath { path: "/usr/bin/aws".into(), complete: true }
+}
+
+fn socket() -> crate::net::flows::Socket {
+    crate::net::flows::Socket { cookie: 812, task: task(), exe: Some(exe()), family: observer_common::AF_INET }
+}
+
+/// The other event names, each from the builder the agent uses: a
+/// rotation, an environment and a metadata-service access, a TLS and a
+/// QUIC connection, a finding, coverage and the agent's counters.
+fn more_records(read: &Record) -> Vec<(&'static str, Record)> {
+    use crate::{
+        findings::{Finding, FindingType, Severity, State, UnusedEvidence, Workload},
+        net::{flows::{ConnTransport, Connection, ImdsRequest, Payload}, imds::Call, record, tls::ClientHello},
+    };
+    use observer_creds::{Identity, Parsed};
+    let t = SystemTime::UNIX_EPOCH + Duration::from_secs(T0);
+    let before = Parsed { identities: vec![Identity::new("aws.access_key", "AKIAGOLDEN0000000001")], unparsed: None };
+    let after = Parsed { identities: vec![Identity::new("aws.access_key", "AKIAGOLDEN0000000002")], unparsed: None };
+    let rotation = crate::model::file::rotation(read, &before, &after);
+    let exec = decode::ProcessExec {
+        boot_ns: 1,
+        task: task(),
+        filename: "/usr/bin/aws".into(),
+        exe: Some(exe()),
+        tty: None,
+        args: crate::secret::Secret::new(Vec::new()),
+        args_truncated: false,
+        env: crate::secret::Secret::new(Vec::new()),
+        env_truncated: false,
+    };
+    let env_cred = crate::identity::env::EnvCredential {
+        name: "AWS_ACCESS_KEY_ID".into(),
+        kind: "aws.access_key",
+        value: crate::secret::Secret::new(b"AKIAGOLDEN0000000001".to_vec()),
+    };
+    let cred = crate::model::Credential { id: "AKIAGOLDEN0000000001".into(), kind: "aws.access_key".into() };
+    let env = crate::identity::env::record(&exec, &env_cred, "aws.access_key", Some(&cred), "golden-host", t);
+    let imds = record::imds_request(
+        &ImdsRequest {
+            socket: socket(),
+            boot_ns: 1,
+            peer: "169.254.169.254:80".parse().expect("address"),
+            method: "GET".into(),
+            path: "/latest/meta-data/iam/security-credentials/app-role".into(),
+            host: Some("169.254.169.254".into()),
+            call: Call { provider: "aws", operation: "credentials", kind: Some("aws.iam_role"), id: Some("app-role".into()) },
+        },
+        "golden-host",
+        t,
+    );
+    let conn = |transport, payload, hello: Option<ClientHello>, quic_version| Connection {
+        socket: socket(),
+        boot_ns: 1,
+        peer: "192.0.2.10:443".parse().expect("address"),
+        transport,
+        payload,
+        hello,
+        quic_version,
+        http: None,
+        error: None,
+    };
+    let hello = ClientHello {
+        server_name: Some("sts.amazonaws.com".into()),
+        alpn: vec!["h2".into(), "http/1.1".into()],
+        versions: vec![0x0304, 0x0303],
+        grease: true,
+        ..ClientHello::default()
+    };
+    let tls = conn(ConnTransport::Tcp, Payload::Tls, Some(hello.clone()), None);
+    let tls = record::connection(&tls, &record::server(&tls), "golden-host", t);
+    let quic = conn(ConnTransport::Quic, Payload::Quic, Some(hello), Some(1));
+    let quic = record::connection(&quic, &record::server(&quic), "golden-host", t);
+    let none = conn(ConnTransport::Tcp, Payload::None, None, None);
+    let none = record::connection(&none, &record::server(&none), "golden-host", t);
+    let finding = crate::findings::render::record(
+        &Finding {
+            id: "1221bdc6131d667f254005c5".into(),
+            kind: FindingType::Unused,
+            state: State::Open,
+            severity: Severity::Low,
+            reason: "no use in the last 90d".into(),
+            nhi_id: "AKIAGOLDEN0000000001".into(),
+            nhi_kind: "aws.access_key".into(),
+            subject: "/home/a/.aws/credentials".into(),
+            first_seen: t,
+            last_seen: t + Duration::from_secs(60),
+            count: 0,
+            record_ids: vec!["golden-1".into(), "golden-2".into()],
+            workload: Some(Workload {
+                executable: Some("/usr/bin/aws".into()),
+                user_id: Some(1000),
+                interactive: true,
+                ..Workload::default()
+            }),
+            server_address: None,
+            file_path: Some("/home/a/.aws/credentials".into()),
+            unused: Some(UnusedEvidence {
+                evaluated_at: t + Duration::from_secs(120),
+                window: Duration::from_secs(7_776_000),
+                tracked_since: Some(t),
+                coverage_percent: 99.46,
+                events_lost: 2,
+            }),
+        },
+        "golden-host",
+        t + Duration::from_secs(120),
+    );
+    vec![
+        ("rotation", rotation),
+        ("env_access", env),
+        ("imds_access", imds),
+        ("connection_tls", tls),
+        ("connection_quic", quic),
+        ("connection_no_payload", none),
+        ("finding_unused", finding),
     ]
+}
+
+/// Coverage and the agent's counters: their builders read the store and
+/// the running pipeline, so the typed records are rendered here as those
+/// builders render them.
+fn agent_records() -> Vec<(&'static str, Record)> {
+    use crate::model::records::{AgentStats, Coverage};
+    let t = SystemTime::UNIX_EPOCH + Duration::from_secs(T0);
+    let coverage = crate::model::render(&Coverage {
+        time: t + Duration::from_secs(300),
+        host_name: "golden-host".into(),
+        start: crate::model::rfc3339(t),
+        end: crate::model::rfc3339(t + Duration::from_secs(300)),
+        tracked_since: crate::model::rfc3339(t),
+        sensors: vec!["file".into(), "process".into()],
+        events_lost: 3,
+        events_lost_by_kind: vec!["file=2".into(), "network=1".into()],
+        decode_errors: 0,
+        state: "degraded".into(),
+        record_id: None,
+    });
+    let stats = crate::model::render(&AgentStats {
+        time: Some(t),
+        host_name: "golden-host".into(),
+        file_events_emitted: 10,
+        file_events_lost: 1,
+        events_received: 12,
+        records_written: 9,
+        dedup_keys: 4,
+        usage_destinations_dropped: u64::MAX,
+        ..AgentStats::default()
+    });
+    vec![("coverage", coverage), ("agent_stats", stats)]
 }
 
 fn any_json(v: &AnyValue) -> Json {

@@ -109,6 +109,22 @@ pub fn file_access(ev: &FileOpen, rule: Option<(&str, &str)>) -> FileAccess {
     }
 }
 
+/// `nhi.credential.rotation`: a file's access record (`base`) with the
+/// file's identities before and after.
+pub fn rotation(base: &Record, before: &observer_creds::Parsed, after: &observer_creds::Parsed) -> Record {
+    let ids = |p: &observer_creds::Parsed| {
+        let mut v: Vec<&str> = p.identities.iter().map(|i| i.id.as_str()).collect();
+        v.sort_unstable();
+        v.join(",")
+    };
+    let (previous_ids, current_ids) = (ids(before), ids(after));
+    let mut r = base.clone();
+    r.event_name = super::EVENT_CREDENTIAL_ROTATION;
+    let identity_changed = previous_ids != current_ids;
+    super::render::append(&records::RotationIds { previous_ids, current_ids, identity_changed }, &mut r.attributes);
+    r
+}
+
 fn match_name(m: MatchKind) -> &'static str {
     match m {
         MatchKind::Path => "path",

@@ -470,6 +470,17 @@ pub struct Rotation {
     /// The access that found the change.
     #[serde(flatten)]
     pub access: FileAccess,
+    /// The file's identities before and after.
+    #[serde(flatten)]
+    pub change: RotationIds,
+    /// `<instance>-<n>`, never reused.
+    #[serde(rename = "nhi.record.id", skip_serializing_if = "Option::is_none")]
+    pub record_id: Option<String>,
+}
+
+/// A credential file's identities before and after a change.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
+pub struct RotationIds {
     /// The file's identities before, sorted, comma-separated.
     #[serde(rename = "nhi.rotation.previous_ids")]
     pub previous_ids: String,
@@ -479,9 +490,6 @@ pub struct Rotation {
     /// Whether the identities changed (else only the content did).
     #[serde(rename = "nhi.rotation.identity_changed")]
     pub identity_changed: bool,
-    /// `<instance>-<n>`, never reused.
-    #[serde(rename = "nhi.record.id", skip_serializing_if = "Option::is_none")]
-    pub record_id: Option<String>,
 }
 
 /// What a connection's first bytes said about TLS.
@@ -1113,9 +1121,11 @@ pub(crate) mod samples {
             host_name: "h".into(),
             source: "file",
             access: file_access(),
-            previous_ids: "AKIA1".into(),
-            current_ids: "AKIA2".into(),
-            identity_changed: true,
+            change: RotationIds {
+                previous_ids: "AKIA1".into(),
+                current_ids: "AKIA2".into(),
+                identity_changed: true,
+            },
             record_id: Some("i-2".into()),
         }
     }
