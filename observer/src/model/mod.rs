@@ -4,12 +4,20 @@
 //!
 //! - `record`: the [`Record`] (event name, time, attributes named by the
 //!   OpenTelemetry semantic conventions or `nhi.*`) and every event name;
-//! - `file`: the `nhi.credential.access` record of a file open;
+//! - `records`: one typed record per event name (with the workload, the
+//!   process and the credential identity as typed parts), deriving
+//!   `Serialize` with the attribute names and `JsonSchema`;
+//! - `render`: the one renderer, a typed record to its attributes;
+//! - `schema`: the schema of every record, generated from `records`
+//!   ([`schema::document`]);
+//! - `file`: the `nhi.credential.access` record of a file open (and the
+//!   rotation record made from it);
 //! - `subject`: who used which credential, typed (credential, source,
 //!   consumer), and the usage key made of them.
 //!
-//! Input: decoded events and typed values. Output: records, which the store
-//! serialises once; JSON lines and OTLP render that one serialisation.
+//! Input: decoded events and typed values. Output: records, rendered from
+//! their typed form by `render` alone, which the store serialises once;
+//! JSON lines and OTLP render that one serialisation.
 pub mod file;
 pub mod record;
 pub mod records;

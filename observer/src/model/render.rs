@@ -42,19 +42,38 @@ pub fn append<T: Serialize + ?Sized>(r: &T, out: &mut Vec<(&'static str, Value)>
 /// An attribute name as `&'static str`: the record types' names are
 /// static, but serde hands flattened ones over as borrowed text. Each
 /// distinct name is kept once per thread (a bounded set: the schema's
-/// names and the identity facts' names, which are static too).
+/// names and the identity facts' names, which are static too). A small
+/// cache by the text's address answers the repeated names of the hot path
+/// without hashing them; a hit is checked against the text, so a reused
+/// address can never give another name.
 fn intern(key: &str) -> &'static str {
+    const SLOTS: usize = 256;
+    struct Names {
+        by_address: [(usize, &'static str); SLOTS],
+        all: HashSet<&'static str>,
+    }
     thread_local! {
-        static NAMES: RefCell<HashSet<&'static str>> = RefCell::new(HashSet::new());
+        static NAMES: RefCell<Names> =
+            RefCell::new(Names { by_address: [(0, ""); SLOTS], all: HashSet::new() });
     }
     NAMES.with(|names| {
         let mut names = names.borrow_mut();
-        if let Some(k) = names.get(key) {
-            return *k;
+        let address = key.as_ptr() as usize;
+        let slot = (address >> 3) % SLOTS;
+        let (seen, name) = names.by_address[slot];
+        if seen == address && name == key {
+            return name;
         }
-        let k: &'static str = Box::leak(key.to_owned().into_boxed_str());
-        names.insert(k);
-        k
+        let name = match names.all.get(key) {
+            Some(k) => *k,
+            None => {
+                let k: &'static str = Box::leak(key.to_owned().into_boxed_str());
+                names.all.insert(k);
+                k
+            }
+        };
+        names.by_address[slot] = (address, name);
+        name
     })
 }
 
@@ -473,5 +492,64 @@ impl ser::SerializeSeq for Strings {
     }
     fn end(self) -> Result<Option<Value>, Error> {
         Ok(Some(Value::StrList(self.0)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::records::samples;
+
+    #[test]
+    fn values_keep_their_types_and_absent_keys_are_left_out() {
+        let mut c = samples::connection();
+        c.tls.as_mut().expect("tls").alpn.clear();
+        c.quic_version = None;
+        let r = render(&c);
+        assert_eq!(r.event_name, crate::model::EVENT_CONNECTION);
+        let get = |k: &str| {
+            r.attributes
+                .iter()
+                .find(|(x, _)| *x == k)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(get("server.port"), Some(Value::Int(443)));
+        assert_eq!(get("nhi.server_name.seen"), Some(Value::Bool(true)));
+        assert_eq!(
+            get("nhi.tls.offered_versions"),
+            Some(Value::StrList(vec!["1.3".into(), "1.2".into()]))
+        );
+        assert_eq!(get("nhi.tls.alpn"), None);
+        assert_eq!(get("nhi.quic.version"), None);
+        let mut stats = samples::stats();
+        stats.usage_destinations_dropped = u64::MAX;
+        let r = render(&stats);
+        assert!(
+            r.attributes
+                .contains(&("nhi.agent.usage.destinations_dropped", Value::Int(i64::MAX)))
+        );
+        // Names are unique within a record.
+        let mut names: Vec<&str> = render(&samples::accesses()[0])
+            .attributes
+            .iter()
+            .map(|(k, _)| *k)
+            .collect();
+        let n = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), n);
+    }
+
+    #[test]
+    fn an_interned_name_is_its_text_whatever_address_it_came_from() {
+        let mut s = String::from("nhi.aws.profile");
+        let a = intern(&s);
+        assert_eq!(a, "nhi.aws.profile");
+        // The same address, another text.
+        s.replace_range(.., "nhi.aws.account");
+        assert_eq!(intern(&s), "nhi.aws.account");
+        // Another address, the same text: the same interned name.
+        let t = String::from("nhi.aws.profile");
+        assert!(std::ptr::eq(intern(&t), a));
     }
 }
