@@ -491,19 +491,22 @@ fn read_path(ev: &FileOpen) -> Option<std::path::PathBuf> {
 /// One record per identity, with the credential it names; the file-level
 /// record (naming none) when there is no identity.
 fn identity_records(base: Record, parsed: &Parsed, format: &str) -> Vec<(Record, Option<Credential>)> {
+    use crate::model::records::{Facts, FileContent, Identity};
     let mut base = base;
-    base.attributes.push(("nhi.format", format.into()));
+    let unparsed = if parsed.identities.is_empty() { parsed.unparsed.as_ref() } else { None };
+    let content = FileContent {
+        format: Some(format.to_owned()),
+        unparsed_reason: unparsed.map(observer_creds::Unparsed::reason),
+        // Why it could not be read (an I/O error kind, or what a
+        // non-regular file is): never content, unlike other details.
+        unparsed_detail: match unparsed {
+            Some(observer_creds::Unparsed::Unreadable(detail)) => Some(detail.clone()),
+            _ => None,
+        },
+    };
+    record::render::append(&content, &mut base.attributes);
     if parsed.identities.is_empty() {
-        let mut r = base;
-        if let Some(u) = &parsed.unparsed {
-            r.attributes.push(("nhi.unparsed.reason", u.reason().into()));
-            // Why it could not be read (an I/O error kind, or what a
-            // non-regular file is): never content, unlike other details.
-            if let observer_creds::Unparsed::Unreadable(detail) = u {
-                r.attributes.push(("nhi.unparsed.detail", detail.clone().into()));
-            }
-        }
-        return vec![(r, None)];
+        return vec![(base, None)];
     }
     parsed
         .identities
@@ -511,10 +514,8 @@ fn identity_records(base: Record, parsed: &Parsed, format: &str) -> Vec<(Record,
         .map(|i| {
             let mut r = base.clone();
             r.set("nhi.kind", i.kind.clone());
-            r.attributes.push(("nhi.id", i.id.clone().into()));
-            for (k, v) in &i.attributes {
-                r.attributes.push((k, v.clone().into()));
-            }
+            let identity = Identity { id: Some(i.id.clone()), facts: Facts(i.attributes.clone()) };
+            record::render::append(&identity, &mut r.attributes);
             (r, Some(Credential { id: i.id.clone(), kind: i.kind.clone() }))
         })
         .collect()
