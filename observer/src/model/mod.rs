@@ -6,12 +6,14 @@
 //!   OpenTelemetry semantic conventions or `nhi.*`) and every event name;
 //! - `file`: the `nhi.credential.access` record of a file open;
 //! - `subject`: who used which credential, typed (credential, source,
-//!   consumer), and the usage key made of them.
+//!   consumer), and the usage key made of them;
+//! - `schema`: the JSON Schema document of the records (`nhi-observer schema`).
 //!
 //! Input: decoded events and typed values. Output: records, which the store
 //! serialises once; JSON lines and OTLP render that one serialisation.
 pub mod file;
 pub mod record;
+pub mod schema;
 pub mod subject;
 
 pub use record::{
