@@ -128,12 +128,12 @@ impl Identity {
         let mut e = ProcessEntry::new(key, Origin::Exec);
         e.parent = parent_key.or_else(|| self.table.key_of(ev.task.ppid).filter(|k| k.tgid != key.tgid));
         fill_from_task(&mut e, &ev.task);
-        e.exe = ev.exe.as_ref().map(|w| w.path.to_string_lossy().into_owned());
+        e.exe = ev.exe.as_ref().map(|w| Arc::from(w.path.to_string_lossy()));
         let filename = ev.filename.to_string_lossy();
         if !filename.is_empty() && e.exe.as_deref() != Some(&*filename) {
-            e.exec_path = Some(filename.into_owned());
+            e.exec_path = Some(Arc::from(filename));
         }
-        e.tty = ev.tty.as_deref().map(proc::kernel_tty_name);
+        e.tty = ev.tty.as_deref().map(|t| Arc::from(proc::kernel_tty_name(t)));
         if self.cfg.capture_args {
             e.args = Some(Arc::from(args::mask(&ev.args)));
             e.args_truncated = ev.args_truncated;
@@ -330,7 +330,7 @@ fn fill_from_task(e: &mut ProcessEntry, task: &Task) {
     e.ppid = task.ppid;
     e.uid = task.uid;
     e.gid = task.gid;
-    e.comm = task.comm.clone();
+    e.comm = task.comm.as_str().into();
     e.cgroup_id = task.cgroup_id;
 }
 
@@ -345,7 +345,7 @@ impl Workload {
         let process = self.process.as_ref();
         let executable_path = match exe {
             Some(exe) => Some(exe.path.to_string_lossy().into_owned()),
-            None => process.and_then(|p| p.exe.clone()),
+            None => process.and_then(|p| p.exe.as_deref().map(str::to_owned)),
         };
         let cgroup = self.cgroup.as_ref().map(|c| &c.workload);
         Consumer {
@@ -373,10 +373,10 @@ impl Workload {
                 put("process.parent_pid", p.ppid.into());
             }
             if let Some(exe) = &p.exe {
-                put("process.executable.path", exe.clone().into());
+                put("process.executable.path", (**exe).into());
             }
             if let Some(path) = &p.exec_path {
-                put("nhi.process.exec_path", path.clone().into());
+                put("nhi.process.exec_path", (**path).into());
             }
             if let Some(args) = &p.args {
                 put("process.command_args", args.to_vec().into());
@@ -387,7 +387,7 @@ impl Workload {
             put("nhi.process.group.id", p.gid.into());
             put("process.interactive", p.tty.is_some().into());
             if let Some(tty) = &p.tty {
-                put("nhi.process.tty", tty.clone().into());
+                put("nhi.process.tty", (**tty).into());
             }
         }
         if let Some(t) = self.creation_time {
