@@ -109,7 +109,10 @@ pub struct ProcessTable {
 impl ProcessTable {
     pub fn new(capacity: NonZeroUsize, ns_per_tick: u64) -> Self {
         Self {
-            entries: LruCache::new(capacity),
+            // `sparse`: the index grows with the entries instead of being
+            // allocated for the capacity up front (32,768 entries: 1 MiB,
+            // all of it touched by 10,000 entries hashed across it).
+            entries: LruCache::sparse(capacity),
             by_tgid: HashMap::new(),
             ns_per_tick: ns_per_tick.max(1),
             counters: TableCounters::default(),
