@@ -59,6 +59,10 @@ enum Command {
     /// sign-off statement per unused credential). Reads the state
     /// directory read-only, also while the agent runs.
     Report(ReportArgs),
+    /// Print the JSON Schema of every record the agent emits (one schema
+    /// per event name, JSON Schema 2020-12), as the docs' field tables are
+    /// generated from it.
+    Schema,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -158,6 +162,7 @@ fn main() -> ExitCode {
         }
         Command::Scan(args) => run_scan(args),
         Command::Report(args) => run_report(args),
+        Command::Schema => print_schema(),
         Command::Run(args) => {
             let overrides = config::Overrides {
                 config: args.config,
@@ -193,6 +198,25 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn print_schema() -> ExitCode {
+    let doc = nhi_observer::model::schema::document();
+    let text = match serde_json::to_string_pretty(&doc) {
+        Ok(t) => t + "\n",
+        Err(e) => {
+            tracing::error!("rendering the schema: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("writing the schema: {e}");
+            ExitCode::FAILURE
         }
     }
 }

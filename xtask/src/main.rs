@@ -7,11 +7,14 @@
 //!   run of every fuzz target (`fuzz/`).
 //! - `bench`: overhead benchmarks, as ratios against baselines in one run.
 //! - `fuzz`: build the fuzz targets and run each for a while.
+//! - `docs`: the records' field tables in README.md and docs/design.md,
+//!   generated from `nhi-observer schema` (`--check`: fail on drift).
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod docs;
 mod fuzz;
 mod setup;
 mod tasks;
@@ -34,7 +37,8 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run clippy and the whole test suite (probe tests run as root).
+    /// Run clippy, the docs drift check (`docs --check`) and the whole test
+    /// suite (probe tests run as root).
     /// Arguments after `--` go to `cargo test`.
     Test {
         /// Skip clippy.
@@ -65,6 +69,15 @@ enum Cmd {
         #[arg(long, default_value_t = 2000)]
         iterations: u32,
     },
+    /// Regenerate the records' field tables (README.md, docs/design.md,
+    /// between `<!-- generated:fields RECORD -->` markers) and
+    /// docs/schema/records.schema.json from `nhi-observer schema`.
+    Docs {
+        /// Write nothing; fail, naming the file and record, when the
+        /// committed text differs from what the code generates.
+        #[arg(long)]
+        check: bool,
+    },
     /// Build every fuzz target and run each for SECONDS (seeded with the
     /// fixture corpus). A crash fails with the reproducer's path.
     Fuzz {
@@ -87,6 +100,7 @@ fn main() -> ExitCode {
             if no_fuzz { Ok(()) } else { fuzz::run(fuzz::SMOKE_SECONDS, None) }
         }),
         Cmd::Bench { name, rounds, iterations } => setup::ensure().and_then(|()| bench::run(&name, rounds, iterations)),
+        Cmd::Docs { check } => docs::run(check),
         Cmd::Fuzz { seconds, filter } => fuzz::run(seconds, filter.as_deref()),
     };
     match result {

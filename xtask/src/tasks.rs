@@ -52,6 +52,9 @@ pub fn test(lint: bool, args: &[String]) -> anyhow::Result<()> {
         )
         .context("clippy found problems in the eBPF programs")?;
     }
+    // The field tables in the docs are generated from the records' schema:
+    // fail on drift before the long test run.
+    crate::docs::check().context("the docs' field tables drift from the code")?;
     // Default members: the eBPF crate only builds for the BPF target (the
     // agent's build script builds it).
     let mut cmd = Command::new("cargo");

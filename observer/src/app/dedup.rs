@@ -35,6 +35,11 @@ struct Tracked {
 
 pub struct Dedup {
     keys: HashMap<DedupKey, Tracked>,
+    /// Processes (tgid, start) that exited, with their exit time (boot
+    /// ns), for as long as their keys may still hold records: a key of an
+    /// exited process is forgotten with its records, since no open can
+    /// follow (10,000 short-lived readers left 10,000 keys for an hour).
+    exited: HashMap<(u32, u64), u64>,
     tick: u64,
     /// How long after a key's last emitted event the kernel may still fold
     /// opens into it: the de-dup window, and a margin.
@@ -61,11 +66,14 @@ pub fn key_of(ev: &FileOpen) -> DedupKey {
 /// run once a second).
 const FOLD_MARGIN: Duration = Duration::from_secs(2);
 
+/// How long an exit is remembered past the window: a few sweeps.
+const EXIT_MARGIN_NS: u64 = 3_000_000_000;
+
 impl Dedup {
     /// For the kernel's de-dup `window` (`dedup_interval_ms`).
     pub fn new(window: Duration) -> Self {
         let foldable = window.saturating_add(FOLD_MARGIN);
-        Self { keys: HashMap::new(), tick: 0, foldable_ns: u64::try_from(foldable.as_nanos()).unwrap_or(u64::MAX) }
+        Self { keys: HashMap::new(), exited: HashMap::new(), tick: 0, foldable_ns: u64::try_from(foldable.as_nanos()).unwrap_or(u64::MAX) }
     }
 
     /// The count an event's records stand for; remembers the records.
@@ -91,6 +99,11 @@ impl Dedup {
         count
     }
 
+    /// The process (tgid, start time) exited at `exit_ns` (boot time).
+    pub fn on_exit(&mut self, tgid: u32, start_ns: u64, exit_ns: u64) {
+        self.exited.insert((tgid, start_ns), exit_ns);
+    }
+
     /// Reports tails: for each key whose kernel total grew since its last
     /// record, the key's last record with the new count and time.
     /// `lookup` reads the kernel's value; `None` means the key is gone.
@@ -112,6 +125,7 @@ impl Dedup {
         self.tick += 1;
         let tick = self.tick;
         let foldable_ns = self.foldable_ns;
+        let exited = &self.exited;
         self.keys.retain(|key, t| {
             let Some(v) = lookup(key) else { return false };
             if v.total > t.reported && t.last.is_empty() {
@@ -119,6 +133,10 @@ impl Dedup {
             } else if v.total == t.reported {
                 if !t.last.is_empty() && now_ns.saturating_sub(v.emitted_ns) > foldable_ns {
                     t.last = Vec::new();
+                }
+                if t.last.is_empty() && exited.contains_key(&(key.tgid, key.start_ns)) {
+                    // Everything reported, and its process is gone.
+                    return false;
                 }
             } else if v.total > t.reported {
                 let time = wall(v.last_ns);
@@ -133,6 +151,17 @@ impl Dedup {
             // Forget keys quiet for an hour of sweeps; the kernel keeps them.
             tick - t.seen_tick < 3600
         });
+        // By then every key of the process has had its records dropped (its
+        // last event came before the exit) and so is forgotten.
+        let keep_ns = foldable_ns.saturating_add(EXIT_MARGIN_NS);
+        self.exited.retain(|_, exit_ns| now_ns.saturating_sub(*exit_ns) <= keep_ns);
+        // A burst's table stays allocated after its keys are gone.
+        if self.keys.capacity() > 1024 && self.keys.len() < self.keys.capacity() / 4 {
+            self.keys.shrink_to_fit();
+        }
+        if self.exited.capacity() > 1024 && self.exited.len() < self.exited.capacity() / 4 {
+            self.exited.shrink_to_fit();
+        }
     }
 
     fn evict_oldest(&mut self) {
@@ -241,5 +270,37 @@ mod tests {
         let folded = DedupValue { emitted_ns: 20 * S, last_ns: 20 * S + 5, total: 6 };
         d.sweep(|_| Some(folded), never, 20 * S + 10, &mut out);
         assert_eq!(out.iter().map(|(_, n, _, _)| *n).sum::<u64>(), 3);
+    }
+
+    /// Guards the memory of the de-dup tracker: short-lived readers (one
+    /// key per process and file) left their keys, counts only, for an hour.
+    /// A key of an exited process goes with its records; a live process's
+    /// key keeps its count (its next open must count from it), and the
+    /// exit is forgotten once no key can need it.
+    #[test]
+    fn an_exited_process_s_keys_are_forgotten_once_their_records_are_dropped() {
+        const S: u64 = 1_000_000_000;
+        let mut d = Dedup::new(Duration::from_secs(1));
+        let (gone, alive) = (key_of(&open(10, 1, 1)), key_of(&open(11, 1, 1)));
+        assert_eq!(d.on_event(&open(10, 1, 1), &record()), 1);
+        assert_eq!(d.on_event(&open(11, 1, 1), &record()), 1);
+        d.on_exit(10, 1, 10 * S);
+        let mut out = Vec::new();
+        let quiet = DedupValue { emitted_ns: 10 * S, last_ns: 10 * S, total: 1 };
+        let never = |_: u64| std::time::SystemTime::UNIX_EPOCH;
+        // Within the window: both kept with their records (a tail may come).
+        d.sweep(|_| Some(quiet), never, 12 * S, &mut out);
+        assert_eq!((d.keys[&gone].last.len(), d.keys[&alive].last.len()), (1, 1));
+        // Past it: the exited process's key is gone, the live one's count kept.
+        d.sweep(|_| Some(quiet), never, 14 * S, &mut out);
+        assert!(!d.keys.contains_key(&gone));
+        assert!(d.keys[&alive].last.is_empty() && d.keys[&alive].reported == 1);
+        assert!(out.is_empty());
+        // A pid reused by a new process is a new key, counted from its own total.
+        assert_eq!(d.on_event(&open(10, 2, 1), &record()), 1);
+        // The exit is forgotten a few sweeps later.
+        d.sweep(|_| Some(quiet), never, 17 * S, &mut out);
+        assert!(d.exited.is_empty());
+        assert_eq!(d.len(), 2);
     }
 }

@@ -167,6 +167,7 @@ pub async fn run(cfg: Config, overrides: Overrides) -> anyhow::Result<()> {
     // process table scanned /proc: tens of MiB freed since, which the
     // allocators keep unless told. Hand them back once, before watching.
     crate::alloc::release_free_memory();
+    crate::probes::release_program_pages();
     // Before "attached": a path re-pointed from then on is seen.
     let mut links = link_watch(&catalog);
     probes.attach().context("attaching probes")?;

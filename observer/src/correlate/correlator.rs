@@ -165,7 +165,7 @@ pub struct Correlator {
 
 impl Correlator {
     pub fn new(cfg: CorrelatorConfig) -> Self {
-        Self { recent: LruCache::new(cfg.max_processes), pending: HashMap::new(), cfg, linked: 0, unlinked: 0, destinations_dropped: 0 }
+        Self { recent: LruCache::sparse(cfg.max_processes), pending: HashMap::new(), cfg, linked: 0, unlinked: 0, destinations_dropped: 0 }
     }
 
     /// Usage deltas waiting for the sink.

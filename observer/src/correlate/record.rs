@@ -52,7 +52,7 @@ pub struct Heads {
 
 impl Heads {
     pub fn new(capacity: NonZeroUsize) -> Self {
-        Self { cache: LruCache::new(capacity), key: String::with_capacity(256) }
+        Self { cache: LruCache::sparse(capacity), key: String::with_capacity(256) }
     }
 
     /// [`usage_head`], shared with earlier accesses of the same usage.

@@ -164,7 +164,7 @@ impl Cgroups {
         if mount.is_none() {
             tracing::warn!("no cgroup2 mount: records will carry no cgroup, unit, container or pod");
         }
-        let mut me = Self { mount, by_id: LruCache::new(capacity), last_walk: None, unresolved: 0 };
+        let mut me = Self { mount, by_id: LruCache::sparse(capacity), last_walk: None, unresolved: 0 };
         me.walk();
         me
     }

@@ -114,7 +114,7 @@ pub struct Pods {
 
 impl Pods {
     pub fn new(capacity: NonZeroUsize) -> Self {
-        Self { cache: LruCache::new(capacity), tokens_read: 0, token_errors: 0 }
+        Self { cache: LruCache::sparse(capacity), tokens_read: 0, token_errors: 0 }
     }
 
     /// Forgets that `pod_uid` had no readable token: a process in the pod

@@ -128,12 +128,12 @@ impl Identity {
         let mut e = ProcessEntry::new(key, Origin::Exec);
         e.parent = parent_key.or_else(|| self.table.key_of(ev.task.ppid).filter(|k| k.tgid != key.tgid));
         fill_from_task(&mut e, &ev.task);
-        e.exe = ev.exe.as_ref().map(|w| w.path.to_string_lossy().into_owned());
+        e.exe = ev.exe.as_ref().map(|w| Arc::from(w.path.to_string_lossy()));
         let filename = ev.filename.to_string_lossy();
         if !filename.is_empty() && e.exe.as_deref() != Some(&*filename) {
-            e.exec_path = Some(filename.into_owned());
+            e.exec_path = Some(Arc::from(filename));
         }
-        e.tty = ev.tty.as_deref().map(proc::kernel_tty_name);
+        e.tty = ev.tty.as_deref().map(|t| Arc::from(proc::kernel_tty_name(t)));
         if self.cfg.capture_args {
             e.args = Some(Arc::from(args::mask(&ev.args)));
             e.args_truncated = ev.args_truncated;
@@ -330,7 +330,7 @@ fn fill_from_task(e: &mut ProcessEntry, task: &Task) {
     e.ppid = task.ppid;
     e.uid = task.uid;
     e.gid = task.gid;
-    e.comm = task.comm.clone();
+    e.comm = task.comm.as_str().into();
     e.cgroup_id = task.cgroup_id;
 }
 
@@ -345,7 +345,7 @@ impl Workload {
         let process = self.process.as_ref();
         let executable_path = match exe {
             Some(exe) => Some(exe.path.to_string_lossy().into_owned()),
-            None => process.and_then(|p| p.exe.clone()),
+            None => process.and_then(|p| p.exe.as_deref().map(str::to_owned)),
         };
         let cgroup = self.cgroup.as_ref().map(|c| &c.workload);
         Consumer {
@@ -368,12 +368,12 @@ impl Workload {
         let w = cgroup.map(|c| &c.workload);
         let sa = self.service_account.as_ref();
         crate::model::records::Workload {
-            exec_path: process.and_then(|p| p.exec_path.clone()),
+            exec_path: process.and_then(|p| p.exec_path.as_deref().map(String::from)),
             command_args: process.and_then(|p| p.args.as_ref().map(|a| a.to_vec())),
             command_args_truncated: process.is_some_and(|p| p.args.is_some() && p.args_truncated),
             group_id: process.map(|p| p.gid),
             interactive: process.map(|p| p.tty.is_some()),
-            tty: process.and_then(|p| p.tty.clone()),
+            tty: process.and_then(|p| p.tty.as_deref().map(String::from)),
             creation_time: self.creation_time.map(crate::model::rfc3339),
             ancestors: self.ancestors.clone(),
             user_name: self.user_name.as_deref().map(str::to_owned),
@@ -409,7 +409,7 @@ impl Workload {
                 put("process.parent_pid", p.ppid.into());
             }
             if let Some(exe) = &p.exe {
-                put("process.executable.path", exe.clone().into());
+                put("process.executable.path", (**exe).into());
             }
         }
         let mut typed = Vec::with_capacity(24);

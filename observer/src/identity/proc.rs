@@ -59,14 +59,14 @@ pub fn read_process(
     let mut e = ProcessEntry::new(ProcKey { tgid, start_boot_ns: start }, Origin::Proc);
     e.coarse = true;
     e.ppid = u32::try_from(stat.ppid).unwrap_or(0);
-    e.comm = stat.comm.clone();
+    e.comm = stat.comm.as_str().into();
     let (major, minor) = stat.tty_nr();
-    e.tty = tty_name(major, minor);
+    e.tty = tty_name(major, minor).map(Arc::from);
     if let Ok(status) = p.status() {
         e.uid = status.ruid;
         e.gid = status.rgid;
     }
-    e.exe = p.exe().ok().map(|x| x.to_string_lossy().into_owned());
+    e.exe = p.exe().ok().map(|x| Arc::from(x.to_string_lossy()));
     if capture_args && let Ok(raw) = std::fs::read(format!("/proc/{tgid}/cmdline")) {
         let raw = Secret::new(raw);
         e.args = Some(Arc::from(args::mask(&raw)));

@@ -42,18 +42,21 @@ pub struct ProcessEntry {
     pub ppid: u32,
     /// The parent's key, when known exactly (fork records, scan).
     pub parent: Option<ProcKey>,
-    pub comm: String,
-    pub exe: Option<String>,
+    // The strings are `Arc<str>` (16 bytes, no spare capacity): a fork
+    // copies its parent's entry, and then shares them instead of copying
+    // each (10,000 live processes: 1.3 MB less, `bench memory`).
+    pub comm: Arc<str>,
+    pub exe: Option<Arc<str>>,
     /// The path given to exec when it is not the executable: a script (the
     /// executable is its interpreter) or a symlink.
-    pub exec_path: Option<String>,
+    pub exec_path: Option<Arc<str>>,
     /// Masked argv (only when argument capture is on).
     pub args: Option<Arc<[String]>>,
     pub args_truncated: bool,
     pub uid: u32,
     pub gid: u32,
     /// Controlling terminal (`pts/3`), if any.
-    pub tty: Option<String>,
+    pub tty: Option<Arc<str>>,
     /// cgroup at fork/exec/scan time (events carry their own).
     pub cgroup_id: u64,
     /// Boot-time ns of the exit record.
@@ -68,7 +71,7 @@ impl ProcessEntry {
             origin,
             ppid: 0,
             parent: None,
-            comm: String::new(),
+            comm: Arc::from(""),
             exe: None,
             exec_path: None,
             args: None,
@@ -106,7 +109,10 @@ pub struct ProcessTable {
 impl ProcessTable {
     pub fn new(capacity: NonZeroUsize, ns_per_tick: u64) -> Self {
         Self {
-            entries: LruCache::new(capacity),
+            // `sparse`: the index grows with the entries instead of being
+            // allocated for the capacity up front (32,768 entries: 1 MiB,
+            // all of it touched by 10,000 entries hashed across it).
+            entries: LruCache::sparse(capacity),
             by_tgid: HashMap::new(),
             ns_per_tick: ns_per_tick.max(1),
             counters: TableCounters::default(),
@@ -278,8 +284,8 @@ mod tests {
         let mut t = table(8);
         t.insert(entry(100, 5_000, "old"));
         t.insert(entry(100, 9_000_000_000, "new"));
-        assert_eq!(t.get(ProcKey { tgid: 100, start_boot_ns: 5_000 }).unwrap().comm, "old");
-        assert_eq!(t.get(ProcKey { tgid: 100, start_boot_ns: 9_000_000_000 }).unwrap().comm, "new");
+        assert_eq!(t.get(ProcKey { tgid: 100, start_boot_ns: 5_000 }).unwrap().comm.as_ref(), "old");
+        assert_eq!(t.get(ProcKey { tgid: 100, start_boot_ns: 9_000_000_000 }).unwrap().comm.as_ref(), "new");
         assert!(t.get(ProcKey { tgid: 100, start_boot_ns: 7_000_000_000 }).is_none(), "a third start is unknown");
     }
 
@@ -290,7 +296,7 @@ mod tests {
         e.coarse = true;
         t.insert(e);
         let exact = ProcKey { tgid: 7, start_boot_ns: 123 * TICK + 4_567 };
-        assert_eq!(t.get(exact).unwrap().comm, "scanned");
+        assert_eq!(t.get(exact).unwrap().comm.as_ref(), "scanned");
         assert!(t.peek(&exact).is_some() && !t.peek(&exact).unwrap().coarse);
         // Another tick is another process.
         assert!(t.get(ProcKey { tgid: 7, start_boot_ns: 124 * TICK + 1 }).is_none());
@@ -341,7 +347,7 @@ mod tests {
         let mut cat = entry(20, 20, "cat");
         cat.ppid = 10;
         t.insert(cat);
-        let names: Vec<_> = t.ancestors(ProcKey { tgid: 20, start_boot_ns: 20 }, 8).iter().map(|e| e.comm.clone()).collect();
+        let names: Vec<_> = t.ancestors(ProcKey { tgid: 20, start_boot_ns: 20 }, 8).iter().map(|e| e.comm.to_string()).collect();
         assert_eq!(names, ["sh", "init"]);
         // A "parent" that started after the child is a reused pid, not the parent.
         let mut orphan = entry(30, 5, "orphan");

@@ -155,6 +155,9 @@ pub(super) struct Failing {
     dropped: u64,
 }
 
+/// `PRAGMA cache_size` of every connection: negative means KiB.
+const CACHE_KIB: i64 = -512;
+
 pub fn db_path(state_dir: &Path) -> PathBuf {
     state_dir.join("nhi-observer.db")
 }
@@ -172,6 +175,11 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     // cut back to this size after a checkpoint.
     conn.pragma_update(None, "wal_autocheckpoint", 128)?;
     conn.pragma_update(None, "journal_size_limit", WAL_LIMIT_BYTES)?;
+    // Page cache per connection: 512 KiB (SQLite's default is 2 MiB). The
+    // writer appends and updates a few rows per transaction, and the
+    // exporters read forward from a cursor: neither re-reads much, and the
+    // OS page cache holds the file anyway (`bench memory`: 1.5 MB less).
+    conn.pragma_update(None, "cache_size", CACHE_KIB)?;
     Ok(())
 }
 
