@@ -322,10 +322,10 @@ fn is_nullable(root: &Value, schema: &Value) -> anyhow::Result<bool> {
 }
 
 /// Whether `schema` fixes property `key` to `value` (`const`, or a
-/// one-value `enum`).
+/// one-value `enum`): itself (a branch may pin the key beside its `$ref`,
+/// as draft 2020-12 allows), through its `$ref`, or in an `allOf` part.
 fn has_constant(root: &Value, schema: &Value, key: &str, value: &str) -> anyhow::Result<bool> {
-    let schema = deref(root, schema)?;
-    let direct = schema
+    let pinned = schema
         .get("properties")
         .and_then(|p| p.get(key))
         .is_some_and(|p| {
@@ -334,7 +334,12 @@ fn has_constant(root: &Value, schema: &Value, key: &str, value: &str) -> anyhow:
                     .and_then(Value::as_array)
                     .is_some_and(|e| e.len() == 1 && e[0].as_str() == Some(value))
         });
-    if direct {
+    if pinned {
+        return Ok(true);
+    }
+    if let Some(r) = schema.get("$ref").and_then(Value::as_str)
+        && has_constant(root, resolve(root, r)?, key, value)?
+    {
         return Ok(true);
     }
     for part in schema

@@ -205,8 +205,12 @@ impl JsonSchema for Facts {
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
             "type": "object",
-            "description": "Non-secret facts about the identity: `nhi.aws.*`, `nhi.gcp.*`, `nhi.k8s.*`, `nhi.x509.*`, `nhi.key.*`, `nhi.jwt.*`, `nhi.registry`, `nhi.server.address`, `nhi.credential.expires_at`, `nhi.detector`, `nhi.content.line`, `nhi.content.name`, ... (names matching `^nhi\\.[a-z0-9_.]+$`, string values: profile, project, service-account uid, certificate subject and notAfter, key algorithm, token audience and expiry, the host a login is for; for files found by content, what recognised the credential, its line and the assignment that holds it).",
-            "additionalProperties": { "type": "string" }
+            "patternProperties": {
+                "^nhi\\.(aws|azure|content|credential|db|detector|gcp|jwt|k8s|key|pypi|registry|server|ssh|x509)(\\.[a-z0-9_.]+)?$": {
+                    "type": "string",
+                    "description": "Non-secret facts about the identity: `nhi.aws.*`, `nhi.gcp.*`, `nhi.k8s.*`, `nhi.x509.*`, `nhi.key.*`, `nhi.jwt.*`, `nhi.registry`, `nhi.server.address`, `nhi.credential.expires_at`, `nhi.detector`, `nhi.content.line`, `nhi.content.name`, ... (string values: profile, project, service-account uid, certificate subject and notAfter, key algorithm, token audience and expiry, the host a login is for; for files found by content, what recognised the credential, its line and the assignment that holds it)."
+                }
+            }
         })
     }
 }

@@ -7,25 +7,48 @@
 //! and `event.name`, which every record has), each attribute described by
 //! its field's doc comment. The `schema` subcommand prints it and the docs
 //! tables are generated from it.
-use schemars::generate::SchemaSettings;
+use schemars::{JsonSchema, generate::SchemaSettings};
 use serde_json::{Value, json};
 
 use super::records::{
     AgentStats, Connection, Coverage, CredentialAccess, Finding, Rotation, TypedRecord, Usage,
+    Workload,
 };
 
-/// The schema of one record type's attributes, with every sub-schema
-/// inlined (no `$ref`), so that each record's schema stands alone.
+/// The schema of one record type's attributes. Shared parts (the workload,
+/// the process, ...) are `$defs` of that record's own schema, referenced by
+/// `$ref`, so that each record's schema stands alone and the docs can
+/// document a shared part once.
 fn record_schema<T: TypedRecord>() -> (&'static str, Value) {
-    let generator = SchemaSettings::draft2020_12()
-        .with(|s| s.inline_subschemas = true)
-        .into_generator();
+    (T::EVENT_NAME, schema_of::<T>())
+}
+
+fn schema_of<T: JsonSchema>() -> Value {
+    let generator = SchemaSettings::draft2020_12().into_generator();
     let mut schema = generator.into_root_schema_for::<T>().to_value();
     if let Some(map) = schema.as_object_mut() {
         map.remove("$schema");
     }
     without_null(&mut schema);
-    (T::EVENT_NAME, schema)
+    schema
+}
+
+/// Adds `D`'s schema as `$defs/<name>` of `schema`. A part the record
+/// flattens (the workload) is inlined by schemars; naming it as well lets
+/// the docs show it once and leave it out of each record's own table.
+fn with_def<D: JsonSchema>(mut schema: Value, name: &str) -> Value {
+    let mut part = schema_of::<D>();
+    let nested = part.as_object_mut().and_then(|m| m.remove("$defs"));
+    if let Some(map) = schema.as_object_mut() {
+        let defs = map.entry("$defs").or_insert_with(|| json!({}));
+        if let Some(defs) = defs.as_object_mut() {
+            if let Some(Value::Object(nested)) = nested {
+                defs.extend(nested);
+            }
+            defs.insert(name.to_owned(), part);
+        }
+    }
+    schema
 }
 
 /// An absent attribute is left out, never `null`: `Option` fields' schemas
@@ -50,7 +73,10 @@ fn without_null(v: &mut Value) {
 /// `{"$schema", "title", "version", "records": {"<event.name>": schema}}`.
 pub fn document() -> Value {
     let records: serde_json::Map<String, Value> = [
-        record_schema::<CredentialAccess>(),
+        {
+            let (name, schema) = record_schema::<CredentialAccess>();
+            (name, with_def::<Workload>(schema, "Workload"))
+        },
         record_schema::<Rotation>(),
         record_schema::<Connection>(),
         record_schema::<Usage>(),
