@@ -89,17 +89,22 @@ pub struct ProcessForkEvent {
 const _: () = assert!(core::mem::size_of::<ProcessForkEvent>() == 16 + 56 + 24);
 
 /// The last thread of a process exited (tp_btf `sched_process_exit` with
-/// `signal->live == 0`).
+/// `signal->live == 0`). Only the process key and the exit status: the
+/// agent knows the rest from the fork and exec records (or /proc), and the
+/// program stays a handful of plain loads (it runs at every exit).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct ProcessExitEvent {
     pub header: EventHeader,
-    pub task: TaskInfo,
+    /// The process id (`task->tgid`).
+    pub tgid: u32,
     /// `task->exit_code` (wait status: `code << 8` or the signal).
     pub exit_code: u32,
-    pub _pad0: u32,
+    /// The group leader's `start_boottime`: with `tgid`, the process key
+    /// ([`crate::TaskInfo::start_boot_ns`]).
+    pub start_boot_ns: u64,
 }
-const _: () = assert!(core::mem::size_of::<ProcessExitEvent>() == 16 + 56 + 8);
+const _: () = assert!(core::mem::size_of::<ProcessExitEvent>() == 16 + 16);
 
 /// Bits of [`CgroupMkdirEvent::flags`].
 pub mod cgroup_flags {

@@ -130,7 +130,10 @@ fn on_exec(old_pid: u32, bprm: u64) -> Option<()> {
 
     s.ev.exe_len = 0;
     if let Some(exe) = kernel::current_exe_file() {
-        let walk = kernel::walk_file_path(exe, &mut s.ev.exe);
+        let walk = match kernel::walk_file_path_typed(exe, &mut s.ev.exe) {
+            Some(walk) => walk,
+            None => kernel::walk_file_path(exe, &mut s.ev.exe),
+        };
         s.ev.exe_len = walk.len;
         flags |= exec_flags::EXE_VALID;
         if !walk.complete {
@@ -287,14 +290,18 @@ fn on_exit(task: u64) -> Option<()> {
     }
     // `do_exit` decrements `signal->live` before this tracepoint: zero means
     // this is the last thread of the process. `task` is the tracepoint's
-    // BTF-typed argument: plain loads, no helper calls (this runs for every
-    // thread that exits).
+    // BTF-typed argument (the exiting task, `current`): plain loads, and no
+    // helper calls besides the ring and the clock (this runs for every
+    // thread that exits, mostly on a CPU where little of it is cached).
     let signal: u64 = ld(task, off!(task_signal));
     let live: i32 = ld(signal, off!(signal_live));
     if signal == 0 || live != 0 {
         return None;
     }
+    let tgid = ld::<u32>(task, off!(task_tgid));
     let exit_code = ld::<u32>(task, off!(task_exit_code));
+    let leader: u64 = ld(task, off!(task_group_leader));
+    let start_boot_ns = ld::<u64>(leader, off!(task_start_boottime));
     let Some(mut entry) = EVENTS.reserve::<ProcessExitEvent>(0) else {
         count(EventKind::ProcessExit, Counter::ReserveFailed);
         return None;
@@ -307,9 +314,9 @@ fn on_exit(task: u64) -> Option<()> {
             size: core::mem::size_of::<ProcessExitEvent>() as u32,
             boot_ns: boot_ns(),
         };
-        kernel::current_task_info(&mut (*ev).task);
+        (*ev).tgid = tgid;
         (*ev).exit_code = exit_code;
-        (*ev)._pad0 = 0;
+        (*ev).start_boot_ns = start_boot_ns;
     }
     entry.submit(submit_flags());
     count(EventKind::ProcessExit, Counter::Emitted);

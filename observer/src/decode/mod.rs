@@ -148,7 +148,12 @@ fn decode_fork(bytes: &[u8]) -> Result<ProcessFork, DecodeError> {
 
 fn decode_exit(bytes: &[u8]) -> Result<ProcessExit, DecodeError> {
     let raw: ProcessExitEvent = fixed(EventKind::ProcessExit, bytes)?;
-    Ok(ProcessExit { boot_ns: raw.header.boot_ns, task: task(&raw.task) })
+    Ok(ProcessExit {
+        boot_ns: raw.header.boot_ns,
+        tgid: raw.tgid,
+        start_boot_ns: raw.start_boot_ns,
+        exit_code: raw.exit_code,
+    })
 }
 
 fn decode_cgroup_mkdir(bytes: &[u8]) -> Result<CgroupMkdir, DecodeError> {
