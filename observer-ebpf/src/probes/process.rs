@@ -237,6 +237,24 @@ fn copy_args_env(data: &mut [u8; EXEC_DATA_LEN], base: usize, flags: &mut u32) -
     let env_end: u64 = ld(mm, off!(mm_env_end));
 
     let mut args_len = arg_end.saturating_sub(arg_start) as usize;
+    let env_raw = env_end.saturating_sub(env_start) as usize;
+    // The kernel lays the environment out right after argv: one read for
+    // both when neither is cut (each user-memory read walks the new
+    // process's page tables; two cost about twice one).
+    if env_start == arg_end && args_len <= EXEC_ARGS_MAX && env_raw <= EXEC_ENV_MAX && env_raw > 0 {
+        let both = kernel::opaque((args_len + env_raw) as u64) as usize;
+        if both <= EXEC_ARGS_MAX + EXEC_ENV_MAX {
+            // SAFETY: at most EXEC_ARGS_MAX + EXEC_ENV_MAX bytes at `base <
+            // PATH_LEN + WALK_BUF_LEN`: inside `data`; the helper checks
+            // the user address.
+            let r = unsafe {
+                generated::bpf_probe_read_user(data.as_mut_ptr().add(base).cast(), both as u32, arg_start as *const _)
+            };
+            if r == 0 {
+                return (args_len, env_raw);
+            }
+        }
+    }
     if args_len > EXEC_ARGS_MAX {
         args_len = EXEC_ARGS_MAX;
         *flags |= exec_flags::ARGS_TRUNCATED;
