@@ -71,6 +71,10 @@ enum Cmd {
         /// `targets`: shorter runs, a smoke check of the whole set.
         #[arg(long)]
         quick: bool,
+        /// `tls`: this agent binary instead of building the release one
+        /// here (to compare two builds).
+        #[arg(long)]
+        agent: Option<std::path::PathBuf>,
     },
     /// Build every fuzz target and run each for SECONDS (seeded with the
     /// fixture corpus). A crash fails with the reproducer's path.
@@ -93,8 +97,8 @@ fn main() -> ExitCode {
         Cmd::Test { no_lint, no_fuzz, args } => tasks::test(!no_lint, &args).and_then(|()| {
             if no_fuzz { Ok(()) } else { fuzz::run(fuzz::SMOKE_SECONDS, None) }
         }),
-        Cmd::Bench { name, rounds, iterations, quick } => {
-            setup::ensure().and_then(|()| bench::run(&name, rounds, iterations, quick))
+        Cmd::Bench { name, rounds, iterations, quick, agent } => {
+            setup::ensure().and_then(|()| bench::run(&name, rounds, iterations, quick, agent))
         }
         Cmd::Fuzz { seconds, filter } => fuzz::run(seconds, filter.as_deref()),
     };

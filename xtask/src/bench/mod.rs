@@ -160,11 +160,17 @@ pub fn median(xs: &mut [f64]) -> f64 {
     if n % 2 == 1 { xs[n / 2] } else { (xs[n / 2 - 1] + xs[n / 2]) / 2.0 }
 }
 
-pub fn run(name: &str, rounds: usize, iterations: u32, quick: bool) -> anyhow::Result<()> {
+pub fn run(
+    name: &str,
+    rounds: usize,
+    iterations: u32,
+    quick: bool,
+    agent: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
     match name {
         "files" => files::run(rounds).map(|_| ()),
         "process" => crate::tasks::bench_process(iterations),
-        "tls" => tls::run(&tls::Args::with_rounds(rounds)),
+        "tls" => tls::run(&tls::Args { agent, ..tls::Args::with_rounds(rounds) }),
         "pipeline" => pipeline(),
         "memory" => crate::tasks::bench_memory(),
         "scan" => crate::tasks::bench_scan(rounds),
