@@ -15,6 +15,10 @@
 //!    `ring_overflow_loss_is_counted_exactly` in tests/e2e_file_sensor.rs,
 //!    paced here): every open is an event and the ring overflows; the opens
 //!    that arrived plus the counted loss must be every open.
+//! 3. De-duplication off at the default ring (every open an event and a
+//!    record, 1 s of the burst): what the ring, reader and sink hold without
+//!    the kernel's folding. Reported, and the count must be exact here too;
+//!    no loss target (de-duplication is on by default).
 use std::{
     path::{Path, PathBuf},
     sync::{
@@ -57,6 +61,10 @@ pub struct Figures {
     pub small_opens: u64,
     pub small_arrived: u64,
     pub small_lost: u64,
+    /// De-duplication off, default ring: opens, arrived, loss counter.
+    pub nodedup_opens: u64,
+    pub nodedup_arrived: u64,
+    pub nodedup_lost: u64,
 }
 
 impl Figures {
@@ -69,6 +77,11 @@ impl Figures {
     /// The loss counter is exact with the too-small ring, and it did lose.
     pub fn small_ring_exact(&self) -> bool {
         self.small_lost > 0 && self.small_arrived + self.small_lost == self.small_opens
+    }
+
+    /// Without de-duplication, arrived + counted loss is every open.
+    pub fn nodedup_exact(&self) -> bool {
+        self.nodedup_arrived + self.nodedup_lost == self.nodedup_opens
     }
 }
 
@@ -104,8 +117,27 @@ pub fn measure(bin: &Path, args: &Args) -> anyhow::Result<Figures> {
         SMALL_RING_BYTES / 1024,
         small_arrived + small_lost
     );
+    let state = scratch.join("nodedup");
+    let nodedup = format!("dedup_interval_ms = 0\n{rule}");
+    let (nodedup_opens, _, nodedup_arrived, nodedup_lost) =
+        one_run(bin, &state, &nodedup, &files, args.rate, None, Some(args.rate))?;
+    println!(
+        "bench burst: default ring, no de-dup (every open a record): {nodedup_opens} opens; arrived {nodedup_arrived} + counted lost {nodedup_lost} = {}",
+        nodedup_arrived + nodedup_lost
+    );
     let _ = std::fs::remove_dir_all(&scratch);
-    Ok(Figures { opens, rate, counted, lost_counter, small_opens, small_arrived, small_lost })
+    Ok(Figures {
+        opens,
+        rate,
+        counted,
+        lost_counter,
+        small_opens,
+        small_arrived,
+        small_lost,
+        nodedup_opens,
+        nodedup_arrived,
+        nodedup_lost,
+    })
 }
 
 /// One agent run with `config`; the workload runs for `seconds` or until
