@@ -61,10 +61,14 @@ pub struct Figures {
     pub small_opens: u64,
     pub small_arrived: u64,
     pub small_lost: u64,
+    /// Other processes' credential opens that arrived during that run: the
+    /// loss counter is machine-wide, so theirs that were lost count too.
+    pub small_others: u64,
     /// De-duplication off, default ring: opens, arrived, loss counter.
     pub nodedup_opens: u64,
     pub nodedup_arrived: u64,
     pub nodedup_lost: u64,
+    pub nodedup_others: u64,
 }
 
 impl Figures {
@@ -103,46 +107,67 @@ pub fn measure(bin: &Path, args: &Args) -> anyhow::Result<Figures> {
     );
 
     let state = scratch.join("default");
-    let (opens, rate, counted, lost_counter) = one_run(bin, &state, &rule, &files, args.rate, Some(args.seconds), None)?;
+    let d = one_run(bin, &state, &rule, &files, args.rate, Some(args.seconds), None)?;
     println!(
-        "bench burst: default ring and de-dup: {opens} opens at {rate:.0}/s over {} s; accounted {counted}, kernel loss counter {lost_counter}",
-        args.seconds
+        "bench burst: default ring and de-dup: {} opens at {:.0}/s over {} s; accounted {}, kernel loss counter {}",
+        d.opens, d.rate, args.seconds, d.counted, d.lost
     );
     let state = scratch.join("small");
     let small = format!("dedup_interval_ms = 0\nring_buffer_bytes = {SMALL_RING_BYTES}\n{rule}");
-    let (small_opens, _, small_arrived, small_lost) =
-        one_run(bin, &state, &small, &files, args.rate, None, Some(SMALL_RING_OPENS))?;
+    let sm = one_run(bin, &state, &small, &files, args.rate, None, Some(SMALL_RING_OPENS))?;
     println!(
-        "bench burst: {} KiB ring, no de-dup: {small_opens} opens; arrived {small_arrived} + counted lost {small_lost} = {}",
+        "bench burst: {} KiB ring, no de-dup: {} opens; arrived {} + counted lost {} = {} (other processes' credential opens arrived meanwhile: {})",
         SMALL_RING_BYTES / 1024,
-        small_arrived + small_lost
+        sm.opens,
+        sm.counted,
+        sm.lost,
+        sm.counted + sm.lost,
+        sm.others
     );
     let state = scratch.join("nodedup");
     let nodedup = format!("dedup_interval_ms = 0\n{rule}");
-    let (nodedup_opens, _, nodedup_arrived, nodedup_lost) =
-        one_run(bin, &state, &nodedup, &files, args.rate, None, Some(args.rate))?;
+    let nd = one_run(bin, &state, &nodedup, &files, args.rate, None, Some(args.rate))?;
     println!(
-        "bench burst: default ring, no de-dup (every open a record): {nodedup_opens} opens; arrived {nodedup_arrived} + counted lost {nodedup_lost} = {}",
-        nodedup_arrived + nodedup_lost
+        "bench burst: default ring, no de-dup (every open a record): {} opens; arrived {} + counted lost {} = {} (others arrived: {})",
+        nd.opens,
+        nd.counted,
+        nd.lost,
+        nd.counted + nd.lost,
+        nd.others
     );
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(Figures {
-        opens,
-        rate,
-        counted,
-        lost_counter,
-        small_opens,
-        small_arrived,
-        small_lost,
-        nodedup_opens,
-        nodedup_arrived,
-        nodedup_lost,
+        opens: d.opens,
+        rate: d.rate,
+        counted: d.counted,
+        lost_counter: d.lost,
+        small_opens: sm.opens,
+        small_arrived: sm.counted,
+        small_lost: sm.lost,
+        small_others: sm.others,
+        nodedup_opens: nd.opens,
+        nodedup_arrived: nd.counted,
+        nodedup_lost: nd.lost,
+        nodedup_others: nd.others,
     })
 }
 
+/// One agent run's figures.
+struct Run {
+    opens: u64,
+    /// Opens per second reached.
+    rate: f64,
+    /// Opens of this process the agent accounted for.
+    counted: u64,
+    /// Credential opens by other processes the agent accounted for (the
+    /// host is shared: its loss counter counts theirs too).
+    others: u64,
+    /// The kernel's loss counter for file events (machine-wide).
+    lost: u64,
+}
+
 /// One agent run with `config`; the workload runs for `seconds` or until
-/// `count` opens. Returns (opens, rate reached, opens accounted, the
-/// kernel's loss counter for file events).
+/// `count` opens.
 fn one_run(
     bin: &Path,
     state: &Path,
@@ -151,7 +176,7 @@ fn one_run(
     rate: u64,
     seconds: Option<u64>,
     count: Option<u64>,
-) -> anyhow::Result<(u64, f64, u64, u64)> {
+) -> anyhow::Result<Run> {
     std::fs::create_dir_all(state)?;
     let cfg = state.join("config.toml");
     std::fs::write(&cfg, config)?;
@@ -171,18 +196,18 @@ fn one_run(
     agent.wait_for(opens, mine);
     let stats = agent.stop()?;
     // After stop: the last tails are written at shutdown.
-    let counted = {
-        let text = std::fs::read_to_string(state.join("out.jsonl")).unwrap_or_default();
-        text.lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|r| r["event.name"] == ACCESS && r["process.pid"] == pid)
-            .map(|r| r["nhi.access.count"].as_u64().unwrap_or(0))
-            .sum()
-    };
+    let (mut counted, mut others) = (0, 0);
+    let text = std::fs::read_to_string(state.join("out.jsonl")).unwrap_or_default();
+    for r in text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()) {
+        if r["event.name"] == ACCESS {
+            let n = r["nhi.access.count"].as_u64().unwrap_or(0);
+            if r["process.pid"] == pid { counted += n } else { others += n }
+        }
+    }
     let lost = stats["nhi.file.events.lost"]
         .as_u64()
         .ok_or_else(|| anyhow!("no nhi.file.events.lost in the agent's stats: {stats}"))?;
-    Ok((opens, opens as f64 / elapsed.as_secs_f64(), counted, lost))
+    Ok(Run { opens, rate: opens as f64 / elapsed.as_secs_f64(), counted, others, lost })
 }
 
 /// Opens and closes `files` in turn from [`WORKERS`] threads, paced to
