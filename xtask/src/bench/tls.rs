@@ -64,7 +64,8 @@ pub struct Figures {
     /// Connections made with the agent attached that have no record, plus
     /// the kernel's ring reserve failures for network records.
     pub missed: u64,
-    /// Handshakes made with the agent attached (timed runs).
+    /// Handshakes made with the agent attached (timed runs and the BPF
+    /// statistics pass).
     pub made: u64,
     /// The agent's CPU time (all its threads, user + system) per
     /// connection during the timed runs, in us (median over rounds).
