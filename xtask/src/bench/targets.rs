@@ -9,7 +9,7 @@
 //! and the tree read), `idle` (CPU and wake-ups with no workload) and
 //! `burst` (100k credential opens per second). `--quick` shortens every run
 //! for a smoke check (its figures are not the ones to quote); the full run
-//! takes about 10 minutes on 2 cores.
+//! took about 6 minutes on a busy 2-core machine.
 use std::time::Duration;
 
 use super::{burst, files, idle, process, tls};
