@@ -57,9 +57,10 @@ static EXEC_SCRATCH: PerCpuArray<ExecScratch> = PerCpuArray::with_max_entries(1,
 #[map]
 static READER_POLLING: Array<u32> = Array::with_max_entries(1, 0);
 
-/// Flags for submitting a process record (see [`READER_POLLING`]).
+/// Flags for submitting a process record (see [`READER_POLLING`]); the
+/// network programs use them too.
 #[inline(always)]
-fn submit_flags() -> u64 {
+pub(crate) fn submit_flags() -> u64 {
     if READER_POLLING.get(0).is_some_and(|v| *v != 0) { BPF_RB_NO_WAKEUP as u64 } else { 0 }
 }
 
