@@ -483,3 +483,35 @@ fn process_table_stays_within_capacity_and_reports_its_size() {
     let stopped: Value = serde_json::from_str(stopped).unwrap();
     assert!(stopped["fields"]["process_table"].as_u64().is_some_and(|n| n <= 64), "{stopped:#}");
 }
+
+/// The executable's path comes from the exec record's dentry walk, also
+/// for names too long for a dentry's inline name (40 bytes; the walk reads
+/// those with a helper, shorter ones with plain loads), and for a process
+/// gone before the agent could look at /proc.
+#[test]
+fn long_executable_names_are_walked_in_full() {
+    if !bpf_available("long_executable_names_are_walked_in_full") {
+        return;
+    }
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let long_dir = dir.path().join(format!("{}-a-directory-name-longer-than-forty-bytes", unique("nhi-e2e")));
+    std::fs::create_dir_all(&long_dir).unwrap();
+    let exe = long_dir.join("true-with-a-file-name-that-is-well-over-forty-bytes-long");
+    std::fs::copy("/usr/bin/true", &exe).unwrap();
+    let agent = Agent::start(&[]);
+    let mut cmd = Command::new(&exe);
+    cmd.env_clear().env("PATH", "/usr/bin:/bin").env("VAULT_TOKEN", "hvs.e2eLongExeNameToken");
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    agent.wait_for_record(Duration::from_secs(10), |_| !records_of(&agent.records(), pid, "env").is_empty());
+    let (status, records, stderr) = agent.stop(Signal::SIGTERM);
+    assert!(status.success(), "{}", stderr.join("\n"));
+    let got = records_of(&records, pid, "env");
+    assert_eq!(got.len(), 1, "{got:#?}");
+    // The temporary directory may sit behind a symlink; the kernel names
+    // the file by its real path.
+    let real = std::fs::canonicalize(&exe).unwrap();
+    assert_eq!(str_attr(got[0], "process.executable.path"), real.to_str(), "{:#}", got[0]);
+}

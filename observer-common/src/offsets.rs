@@ -53,6 +53,10 @@ pub struct KernelOffsets {
     /// and the offset of its `ki_filp`.
     pub btf_kiocb: u32,
     pub kiocb_ki_filp: u32,
+    /// BTF type id of `struct mount` (the cast target that lets a dentry
+    /// walk follow mounts with plain loads: `kernel::walk_path_typed`); 0
+    /// when the kernel's BTF has none.
+    pub btf_mount: u32,
 
     // processes, terminals and cgroups (probes/process.rs). Resolved apart
     // from the fields above: `process_valid == 0` disables only the process
@@ -76,4 +80,4 @@ pub struct KernelOffsets {
     pub cgroup_root_hierarchy_id: u32,
     pub kernfs_node_id: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 52 * 4);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 53 * 4);

@@ -53,14 +53,18 @@ enum Cmd {
     /// Overhead benchmarks, as ratios against baselines in the same run:
     /// `files` (credential-file sensor: open loop and a source tree),
     /// `process` (process creation with and without the agent), `tls` (TLS
-    /// handshakes per second, and connections the agent missed).
+    /// handshakes per second, and connections the agent missed), `targets`
+    /// (all of the issue-17 targets in one table).
     Bench {
         /// Which benchmark: `files`, `process`, `tls`, `pipeline` (decode +
         /// classify + correlate throughput, criterion), `memory` (agent
         /// RSS with 10k live processes and 1k credentials) or `scan`
         /// (content discovery: recall against detect-secrets, wall time
-        /// against ripgrep) or `idle` (agent CPU and wake-ups with no
-        /// workload, over 60 s).
+        /// against ripgrep), `idle` (agent CPU and wake-ups with no
+        /// workload, over 60 s), `burst` (100k credential opens per second
+        /// for 5 s: nothing lost; loss counted exactly with a too-small
+        /// ring) or `targets` (alias `all`: every issue-17 measurement in
+        /// one run, then one table of target, threshold, measured, met).
         name: String,
         /// `files`, `tls`, `scan`: rounds of interleaved setups.
         #[arg(long, default_value_t = 5)]
@@ -68,6 +72,13 @@ enum Cmd {
         /// `process`: iterations per run.
         #[arg(long, default_value_t = 2000)]
         iterations: u32,
+        /// `targets`: shorter runs, a smoke check of the whole set.
+        #[arg(long)]
+        quick: bool,
+        /// `tls`: this agent binary instead of building the release one
+        /// here (to compare two builds).
+        #[arg(long)]
+        agent: Option<std::path::PathBuf>,
     },
     /// Regenerate the records' field tables (README.md, docs/design.md,
     /// between `<!-- generated:fields RECORD -->` markers) and
@@ -99,7 +110,9 @@ fn main() -> ExitCode {
         Cmd::Test { no_lint, no_fuzz, args } => tasks::test(!no_lint, &args).and_then(|()| {
             if no_fuzz { Ok(()) } else { fuzz::run(fuzz::SMOKE_SECONDS, None) }
         }),
-        Cmd::Bench { name, rounds, iterations } => setup::ensure().and_then(|()| bench::run(&name, rounds, iterations)),
+        Cmd::Bench { name, rounds, iterations, quick, agent } => {
+            setup::ensure().and_then(|()| bench::run(&name, rounds, iterations, quick, agent))
+        }
         Cmd::Docs { check } => docs::run(check),
         Cmd::Fuzz { seconds, filter } => fuzz::run(seconds, filter.as_deref()),
     };

@@ -76,7 +76,7 @@ pub fn bench_process(iterations: u32) -> anyhow::Result<()> {
     setup::ensure()?;
     let root = workspace_root();
     status(Command::new("cargo").current_dir(&root).args(["build", "--release", "--package", "nhi-observer"]))?;
-    crate::bench::process::bench(&root.join("target/release/nhi-observer"), iterations)
+    crate::bench::process::bench(&root.join("target/release/nhi-observer"), iterations).map(|_| ())
 }
 
 /// `bench scan`: content discovery against detect-secrets and ripgrep
@@ -106,5 +106,5 @@ pub fn bench_idle() -> anyhow::Result<()> {
     }
     let root = workspace_root();
     status(Command::new("cargo").current_dir(&root).args(["build", "--release", "--package", "nhi-observer"]))?;
-    crate::bench::idle::bench(&root.join("target/release/nhi-observer"), std::time::Duration::from_secs(60))
+    crate::bench::idle::bench(&root.join("target/release/nhi-observer"), std::time::Duration::from_secs(60)).map(|_| ())
 }

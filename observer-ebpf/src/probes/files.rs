@@ -29,7 +29,7 @@ use observer_common::{
 
 use crate::{
     kernel::{self, FileRef},
-    maps::{AFFIX_GATE, DEDUP, EVENTS, INODE_GATE, NAME_GATE, PATH_RULES, Pending, SCRATCH, WATCHED_INODES, count, file_cfg, gate_test, scratch},
+    maps::{AFFIX_GATE, DEDUP, EVENTS, FILE_CFG, INODE_GATE, NAME_GATE, PATH_RULES, Pending, SCRATCH, WATCHED_INODES, count, file_cfg, gate_test, scratch},
 };
 
 const AT_FDCWD: i32 = -100;
@@ -218,11 +218,14 @@ pub(crate) fn on_open<const KERNEL: bool>(args: &OpenArgs, ret: i64, has_fd: boo
 #[inline(always)]
 fn on_opened<const TYPED: bool>(args: &OpenArgs, ret: i64, file: u64) -> Option<()> {
     let (inode, ino) = kernel::file_inode::<TYPED>(file);
-    let dentry = kernel::file_dentry::<TYPED>(file);
-    let cfg = file_cfg();
     let hit = if let Some(rule_id) = watched::<TYPED>(inode, ino, INODE_FILE) {
         Hit { rule_id, how: MatchKind::Inode }
     } else {
+        let dentry = kernel::file_dentry::<TYPED>(file);
+        // The settings by reference, each field read where it is tested: a
+        // copy (`file_cfg`) loads and unpacks every byte of them on every
+        // open. Index 0 of a one-entry array is always there.
+        let cfg = FILE_CFG.get(0)?;
         let dir = if cfg.dir_rules != 0 {
             let parent = kernel::dentry_parent::<TYPED>(dentry);
             let (pinode, pino) = kernel::dentry_inode::<TYPED>(parent);
@@ -239,7 +242,7 @@ fn on_opened<const TYPED: bool>(args: &OpenArgs, ret: i64, file: u64) -> Option<
             // SAFETY: see above; the array is plain integers.
             let words = unsafe { words.assume_init_mut() };
             let len = kernel::dentry_name_words::<TYPED>(dentry, words)?;
-            if !name_gate(words, len, &cfg) {
+            if !name_gate(words, len, cfg) {
                 return None;
             }
             Hit { rule_id: 0, how: MatchKind::Name }

@@ -19,6 +19,11 @@
 //! - `cgroup/sock_release`: a socket still in `FLOWS` leaves it, and the
 //!   agent gets a [`NetCloseEvent`] so it can finish the connection's record.
 //!
+//! Records are submitted without waking the reader while it polls
+//! (`READER_POLLING`, see probes/process.rs): during a burst of
+//! connections, a wake-up per record (irq_work, self-IPI, remote wake-up)
+//! cost more than the rest of these programs.
+//!
 //! Minimum kernel: 5.9 (sock_release hook, cookie in cgroup_sock programs);
 //! 5.8 for the ring buffer.
 use aya_ebpf::{
@@ -34,6 +39,7 @@ use observer_common::{
     NetCloseEvent, NetCloseReason, NetConnectEvent, NetHook, NetPayloadEvent, TaskInfo, net_flags,
 };
 
+use super::process::submit_flags;
 use crate::{
     kernel,
     maps::{EVENTS, count},
@@ -245,7 +251,7 @@ fn emit_connect(flow: &Flow, cookie: u64, current: bool) -> Option<()> {
         }
         (*ev).flags = flags;
     }
-    entry.submit(0);
+    entry.submit(submit_flags());
     count(EventKind::NetConnect, Counter::Emitted);
     Some(())
 }
@@ -267,7 +273,7 @@ fn emit_close(cookie: u64, reason: NetCloseReason) {
         reason: reason as u32,
         _pad0: 0,
     });
-    entry.submit(0);
+    entry.submit(submit_flags());
     count(EventKind::NetClose, Counter::Emitted);
 }
 
@@ -510,7 +516,7 @@ fn fill_and_output(
     let bytes = unsafe {
         core::slice::from_raw_parts((&raw const s.ev).cast::<u8>(), (prefix + n) as usize)
     };
-    EVENTS.output::<[u8]>(bytes, 0).ok()
+    EVENTS.output::<[u8]>(bytes, submit_flags()).ok()
 }
 
 // ---- release ------------------------------------------------------------

@@ -25,7 +25,7 @@ use aya_ebpf::{
 };
 use observer_common::{
     CGROUP_PATH_LEN, CgroupMkdirEvent, Counter, EXEC_ARGS_MAX, EXEC_DATA_LEN, EXEC_ENV_MAX, EventHeader,
-    EventKind, PATH_LEN, ProcessExecEvent, ProcessExitEvent, ProcessForkEvent, TTY_NAME_LEN,
+    EventKind, PATH_LEN, ProcessExecEvent, ProcessExitEvent, ProcessForkEvent, TTY_NAME_LEN, WALK_BUF_LEN,
     cgroup_flags, exec_flags,
 };
 
@@ -40,6 +40,9 @@ use crate::{
 pub struct ExecScratch {
     pub ev: ProcessExecEvent,
     pub data: [u8; EXEC_DATA_LEN],
+    /// The executable's dentry walk (its write window needs the whole
+    /// buffer); only its used bytes go into `data`.
+    pub exe: [u8; WALK_BUF_LEN],
 }
 
 #[map]
@@ -54,9 +57,10 @@ static EXEC_SCRATCH: PerCpuArray<ExecScratch> = PerCpuArray::with_max_entries(1,
 #[map]
 static READER_POLLING: Array<u32> = Array::with_max_entries(1, 0);
 
-/// Flags for submitting a process record (see [`READER_POLLING`]).
+/// Flags for submitting a process record (see [`READER_POLLING`]); the
+/// network programs use them too.
 #[inline(always)]
-fn submit_flags() -> u64 {
+pub(crate) fn submit_flags() -> u64 {
     if READER_POLLING.get(0).is_some_and(|v| *v != 0) { BPF_RB_NO_WAKEUP as u64 } else { 0 }
 }
 
@@ -108,33 +112,52 @@ fn on_exec(old_pid: u32, bprm: u64) -> Option<()> {
     s.ev.header = EventHeader { kind: EventKind::ProcessExec as u32, size: 0, boot_ns: boot_ns() };
     kernel::current_task_info(&mut s.ev.task);
     s.ev.old_pid = old_pid;
-    s.ev._pad0 = 0;
     s.ev._pad1 = 0;
 
-    s.ev.filename[0] = 0;
+    // The data: exec path, executable, argv, environment, each with only
+    // the bytes used (see observer_common::process). `pos` is where the
+    // next part goes; each part is masked to its maximum so that the
+    // verifier can bound every offset.
+    let mut pos: usize = 0;
     // `bprm` is the tracepoint's BTF-typed argument, `current` a typed task:
     // plain loads below, helpers only to copy strings and user memory.
     let name: u64 = if off!(process_valid) != 0 && off!(valid) != 0 { ld(bprm, off!(bprm_filename)) } else { 0 };
     if name != 0 {
-        // SAFETY: destination is the PATH_LEN-byte field; the helper checks
-        // the source address.
+        // SAFETY: the first PATH_LEN bytes of `data`; the helper checks the
+        // source address.
         let n = unsafe {
-            generated::bpf_probe_read_kernel_str(s.ev.filename.as_mut_ptr().cast(), PATH_LEN as u32, name as *const _)
+            generated::bpf_probe_read_kernel_str(s.data.as_mut_ptr().cast(), PATH_LEN as u32, name as *const _)
         };
-        if n <= 0 {
-            s.ev.filename[0] = 0;
-        } else if n as usize >= PATH_LEN {
-            flags |= exec_flags::FILENAME_TRUNCATED;
+        if n > 1 {
+            // Without the NUL.
+            pos = kernel::opaque(n as u64 - 1) as usize & (PATH_LEN - 1);
+            if n as usize >= PATH_LEN {
+                flags |= exec_flags::FILENAME_TRUNCATED;
+            }
         }
     }
+    s.ev.filename_len = pos as u16;
 
     s.ev.exe_len = 0;
     if let Some(exe) = kernel::current_exe_file() {
-        let walk = kernel::walk_file_path(exe, &mut s.ev.exe);
-        s.ev.exe_len = walk.len;
-        flags |= exec_flags::EXE_VALID;
-        if !walk.complete {
-            flags |= exec_flags::EXE_TRUNCATED;
+        let walk = match kernel::walk_file_path_typed(exe, &mut s.exe) {
+            Some(walk) => walk,
+            None => kernel::walk_file_path(exe, &mut s.exe),
+        };
+        let len = kernel::opaque(walk.len as u64) as usize & (WALK_BUF_LEN - 1);
+        // SAFETY: `len` bytes (< WALK_BUF_LEN) from the walk buffer to
+        // `data` at `pos` (< PATH_LEN): inside both.
+        let copied = len > 0
+            && unsafe {
+                generated::bpf_probe_read_kernel(s.data.as_mut_ptr().add(pos).cast(), len as u32, s.exe.as_ptr().cast())
+            } == 0;
+        if copied {
+            s.ev.exe_len = len as u16;
+            pos += len;
+            flags |= exec_flags::EXE_VALID;
+            if !walk.complete {
+                flags |= exec_flags::EXE_TRUNCATED;
+            }
         }
     }
 
@@ -143,14 +166,14 @@ fn on_exec(old_pid: u32, bprm: u64) -> Option<()> {
         flags |= exec_flags::HAS_TTY;
     }
 
-    let (args_len, env_len) = copy_args_env(&mut s.data, &mut flags);
+    let (args_len, env_len) = copy_args_env(&mut s.data, pos, &mut flags);
     s.ev.args_len = args_len as u32;
     s.ev.env_len = env_len as u32;
     s.ev.flags = flags;
-    let size = core::mem::size_of::<ProcessExecEvent>() + args_len + env_len;
+    let size = core::mem::size_of::<ProcessExecEvent>() + pos + args_len + env_len;
     s.ev.header.size = size as u32;
-    // SAFETY: `size` is at most the size of ExecScratch (args_len and
-    // env_len are clamped to their maxima), so the slice stays inside the
+    // SAFETY: `size` is at most the size of the event and its data (each
+    // part is bounded by its maximum), so the slice stays inside the
     // per-CPU value.
     let bytes = unsafe { core::slice::from_raw_parts(scratch as *const u8, size) };
     match EVENTS.output::<[u8]>(bytes, submit_flags()) {
@@ -193,11 +216,16 @@ fn current_tty(buf: &mut [u8; TTY_NAME_LEN]) -> bool {
 }
 
 /// Copies argv and the environment from the new process's memory
-/// (`mm->arg_start..arg_end`, `env_start..env_end`) into `data`: argv first,
-/// then the environment. Returns the bytes used by each.
+/// (`mm->arg_start..arg_end`, `env_start..env_end`) into `data` from `base`
+/// (< `PATH_LEN + WALK_BUF_LEN`): argv first, then the environment.
+/// Returns the bytes used by each.
 #[inline(always)]
-fn copy_args_env(data: &mut [u8; EXEC_DATA_LEN], flags: &mut u32) -> (usize, usize) {
+fn copy_args_env(data: &mut [u8; EXEC_DATA_LEN], base: usize, flags: &mut u32) -> (usize, usize) {
     if off!(process_valid) == 0 || off!(valid) == 0 {
+        return (0, 0);
+    }
+    let base = kernel::opaque(base as u64) as usize;
+    if base >= PATH_LEN + WALK_BUF_LEN {
         return (0, 0);
     }
     let mm: u64 = ld(kernel::task_btf(), off!(task_mm));
@@ -210,14 +238,34 @@ fn copy_args_env(data: &mut [u8; EXEC_DATA_LEN], flags: &mut u32) -> (usize, usi
     let env_end: u64 = ld(mm, off!(mm_env_end));
 
     let mut args_len = arg_end.saturating_sub(arg_start) as usize;
+    let env_raw = env_end.saturating_sub(env_start) as usize;
+    // The kernel lays the environment out right after argv: one read for
+    // both when neither is cut (the two reads of a few bytes each measured
+    // about 0.4 us together, most of it per call, not per byte).
+    if env_start == arg_end && args_len <= EXEC_ARGS_MAX && env_raw <= EXEC_ENV_MAX && env_raw > 0 {
+        let both = kernel::opaque((args_len + env_raw) as u64) as usize;
+        if both <= EXEC_ARGS_MAX + EXEC_ENV_MAX {
+            // SAFETY: at most EXEC_ARGS_MAX + EXEC_ENV_MAX bytes at `base <
+            // PATH_LEN + WALK_BUF_LEN`: inside `data`; the helper checks
+            // the user address.
+            let r = unsafe {
+                generated::bpf_probe_read_user(data.as_mut_ptr().add(base).cast(), both as u32, arg_start as *const _)
+            };
+            if r == 0 {
+                return (args_len, env_raw);
+            }
+        }
+    }
     if args_len > EXEC_ARGS_MAX {
         args_len = EXEC_ARGS_MAX;
         *flags |= exec_flags::ARGS_TRUNCATED;
     }
     if args_len > 0 {
-        // SAFETY: `args_len <= EXEC_ARGS_MAX` bytes into the start of `data`;
-        // the helper checks the user address.
-        let r = unsafe { generated::bpf_probe_read_user(data.as_mut_ptr().cast(), args_len as u32, arg_start as *const _) };
+        // SAFETY: `args_len <= EXEC_ARGS_MAX` bytes at `base < PATH_LEN +
+        // WALK_BUF_LEN`: inside `data`; the helper checks the user address.
+        let r = unsafe {
+            generated::bpf_probe_read_user(data.as_mut_ptr().add(base).cast(), args_len as u32, arg_start as *const _)
+        };
         if r != 0 {
             args_len = 0;
             *flags |= exec_flags::ARGS_FAILED;
@@ -229,11 +277,13 @@ fn copy_args_env(data: &mut [u8; EXEC_DATA_LEN], flags: &mut u32) -> (usize, usi
         env_len = EXEC_ENV_MAX;
         *flags |= exec_flags::ENV_TRUNCATED;
     }
-    if env_len > 0 && args_len <= EXEC_ARGS_MAX {
+    let at = kernel::opaque((base + args_len) as u64) as usize;
+    if env_len > 0 && at < PATH_LEN + WALK_BUF_LEN + EXEC_ARGS_MAX {
         // SAFETY: writes `env_len <= EXEC_ENV_MAX` bytes at offset
-        // `args_len <= EXEC_ARGS_MAX`: inside the EXEC_DATA_LEN buffer.
+        // `at < PATH_LEN + WALK_BUF_LEN + EXEC_ARGS_MAX`: inside the
+        // EXEC_DATA_LEN buffer.
         let r = unsafe {
-            generated::bpf_probe_read_user(data.as_mut_ptr().add(args_len).cast(), env_len as u32, env_start as *const _)
+            generated::bpf_probe_read_user(data.as_mut_ptr().add(at).cast(), env_len as u32, env_start as *const _)
         };
         if r != 0 {
             env_len = 0;
@@ -287,14 +337,18 @@ fn on_exit(task: u64) -> Option<()> {
     }
     // `do_exit` decrements `signal->live` before this tracepoint: zero means
     // this is the last thread of the process. `task` is the tracepoint's
-    // BTF-typed argument: plain loads, no helper calls (this runs for every
-    // thread that exits).
+    // BTF-typed argument (the exiting task, `current`): plain loads, and no
+    // helper calls besides the ring and the clock (this runs for every
+    // thread that exits, mostly on a CPU where little of it is cached).
     let signal: u64 = ld(task, off!(task_signal));
     let live: i32 = ld(signal, off!(signal_live));
     if signal == 0 || live != 0 {
         return None;
     }
+    let tgid = ld::<u32>(task, off!(task_tgid));
     let exit_code = ld::<u32>(task, off!(task_exit_code));
+    let leader: u64 = ld(task, off!(task_group_leader));
+    let start_boot_ns = ld::<u64>(leader, off!(task_start_boottime));
     let Some(mut entry) = EVENTS.reserve::<ProcessExitEvent>(0) else {
         count(EventKind::ProcessExit, Counter::ReserveFailed);
         return None;
@@ -307,9 +361,9 @@ fn on_exit(task: u64) -> Option<()> {
             size: core::mem::size_of::<ProcessExitEvent>() as u32,
             boot_ns: boot_ns(),
         };
-        kernel::current_task_info(&mut (*ev).task);
+        (*ev).tgid = tgid;
         (*ev).exit_code = exit_code;
-        (*ev)._pad0 = 0;
+        (*ev).start_boot_ns = start_boot_ns;
     }
     entry.submit(submit_flags());
     count(EventKind::ProcessExit, Counter::Emitted);

@@ -50,7 +50,11 @@ pub struct ProcessFork {
 #[derive(Debug, Clone)]
 pub struct ProcessExit {
     pub boot_ns: u64,
-    pub task: Task,
+    pub tgid: u32,
+    /// With `tgid`, the process key ([`Task::start_boot_ns`]).
+    pub start_boot_ns: u64,
+    /// Wait status (`code << 8`, or the signal).
+    pub exit_code: u32,
 }
 
 /// A cgroup v2 directory was created.

@@ -5,7 +5,7 @@ use std::{ffi::OsString, os::unix::ffi::OsStringExt};
 
 use observer_common::{
     CgroupMkdirEvent, EXEC_ARGS_MAX, EXEC_ENV_MAX, EventHeader, EventKind, FileOpenEvent, MatchKind,
-    OpenSyscall, ProcessExecEvent, ProcessExitEvent, ProcessForkEvent, TaskInfo, WALK_BUF_LEN, cgroup_flags,
+    OpenSyscall, PATH_LEN, ProcessExecEvent, ProcessExitEvent, ProcessForkEvent, TaskInfo, WALK_BUF_LEN, cgroup_flags,
     event_flags, exec_flags,
 };
 
@@ -106,32 +106,47 @@ fn fixed<T: Copy>(kind: EventKind, bytes: &[u8]) -> Result<T, DecodeError> {
     read(bytes).ok_or(DecodeError::Short { kind, got: bytes.len(), want: size_of::<T>() })
 }
 
-/// An exec record: the fixed part, then `args_len` bytes of argv and
-/// `env_len` bytes of environment. Both go straight into [`Secret`]s.
+/// An exec record: the fixed part, then `filename_len` bytes of the exec
+/// path, `exe_len` of the executable's walk, `args_len` of argv and
+/// `env_len` of environment. argv and the environment go straight into
+/// [`Secret`]s.
 fn decode_exec(bytes: &[u8]) -> Result<ProcessExec, DecodeError> {
     let kind = EventKind::ProcessExec;
     let raw: ProcessExecEvent = fixed(kind, bytes)?;
     let data = &bytes[size_of::<ProcessExecEvent>()..];
+    let (filename_len, exe_len) = (usize::from(raw.filename_len), usize::from(raw.exe_len));
     let (args_len, env_len) = (raw.args_len as usize, raw.env_len as usize);
-    let claimed = args_len.saturating_add(env_len);
-    if args_len > EXEC_ARGS_MAX || env_len > EXEC_ENV_MAX || claimed > data.len() {
+    let claimed = filename_len + exe_len + args_len.saturating_add(env_len);
+    if filename_len >= PATH_LEN
+        || exe_len >= WALK_BUF_LEN
+        || args_len > EXEC_ARGS_MAX
+        || env_len > EXEC_ENV_MAX
+        || claimed > data.len()
+    {
         return Err(DecodeError::BadLength { kind, claimed, got: data.len() });
     }
+    let (filename, rest) = data.split_at(filename_len);
+    let (exe_walk, rest) = rest.split_at(exe_len);
+    let (args, rest) = rest.split_at(args_len);
+    let env = &rest[..env_len];
     let flag = |f: u32| raw.flags & f != 0;
-    let exe = flag(exec_flags::EXE_VALID)
-        .then(|| walked_path(&raw.exe, raw.exe_len, !flag(exec_flags::EXE_TRUNCATED)));
+    let exe = flag(exec_flags::EXE_VALID).then(|| {
+        let mut walk = [0u8; WALK_BUF_LEN];
+        walk[..exe_len].copy_from_slice(exe_walk);
+        walked_path(&walk, raw.exe_len, !flag(exec_flags::EXE_TRUNCATED))
+    });
     let tty = flag(exec_flags::HAS_TTY)
         .then(|| String::from_utf8_lossy(cstr_bytes(&raw.tty)).into_owned())
         .filter(|t| !t.is_empty());
     Ok(ProcessExec {
         boot_ns: raw.header.boot_ns,
         task: task(&raw.task),
-        filename: cstr(&raw.filename),
+        filename: cstr(filename),
         exe,
         tty,
-        args: Secret::new(&data[..args_len]),
+        args: Secret::new(args),
         args_truncated: flag(exec_flags::ARGS_TRUNCATED),
-        env: Secret::new(&data[args_len..claimed]),
+        env: Secret::new(env),
         env_truncated: flag(exec_flags::ENV_TRUNCATED),
     })
 }
@@ -148,7 +163,12 @@ fn decode_fork(bytes: &[u8]) -> Result<ProcessFork, DecodeError> {
 
 fn decode_exit(bytes: &[u8]) -> Result<ProcessExit, DecodeError> {
     let raw: ProcessExitEvent = fixed(EventKind::ProcessExit, bytes)?;
-    Ok(ProcessExit { boot_ns: raw.header.boot_ns, task: task(&raw.task) })
+    Ok(ProcessExit {
+        boot_ns: raw.header.boot_ns,
+        tgid: raw.tgid,
+        start_boot_ns: raw.start_boot_ns,
+        exit_code: raw.exit_code,
+    })
 }
 
 fn decode_cgroup_mkdir(bytes: &[u8]) -> Result<CgroupMkdir, DecodeError> {

@@ -139,11 +139,13 @@ mod process {
         ev.env_len = env.len() as u32;
         ev.flags = flags | exec_flags::HAS_TTY | exec_flags::EXE_VALID;
         ev.tty[..5].copy_from_slice(b"pts3\0");
-        ev.filename[..13].copy_from_slice(b"/usr/bin/cat\0");
+        let filename = b"/usr/bin/cat";
+        ev.filename_len = filename.len() as u16;
         let exe = b"cat\0bin\0usr\0";
-        ev.exe[..exe.len()].copy_from_slice(exe);
         ev.exe_len = exe.len() as u16;
         let mut bytes = pod_bytes(&ev);
+        bytes.extend_from_slice(filename);
+        bytes.extend_from_slice(exe);
         bytes.extend_from_slice(args);
         bytes.extend_from_slice(env);
         let size = bytes.len() as u32;
@@ -180,6 +182,16 @@ mod process {
         let mut big = pod_bytes(&ev);
         big.resize(big.len() + EXEC_ENV_MAX + 1, b'x');
         assert!(matches!(decode(&big), Err(DecodeError::BadLength { .. })));
+        // An exec path or a walk longer than the kernel's buffers.
+        for (filename_len, exe_len) in [(PATH_LEN as u16, 0), (0, WALK_BUF_LEN as u16)] {
+            let mut ev: ProcessExecEvent = unsafe { std::mem::zeroed() };
+            ev.header.kind = EventKind::ProcessExec as u32;
+            ev.filename_len = filename_len;
+            ev.exe_len = exe_len;
+            let mut big = pod_bytes(&ev);
+            big.resize(big.len() + PATH_LEN + WALK_BUF_LEN, b'x');
+            assert!(matches!(decode(&big), Err(DecodeError::BadLength { .. })));
+        }
         assert!(matches!(decode(&bytes[..100]), Err(DecodeError::Short { .. })));
     }
 

@@ -167,7 +167,7 @@ impl Identity {
     }
 
     pub fn on_exit(&mut self, ev: &ProcessExit) {
-        if let Some(e) = self.table.get_mut(key_of(&ev.task)) {
+        if let Some(e) = self.table.get_mut(ProcKey { tgid: ev.tgid, start_boot_ns: ev.start_boot_ns }) {
             e.exited = Some(ev.boot_ns);
         }
     }

@@ -317,6 +317,7 @@ pub fn resolve(blob: &[u8]) -> Result<KernelBtf, OffsetsError> {
         fs_pwd: off("fs_struct", "pwd")?,
         btf_kiocb,
         kiocb_ki_filp: off("kiocb", "ki_filp")?,
+        btf_mount: types.id_of("mount", &[kind::STRUCT]).unwrap_or(0),
         ..KernelOffsets::default()
     };
     match resolve_process(&types, &mut offsets) {
@@ -421,6 +422,7 @@ mod tests {
         assert_eq!(o.dentry_d_name_len, o.dentry_d_name + 4, "qstr.len follows qstr.hash");
         assert!(o.dname_inline_len >= 32 && o.dname_inline_len.is_multiple_of(8), "{}", o.dname_inline_len);
         assert!(o.btf_kiocb > 0);
+        assert!(o.btf_mount > 0, "struct mount is in the kernel BTF");
         assert_eq!(o.process_valid, 1, "process offsets resolve on this kernel");
         assert_eq!(o.mm_arg_end, o.mm_arg_start + 8, "mm_struct keeps arg_start, arg_end adjacent");
         assert_eq!(o.mm_env_end, o.mm_env_start + 8);

@@ -48,7 +48,20 @@ impl Setup {
     }
 }
 
-pub fn run(rounds: usize) -> anyhow::Result<()> {
+/// What one `bench files` measured (medians).
+#[derive(Debug, Clone, Copy)]
+pub struct Figures {
+    /// The agent's program over the floor program, ns per syscall exit
+    /// (kernel BPF statistics).
+    pub program_ns_over_floor: f64,
+    /// Open loop and tree read: agent and peer (bpftrace) over no agent.
+    pub loop_agent: f64,
+    pub loop_peer: f64,
+    pub tree_agent: f64,
+    pub tree_peer: f64,
+}
+
+pub fn run(rounds: usize) -> anyhow::Result<Figures> {
     let root = crate::tasks::workspace_root();
     status(Command::new("cargo").current_dir(&root).args([
         "build",
@@ -133,10 +146,12 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
             "  agent {ra:.3}x vs peer (bpftrace) {rp:.3}x over none: agent {}",
             if ra < rp { "cheaper than the peer" } else { "NOT cheaper than the peer" }
         );
-        (floor, agent)
+        (floor, agent, ra, rp)
     };
-    let (lf, la) = report("open+close loop, 16 non-credential files", "ns/iter", &mut loop_ns, "agent - floor <= 3 pp");
-    let (_, ta) = report(&format!("read source tree, {tree_files} files"), "ms", &mut tree_ms, "agent <= 2%");
+    let (lf, la, loop_agent, loop_peer) =
+        report("open+close loop, 16 non-credential files", "ns/iter", &mut loop_ns, "agent - floor <= 3 pp");
+    let (_, ta, tree_agent, tree_peer) =
+        report(&format!("read source tree, {tree_files} files"), "ms", &mut tree_ms, "agent <= 2%");
     let (pf, pa) = (median(&mut prog_ns[1]), median(&mut prog_ns[2]));
     println!(
         "program time per syscall exit during the open loop (kernel BPF stats, separate pass, median): floor {pf:.1} ns, agent {pa:.1} ns ({:+.1} ns)",
@@ -155,7 +170,7 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
         if ta <= 2.0 { "meets target" } else { "MISSES target" },
         ta
     );
-    Ok(())
+    Ok(Figures { program_ns_over_floor: pa - pf, loop_agent, loop_peer, tree_agent, tree_peer })
 }
 
 fn tempdir() -> anyhow::Result<PathBuf> {

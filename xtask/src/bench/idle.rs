@@ -38,28 +38,17 @@ fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     Ok(get(14) + get(15))
 }
 
-/// Voluntary + involuntary context switches of every thread of `pid`.
-fn switches(pid: u32) -> anyhow::Result<u64> {
-    let mut total = 0;
-    for e in
-        std::fs::read_dir(format!("/proc/{pid}/task")).context("listing the agent's threads")?
-    {
-        let Ok(status) = std::fs::read_to_string(e?.path().join("status")) else {
-            continue;
-        };
-        for l in status.lines() {
-            if let Some(v) = l
-                .strip_prefix("voluntary_ctxt_switches:")
-                .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
-            {
-                total += v.trim().parse::<u64>().unwrap_or(0);
-            }
-        }
-    }
-    Ok(total)
+/// What `bench idle` measured.
+#[derive(Debug, Clone, Copy)]
+pub struct Figures {
+    /// CPU time as a share of one CPU, in percent.
+    pub cpu_pct: f64,
+    pub wakeups_per_s: f64,
 }
 
-pub fn bench(bin: &Path, window: Duration) -> anyhow::Result<()> {
+pub const TARGETS: Figures = Figures { cpu_pct: CPU_TARGET_PCT, wakeups_per_s: WAKEUPS_TARGET };
+
+pub fn bench(bin: &Path, window: Duration) -> anyhow::Result<Figures> {
     let state = std::env::temp_dir().join(format!("nhi-bench-idle-{}", std::process::id()));
     let mut cmd = Command::new(bin);
     cmd.args(["run", "--jsonl", "/dev/null", "--state-dir"])
@@ -71,11 +60,11 @@ pub fn bench(bin: &Path, window: Duration) -> anyhow::Result<()> {
     std::thread::sleep(Duration::from_secs(10));
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let (t0, s0, start) = (cpu_ticks(pid)?, switches(pid)?, Instant::now());
+    let (t0, s0, start) = (cpu_ticks(pid)?, super::switches(pid)?, Instant::now());
     std::thread::sleep(window);
     let (t1, s1, secs) = (
         cpu_ticks(pid)?,
-        switches(pid)?,
+        super::switches(pid)?,
         start.elapsed().as_secs_f64(),
     );
     let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
@@ -95,5 +84,5 @@ pub fn bench(bin: &Path, window: Duration) -> anyhow::Result<()> {
         "  wake-ups     {wakeups:>6.1} per second     target <= {WAKEUPS_TARGET}  {}",
         verdict(wakeups <= WAKEUPS_TARGET)
     );
-    Ok(())
+    Ok(Figures { cpu_pct, wakeups_per_s: wakeups })
 }

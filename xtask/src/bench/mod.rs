@@ -12,12 +12,14 @@ use std::{
 
 use anyhow::{Context as _, anyhow, bail};
 
+pub mod burst;
 pub mod files;
 pub mod idle;
 pub mod memory;
 pub mod peer;
 pub mod process;
 pub mod scan;
+pub mod targets;
 pub mod tls;
 
 /// A helper process (agent or floor program) that runs during a measurement.
@@ -158,17 +160,43 @@ pub fn median(xs: &mut [f64]) -> f64 {
     if n % 2 == 1 { xs[n / 2] } else { (xs[n / 2 - 1] + xs[n / 2]) / 2.0 }
 }
 
-pub fn run(name: &str, rounds: usize, iterations: u32) -> anyhow::Result<()> {
+pub fn run(
+    name: &str,
+    rounds: usize,
+    iterations: u32,
+    quick: bool,
+    agent: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
     match name {
-        "files" => files::run(rounds),
+        "files" => files::run(rounds).map(|_| ()),
         "process" => crate::tasks::bench_process(iterations),
-        "tls" => tls::run(&tls::Args::with_rounds(rounds)),
+        "tls" => tls::run(&tls::Args { agent, ..tls::Args::with_rounds(rounds) }),
         "pipeline" => pipeline(),
         "memory" => crate::tasks::bench_memory(),
         "scan" => crate::tasks::bench_scan(rounds),
         "idle" => crate::tasks::bench_idle(),
-        other => bail!("unknown benchmark `{other}`; available: files, process, tls, pipeline, memory, scan, idle"),
+        "targets" | "all" => targets::run(quick),
+        "burst" => {
+            let f = burst::measure(&release_agent()?, &burst::Args { rate: 100_000, seconds: 5 })?;
+            if f.lost() > 0 || !f.small_ring_exact() {
+                bail!("burst: {} opens unaccounted at the default ring; small ring exact: {}", f.lost(), f.small_ring_exact());
+            }
+            Ok(())
+        }
+        other => bail!("unknown benchmark `{other}`; available: targets (or all), files, process, tls, pipeline, memory, scan, idle, burst"),
     }
+}
+
+/// Builds the release agent; its path. The benchmarks that load probes
+/// need root.
+pub fn release_agent() -> anyhow::Result<std::path::PathBuf> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the benchmark loads the agent's probes: run it as root");
+    }
+    let root = crate::tasks::workspace_root();
+    crate::setup::status(Command::new("cargo").current_dir(&root).args(["build", "--release", "--package", "nhi-observer"]))?;
+    Ok(root.join("target/release/nhi-observer"))
 }
 
 /// `pipeline`: the criterion benchmark of decode + classify + correlate
@@ -209,4 +237,143 @@ pub fn prog_stats_by_name(pid: u32) -> std::collections::BTreeMap<String, (u64, 
         e.1 += info.run_count();
     }
     out
+}
+
+/// Clock ticks per second (`/proc` CPU times are in these).
+pub fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).max(1) as f64
+}
+
+/// CPU clock ticks (utime + stime) of each thread of `pid`, summed by
+/// thread name.
+pub fn thread_ticks(pid: u32) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return out };
+    for e in rd.filter_map(Result::ok) {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
+        let Some((head, rest)) = stat.rsplit_once(')') else { continue };
+        let name = head.split_once('(').map(|(_, n)| n.to_owned()).unwrap_or_default();
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // utime, stime: fields 14 and 15; `rest` starts at field 3.
+        let t = f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+            + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        *out.entry(name).or_default() += t;
+    }
+    out
+}
+
+/// Voluntary + involuntary context switches of every thread of `pid`.
+pub fn switches(pid: u32) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for e in
+        std::fs::read_dir(format!("/proc/{pid}/task")).context("listing the agent's threads")?
+    {
+        let Ok(status) = std::fs::read_to_string(e?.path().join("status")) else {
+            continue;
+        };
+        for l in status.lines() {
+            if let Some(v) = l
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                total += v.trim().parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// The agent under test (release build, real probes), writing JSON lines
+/// to a file in its state directory.
+pub struct JsonAgent {
+    child: Child,
+    jsonl: std::path::PathBuf,
+    log: std::path::PathBuf,
+}
+
+impl JsonAgent {
+    /// Starts `bin run` with its state in `state` and `args` after it;
+    /// returns once its probes are attached.
+    pub fn start(bin: &std::path::Path, state: &std::path::Path, args: &[&str]) -> anyhow::Result<Self> {
+        let jsonl = state.join("out.jsonl");
+        let log = state.join("agent.log");
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
+        let mut cmd = if root { Command::new(bin) } else { Command::new("sudo") };
+        if !root {
+            cmd.arg("-E").arg(bin);
+        }
+        cmd.arg("run").arg("--state-dir").arg(state).arg("--jsonl").arg(&jsonl).args(args);
+        cmd.env("NHI_OBSERVER_LOG", "info").env("NHI_OBSERVER_LOG_FORMAT", "json");
+        cmd.stdout(Stdio::null()).stderr(std::fs::File::create(&log)?);
+        let child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
+        let agent = Self { child, jsonl, log };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !agent.log_text().contains("probes attached") {
+            if Instant::now() > deadline {
+                bail!("the agent did not attach its probes in 60 s:\n{}", agent.log_text());
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        Ok(agent)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Every record written so far.
+    pub fn records(&self) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(&self.jsonl).unwrap_or_default();
+        text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+
+    /// Polls `count` until it reaches `want` or stays unchanged for 5 s;
+    /// returns the last count.
+    pub fn wait_for(&self, want: u64, count: impl Fn() -> u64) -> u64 {
+        let (mut last, mut since) = (0, Instant::now());
+        loop {
+            let n = count();
+            if n >= want {
+                return n;
+            }
+            if n != last {
+                (last, since) = (n, Instant::now());
+            } else if since.elapsed() > Duration::from_secs(5) {
+                return n;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops the agent (SIGINT, its clean shutdown); returns its last
+    /// `nhi.agent.stats` record (written at stop: the kernel's loss
+    /// counters among them).
+    pub fn stop(mut self) -> anyhow::Result<serde_json::Value> {
+        // SAFETY: plain kill(2) on our child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let st = self.child.wait()?;
+        if !st.success() {
+            bail!("the agent exited with {st}:\n{}", self.log_text());
+        }
+        self.records()
+            .into_iter()
+            .rev()
+            .find(|r| r["event.name"] == "nhi.agent.stats")
+            .ok_or_else(|| anyhow!("no nhi.agent.stats record from the agent"))
+    }
+}
+
+impl Drop for JsonAgent {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }

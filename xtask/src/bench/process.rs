@@ -54,8 +54,20 @@ fn run_workload(w: &Workload, iterations: u32) -> anyhow::Result<Duration> {
     Ok(start.elapsed())
 }
 
-pub fn bench(bin: &Path, iterations: u32) -> anyhow::Result<()> {
+/// What one workload of `bench process` measured.
+#[derive(Debug, Clone)]
+pub struct Figures {
+    pub workload: &'static str,
+    /// With the agent, and with the peer (bpftrace), over no agent.
+    pub agent_ratio: f64,
+    pub peer_ratio: f64,
+    /// (program, target ns, BPF ns per run) of the process programs.
+    pub programs: Vec<(&'static str, f64, f64)>,
+}
+
+pub fn bench(bin: &Path, iterations: u32) -> anyhow::Result<Vec<Figures>> {
     let iterations = iterations.max(1);
+    let mut figures = Vec::new();
     let per = |d: Duration| d.as_secs_f64() * 1e6 / f64::from(iterations);
     let state = std::env::temp_dir().join(format!("nhi-bench-{}", std::process::id()));
     std::fs::create_dir_all(&state)?;
@@ -146,6 +158,12 @@ pub fn bench(bin: &Path, iterations: u32) -> anyhow::Result<()> {
             agent_total_ns / 1e3,
             peer_ns / 1e3
         );
+        figures.push(Figures {
+            workload: w.name,
+            agent_ratio: ra,
+            peer_ratio: rp,
+            programs: costs.iter().map(|&(name, target, ns, _)| (name, target, ns)).collect(),
+        });
         for (name, target, ns, runs) in costs {
             let verdict = if ns <= target { "ok" } else { "OVER" };
             println!(
@@ -156,5 +174,5 @@ pub fn bench(bin: &Path, iterations: u32) -> anyhow::Result<()> {
         }
     }
     let _ = std::fs::remove_dir_all(&state);
-    Ok(())
+    Ok(figures)
 }

@@ -4,17 +4,24 @@
 //! Workload: `--clients` threads, each making new TCP connections and full
 //! TLS 1.3 handshakes (rustls with its post-quantum key share, server name
 //! `bench.nhi.test`) to a rustls server on 127.0.0.1 in this process, for
-//! `--seconds`. Rounds alternate baseline and agent runs; the report gives
+//! `--seconds`. Each round runs a baseline, the agent, and a baseline
+//! again (the round's baseline is the mean of the two); the report gives
 //! the median rate of each and their ratio, and for every agent run the
 //! handshakes made against the `nhi.connection` records the agent wrote for
 //! this process and that server name (the difference is what it missed)
 //! and the kernel's ring-buffer reserve failures. Exits non-zero if any
 //! connection was missed. Needs root (the agent loads BPF).
+//!
+//! Where the agent's cost goes, meaningful on a busy machine too: its CPU
+//! time per connection (all threads, from /proc, during the timed runs)
+//! and by thread, its context switches per connection, and, in a short
+//! extra pass with the kernel's BPF statistics on (never while timing),
+//! the BPF run time per connection of each of its programs.
 use std::{
     io::Read,
     net::{SocketAddr, TcpListener, TcpStream},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::PathBuf,
+    process::Command,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -25,6 +32,7 @@ use std::{
 
 use anyhow::{Context as _, anyhow, bail};
 
+use super::JsonAgent;
 use crate::setup::{self, status};
 
 const SERVER_NAME: &str = "bench.nhi.test";
@@ -47,7 +55,35 @@ impl Args {
     }
 }
 
-pub fn run(args: &Args) -> anyhow::Result<()> {
+/// What one `bench tls` invocation measured.
+#[derive(Debug, Clone, Copy)]
+pub struct Figures {
+    /// Median handshakes/s without and with the agent.
+    pub baseline: f64,
+    pub with_agent: f64,
+    /// Connections made with the agent attached that have no record, plus
+    /// the kernel's ring reserve failures for network records.
+    pub missed: u64,
+    /// Handshakes made with the agent attached (timed runs and the BPF
+    /// statistics pass).
+    pub made: u64,
+    /// The agent's CPU time (all its threads, user + system) per
+    /// connection during the timed runs, in us (median over rounds).
+    pub agent_cpu_us: f64,
+    /// BPF run time of all the agent's programs per connection, in us
+    /// (separate pass with the kernel's BPF statistics on).
+    pub bpf_us: f64,
+}
+
+impl Figures {
+    pub fn ratio(&self) -> f64 {
+        self.with_agent / self.baseline
+    }
+}
+
+/// Runs the benchmark and prints its table; the figures are returned (an
+/// error only if it could not run). [`run`] also fails on a miss.
+pub fn measure(args: &Args) -> anyhow::Result<Figures> {
     let root = crate::tasks::workspace_root();
     let agent_bin = match &args.agent {
         Some(p) => p.clone(),
@@ -64,45 +100,116 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         "bench tls: {} client thread(s), {} s per run, {} round(s), server {} (rustls, TLS 1.3, X25519MLKEM768)",
         args.clients, args.seconds, args.rounds, server.addr
     );
-    println!("{:<7} {:>12} {:>12} {:>10} {:>10} {:>9}", "round", "baseline/s", "agent/s", "made", "recorded", "lost(k)");
-    let (mut base, mut with, mut missed_total) = (Vec::new(), Vec::new(), 0u64);
+    println!(
+        "{:<7} {:>12} {:>12} {:>10} {:>10} {:>9} {:>14} {:>12}",
+        "round", "baseline/s", "agent/s", "made", "recorded", "lost(k)", "agent CPU/conn", "BPF/conn"
+    );
+    let (mut base, mut with, mut missed_total, mut made) = (Vec::new(), Vec::new(), 0u64, 0u64);
+    let (mut cpu, mut bpf, mut threads) = (Vec::new(), Vec::new(), std::collections::BTreeMap::<String, u64>::new());
+    let mut progs = std::collections::BTreeMap::<String, Vec<f64>>::new();
+    let mut wakeups = Vec::new();
     for round in 1..=args.rounds {
         let b = workload(&tls, server.addr, args.clients, duration)?;
         let state = tempfile_dir()?;
-        let agent = Agent::start(&agent_bin, &state)?;
+        let agent = JsonAgent::start(&agent_bin, &state, &[])?;
+        let agent = TlsAgent(agent);
+        let pid = agent.0.pid();
+        let (t0, s0) = (super::thread_ticks(pid), super::switches(pid)?);
         let w = workload(&tls, server.addr, args.clients, duration)?;
-        let recorded = agent.wait_for_records(w.handshakes)?;
+        let (t1, s1) = (super::thread_ticks(pid), super::switches(pid)?);
+        wakeups.push(s1.saturating_sub(s0) as f64 / w.handshakes.max(1) as f64);
+        // BPF run time per connection, in a pass of its own: the kernel's
+        // statistics add two clock reads to every program run, so they are
+        // never on while handshakes are timed.
+        let (bpf_ns, extra) = {
+            let _stats = super::BpfStats::enable();
+            let before = super::prog_stats_by_name(pid);
+            let x = workload(&tls, server.addr, args.clients, Duration::from_secs(args.seconds.clamp(1, 2)))?;
+            let after = super::prog_stats_by_name(pid);
+            let n = x.handshakes.max(1) as f64;
+            let mut total = 0.0;
+            for (name, (t1, _)) in &after {
+                let ns = t1.saturating_sub(before.get(name).map_or(0, |v| v.0)) as f64 / n;
+                total += ns;
+                progs.entry(name.clone()).or_default().push(ns);
+            }
+            (total, x.handshakes)
+        };
+        let want = w.handshakes + extra;
+        let recorded = agent.wait_for_records(want)?;
         let lost = agent.stop()?;
-        let missed = w.handshakes.saturating_sub(recorded);
+        // A second baseline after the agent: the round's baseline is the
+        // mean of the two, so drift within the round hits both sides alike.
+        let b2 = workload(&tls, server.addr, args.clients, duration)?;
+        let base_rate = (b.rate() + b2.rate()) / 2.0;
+        let missed = want.saturating_sub(recorded);
         missed_total += missed + lost;
+        made += want;
+        let mut ticks = 0;
+        for (name, t) in &t1 {
+            let d = t.saturating_sub(t0.get(name).copied().unwrap_or(0));
+            ticks += d;
+            *threads.entry(name.clone()).or_default() += d;
+        }
+        let cpu_us = ticks as f64 * 1e6 / super::clock_ticks() / w.handshakes.max(1) as f64;
         println!(
-            "{round:<7} {:>12.0} {:>12.0} {:>10} {:>10} {:>9}",
-            b.rate(),
+            "{round:<7} {:>12.0} {:>12.0} {:>10} {:>10} {:>9} {:>11.1} us {:>9.1} us",
+            base_rate,
             w.rate(),
-            w.handshakes,
+            want,
             recorded,
-            lost
+            lost,
+            cpu_us,
+            bpf_ns / 1e3
         );
-        base.push(b.rate());
+        base.push(base_rate);
         with.push(w.rate());
+        cpu.push(cpu_us);
+        bpf.push(bpf_ns / 1e3);
         let _ = std::fs::remove_dir_all(&state);
-        if b.failures + w.failures > 0 {
-            println!("        ({} failed handshakes not counted)", b.failures + w.failures);
+        if b.failures + w.failures + b2.failures > 0 {
+            println!("        ({} failed handshakes not counted)", b.failures + w.failures + b2.failures);
         }
     }
-    let (mb, mw) = (median(&mut base), median(&mut with));
+    let figures = Figures {
+        baseline: super::median(&mut base),
+        with_agent: super::median(&mut with),
+        missed: missed_total,
+        made,
+        agent_cpu_us: super::median(&mut cpu),
+        bpf_us: super::median(&mut bpf),
+    };
+    let (mb, mw) = (figures.baseline, figures.with_agent);
     println!("median: baseline {mb:.0} handshakes/s, with agent {mw:.0} handshakes/s");
-    println!("ratio (with agent / baseline): {:.3}", mw / mb);
-    println!("missed connections: {missed_total}");
-    if missed_total > 0 {
-        bail!("the agent missed {missed_total} connection(s) at {mw:.0} handshakes/s");
-    }
-    Ok(())
+    println!("ratio (with agent / baseline): {:.3}", figures.ratio());
+    println!("missed connections: {missed_total} of {made}");
+    println!(
+        "agent CPU per connection (timed runs, all threads, /proc): {:.1} us; BPF run time per connection (all programs, machine-wide): {:.1} us",
+        figures.agent_cpu_us, figures.bpf_us
+    );
+    let all: u64 = threads.values().sum();
+    let by_thread: Vec<String> = threads
+        .iter()
+        .filter(|(_, t)| **t > 0)
+        .map(|(n, t)| format!("{n} {:.0}%", *t as f64 * 100.0 / all.max(1) as f64))
+        .collect();
+    println!("agent CPU by thread: {}", by_thread.join(", "));
+    println!("agent context switches per connection (timed runs, median): {:.2}", super::median(&mut wakeups));
+    let mut by_prog: Vec<(f64, String)> =
+        progs.iter_mut().map(|(n, v)| (super::median(v), n.clone())).filter(|(ns, _)| *ns >= 1.0).collect();
+    by_prog.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let by_prog: Vec<String> = by_prog.iter().map(|(ns, n)| format!("{n} {:.2} us", ns / 1e3)).collect();
+    println!("BPF run time per connection by program (median): {}", by_prog.join(", "));
+    Ok(figures)
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
+/// `bench tls`: [`measure`], failing if any connection was missed.
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let f = measure(args)?;
+    if f.missed > 0 {
+        bail!("the agent missed {} connection(s) at {:.0} handshakes/s", f.missed, f.with_agent);
+    }
+    Ok(())
 }
 
 fn tempfile_dir() -> anyhow::Result<PathBuf> {
@@ -235,48 +342,16 @@ fn handshake(
     Ok(())
 }
 
-/// The agent under test, writing JSON lines to a file.
-struct Agent {
-    child: Child,
-    jsonl: PathBuf,
-    log: PathBuf,
-}
+/// The agent under test, counting its records for this benchmark.
+struct TlsAgent(JsonAgent);
 
-impl Agent {
-    fn start(bin: &Path, state: &Path) -> anyhow::Result<Self> {
-        let jsonl = state.join("out.jsonl");
-        let log = state.join("agent.log");
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let root = unsafe { libc::geteuid() } == 0;
-        let mut cmd = if root { Command::new(bin) } else { Command::new("sudo") };
-        if !root {
-            cmd.arg("-E").arg(bin);
-        }
-        cmd.arg("run").arg("--state-dir").arg(state).arg("--jsonl").arg(&jsonl);
-        cmd.env("NHI_OBSERVER_LOG", "info").env("NHI_OBSERVER_LOG_FORMAT", "json");
-        cmd.stdout(Stdio::null()).stderr(std::fs::File::create(&log)?);
-        let child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
-        let agent = Self { child, jsonl, log };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !agent.log_text().contains("probes attached") {
-            if Instant::now() > deadline {
-                bail!("the agent did not attach its probes in 60 s:\n{}", agent.log_text());
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-        Ok(agent)
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
+impl TlsAgent {
     /// Records for this process and the bench server name.
     fn count(&self) -> u64 {
         let pid = i64::from(std::process::id());
-        let text = std::fs::read_to_string(&self.jsonl).unwrap_or_default();
-        text.lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        self.0
+            .records()
+            .iter()
             .filter(|r| {
                 r["event.name"] == "nhi.connection" && r["server.address"] == SERVER_NAME && r["process.pid"] == pid
             })
@@ -285,39 +360,13 @@ impl Agent {
 
     /// Waits until `want` records are there or none arrive for 5 s.
     fn wait_for_records(&self, want: u64) -> anyhow::Result<u64> {
-        let (mut last, mut since) = (0, Instant::now());
-        loop {
-            let n = self.count();
-            if n >= want {
-                return Ok(n);
-            }
-            if n != last {
-                (last, since) = (n, Instant::now());
-            } else if since.elapsed() > Duration::from_secs(5) {
-                return Ok(n);
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
+        Ok(self.0.wait_for(want, || self.count()))
     }
 
     /// Stops the agent; returns the network records the kernel could not
     /// reserve ring space for.
-    fn stop(mut self) -> anyhow::Result<u64> {
-        // SAFETY: plain kill(2) on our child's pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let st = self.child.wait()?;
-        if !st.success() {
-            bail!("the agent exited with {st}:\n{}", self.log_text());
-        }
-        // The last `nhi.agent.stats` record (written at stop) has the kernel's
-        // counts of records it had no ring space for.
-        let text = std::fs::read_to_string(&self.jsonl).unwrap_or_default();
-        let stats = text
-            .lines()
-            .rev()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|r| r["event.name"] == "nhi.agent.stats")
-            .ok_or_else(|| anyhow!("no nhi.agent.stats record from the agent"))?;
+    fn stop(self) -> anyhow::Result<u64> {
+        let stats = self.0.stop()?;
         let counter = |name: &str| stats[name].as_u64().unwrap_or(0);
         Ok(counter("nhi.net.connect.lost") + counter("nhi.net.payload.lost"))
     }
