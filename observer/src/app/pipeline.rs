@@ -347,7 +347,7 @@ impl Pipeline {
             Event::ProcessFork(ev) => self.identity.on_fork(ev),
             Event::ProcessExit(ev) => {
                 self.identity.on_exit(ev);
-                self.dedup.on_exit(ev.task.tgid, ev.task.start_boot_ns, ev.boot_ns);
+                self.dedup.on_exit(ev.tgid, ev.start_boot_ns, ev.boot_ns);
             }
             Event::CgroupMkdir(ev) => self.identity.on_cgroup_mkdir(ev),
             Event::NetConnect(_) | Event::NetPayload(_) | Event::NetClose(_) => {}
