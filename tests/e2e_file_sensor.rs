@@ -122,9 +122,22 @@ ln -s ..data/token $d/token
 cat /var/run/secrets/kubernetes.io/serviceaccount/token > /dev/null
 cat /run/secrets/kubernetes.io/serviceaccount/token > /dev/null
 "#;
-    let out = Command::new("unshare").args(["-m", "--propagation", "private", "sh", "-c", script]).output().unwrap();
+    // unshare execs the shell in place, so the shell has the child's pid and
+    // the two `cat`s are its children: records of any other process opening
+    // a token on this host (another agent, a kubelet) are left out.
+    let child = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", script])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let shell = i64::from(child.id());
+    let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let is_token = |r: &Value| str_attr(r, "nhi.rule") == Some("k8s-service-account-token");
+    let is_token = |r: &Value| {
+        str_attr(r, "nhi.rule") == Some("k8s-service-account-token")
+            && r.get("process.parent_pid").and_then(Value::as_i64) == Some(shell)
+    };
     agent.wait_for_record(Duration::from_secs(5), |r| is_token(r));
     let (status, records, _) = agent.stop(Signal::SIGTERM);
     assert!(status.success());
