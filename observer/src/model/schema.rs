@@ -33,6 +33,22 @@ fn schema_of<T: JsonSchema>() -> Value {
     schema
 }
 
+/// The access record's `nhi.source` tag is pinned per `oneOf` branch with
+/// no text of its own: it gets its branch's (`Read from a file.`).
+fn described_source(mut schema: Value) -> Value {
+    if let Some(Value::Array(branches)) = schema.get_mut("oneOf") {
+        for branch in branches {
+            let text = branch.get("description").and_then(Value::as_str).map(str::to_owned);
+            if let (Some(text), Some(source)) = (text, branch.pointer_mut("/properties/nhi.source"))
+                && let Some(source) = source.as_object_mut()
+            {
+                source.insert("description".into(), Value::String(format!("How the credential was obtained. {text}")));
+            }
+        }
+    }
+    schema
+}
+
 /// Adds `D`'s schema as `$defs/<name>` of `schema`. A part the record
 /// flattens (the workload) is inlined by schemars; naming it as well lets
 /// the docs show it once and leave it out of each record's own table.
@@ -75,7 +91,7 @@ pub fn document() -> Value {
     let records: serde_json::Map<String, Value> = [
         {
             let (name, schema) = record_schema::<CredentialAccess>();
-            (name, with_def::<Workload>(schema, "Workload"))
+            (name, with_def::<Workload>(described_source(schema), "Workload"))
         },
         record_schema::<Rotation>(),
         record_schema::<Connection>(),
