@@ -328,15 +328,16 @@ pub struct FileAccess {
     /// The opening process.
     #[serde(flatten)]
     pub process: Process,
+    /// The opening process's workload (before the content and identity:
+    /// the order the agent has always emitted).
+    #[serde(flatten)]
+    pub workload: Workload,
     /// How the file was read.
     #[serde(flatten)]
     pub content: FileContent,
     /// The identity this record names.
     #[serde(flatten)]
     pub identity: Identity,
-    /// The opening process's workload.
-    #[serde(flatten)]
-    pub workload: Workload,
     /// How many opens this record stands for: the same process opening the same file the same way with the same outcome within `dedup_interval_ms` is folded into one record. Summed, the counts are every open.
     #[serde(rename = "nhi.access.count", skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
@@ -941,6 +942,17 @@ pub struct AgentStats {
     /// Destinations not kept (a usage's list was full).
     #[serde(rename = "nhi.agent.usage.destinations_dropped")]
     pub usage_destinations_dropped: u64,
+}
+
+impl CredentialAccess {
+    /// `nhi.id`: the credential this access names, if any.
+    pub fn nhi_id(&self) -> Option<&str> {
+        match &self.source {
+            AccessSource::File(f) => f.identity.id.as_deref(),
+            AccessSource::Env(e) => e.id.as_deref(),
+            AccessSource::Imds(i) => i.id.as_deref(),
+        }
+    }
 }
 
 impl TypedRecord for CredentialAccess {
