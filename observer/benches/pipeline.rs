@@ -28,7 +28,10 @@ use nhi_observer::{
     config::{Config, Overrides},
     correlate::{self, Access, Connection, Correlator, CorrelatorConfig, Destination, Subject},
     decode::{self, Event},
-    model::{self as record, Consumer, Credential, Source, Value, file::Context},
+    model::{
+        Consumer, Credential, Source, Stored,
+        records::{AccessSource, CredentialAccess, Identity},
+    },
     identity::table::ProcKey,
 };
 use observer_common::{EventKind, FileOpenEvent, INODE_FILE, MatchKind, OpenSyscall, event_flags};
@@ -105,12 +108,18 @@ impl Chain {
 
     /// decode + classify: the record an open becomes, the credential it
     /// names and its consumer (here only what the kernel event carries).
-    fn classify(&self, bytes: &[u8]) -> Option<(record::Record, &Credential, Consumer, ProcKey, u64)> {
+    fn classify(&self, bytes: &[u8]) -> Option<(CredentialAccess, &Credential, Consumer, ProcKey, u64)> {
         classify(&self.watch, &self.ids, bytes)
     }
 
     /// decode + classify + correlate, with a connection every fourth open.
     fn run(&mut self, i: usize, bytes: &[u8]) {
+        self.run_with(i, bytes, |_| {});
+    }
+
+    /// [`Chain::run`], handing each access record to `then` (the store's
+    /// serialisation, in the last benchmark).
+    fn run_with(&mut self, i: usize, bytes: &[u8], then: impl FnOnce(CredentialAccess)) {
         let Some((r, credential, consumer, process, boot_ns)) = classify(&self.watch, &self.ids, bytes) else { return };
         let subject = Subject { host: "bench", credential, source: Source::File, consumer: &consumer };
         if let Some(head) = self.heads.get(&subject) {
@@ -130,6 +139,7 @@ impl Chain {
             self.correlator.drain(&mut out);
             black_box(out);
         }
+        then(r);
     }
 }
 
@@ -139,20 +149,21 @@ fn classify<'a>(
     watch: &WatchList,
     ids: &'a HashMap<u64, Credential>,
     bytes: &[u8],
-) -> Option<(record::Record, &'a Credential, Consumer, ProcKey, u64)> {
+) -> Option<(CredentialAccess, &'a Credential, Consumer, ProcKey, u64)> {
     let event = decode::decode(bytes).ok()?;
     let Event::FileOpen(ev) = &event else { return None };
     let (rule_id, _) = watch.confirm(ev)?;
     let rule = watch.rule(rule_id)?;
-    let cx = Context {
-        host_name: "bench",
-        time: SystemTime::UNIX_EPOCH + Duration::from_nanos(ev.boot_ns),
-        rule: Some((rule.name.as_str(), rule.kind.as_str())),
-    };
-    let mut r = record::file::from_event(&event, &cx)?;
+    let mut access = nhi_observer::model::file::file_access(ev, Some((rule.name.as_str(), rule.kind.as_str())));
     let credential = ids.get(&ev.ino)?;
-    r.attributes.push(("nhi.id", Value::Str(credential.id.clone())));
-    r.set_count(1);
+    access.identity = Identity { id: Some(credential.id.clone()), ..Identity::default() };
+    access.count = Some(1);
+    let r = CredentialAccess {
+        time: SystemTime::UNIX_EPOCH + Duration::from_nanos(ev.boot_ns),
+        host_name: "bench".into(),
+        source: AccessSource::File(access),
+        record_id: None,
+    };
     let consumer = Consumer {
         executable_path: ev.exe.as_ref().map(|e| e.path.to_string_lossy().into_owned()),
         user_id: Some(ev.task.uid),
@@ -190,6 +201,20 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             for (i, bytes) in stream.iter().enumerate() {
                 chain.run(i, bytes);
+            }
+        });
+    });
+    // The one rendering of each access record: the JSON text the store
+    // keeps (and JSON lines and OTLP are made from).
+    let mut chain = Chain::new();
+    let mut n = 0u64;
+    g.bench_function("decode+classify+correlate+serialise", |b| {
+        b.iter(|| {
+            for (i, bytes) in stream.iter().enumerate() {
+                chain.run_with(i, bytes, |mut r| {
+                    n += 1;
+                    black_box(r.to_json(format!("bench-{n}")));
+                });
             }
         });
     });
