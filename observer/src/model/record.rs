@@ -269,3 +269,27 @@ impl Emit {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::records::samples;
+
+    /// The store's text of a typed record is the text its rendering
+    /// (the attribute list every output used to serialise) gives: same
+    /// names, values and order, byte for byte.
+    #[test]
+    fn typed_text_is_the_rendered_text() {
+        for access in samples::accesses() {
+            let mut rendered = super::super::render(&access);
+            let mut typed = Emit::from(access.clone());
+            assert_eq!(Stored::nhi_id(&typed), Stored::nhi_id(&rendered), "{access:?}");
+            assert_eq!(typed.to_json("i-9".into()), rendered.to_json("i-9".into()), "{access:?}");
+        }
+        let mut access = samples::accesses().remove(0);
+        access.record_id = None;
+        let json = Emit::from(access).to_json("i-7".into());
+        assert!(json.starts_with(r#"{"time":"#) && json.ends_with(r#","nhi.record.id":"i-7"}"#), "{json}");
+        assert!(json.contains(r#""file.inode":"1234567","nhi.file.device":"254:1""#), "{json}");
+    }
+}
