@@ -10,13 +10,13 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use observer_common::{DedupKey, DedupValue};
 
-use crate::{correlate::UsageHead, decode::FileOpen, model::Record};
+use crate::{correlate::UsageHead, decode::FileOpen, model::records::CredentialAccess};
 
 /// A file access's record and the usage it counts for (`None`: it names no
 /// credential), as an open made them and its de-dup tails repeat them.
 #[derive(Debug, Clone)]
 pub struct Accessed {
-    pub record: Record,
+    pub record: CredentialAccess,
     pub head: Option<Arc<UsageHead>>,
 }
 
@@ -208,7 +208,12 @@ mod tests {
 
     fn record() -> [Accessed; 1] {
         [Accessed {
-            record: Record { time: std::time::SystemTime::UNIX_EPOCH, event_name: "t", attributes: Vec::new() },
+            record: CredentialAccess {
+                time: std::time::SystemTime::UNIX_EPOCH,
+                host_name: String::new(),
+                source: crate::model::records::AccessSource::File(Default::default()),
+                record_id: None,
+            },
             head: None,
         }]
     }

@@ -50,7 +50,7 @@ use crate::{
     correlate::{self, Correlator, Subject, UsageDelta, UsageHead},
     decode::{Event, FileOpen},
     enrich,
-    model::{self as record, Consumer, Credential, Record, Source, file::Context},
+    model::{self as record, Consumer, Credential, Emit, Record, Source, records::{AccessSource, CredentialAccess, FileAccess}},
     identity::{Identity, env, table::ProcKey},
     net,
     probes::KernelState,
@@ -205,7 +205,7 @@ impl Pipeline {
     }
 
     /// Handles one input, appending the records it yields to `out`.
-    pub fn on_input(&mut self, input: Input, out: &mut Vec<Record>) {
+    pub fn on_input(&mut self, input: Input, out: &mut Vec<Emit>) {
         match input {
             Input::Event(event) => self.on_event(event, out),
             Input::Watch(watch) => self.watch = watch,
@@ -217,23 +217,23 @@ impl Pipeline {
                 self.correlator.expire(crate::clock::boot_now_ns());
                 if self.last_stats.elapsed() >= self.stats_every {
                     self.last_stats = Instant::now();
-                    out.push(self.stats_record());
+                    out.push(self.stats_record().into());
                 }
             }
         }
     }
 
     /// At shutdown: the last de-dup tails and a final stats record.
-    pub fn finish(&mut self, out: &mut Vec<Record>) {
+    pub fn finish(&mut self, out: &mut Vec<Emit>) {
         let pending = self.net.pending();
         self.net.finish_all(&mut self.net_out);
         self.drain_net(out);
         tracing::info!(outcomes = ?self.net.stats(), pending, "network sensor stopped");
         self.sweep(out);
-        out.push(self.stats_record());
+        out.push(self.stats_record().into());
     }
 
-    fn on_event(&mut self, mut event: Event, out: &mut Vec<Record>) {
+    fn on_event(&mut self, mut event: Event, out: &mut Vec<Emit>) {
         Stats::add(&self.stats.events_received, 1);
         enrich::enrich(&mut event);
         let now = Instant::now();
@@ -262,14 +262,16 @@ impl Pipeline {
                 if via != Via::Kernel || ev.match_kind == MatchKind::Path {
                     self.learn_inode(ev, rule_id);
                 }
-                let cx = Context {
-                    host_name: &self.host_name,
+                let mut access = record::file::file_access(ev, Some((rule.name.as_str(), rule.kind.as_str())));
+                let (workload, consumer) = self.identity.typed_consumer(&ev.task, ev.exe.as_ref(), &mut access.process);
+                access.workload = workload;
+                let base = CredentialAccess {
                     time: self.clock.wall_time(ev.boot_ns),
-                    rule: Some((rule.name.as_str(), rule.kind.as_str())),
+                    host_name: self.host_name.clone(),
+                    source: AccessSource::File(access),
+                    record_id: None,
                 };
-                let Some(mut base) = record::file::from_event(&event, &cx) else { return };
-                let consumer = self.identity.annotate_consumer(&ev.task, ev.exe.as_ref(), &mut base.attributes);
-                let mut records: Vec<(Record, Option<Credential>)> = Vec::new();
+                let mut records: Vec<(CredentialAccess, Option<Credential>)> = Vec::new();
                 // A write-only open comes before the content it writes: the
                 // next read shows it (and a change of known content then is
                 // a rotation). Failed opens have nothing to read.
@@ -287,7 +289,7 @@ impl Pipeline {
                         self.stats.count(if c.read { "credential_file_read" } else { "credential_file_cached" });
                         if let Some(before) = &c.rotated_from {
                             self.stats.count("credential_file_rotated");
-                            out.push(record::file::rotation(&base, before, &c.parsed));
+                            out.push(record::file::rotation(&record::render(&base), before, &c.parsed).into());
                         }
                         if let Some(u) = &c.parsed.unparsed {
                             self.stats.count(u.reason());
@@ -318,9 +320,9 @@ impl Pipeline {
                 let count = self.dedup.on_event(ev, &records);
                 let process = ProcKey { tgid: ev.task.tgid, start_boot_ns: ev.task.start_boot_ns };
                 for Accessed { mut record, head } in records {
-                    record.set_count(count);
+                    set_count(&mut record, count);
                     self.correlate_access(Source::File, head, process, ev.boot_ns, record.time, count);
-                    out.push(record);
+                    out.push(record.into());
                 }
             }
             Event::ProcessExec(ev) => {
@@ -341,7 +343,7 @@ impl Pipeline {
                     let head = self.head(credential.as_ref(), Source::Env, &consumer);
                     let process = ProcKey { tgid: ev.task.tgid, start_boot_ns: ev.task.start_boot_ns };
                     self.correlate_access(Source::Env, head, process, ev.boot_ns, time, 1);
-                    out.push(rec);
+                    out.push(rec.into());
                 }
             }
             Event::ProcessFork(ev) => self.identity.on_fork(ev),
@@ -354,13 +356,13 @@ impl Pipeline {
         }
     }
 
-    fn on_net(&mut self, step: impl FnOnce(&mut net::Tracker, &mut Vec<net::Output>), out: &mut Vec<Record>) {
+    fn on_net(&mut self, step: impl FnOnce(&mut net::Tracker, &mut Vec<net::Output>), out: &mut Vec<Emit>) {
         step(&mut self.net, &mut self.net_out);
         self.drain_net(out);
     }
 
     /// Network outputs as records, each with its task's workload identity.
-    fn drain_net(&mut self, out: &mut Vec<Record>) {
+    fn drain_net(&mut self, out: &mut Vec<Emit>) {
         for o in std::mem::take(&mut self.net_out) {
             match o {
                 net::Output::Connection(c) => {
@@ -382,7 +384,7 @@ impl Pipeline {
                         if linked > 0 { &self.stats.connections_linked } else { &self.stats.connections_unlinked },
                         1,
                     );
-                    out.push(rec);
+                    out.push(rec.into());
                 }
                 net::Output::Imds(r) => {
                     let time = self.clock.wall_time(r.boot_ns);
@@ -393,7 +395,7 @@ impl Pipeline {
                     let head = self.head(credential.as_ref(), Source::Imds, &consumer);
                     let process = ProcKey { tgid: task.tgid, start_boot_ns: task.start_boot_ns };
                     self.correlate_access(Source::Imds, head, process, r.boot_ns, time, 1);
-                    out.push(rec);
+                    out.push(rec.into());
                 }
             }
         }
@@ -432,7 +434,7 @@ impl Pipeline {
         let _ = self.new_inodes.send(entry);
     }
 
-    fn sweep(&mut self, out: &mut Vec<Record>) {
+    fn sweep(&mut self, out: &mut Vec<Emit>) {
         let Some(kernel) = &self.kernel else { return };
         let mut tails = Vec::new();
         let clock = &mut self.clock;
@@ -440,9 +442,9 @@ impl Pipeline {
         for (records, count, key, last_ns) in tails {
             let process = ProcKey { tgid: key.tgid, start_boot_ns: key.start_ns };
             for Accessed { mut record, head } in records {
-                record.set_count(count);
+                set_count(&mut record, count);
                 self.correlate_access(Source::File, head, process, last_ns, record.time, count);
-                out.push(record);
+                out.push(record.into());
             }
         }
     }
@@ -491,9 +493,28 @@ fn read_path(ev: &FileOpen) -> Option<std::path::PathBuf> {
     Some(std::path::PathBuf::from(std::ffi::OsString::from(std::ffi::OsStr::from_bytes(&bytes))))
 }
 
+/// `nhi.access.count` of a file access.
+fn set_count(record: &mut CredentialAccess, count: u64) {
+    if let AccessSource::File(f) = &mut record.source {
+        f.count = Some(count);
+    }
+}
+
+/// The file part of a file access.
+fn file_part(record: &mut CredentialAccess) -> Option<&mut FileAccess> {
+    match &mut record.source {
+        AccessSource::File(f) => Some(f),
+        _ => None,
+    }
+}
+
 /// One record per identity, with the credential it names; the file-level
 /// record (naming none) when there is no identity.
-fn identity_records(base: Record, parsed: &Parsed, format: &str) -> Vec<(Record, Option<Credential>)> {
+fn identity_records(
+    base: CredentialAccess,
+    parsed: &Parsed,
+    format: &str,
+) -> Vec<(CredentialAccess, Option<Credential>)> {
     use crate::model::records::{Facts, FileContent, Identity};
     let mut base = base;
     let unparsed = if parsed.identities.is_empty() { parsed.unparsed.as_ref() } else { None };
@@ -507,7 +528,9 @@ fn identity_records(base: Record, parsed: &Parsed, format: &str) -> Vec<(Record,
             _ => None,
         },
     };
-    record::render::append(&content, &mut base.attributes);
+    if let Some(f) = file_part(&mut base) {
+        f.content = content;
+    }
     if parsed.identities.is_empty() {
         return vec![(base, None)];
     }
@@ -516,9 +539,10 @@ fn identity_records(base: Record, parsed: &Parsed, format: &str) -> Vec<(Record,
         .iter()
         .map(|i| {
             let mut r = base.clone();
-            r.set("nhi.kind", i.kind.clone());
-            let identity = Identity { id: Some(i.id.clone()), facts: Facts(i.attributes.clone()) };
-            record::render::append(&identity, &mut r.attributes);
+            if let Some(f) = file_part(&mut r) {
+                f.kind = Some(i.kind.clone());
+                f.identity = Identity { id: Some(i.id.clone()), facts: Facts(i.attributes.clone()) };
+            }
             (r, Some(Credential { id: i.id.clone(), kind: i.kind.clone() }))
         })
         .collect()
@@ -530,11 +554,14 @@ mod tests {
 
     use super::*;
 
-    fn base() -> Record {
-        Record {
+    fn base() -> CredentialAccess {
+        let mut f = FileAccess { kind: Some("aws.access_key".into()), ..FileAccess::default() };
+        f.open.path = "/root/.aws/credentials".into();
+        CredentialAccess {
             time: std::time::SystemTime::UNIX_EPOCH,
-            event_name: record::EVENT_CREDENTIAL_ACCESS,
-            attributes: vec![("nhi.kind", "aws.access_key".into()), ("file.path", "/root/.aws/credentials".into())],
+            host_name: "h".into(),
+            source: AccessSource::File(f),
+            record_id: None,
         }
     }
 
@@ -555,7 +582,7 @@ mod tests {
                 Some(Credential { id: "ASIA2".into(), kind: "aws.session_key".into() })
             ]
         );
-        let recs: Vec<Record> = with_ids.into_iter().map(|(r, _)| r).collect();
+        let recs: Vec<Record> = with_ids.into_iter().map(|(r, _)| record::render(&r)).collect();
         assert_eq!(recs.len(), 2);
         let get = |r: &Record, k: &str| r.attributes.iter().find(|(x, _)| *x == k).map(|(_, v)| v.clone());
         assert_eq!(get(&recs[1], "nhi.kind"), Some("aws.session_key".into()));
@@ -565,11 +592,11 @@ mod tests {
         let none: Vec<Record> =
             identity_records(base(), &Parsed::unparsed(Unparsed::Binary), "aws-ini").into_iter().map(|(r, c)| {
                 assert!(c.is_none(), "a file-level record names no credential");
-                r
+                record::render(&r)
             }).collect();
         assert_eq!(get(&none[0], "nhi.unparsed.reason"), Some("binary".into()));
         assert_eq!(get(&none[0], "nhi.id"), None);
-        let rot = record::file::rotation(&base(), &parsed, &Parsed { identities: vec![Identity::new("aws.access_key", "AKIA3")], unparsed: None });
+        let rot = record::file::rotation(&record::render(&base()), &parsed, &Parsed { identities: vec![Identity::new("aws.access_key", "AKIA3")], unparsed: None });
         assert_eq!(rot.event_name, crate::model::EVENT_CREDENTIAL_ROTATION);
         assert_eq!(get(&rot, "nhi.rotation.previous_ids"), Some("AKIA1,ASIA2".into()));
         assert_eq!(get(&rot, "nhi.rotation.identity_changed"), Some(true.into()));

@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use super::{Input, Pipeline, findings, health};
 use crate::{
     export::jsonl::JsonLines,
-    model::Record,
+    model::{Emit, Record},
     stats::Stats,
     store::{self, COMMIT_ROWS, Store},
 };
@@ -38,17 +38,27 @@ impl Out<'_> {
         tracing::debug!(error = %e, "store write failed");
     }
 
-    fn write(&mut self, records: &mut Vec<Record>) {
+    fn write(&mut self, records: &mut Vec<Emit>) {
         for mut record in records.drain(..) {
-            if record.event_name == crate::model::EVENT_AGENT_STATS {
+            match &record {
                 // Counters, not observations: JSON lines, and OTLP metrics.
-                self.unstored
-                    .push(serde_json::to_string(&record).unwrap_or_default());
-            } else if let Err(e) = self.store.append(&mut record) {
-                self.store_error(&e);
+                Emit::Record(r) if r.event_name == crate::model::EVENT_AGENT_STATS => {
+                    self.unstored.push(serde_json::to_string(r).unwrap_or_default());
+                }
+                _ => {
+                    if let Err(e) = self.store.append(&mut record) {
+                        self.store_error(&e);
+                    }
+                }
             }
             Stats::add(&self.stats.records_written, 1);
         }
+    }
+
+    /// [`Out::write`] for records already in attribute form.
+    fn write_records(&mut self, records: &mut Vec<Record>) {
+        let mut emitted: Vec<Emit> = records.drain(..).map(Emit::from).collect();
+        self.write(&mut emitted);
     }
 
     /// Usage deltas into the store; the resulting `nhi.usage` records out.
@@ -67,7 +77,7 @@ impl Out<'_> {
         if let Err(e) = self.store.usage_counted() {
             self.store_error(&e);
         }
-        self.write(&mut records);
+        self.write_records(&mut records);
     }
 
     /// The `nhi.usage` records of usages the store recounted at start
@@ -79,7 +89,7 @@ impl Out<'_> {
             .iter()
             .map(store::usage_record)
             .collect();
-        self.write(&mut records);
+        self.write_records(&mut records);
     }
 
     /// Commits when due (or `force`); the JSON lines follow each commit, and
@@ -142,6 +152,7 @@ pub(super) fn sink_loop(
     health: &health::Health,
 ) -> std::io::Result<()> {
     let mut records = Vec::new();
+    let mut emitted = Vec::new();
     let mut deltas = Vec::new();
     let mut last_heartbeat = Instant::now();
     let mut last_trim = Instant::now();
@@ -161,13 +172,13 @@ pub(super) fn sink_loop(
             let Some(input) = next else { break };
             health.beat();
             if let Some(input) = input {
-                pipeline.on_input(input, &mut records);
-                out.write(&mut records);
+                pipeline.on_input(input, &mut emitted);
+                out.write(&mut emitted);
                 // What is already queued, up to one transaction's worth.
                 while out.store.pending_rows() < COMMIT_ROWS {
                     let Ok(input) = rx.try_recv() else { break };
-                    pipeline.on_input(input, &mut records);
-                    out.write(&mut records);
+                    pipeline.on_input(input, &mut emitted);
+                    out.write(&mut emitted);
                 }
             }
             if pipeline.usage_due() {
@@ -189,7 +200,7 @@ pub(super) fn sink_loop(
                 }
                 findings.watching(*since, sensors.clone(), &counters);
                 records.extend(findings.coverage(out.store, &counters, "up"));
-                out.write(&mut records);
+                out.write_records(&mut records);
             }
             if last_heartbeat.elapsed() >= HEARTBEAT {
                 last_heartbeat = Instant::now();
@@ -204,13 +215,13 @@ pub(super) fn sink_loop(
             }
             if findings.coverage_due() {
                 records.extend(findings.coverage(out.store, &pipeline.counters(), "up"));
-                out.write(&mut records);
+                out.write_records(&mut records);
             }
             if out.store.is_watching() && findings.evaluation_due() {
                 if let Err(e) = findings.evaluate(out.store, &mut records) {
                     out.store_error(&e);
                 }
-                out.write(&mut records);
+                out.write_records(&mut records);
             }
             if last_trim.elapsed() >= TRIM_EVERY {
                 last_trim = Instant::now();
@@ -218,8 +229,8 @@ pub(super) fn sink_loop(
             }
             out.commit(false)?;
         }
-        pipeline.finish(&mut records);
-        out.write(&mut records);
+        pipeline.finish(&mut emitted);
+        out.write(&mut emitted);
         out.usage(pipeline, &mut deltas);
         // Last judgement on what this run saw, and its last interval.
         if out.store.is_watching() {
@@ -227,7 +238,7 @@ pub(super) fn sink_loop(
                 out.store_error(&e);
             }
             records.extend(findings.coverage(out.store, &pipeline.counters(), "stopping"));
-            out.write(&mut records);
+            out.write_records(&mut records);
         }
         out.commit(true)?;
         if let Err(e) = out.store.close(&pipeline.counters()) {

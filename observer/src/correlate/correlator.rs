@@ -154,7 +154,9 @@ struct Recent {
 pub struct Correlator {
     cfg: CorrelatorConfig,
     recent: LruCache<ProcKey, Vec<Recent>>,
-    pending: HashMap<Arc<str>, UsageDelta>,
+    /// By usage key, hashed with the fast hasher the LRU caches use (a
+    /// key is long; SipHash of it per access showed in the profile).
+    pending: HashMap<Arc<str>, UsageDelta, lru::DefaultHasher>,
     /// Connections linked to at least one credential, and not.
     pub linked: u64,
     pub unlinked: u64,
@@ -165,7 +167,7 @@ pub struct Correlator {
 
 impl Correlator {
     pub fn new(cfg: CorrelatorConfig) -> Self {
-        Self { recent: LruCache::sparse(cfg.max_processes), pending: HashMap::new(), cfg, linked: 0, unlinked: 0, destinations_dropped: 0 }
+        Self { recent: LruCache::sparse(cfg.max_processes), pending: HashMap::default(), cfg, linked: 0, unlinked: 0, destinations_dropped: 0 }
     }
 
     /// Usage deltas waiting for the sink.
@@ -186,7 +188,8 @@ impl Correlator {
         delta.touch(a.wall);
         delta.accesses += a.count;
         let list = self.recent.get_or_insert_mut(a.process, Vec::new);
-        match list.iter_mut().find(|r| r.head.key == a.head.key) {
+        // Heads of one usage are shared: the pointer answers before the key.
+        match list.iter_mut().find(|r| Arc::ptr_eq(&r.head, &a.head) || r.head.key == a.head.key) {
             Some(r) => r.boot_ns = r.boot_ns.max(a.boot_ns),
             None => {
                 if list.len() >= MAX_CREDS_PER_PROCESS
@@ -219,7 +222,7 @@ impl Correlator {
                 } else {
                     continue;
                 };
-                match links.iter_mut().find(|(h, _)| h.key == r.head.key) {
+                match links.iter_mut().find(|(h, _)| Arc::ptr_eq(h, &r.head) || h.key == r.head.key) {
                     Some((_, best)) => *best = (*best).min(confidence),
                     None => links.push((r.head.clone(), confidence)),
                 }

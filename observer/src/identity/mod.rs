@@ -261,6 +261,28 @@ impl Identity {
         w.consumer(task, exe)
     }
 
+    /// The typed workload of `task`'s process and its typed consumer
+    /// (`exe`: the executable path the event carries, if any); fills in
+    /// the `process`'s parent and executable where the kernel did not
+    /// capture them (as [`Identity::annotate`] does for attributes).
+    pub fn typed_consumer(
+        &mut self,
+        task: &Task,
+        exe: Option<&crate::decode::WalkedPath>,
+        process: &mut crate::model::records::Process,
+    ) -> (crate::model::records::Workload, Consumer) {
+        let w = self.workload(task);
+        if let Some(p) = &w.process {
+            if process.parent_pid.is_none() && p.ppid != 0 {
+                process.parent_pid = Some(p.ppid);
+            }
+            if process.executable_path.is_none() {
+                process.executable_path = p.exe.as_deref().map(str::to_owned);
+            }
+        }
+        (w.typed(), w.consumer(task, exe))
+    }
+
     /// A process the table does not know: from /proc if it is still the same
     /// process, else from what the event's task carries.
     fn learn(&mut self, task: &Task) {

@@ -92,8 +92,8 @@ pub fn file_access(ev: &FileOpen, rule: Option<(&str, &str)>) -> FileAccess {
             path_truncated,
             requested_path: requested,
             requested_path_truncated: ev.path_truncated,
-            inode: known_file.then(|| ev.ino.to_string()),
-            device: known_file.then(|| device(ev.dev)),
+            inode: known_file.then_some(records::Inode(ev.ino)),
+            device: known_file.then_some(records::Device(ev.dev)),
             access: ev.access().as_str(),
             create: ev.creates(),
             mode: ev.creates().then(|| format!("{:04o}", ev.mode & 0o7777)),
@@ -137,8 +137,7 @@ fn match_name(m: MatchKind) -> &'static str {
 /// `nhi.file.device`: `major:minor` of a kernel `dev_t`
 /// (`super_block::s_dev`, as file events carry it).
 pub fn device(dev: u64) -> String {
-    let (major, minor) = observer_common::kernel_dev_split(dev as u32);
-    format!("{major}:{minor}")
+    records::Device(dev).to_string()
 }
 
 fn errno_name(ret: i64) -> String {

@@ -27,7 +27,7 @@ pub mod subject;
 
 pub use record::{
     EVENT_AGENT_STATS, EVENT_CONNECTION, EVENT_COVERAGE, EVENT_CREDENTIAL_ACCESS,
-    EVENT_CREDENTIAL_ROTATION, EVENT_FINDING, EVENT_NAMES, EVENT_USAGE, Record, Value,
+    EVENT_CREDENTIAL_ROTATION, EVENT_FINDING, EVENT_NAMES, EVENT_USAGE, Emit, Record, Stored, Value,
     process_attributes, rfc3339,
 };
 pub use render::render;

@@ -145,3 +145,151 @@ pub fn process_attributes(
 ) {
     super::render::append(&super::records::Process::new(task, exe), a);
 }
+
+/// A typed record's JSON text, as the store keeps it: `time`, `event.name`,
+/// then its attributes, straight from its `Serialize` derive (no attribute
+/// list in between). The same text as the serialisation of its
+/// [`super::render()`]ing: both come from the same derive, in the same order.
+pub fn typed_json<T: super::records::TypedRecord>(r: &T) -> String {
+    #[derive(Serialize)]
+    struct Stored<'a, T: Serialize> {
+        time: String,
+        #[serde(rename = "event.name")]
+        event_name: &'static str,
+        #[serde(flatten)]
+        record: &'a T,
+    }
+    serde_json::to_string(&Stored { time: rfc3339(r.time()), event_name: T::EVENT_NAME, record: r })
+        .unwrap_or_default()
+}
+
+/// What the stages hand the store: a typed record, rendered once there
+/// (its JSON text, from which JSON lines and OTLP are made), or a record
+/// already in attribute form.
+#[derive(Debug, Clone)]
+pub enum Emit {
+    /// `nhi.credential.access`, typed (its identity is [`Emit::nhi_id`]).
+    Access(Box<super::records::CredentialAccess>),
+    /// Any other record, as attributes.
+    Record(Record),
+}
+
+impl From<Record> for Emit {
+    fn from(r: Record) -> Self {
+        Self::Record(r)
+    }
+}
+
+impl From<super::records::CredentialAccess> for Emit {
+    fn from(r: super::records::CredentialAccess) -> Self {
+        Self::Access(Box::new(r))
+    }
+}
+
+/// What the store needs of a record: its time, event name, the credential
+/// it names (`nhi.id`, a typed field where the record is typed) and its
+/// one JSON text, with the `nhi.record.id` the store gives it.
+pub trait Stored {
+    fn time(&self) -> SystemTime;
+    fn event_name(&self) -> &'static str;
+    /// `nhi.id`: the credential the record names, if any.
+    fn nhi_id(&self) -> Option<&str>;
+    /// The record's JSON text, with its `nhi.record.id`.
+    fn to_json(&mut self, record_id: String) -> String;
+}
+
+impl Stored for super::records::CredentialAccess {
+    fn time(&self) -> SystemTime {
+        self.time
+    }
+    fn event_name(&self) -> &'static str {
+        EVENT_CREDENTIAL_ACCESS
+    }
+    fn nhi_id(&self) -> Option<&str> {
+        super::records::CredentialAccess::nhi_id(self)
+    }
+    fn to_json(&mut self, record_id: String) -> String {
+        self.record_id = Some(record_id);
+        typed_json(self)
+    }
+}
+
+impl Stored for Record {
+    fn time(&self) -> SystemTime {
+        self.time
+    }
+    fn event_name(&self) -> &'static str {
+        self.event_name
+    }
+    fn nhi_id(&self) -> Option<&str> {
+        self.attributes.iter().find(|(k, _)| *k == "nhi.id").and_then(|(_, v)| match v {
+            Value::Str(s) => Some(s.as_str()),
+            _ => None,
+        })
+    }
+    fn to_json(&mut self, record_id: String) -> String {
+        self.set("nhi.record.id", record_id);
+        serde_json::to_string(&*self).unwrap_or_default()
+    }
+}
+
+impl Stored for Emit {
+    fn time(&self) -> SystemTime {
+        match self {
+            Self::Access(a) => a.time,
+            Self::Record(r) => r.time,
+        }
+    }
+    fn event_name(&self) -> &'static str {
+        match self {
+            Self::Access(_) => EVENT_CREDENTIAL_ACCESS,
+            Self::Record(r) => r.event_name,
+        }
+    }
+    fn nhi_id(&self) -> Option<&str> {
+        match self {
+            Self::Access(a) => a.nhi_id(),
+            Self::Record(r) => Stored::nhi_id(r),
+        }
+    }
+    fn to_json(&mut self, record_id: String) -> String {
+        match self {
+            Self::Access(a) => a.to_json(record_id),
+            Self::Record(r) => r.to_json(record_id),
+        }
+    }
+}
+
+impl Emit {
+    /// The record as attributes (tests, and readers of attributes).
+    pub fn rendered(&self) -> Record {
+        match self {
+            Self::Access(a) => super::render(&**a),
+            Self::Record(r) => r.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::records::samples;
+
+    /// The store's text of a typed record is the text its rendering
+    /// (the attribute list every output used to serialise) gives: same
+    /// names, values and order, byte for byte.
+    #[test]
+    fn typed_text_is_the_rendered_text() {
+        for access in samples::accesses() {
+            let mut rendered = super::super::render(&access);
+            let mut typed = Emit::from(access.clone());
+            assert_eq!(Stored::nhi_id(&typed), Stored::nhi_id(&rendered), "{access:?}");
+            assert_eq!(typed.to_json("i-9".into()), rendered.to_json("i-9".into()), "{access:?}");
+        }
+        let mut access = samples::accesses().remove(0);
+        access.record_id = None;
+        let json = Emit::from(access).to_json("i-7".into());
+        assert!(json.starts_with(r#"{"time":"#) && json.ends_with(r#","nhi.record.id":"i-7"}"#), "{json}");
+        assert!(json.contains(r#""file.inode":"1234567","nhi.file.device":"254:1""#), "{json}");
+    }
+}

@@ -259,10 +259,10 @@ pub struct FileOpen {
     pub requested_path_truncated: bool,
     /// The opened file's inode (successful opens), as a decimal string.
     #[serde(rename = "file.inode", skip_serializing_if = "Option::is_none")]
-    pub inode: Option<String>,
+    pub inode: Option<Inode>,
     /// The opened file's device, `major:minor` (successful opens).
     #[serde(rename = "nhi.file.device", skip_serializing_if = "Option::is_none")]
-    pub device: Option<String>,
+    pub device: Option<Device>,
     /// `read`, `write` or `read_write`.
     #[serde(rename = "nhi.file.access")]
     pub access: &'static str,
@@ -292,6 +292,53 @@ pub struct FileOpen {
     #[serde(rename = "error.type", skip_serializing_if = "Option::is_none")]
     pub error_type: Option<String>,
 }
+
+/// An inode number, shown as a decimal string (written straight into the
+/// output, no string kept per event).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Inode(pub u64);
+
+impl Serialize for Inode {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+/// A kernel `dev_t` (`super_block::s_dev`, as file events carry it), shown
+/// as `major:minor`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Device(pub u64);
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (major, minor) = observer_common::kernel_dev_split(self.0 as u32);
+        write!(f, "{major}:{minor}")
+    }
+}
+
+impl Serialize for Device {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Both are strings in every output.
+macro_rules! string_schema {
+    ($($t:ty),*) => {$(
+        impl JsonSchema for $t {
+            fn inline_schema() -> bool {
+                true
+            }
+            fn schema_name() -> Cow<'static, str> {
+                String::schema_name()
+            }
+            fn json_schema(g: &mut SchemaGenerator) -> Schema {
+                String::json_schema(g)
+            }
+        }
+    )*};
+}
+string_schema!(Inode, Device);
 
 /// How the catalog read a file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
@@ -328,15 +375,16 @@ pub struct FileAccess {
     /// The opening process.
     #[serde(flatten)]
     pub process: Process,
+    /// The opening process's workload (before the content and identity:
+    /// the order the agent has always emitted).
+    #[serde(flatten)]
+    pub workload: Workload,
     /// How the file was read.
     #[serde(flatten)]
     pub content: FileContent,
     /// The identity this record names.
     #[serde(flatten)]
     pub identity: Identity,
-    /// The opening process's workload.
-    #[serde(flatten)]
-    pub workload: Workload,
     /// How many opens this record stands for: the same process opening the same file the same way with the same outcome within `dedup_interval_ms` is folded into one record. Summed, the counts are every open.
     #[serde(rename = "nhi.access.count", skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
@@ -943,6 +991,17 @@ pub struct AgentStats {
     pub usage_destinations_dropped: u64,
 }
 
+impl CredentialAccess {
+    /// `nhi.id`: the credential this access names, if any.
+    pub fn nhi_id(&self) -> Option<&str> {
+        match &self.source {
+            AccessSource::File(f) => f.identity.id.as_deref(),
+            AccessSource::Env(e) => e.id.as_deref(),
+            AccessSource::Imds(i) => i.id.as_deref(),
+        }
+    }
+}
+
 impl TypedRecord for CredentialAccess {
     const EVENT_NAME: &'static str = EVENT_CREDENTIAL_ACCESS;
     fn time(&self) -> SystemTime {
@@ -1045,8 +1104,8 @@ pub(crate) mod samples {
                 path_truncated: true,
                 requested_path: "credentials".into(),
                 requested_path_truncated: true,
-                inode: Some("1234567".into()),
-                device: Some("254:1".into()),
+                inode: Some(Inode(1_234_567)),
+                device: Some(Device(u64::from(observer_common::kernel_dev(254, 1)))),
                 access: "read_write",
                 create: true,
                 mode: Some("0600".into()),

@@ -15,7 +15,7 @@ use super::{
 };
 use crate::{
     correlate::UsageDelta,
-    model::{Record, Value},
+    model::Stored,
 };
 
 /// Rows in one transaction at most before it is committed.
@@ -501,15 +501,11 @@ impl Store {
     /// the database cannot be written the record waits in the retry queue;
     /// the error is returned for the count of failed writes, the record is
     /// not lost with it.
-    pub fn append(&mut self, record: &mut Record) -> Result<(), StoreError> {
+    pub fn append<R: Stored + ?Sized>(&mut self, record: &mut R) -> Result<(), StoreError> {
         let id = self.take_id();
-        record.set("nhi.record.id", format!("{}-{id}", self.instance));
-        let body = serde_json::to_string(&*record).unwrap_or_default();
-        let nhi_id = record.attributes.iter().find(|(k, _)| *k == "nhi.id").and_then(|(_, v)| match v {
-            Value::Str(s) => Some(s.clone()),
-            _ => None,
-        });
-        let row = Row { id, time_ns: ns(record.time), event_name: record.event_name, nhi_id, body };
+        let body = record.to_json(format!("{}-{id}", self.instance));
+        let nhi_id = record.nhi_id().map(str::to_owned);
+        let row = Row { id, time_ns: ns(record.time()), event_name: record.event_name(), nhi_id, body };
         self.submit(Op::Record(row))
     }
 
@@ -821,6 +817,7 @@ fn insert_row(conn: &Connection, row: &Row) -> rusqlite::Result<()> {
 pub(super) mod tests {
     use super::*;
     use crate::store::outbox::{open_reader, records_after};
+    use crate::model::Record;
 
     /// Guards the retry queue: a full disk (here: the database's page limit)
     /// makes writes fail mid-transaction; nothing is handed out for JSON
