@@ -35,6 +35,11 @@ pub const RETRY_EVERY: Duration = Duration::from_secs(1);
 /// What the WAL file is cut back to after each checkpoint.
 const WAL_LIMIT_BYTES: i64 = 512 * 1024;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Records inserted by one statement: appended records wait in the open
+/// transaction's `pending` until this many are there (or anything else
+/// writes, or it commits), then go in one multi-row `INSERT` (one
+/// statement run instead of this many: `bench tls`).
+const INSERT_BATCH: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -127,6 +132,12 @@ pub struct Store {
     /// Usages whose totals the start recounted from committed access
     /// records (their `nhi.usage` records are due).
     pub(super) recounted: Vec<super::UsageRow>,
+    /// How many of `pending`'s last ops are records not yet inserted
+    /// (written [`INSERT_BATCH`] at a time; always a suffix of `pending`).
+    pub(super) unwritten: usize,
+    /// Capacity for the next record's JSON text (from the last one's
+    /// length): one allocation instead of a doubling series.
+    pub(super) body_hint: usize,
 }
 
 /// One record as stored.
@@ -349,6 +360,8 @@ impl Store {
             commits: 0,
             first_id: next_id,
             recounted: Vec::new(),
+            unwritten: 0,
+            body_hint: 1024,
         };
         let started = store.begin().and_then(|()| store.start_run(now)).and_then(|()| store.conn.execute_batch("COMMIT"));
         match started {
@@ -449,7 +462,36 @@ impl Store {
         Ok(())
     }
 
+    /// Opens the transaction if none is open, and inserts the records that
+    /// wait for a batch: whatever writes or reads next sees them.
     pub(super) fn begin(&mut self) -> rusqlite::Result<()> {
+        self.open_tx()?;
+        self.insert_waiting()
+    }
+
+    /// Inserts the records of the open transaction not yet written, in
+    /// multi-row statements of [`INSERT_BATCH`], the rest one by one.
+    fn insert_waiting(&mut self) -> rusqlite::Result<()> {
+        if self.unwritten == 0 {
+            return Ok(());
+        }
+        let rows = &self.pending[self.pending.len() - self.unwritten..];
+        let mut chunks = rows.chunks_exact(INSERT_BATCH);
+        for chunk in &mut chunks {
+            // Only records wait; the highest id is the last.
+            if let Some(Op::Record(last)) = chunk.last() {
+                Self::reserve(&self.conn, &mut self.reserved, last.id)?;
+            }
+            insert_rows(&self.conn, chunk)?;
+        }
+        for op in chunks.remainder() {
+            Self::write_op(&self.conn, &mut self.reserved, op)?;
+        }
+        self.unwritten = 0;
+        Ok(())
+    }
+
+    fn open_tx(&mut self) -> rusqlite::Result<()> {
         if self.in_tx && self.conn.is_autocommit() {
             // SQLite rolled the open transaction back after an error (a
             // full disk mid-statement): what it held is lost unless replayed.
@@ -504,7 +546,13 @@ impl Store {
     pub fn append(&mut self, record: &mut Record) -> Result<(), StoreError> {
         let id = self.take_id();
         record.set("nhi.record.id", format!("{}-{id}", self.instance));
-        let body = serde_json::to_string(&*record).unwrap_or_default();
+        let mut text = Vec::with_capacity(self.body_hint);
+        let body = match serde_json::to_writer(&mut text, &*record) {
+            // serde_json writes UTF-8 only.
+            Ok(()) => String::from_utf8(text).unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        self.body_hint = (body.len() + body.len() / 4).clamp(256, 64 * 1024);
         let nhi_id = record.attributes.iter().find(|(k, _)| *k == "nhi.id").and_then(|(_, v)| match v {
             Value::Str(s) => Some(s.clone()),
             _ => None,
@@ -522,8 +570,17 @@ impl Store {
             self.queue(op);
             return Ok(());
         }
-        let written = self.begin().and_then(|()| Self::write_op(&self.conn, &mut self.reserved, &op));
-        self.pending.push(op);
+        let written = if matches!(op, Op::Record(_)) {
+            // Records wait for a batch (inserted by `begin`).
+            let opened = self.open_tx();
+            self.pending.push(op);
+            self.unwritten += 1;
+            opened.and_then(|()| if self.unwritten >= INSERT_BATCH { self.insert_waiting() } else { Ok(()) })
+        } else {
+            let written = self.begin().and_then(|()| Self::write_op(&self.conn, &mut self.reserved, &op));
+            self.pending.push(op);
+            written
+        };
         match written {
             Ok(()) => {
                 self.rows += 1;
@@ -594,7 +651,7 @@ impl Store {
         if !self.in_tx {
             return Ok(());
         }
-        if let Err(e) = self.conn.execute_batch("COMMIT") {
+        if let Err(e) = self.insert_waiting().and_then(|()| self.conn.execute_batch("COMMIT")) {
             self.fail(&e);
             return Err(e.into());
         }
@@ -634,6 +691,7 @@ impl Store {
         }
         self.in_tx = false;
         self.rows = 0;
+        self.unwritten = 0;
         self.coverage = self.coverage_at_begin.clone();
         // The reservation may have gone with the transaction: write it again.
         self.reserved = 0;
@@ -814,6 +872,30 @@ fn unwritable_now() -> rusqlite::Error {
 fn insert_row(conn: &Connection, row: &Row) -> rusqlite::Result<()> {
     conn.prepare_cached("INSERT OR IGNORE INTO records (id, time_ns, event_name, nhi_id, body) VALUES (?1, ?2, ?3, ?4, ?5)")?
         .execute(params![row.id, row.time_ns, row.event_name, row.nhi_id, row.body])?;
+    Ok(())
+}
+
+/// [`INSERT_BATCH`] records in one statement (`OR IGNORE` as in
+/// [`insert_row`]).
+fn insert_rows(conn: &Connection, ops: &[Op]) -> rusqlite::Result<()> {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let values = vec!["(?, ?, ?, ?, ?)"; INSERT_BATCH].join(", ");
+        format!("INSERT OR IGNORE INTO records (id, time_ns, event_name, nhi_id, body) VALUES {values}")
+    });
+    let mut stmt = conn.prepare_cached(&SQL)?;
+    let mut at = 1;
+    for op in ops {
+        // Only records wait for a batch (anything else would leave its
+        // parameters unbound: NULL, refused by the table).
+        let Op::Record(row) = op else { continue };
+        stmt.raw_bind_parameter(at, row.id)?;
+        stmt.raw_bind_parameter(at + 1, row.time_ns)?;
+        stmt.raw_bind_parameter(at + 2, row.event_name)?;
+        stmt.raw_bind_parameter(at + 3, &row.nhi_id)?;
+        stmt.raw_bind_parameter(at + 4, &row.body)?;
+        at += 5;
+    }
+    stmt.raw_execute()?;
     Ok(())
 }
 
