@@ -1022,6 +1022,50 @@ pub(super) mod tests {
         }
     }
 
+    /// Guards the batched inserts: records wait for a multi-row INSERT, so
+    /// a write of another kind (here the usage mark, and the run's row)
+    /// must see the records before it, the batch that fills and the
+    /// remainder both reach the database, each id once and in order, and
+    /// nothing goes out before the commit.
+    #[test]
+    fn batched_records_are_stored_whole_in_order_and_before_other_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let reader = open_reader(dir.path()).unwrap();
+        let n = INSERT_BATCH * 2 + 7;
+        let mut out = Vec::new();
+        for k in 0..n {
+            s.append(&mut record(u32::try_from(k).unwrap())).unwrap();
+            if k == INSERT_BATCH + 3 {
+                // Not a multiple of the batch: these records wait, and the
+                // mark (another table) flushes them first.
+                assert!(s.unwritten > 0);
+                s.usage_counted().unwrap();
+                assert_eq!(s.unwritten, 0, "a write of another kind inserts the waiting records first");
+                let seen: i64 = s.conn.query_row("SELECT count(*) FROM records", [], |r| r.get(0)).unwrap();
+                assert_eq!(seen, i64::try_from(k + 1).unwrap(), "the open transaction holds every record so far");
+            }
+        }
+        s.take_committed(&mut out);
+        assert!(out.is_empty(), "nothing goes out before its commit");
+        assert!(s.unwritten > 0, "the last records wait for the commit");
+        assert!(s.maybe_commit(true).unwrap());
+        s.take_committed(&mut out);
+        assert_eq!(out.len(), n);
+        let rows = records_after(&reader, 0, 10_000).unwrap();
+        let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+        assert_eq!(ids, (1..=i64::try_from(n).unwrap()).collect::<Vec<_>>());
+        for (k, (_, _, body)) in rows.iter().enumerate() {
+            assert_eq!(body, &out[k], "the stored text is the text handed out");
+            assert!(body.contains(&format!("\"AKIA{k}\"")), "row {k} holds its own record: {body}");
+        }
+        let nhi_ids: i64 = reader.query_row("SELECT count(*) FROM records WHERE nhi_id = 'AKIA40'", [], |r| r.get(0)).unwrap();
+        assert_eq!(nhi_ids, 1, "the columns are bound per row");
+        let reserved: String =
+            reader.query_row("SELECT value FROM meta WHERE key = 'id_reserved'", [], |r| r.get(0)).unwrap();
+        assert!(reserved.parse::<i64>().unwrap() >= i64::try_from(n).unwrap());
+    }
+
     pub(in crate::store) fn record(n: u32) -> Record {
         Record {
             time: SystemTime::now(),
