@@ -285,6 +285,48 @@ fn no_sni_reports_the_address() {
 
 /// Plaintext to an ordinary address: reported, and the kernel copied none
 /// of it (the record says the first bytes were not captured).
+/// Guards the kernel's executable cache (`EXE_CACHE` in probes/net.rs):
+/// exec keeps the pid, so each connection of one pid that execs python3,
+/// then bash, then python3 again must name the executable it ran then.
+#[test]
+fn connections_after_exec_in_the_same_pid_name_the_new_executable() {
+    if !bpf_available("connections_after_exec_in_the_same_pid_name_the_new_executable") {
+        return;
+    }
+    let _serial = serial();
+    // Connections complete in the listen backlog; nothing need accept them.
+    let listeners: Vec<TcpListener> = (0..3).map(|_| TcpListener::bind(loopback4()).unwrap()).collect();
+    let ports: Vec<String> = listeners.iter().map(|l| l.local_addr().unwrap().port().to_string()).collect();
+    // The interpreter itself (`python3` on PATH may be a pyenv shim, a script).
+    let real = Command::new(python3()).args(["-c", "import os,sys; print(os.path.realpath(sys.executable))"]).output().unwrap();
+    let python = std::path::PathBuf::from(String::from_utf8(real.stdout).unwrap().trim());
+    let bash = which("bash");
+    let connect = "import socket,sys; socket.create_connection(('127.0.0.1', int(sys.argv[1]))).close()";
+    let first = "import os,socket,sys; socket.create_connection(('127.0.0.1', int(sys.argv[1]))).close(); os.execv(sys.argv[2], sys.argv[2:])";
+    let agent = Agent::start(&[]);
+    let mut cmd = Command::new(&python);
+    cmd.args(["-c", first, &ports[0]])
+        .arg(&bash)
+        .args(["-c", r#"exec 3<>"/dev/tcp/127.0.0.1/$1" && exec 3>&- && exec "$2" -c "$3" "$4""#, "bash", &ports[1]])
+        .arg(&python)
+        .args([connect, &ports[2]]);
+    let (pid, out) = run_client(cmd, CLIENT_TIMEOUT);
+    assert!(out.status.success(), "client: {}", String::from_utf8_lossy(&out.stderr));
+    agent.wait_for_record(WAIT, |r| {
+        connections_of(std::slice::from_ref(r), pid).first().and_then(|r| int_attr(r, "network.peer.port"))
+            == ports[2].parse().ok()
+    });
+    let (status, records, stderr) = agent.stop(Signal::SIGTERM);
+    assert!(status.success(), "agent exit {status}; stderr:\n{}", stderr.join("\n"));
+    let mine = connections_of(&records, pid);
+    assert_eq!(mine.len(), 3, "three connections from pid {pid}: {mine:#?}");
+    for (port, exe) in ports.iter().zip([&python, &bash, &python]) {
+        let port: i64 = port.parse().unwrap();
+        let r = mine.iter().find(|r| int_attr(r, "network.peer.port") == Some(port)).expect("a connection to each port");
+        assert_process(r, pid, exe);
+    }
+}
+
 #[test]
 fn plain_tcp_connection_copies_nothing() {
     if !bpf_available("plain_tcp_connection_copies_nothing") {

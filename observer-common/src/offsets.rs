@@ -79,5 +79,10 @@ pub struct KernelOffsets {
     pub cgroup_root: u32,
     pub cgroup_root_hierarchy_id: u32,
     pub kernfs_node_id: u32,
+
+    /// `task_struct::self_exec_id`: changes with every exec in a process
+    /// (the network programs' executable cache is valid for one exec). 0
+    /// when unknown: no cache, every connect walks the path.
+    pub task_self_exec_id: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 53 * 4);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 54 * 4);

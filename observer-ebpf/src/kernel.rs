@@ -71,6 +71,7 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     cgroup_root: 0,
     cgroup_root_hierarchy_id: 0,
     kernfs_node_id: 0,
+    task_self_exec_id: 0,
 };
 
 /// One field of [`OFFSETS`], loaded so that the verifier sees its value.

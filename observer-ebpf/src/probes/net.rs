@@ -36,7 +36,7 @@ use aya_ebpf::{
 use observer_common::{
     Counter, EventHeader, EventKind, IPPROTO_TCP, IPPROTO_UDP, MetadataDest, NET_CHUNK_LEN,
     NET_MAX_FLOWS, NET_MAX_METADATA_DESTS, NET_MAX_SEGMENTS, NET_PLAIN_CAPTURE_MAX, NET_TLS_CAPTURE_MAX, NetAddr,
-    NetCloseEvent, NetCloseReason, NetConnectEvent, NetHook, NetPayloadEvent, TaskInfo, net_flags,
+    NetCloseEvent, NetCloseReason, NetConnectEvent, NetHook, NetPayloadEvent, TaskInfo, WALK_BUF_LEN, net_flags,
 };
 
 use super::process::submit_flags;
@@ -116,6 +116,79 @@ pub struct NetScratch {
 
 #[map]
 static NET_SCRATCH: PerCpuArray<NetScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// The executable's walked path, per process (key: tgid), valid while the
+/// process runs the same exec: its leader's start time (pid reuse), its
+/// `self_exec_id` (exec keeps the pid and changes this) and its
+/// `mm->exe_file` (`PR_SET_MM_EXE_FILE`) are those recorded. Walking the
+/// path was most of `net_connect4`'s cost; a process that connects often
+/// (a client, a proxy) walks it once per exec.
+#[repr(C)]
+pub struct ExeCache {
+    pub start_boot_ns: u64,
+    pub exec_id: u64,
+    pub exe_file: u64,
+    pub len: u16,
+    pub complete: u16,
+    pub _pad0: u32,
+    pub path: [u8; WALK_BUF_LEN],
+}
+
+/// Processes whose executable is cached (least recently used go first).
+const EXE_CACHE_ENTRIES: u32 = 1024;
+
+#[map]
+static EXE_CACHE: LruHashMap<u32, ExeCache> = LruHashMap::with_max_entries(EXE_CACHE_ENTRIES, 0);
+
+/// Per-CPU staging for an [`ExeCache`] entry (too big for the stack).
+#[map]
+static EXE_STAGING: PerCpuArray<ExeCache> = PerCpuArray::with_max_entries(1, 0);
+
+/// The current task's executable path into `buf`: from [`EXE_CACHE`] when
+/// it holds this process's current exec, else walked (and cached).
+#[inline(always)]
+fn exe_path(file: u64, task: &TaskInfo, buf: &mut [u8; WALK_BUF_LEN]) -> kernel::Walk {
+    let o = kernel::offsets();
+    let exec_id = if o.task_self_exec_id != 0 && task.start_boot_ns != 0 {
+        kernel::read::<u64>(kernel::current_task(), o.task_self_exec_id)
+    } else {
+        None
+    };
+    let Some(exec_id) = exec_id else {
+        return kernel::walk_file_path(file, buf);
+    };
+    if let Some(c) = EXE_CACHE.get_ptr(task.tgid) {
+        // SAFETY: a map value pointer, read-only here; a concurrent update
+        // of the same entry (another thread of the process) writes the
+        // same path.
+        unsafe {
+            if (*c).start_boot_ns == task.start_boot_ns
+                && (*c).exec_id == exec_id
+                && (*c).exe_file == file
+                && aya_ebpf::helpers::bpf_probe_read_kernel_buf((*c).path.as_ptr(), buf).is_ok()
+            {
+                return kernel::Walk { len: (*c).len, complete: (*c).complete != 0 };
+            }
+        }
+    }
+    let walk = kernel::walk_file_path(file, buf);
+    if let Some(stage) = EXE_STAGING.get_ptr_mut(0) {
+        // SAFETY: our per-CPU staging value, used by one program run at a
+        // time (connect and sendmsg run in process context, not nested).
+        unsafe {
+            (*stage).start_boot_ns = task.start_boot_ns;
+            (*stage).exec_id = exec_id;
+            (*stage).exe_file = file;
+            (*stage).len = walk.len;
+            (*stage).complete = u16::from(walk.complete);
+            (*stage)._pad0 = 0;
+            if aya_ebpf::helpers::bpf_probe_read_kernel_buf(buf.as_ptr(), &mut (*stage).path).is_ok() {
+                let _ = EXE_CACHE.insert(task.tgid, &*stage, 0);
+            }
+        }
+    }
+    walk
+}
 
 // ---- connect / sendmsg --------------------------------------------------
 
@@ -242,7 +315,7 @@ fn emit_connect(flow: &Flow, cookie: u64, current: bool) -> Option<()> {
         (*ev).exe_len = 0;
         let mut flags = 0;
         if current && let Some(exe) = kernel::current_exe_file_untyped(&kernel::offsets()) {
-            let walk = kernel::walk_file_path(exe, &mut (*ev).exe);
+            let walk = exe_path(exe, &(*ev).task, &mut (*ev).exe);
             (*ev).exe_len = walk.len;
             flags |= net_flags::EXE_VALID;
             if !walk.complete {

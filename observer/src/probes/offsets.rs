@@ -318,6 +318,9 @@ pub fn resolve(blob: &[u8]) -> Result<KernelBtf, OffsetsError> {
         btf_kiocb,
         kiocb_ki_filp: off("kiocb", "ki_filp")?,
         btf_mount: types.id_of("mount", &[kind::STRUCT]).unwrap_or(0),
+        // Optional: without it the network programs walk the executable's
+        // path at every connect.
+        task_self_exec_id: off("task_struct", "self_exec_id").unwrap_or(0),
         ..KernelOffsets::default()
     };
     match resolve_process(&types, &mut offsets) {
