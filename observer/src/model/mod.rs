@@ -28,7 +28,7 @@ pub mod subject;
 pub use record::{
     EVENT_AGENT_STATS, EVENT_CONNECTION, EVENT_COVERAGE, EVENT_CREDENTIAL_ACCESS,
     EVENT_CREDENTIAL_ROTATION, EVENT_FINDING, EVENT_NAMES, EVENT_USAGE, Emit, Record, Stored, Value,
-    process_attributes, rfc3339,
+    from_json, rfc3339, typed_json,
 };
 pub use render::render;
 pub use subject::{CONSUMER_KEYS, Consumer, Credential, Source};

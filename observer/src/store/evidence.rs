@@ -458,28 +458,30 @@ mod tests {
 
     use super::*;
     use crate::{
-        model::{Record, Value},
+        model::records::CredentialAccess,
         findings::{FindingType, Settings, evaluate, lifecycle::reconcile},
         store::StoreOptions,
     };
 
-    fn access(path: &str, id: Option<&str>, create: bool, tty: Option<&str>) -> Record {
-        let mut a: Vec<(&'static str, Value)> = vec![
-            ("nhi.source", "file".into()),
-            ("nhi.kind", "aws.access_key".into()),
-            ("file.path", path.into()),
-            ("nhi.file.create", create.into()),
-            ("nhi.open.result", Value::Int(3)),
-            ("process.executable.path", "/usr/bin/tee".into()),
-            ("process.user.id", Value::Int(1000)),
-        ];
-        if let Some(id) = id {
-            a.push(("nhi.id", id.into()));
+    fn access(path: &str, id: Option<&str>, create: bool, tty: Option<&str>) -> CredentialAccess {
+        use crate::model::records::{AccessSource, FileAccess, FileOpen, Identity, Process, Workload};
+        CredentialAccess {
+            time: SystemTime::now(),
+            host_name: String::new(),
+            source: AccessSource::File(FileAccess {
+                kind: Some("aws.access_key".into()),
+                open: FileOpen { path: path.into(), create, result: 3, ..FileOpen::default() },
+                process: Process {
+                    user_id: 1000,
+                    executable_path: Some("/usr/bin/tee".into()),
+                    ..Process::default()
+                },
+                workload: Workload { tty: tty.map(str::to_owned), ..Workload::default() },
+                identity: Identity { id: id.map(str::to_owned), ..Identity::default() },
+                ..FileAccess::default()
+            }),
+            record_id: None,
         }
-        if let Some(t) = tty {
-            a.push(("nhi.process.tty", t.into()));
-        }
-        Record { time: SystemTime::now(), event_name: "nhi.credential.access", attributes: a }
     }
 
     #[test]
