@@ -4,9 +4,11 @@
 //! without locks.
 //!
 //! Input: [`Input`]s in order (events, ticks, watch-list updates). Output:
-//! records in the data-contract shape, and newly seen credential inodes for
-//! the kernel's watch list. Every record of an event that has a task goes
-//! through `Identity::annotate`, the one workload-identity lookup.
+//! typed records ([`Emit`]), and newly seen credential inodes for the
+//! kernel's watch list. Every record of an event that has a task gets its
+//! typed `Workload` from the one workload-identity lookup
+//! (`Identity::typed_workload`, or `typed_consumer` where the record is a
+//! credential access that also keys a usage).
 //!
 //! A credential file whose open succeeded is read (see `classify::reader`)
 //! and yields one `nhi.credential.access` record per credential identity
@@ -27,7 +29,8 @@
 //! Network events go to the network tracker (`crate::net`), which joins
 //! connect, payload and close records by socket cookie and yields
 //! `nhi.connection` and metadata-service `nhi.credential.access` records,
-//! annotated with the connecting task's workload identity like the others.
+//! with the connecting task's workload like the others; a connection's
+//! destination for the correlator is its typed record's `server.*`.
 use std::{
     sync::Arc,
     time::{Duration, Instant},

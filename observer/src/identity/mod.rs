@@ -5,8 +5,8 @@
 //! (exec, fork, exit, cgroup mkdir), and the [`Task`] every sensor event
 //! carries, captured in the kernel at event time. Output: one lookup,
 //! [`Identity::workload`], used by the pipeline for every event with a task,
-//! and the attributes it adds to that event's record
-//! ([`Workload::annotate`]).
+//! and the typed workload it sets on that event's record
+//! ([`Identity::typed_workload`], [`Identity::typed_consumer`]).
 //!
 //! Invariants:
 //! - processes are keyed by (tgid, start time): a reused pid is a new entry;

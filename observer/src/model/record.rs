@@ -1,10 +1,16 @@
-//! The record every sink emits: an event name, a time and attributes named by
-//! OpenTelemetry semantic conventions where one exists, `nhi.*` otherwise.
+//! The records' common parts: every event name; [`Emit`], the typed record
+//! of each event name that the stages hand the store; [`Stored`], what the
+//! store needs of one; its one JSON text ([`typed_json`]) and the reading
+//! of that text back into the typed record ([`from_json`]); and the
+//! [`Record`], a typed record's rendered attributes (an event name, a time
+//! and attributes named by OpenTelemetry semantic conventions where one
+//! exists, `nhi.*` otherwise), read only at the edges and in tests.
 //!
-//! Input: typed values from the stages. Output: a [`Record`] that the
-//! store serialises once (its JSON text is what JSON lines write and OTLP
-//! delivery reads back). Invariant: every event name is a constant here, so
-//! that no output spells one differently.
+//! Input: typed records from the stages. Output: their JSON text, which
+//! the store keeps (JSON lines write it; OTLP delivery reads it back).
+//! Invariants: every event name is a constant here, so that no output
+//! spells one differently; a record that cannot be serialised is counted
+//! ([`UNRENDERABLE`]), never written as an empty body.
 use std::time::SystemTime;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -723,16 +723,16 @@ pub struct Consumer {
         skip_serializing_if = "Option::is_none"
     )]
     pub interactive: Option<bool>,
-    /// The innermost systemd unit.
+    /// The innermost systemd unit (`nginx.service`, `session-3.scope`), for non-container cgroups.
     #[serde(rename = "nhi.systemd.unit", skip_serializing_if = "Option::is_none")]
     pub systemd_unit: Option<String>,
-    /// The container (outside pods).
+    /// The container, from the cgroup name (left out inside a pod: its namespace and service account name the workload).
     #[serde(rename = "container.id", skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
-    /// The container runtime.
+    /// `docker`, `containerd`, `cri-o`, `podman` (absent when the cgroup name does not say).
     #[serde(rename = "container.runtime", skip_serializing_if = "Option::is_none")]
     pub container_runtime: Option<String>,
-    /// The pod's namespace.
+    /// The pod's namespace, decoded (not verified) from the service-account token the pod mounts.
     #[serde(rename = "k8s.namespace.name", skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     /// The pod's service account, `namespace/name`.
@@ -833,7 +833,7 @@ pub struct FindingWorkload {
         default
     )]
     pub interactive: bool,
-    /// The innermost systemd unit.
+    /// The innermost systemd unit (`nginx.service`, `session-3.scope`), for non-container cgroups.
     #[serde(rename = "nhi.systemd.unit", skip_serializing_if = "Option::is_none")]
     pub systemd_unit: Option<String>,
     /// The container image.
@@ -842,10 +842,10 @@ pub struct FindingWorkload {
         skip_serializing_if = "Option::is_none"
     )]
     pub container_image: Option<String>,
-    /// The container.
+    /// The container, from the cgroup name.
     #[serde(rename = "container.id", skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
-    /// The pod's namespace.
+    /// The pod's namespace, decoded (not verified) from the service-account token the pod mounts.
     #[serde(rename = "k8s.namespace.name", skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     /// The pod's service account, `namespace/name`.
