@@ -11,9 +11,10 @@
 //! Invariants: every event name is a constant here, so that no output
 //! spells one differently; a record that cannot be serialised is counted
 //! ([`UNRENDERABLE`]), never written as an empty body.
-use std::time::SystemTime;
-
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::SystemTime,
+};
 
 use serde::{Deserialize, Serialize, Serializer, de::DeserializeOwned, ser::SerializeMap};
 

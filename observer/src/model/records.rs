@@ -4,6 +4,9 @@
 //! declaration and cannot drift. Field docs are the schema's descriptions
 //! (and the README field tables' text).
 //!
+//! Each also derives `Deserialize`, so the store's JSON text of a record
+//! reads back as the record ([`super::from_json`]).
+//!
 //! Input: typed values from the sensors and the later stages. Output: the
 //! attributes, rendered once by [`super::render`]. Invariant: field order
 //! is the attribute order the outputs have always had; a key is absent
