@@ -1,8 +1,8 @@
 //! Cost of the store's write path per record, on one core: `Store::append`
 //! (record id, JSON text, the row into the open transaction) and the
-//! commits, WAL writes and checkpoints it leads to, for records shaped like
-//! the `nhi.connection` records of `cargo xtask bench tls` (about 1 kB of
-//! JSON each), 512 per commit (what 2,500 connections/s give in the
+//! commits, WAL writes and checkpoints it leads to, for typed
+//! `nhi.connection` records like those of `cargo xtask bench tls` (about
+//! 1 kB of JSON each, serialised from the typed record), 512 per commit (what 2,500 connections/s give in the
 //! store's 200 ms commit interval). A real SQLite database in a temporary
 //! directory, the agent's allocator.
 //!
@@ -14,7 +14,7 @@ use std::{
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use nhi_observer::{
-    model::{Record, Value},
+    model::records::{Connection, Peer, Process, SocketFacts, TlsHello, Workload},
     store::{Store, StoreOptions},
 };
 
@@ -23,64 +23,54 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const PER_COMMIT: usize = 512;
 
-/// A connection record of the benchmark's size and shape.
-fn connection(n: usize) -> Record {
-    let s = |v: &str| Value::from(v.to_owned());
-    Record {
+/// A typed connection record of the benchmark's shape (about 1 kB of
+/// JSON, as `bench tls` gives: TLS hello, process, workload).
+fn connection(n: usize) -> Connection {
+    Connection {
         time: SystemTime::now(),
-        event_name: "nhi.connection",
-        attributes: vec![
-            ("host.name", s("bench-host-01")),
-            ("host.id", s("0f3ae57bc2d33a7494e41e244bb686af")),
-            ("process.pid", Value::Int(40_000 + (n % 64) as i64)),
-            ("process.parent.pid", Value::Int(39_999)),
-            (
-                "process.executable.path",
-                s("/work/wt-sinkcost/target/debug/xtask"),
-            ),
-            ("process.executable.name", s("xtask")),
-            ("process.command", s("xtask")),
-            ("process.user.id", Value::Int(0)),
-            ("process.user.name", s("root")),
-            ("process.start_time", s("2026-12-02T16:20:00.123456789Z")),
-            (
-                "nhi.consumer.id",
-                s("exe:/work/wt-sinkcost/target/debug/xtask"),
-            ),
-            ("nhi.consumer.kind", s("process")),
-            ("network.transport", s("tcp")),
-            ("network.type", s("ipv4")),
-            ("network.peer.address", s("127.0.0.1")),
-            ("network.peer.port", Value::Int(43_210)),
-            ("server.address", s("bench.nhi.test")),
-            ("server.port", Value::Int(43_210)),
-            ("nhi.socket.family", s("inet")),
-            ("nhi.connection.payload", s("tls")),
-            ("nhi.server_name.seen", Value::Bool(true)),
-            ("tls.protocol.name", s("tls")),
-            ("tls.protocol.version", s("1.3")),
-            (
-                "tls.client.supported_versions",
-                Value::StrList(vec!["1.3".into(), "1.2".into()]),
-            ),
-            ("tls.client.ja4", s("t13d0312h2_55b375c5d22e_1e4e2d2fbe5d")),
-            (
-                "tls.client.supported_groups",
-                Value::StrList(vec![
-                    "X25519MLKEM768".into(),
-                    "x25519".into(),
-                    "secp256r1".into(),
-                ]),
-            ),
-            (
-                "tls.client.alpn",
-                Value::StrList(vec!["h2".into(), "http/1.1".into()]),
-            ),
-            ("nhi.connection.id", s(&format!("c-{n:016x}"))),
-            ("nhi.process.key", s(&format!("{:016x}", n % 64))),
-            ("container.id", s("")),
-            ("nhi.identity.source", s("process")),
-        ],
+        host_name: "bench-host-01".into(),
+        transport: "tcp",
+        server_address: "bench.nhi.test".into(),
+        server_port: 43_210,
+        server_name_seen: true,
+        server_name_source: Some("tls.sni"),
+        peer: Peer { network_type: "ipv4", address: "127.0.0.1".into(), port: 43_210 },
+        payload: "tls",
+        tls: Some(TlsHello {
+            protocol_name: Some("tls"),
+            protocol_version: Some("1.3".into()),
+            offered_versions: vec!["1.3".into(), "1.2".into()],
+            alpn: vec!["h2".into(), "http/1.1".into()],
+            grease: true,
+        }),
+        quic_version: None,
+        http_method: None,
+        url_path: None,
+        error_type: None,
+        socket: SocketFacts { family: "inet", cookie: format!("{}", 1_000_000 + n) },
+        process: Process {
+            pid: 40_000 + (n % 64) as u32,
+            thread_id: 40_000 + (n % 64) as u32,
+            parent_pid: Some(39_999),
+            user_id: 0,
+            command: "xtask".into(),
+            executable_path: Some("/work/wt-sinkcost/target/debug/xtask".into()),
+        },
+        workload: Workload {
+            group_id: Some(0),
+            interactive: Some(false),
+            creation_time: Some("2026-12-02T16:20:00.123456789Z".into()),
+            ancestors: vec![
+                "39999 /work/wt-sinkcost/target/debug/xtask".into(),
+                "1200 /usr/bin/bash".into(),
+                "1 /sbin/init".into(),
+            ],
+            user_name: Some("root".into()),
+            cgroup_path: Some("/user.slice/user-0.slice/session-3.scope".into()),
+            systemd_unit: Some("session-3.scope".into()),
+            ..Workload::default()
+        },
+        record_id: None,
     }
 }
 

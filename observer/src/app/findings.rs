@@ -18,7 +18,7 @@ use std::{
 
 use crate::{
     config::FindingsConfig,
-    model::{Record, rfc3339},
+    model::{Emit, rfc3339},
     findings::{self, lifecycle, render},
     store::{Counters, Store, StoreError, evidence::AtRest},
 };
@@ -58,7 +58,7 @@ impl Findings {
     /// Evaluates now: ingests what the store learned since the last time,
     /// judges, and returns the records of the transitions (their state is
     /// saved in the open transaction).
-    pub fn evaluate(&mut self, store: &mut Store, out: &mut Vec<Record>) -> Result<(), StoreError> {
+    pub fn evaluate(&mut self, store: &mut Store, out: &mut Vec<Emit>) -> Result<(), StoreError> {
         self.last_eval = Some(Instant::now());
         while let Ok(found) = self.at_rest.try_recv() {
             store.add_at_rest(&found)?;
@@ -77,7 +77,7 @@ impl Findings {
         if !changes.emit.is_empty() {
             tracing::debug!(transitions = changes.emit.len(), "findings changed");
         }
-        out.extend(changes.emit.iter().map(|f| render::record(f, &self.host, now)));
+        out.extend(changes.emit.iter().map(|f| Emit::from(render::record(f, &self.host, now))));
         Ok(())
     }
 
@@ -94,7 +94,7 @@ impl Findings {
 
     /// `nhi.coverage` for the interval since the last one (empty at
     /// start), and a new interval from now.
-    pub fn coverage(&mut self, store: &Store, counters: &Counters, state: &str) -> Option<Record> {
+    pub fn coverage(&mut self, store: &Store, counters: &Counters, state: &str) -> Option<Emit> {
         let (from, base) = self.coverage_from.take()?;
         let now = SystemTime::now();
         self.last_coverage = Instant::now();
@@ -116,7 +116,7 @@ impl Findings {
             Ok(Some(t)) => t.min(from),
             _ => from,
         };
-        Some(crate::model::render(&crate::model::records::Coverage {
+        Some(Emit::from(crate::model::records::Coverage {
             time: now,
             host_name: self.host.clone(),
             start: rfc3339(from),

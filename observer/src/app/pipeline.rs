@@ -4,9 +4,11 @@
 //! without locks.
 //!
 //! Input: [`Input`]s in order (events, ticks, watch-list updates). Output:
-//! records in the data-contract shape, and newly seen credential inodes for
-//! the kernel's watch list. Every record of an event that has a task goes
-//! through `Identity::annotate`, the one workload-identity lookup.
+//! typed records ([`Emit`]), and newly seen credential inodes for the
+//! kernel's watch list. Every record of an event that has a task gets its
+//! typed `Workload` from the one workload-identity lookup
+//! (`Identity::typed_workload`, or `typed_consumer` where the record is a
+//! credential access that also keys a usage).
 //!
 //! A credential file whose open succeeded is read (see `classify::reader`)
 //! and yields one `nhi.credential.access` record per credential identity
@@ -27,7 +29,8 @@
 //! Network events go to the network tracker (`crate::net`), which joins
 //! connect, payload and close records by socket cookie and yields
 //! `nhi.connection` and metadata-service `nhi.credential.access` records,
-//! annotated with the connecting task's workload identity like the others.
+//! with the connecting task's workload like the others; a connection's
+//! destination for the correlator is its typed record's `server.*`.
 use std::{
     sync::Arc,
     time::{Duration, Instant},
@@ -50,7 +53,7 @@ use crate::{
     correlate::{self, Correlator, Subject, UsageDelta, UsageHead},
     decode::{Event, FileOpen},
     enrich,
-    model::{self as record, Consumer, Credential, Emit, Record, Source, records::{AccessSource, CredentialAccess, FileAccess}},
+    model::{self as record, Consumer, Credential, Emit, Source, records::{AccessSource, CredentialAccess, FileAccess}},
     identity::{Identity, env, table::ProcKey},
     net,
     probes::KernelState,
@@ -289,7 +292,7 @@ impl Pipeline {
                         self.stats.count(if c.read { "credential_file_read" } else { "credential_file_cached" });
                         if let Some(before) = &c.rotated_from {
                             self.stats.count("credential_file_rotated");
-                            out.push(record::file::rotation(&record::render(&base), before, &c.parsed).into());
+                            out.extend(record::file::rotation(&base, before, &c.parsed).map(Emit::from));
                         }
                         if let Some(u) = &c.parsed.unparsed {
                             self.stats.count(u.reason());
@@ -339,7 +342,9 @@ impl Pipeline {
                     let id = env::derive_id(cred, &creds, &self.keyed);
                     let (kind, credential) = env::credential(cred, id);
                     let mut rec = env::record(ev, cred, &kind, credential.as_ref(), &self.host_name, time);
-                    let consumer = self.identity.annotate_consumer(&ev.task, ev.exe.as_ref(), &mut rec.attributes);
+                    let (process, workload) = rec.process_workload_mut();
+                    let consumer;
+                    (*workload, consumer) = self.identity.typed_consumer(&ev.task, ev.exe.as_ref(), process);
                     let head = self.head(credential.as_ref(), Source::Env, &consumer);
                     let process = ProcKey { tgid: ev.task.tgid, start_boot_ns: ev.task.start_boot_ns };
                     self.correlate_access(Source::Env, head, process, ev.boot_ns, time, 1);
@@ -367,10 +372,9 @@ impl Pipeline {
             match o {
                 net::Output::Connection(c) => {
                     let time = self.clock.wall_time(c.boot_ns);
-                    let server = net::record::server(&c);
-                    let mut rec = net::record::connection(&c, &server, &self.host_name, time);
+                    let mut rec = net::record::connection(&c, &self.host_name, time);
                     let task = &c.socket.task;
-                    self.identity.annotate(task, &mut rec.attributes);
+                    rec.workload = self.identity.typed_workload(task, &mut rec.process);
                     let process = ProcKey { tgid: task.tgid, start_boot_ns: task.start_boot_ns };
                     let ancestors = self.identity.ancestor_keys(task, correlate::MAX_DEPTH);
                     let linked = self.correlator.on_connection(&correlate::Connection {
@@ -378,7 +382,10 @@ impl Pipeline {
                         ancestors: &ancestors,
                         boot_ns: c.boot_ns,
                         wall: time,
-                        destination: correlate::Destination { address: server.address, port: server.port },
+                        destination: correlate::Destination {
+                            address: rec.server_address.clone(),
+                            port: rec.server_port,
+                        },
                     });
                     Stats::add(
                         if linked > 0 { &self.stats.connections_linked } else { &self.stats.connections_unlinked },
@@ -390,7 +397,9 @@ impl Pipeline {
                     let time = self.clock.wall_time(r.boot_ns);
                     let mut rec = net::record::imds_request(&r, &self.host_name, time);
                     let task = &r.socket.task;
-                    let consumer = self.identity.annotate_consumer(task, r.socket.exe.as_ref(), &mut rec.attributes);
+                    let (process, workload) = rec.process_workload_mut();
+                    let consumer;
+                    (*workload, consumer) = self.identity.typed_consumer(task, r.socket.exe.as_ref(), process);
                     let credential = net::record::imds_credential(&r);
                     let head = self.head(credential.as_ref(), Source::Imds, &consumer);
                     let process = ProcKey { tgid: task.tgid, start_boot_ns: task.start_boot_ns };
@@ -449,10 +458,10 @@ impl Pipeline {
         }
     }
 
-    fn stats_record(&mut self) -> Record {
+    fn stats_record(&mut self) -> crate::model::records::AgentStats {
         let kernel = self.kernel.as_ref().and_then(|k| k.counters().ok()).unwrap_or_default();
         let s = &self.stats;
-        crate::model::render(&crate::model::records::AgentStats {
+        crate::model::records::AgentStats {
             time: Some(std::time::SystemTime::now()),
             host_name: self.host_name.clone(),
             file_events_emitted: kernel.file_open_emitted,
@@ -480,7 +489,8 @@ impl Pipeline {
             connections_linked: self.correlator.linked,
             connections_unlinked: self.correlator.unlinked,
             usage_destinations_dropped: self.correlator.destinations_dropped,
-        })
+            records_unrenderable: crate::model::record::unrenderable(),
+        }
     }
 }
 
@@ -553,6 +563,7 @@ mod tests {
     use observer_creds::{Identity, Unparsed};
 
     use super::*;
+    use crate::model::Record;
 
     fn base() -> CredentialAccess {
         let mut f = FileAccess { kind: Some("aws.access_key".into()), ..FileAccess::default() };
@@ -596,7 +607,7 @@ mod tests {
             }).collect();
         assert_eq!(get(&none[0], "nhi.unparsed.reason"), Some("binary".into()));
         assert_eq!(get(&none[0], "nhi.id"), None);
-        let rot = record::file::rotation(&record::render(&base()), &parsed, &Parsed { identities: vec![Identity::new("aws.access_key", "AKIA3")], unparsed: None });
+        let rot = record::render(&record::file::rotation(&base(), &parsed, &Parsed { identities: vec![Identity::new("aws.access_key", "AKIA3")], unparsed: None }).expect("a file access"));
         assert_eq!(rot.event_name, crate::model::EVENT_CREDENTIAL_ROTATION);
         assert_eq!(get(&rot, "nhi.rotation.previous_ids"), Some("AKIA1,ASIA2".into()));
         assert_eq!(get(&rot, "nhi.rotation.identity_changed"), Some(true.into()));

@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use super::{Input, Pipeline, findings, health};
 use crate::{
     export::jsonl::JsonLines,
-    model::{Emit, Record},
+    model::Emit,
     stats::Stats,
     store::{self, COMMIT_ROWS, Store},
 };
@@ -42,9 +42,7 @@ impl Out<'_> {
         for mut record in records.drain(..) {
             match &record {
                 // Counters, not observations: JSON lines, and OTLP metrics.
-                Emit::Record(r) if r.event_name == crate::model::EVENT_AGENT_STATS => {
-                    self.unstored.push(serde_json::to_string(r).unwrap_or_default());
-                }
+                Emit::Stats(_) => self.unstored.extend(record.json()),
                 _ => {
                     if let Err(e) = self.store.append(&mut record) {
                         self.store_error(&e);
@@ -55,19 +53,13 @@ impl Out<'_> {
         }
     }
 
-    /// [`Out::write`] for records already in attribute form.
-    fn write_records(&mut self, records: &mut Vec<Record>) {
-        let mut emitted: Vec<Emit> = records.drain(..).map(Emit::from).collect();
-        self.write(&mut emitted);
-    }
-
     /// Usage deltas into the store; the resulting `nhi.usage` records out.
     fn usage(&mut self, pipeline: &mut Pipeline, deltas: &mut Vec<crate::correlate::UsageDelta>) {
         pipeline.drain_usage(deltas);
         let mut records = Vec::with_capacity(deltas.len());
         for d in deltas.drain(..) {
             match self.store.upsert_usage(&d) {
-                Ok(Some(row)) => records.push(store::usage_record(&row)),
+                Ok(Some(row)) => records.push(Emit::from(store::usage_record(&row))),
                 Ok(None) => {}
                 Err(e) => self.store_error(&e),
             }
@@ -77,19 +69,19 @@ impl Out<'_> {
         if let Err(e) = self.store.usage_counted() {
             self.store_error(&e);
         }
-        self.write_records(&mut records);
+        self.write(&mut records);
     }
 
     /// The `nhi.usage` records of usages the store recounted at start
     /// (after a crash), once their totals are committed.
     fn recounted(&mut self) {
-        let mut records: Vec<Record> = self
+        let mut records: Vec<Emit> = self
             .store
             .take_recounted()
             .iter()
-            .map(store::usage_record)
+            .map(|u| Emit::from(store::usage_record(u)))
             .collect();
-        self.write_records(&mut records);
+        self.write(&mut records);
     }
 
     /// Commits when due (or `force`); the JSON lines follow each commit, and
@@ -200,7 +192,7 @@ pub(super) fn sink_loop(
                 }
                 findings.watching(*since, sensors.clone(), &counters);
                 records.extend(findings.coverage(out.store, &counters, "up"));
-                out.write_records(&mut records);
+                out.write(&mut records);
             }
             if last_heartbeat.elapsed() >= HEARTBEAT {
                 last_heartbeat = Instant::now();
@@ -215,13 +207,13 @@ pub(super) fn sink_loop(
             }
             if findings.coverage_due() {
                 records.extend(findings.coverage(out.store, &pipeline.counters(), "up"));
-                out.write_records(&mut records);
+                out.write(&mut records);
             }
             if out.store.is_watching() && findings.evaluation_due() {
                 if let Err(e) = findings.evaluate(out.store, &mut records) {
                     out.store_error(&e);
                 }
-                out.write_records(&mut records);
+                out.write(&mut records);
             }
             if last_trim.elapsed() >= TRIM_EVERY {
                 last_trim = Instant::now();
@@ -238,7 +230,7 @@ pub(super) fn sink_loop(
                 out.store_error(&e);
             }
             records.extend(findings.coverage(out.store, &pipeline.counters(), "stopping"));
-            out.write_records(&mut records);
+            out.write(&mut records);
         }
         out.commit(true)?;
         if let Err(e) = out.store.close(&pipeline.counters()) {

@@ -14,7 +14,10 @@ use serde_json::{Value as Json, json};
 use crate::{
     correlate::Confidence,
     decode,
-    model::{Record, file::Context},
+    model::{
+        Emit,
+        records::{AccessSource, CredentialAccess},
+    },
     store::{DestinationRow, UsageRow, usage_record},
 };
 
@@ -69,20 +72,24 @@ fn raw_open(
         .to_vec()
 }
 
-fn file_access(bytes: &[u8]) -> Record {
-    let event = decode::decode(bytes).expect("the fixture decodes");
-    let cx = Context {
-        host_name: "golden-host",
-        time: SystemTime::UNIX_EPOCH + Duration::from_secs(T0),
-        rule: Some(("aws-shared-credentials", "aws.access_key")),
+/// A file open's typed access record, as the pipeline builds it (no
+/// workload: the fixture's process is unknown to the identity stage).
+fn file_access(bytes: &[u8]) -> CredentialAccess {
+    let decode::Event::FileOpen(ev) = decode::decode(bytes).expect("the fixture decodes") else {
+        panic!("a file open")
     };
-    let mut r = crate::model::file::from_event(&event, &cx).expect("a file open is a record");
-    r.set_count(3);
-    r
+    let mut access = crate::model::file::file_access(&ev, Some(("aws-shared-credentials", "aws.access_key")));
+    access.count = Some(3);
+    CredentialAccess {
+        time: SystemTime::UNIX_EPOCH + Duration::from_secs(T0),
+        host_name: "golden-host".into(),
+        source: AccessSource::File(access),
+        record_id: None,
+    }
 }
 
 /// The stream: a read found by inode, a failed relative open, a create.
-fn records() -> Vec<(&'static str, Record)> {
+fn records() -> Vec<(&'static str, Emit)> {
     let mut read = file_access(&raw_open(
         "/home/a/.aws/credentials",
         b"credentials\0.aws\0a\0home\0",
@@ -91,7 +98,9 @@ fn records() -> Vec<(&'static str, Record)> {
         0,
         MatchKind::Inode,
     ));
-    read.set("nhi.id", "AKIAGOLDEN0000000001");
+    if let AccessSource::File(f) = &mut read.source {
+        f.identity.id = Some("AKIAGOLDEN0000000001".into());
+    }
     let failed = file_access(&raw_open(
         "credentials",
         b".aws\0a\0home\0",
@@ -139,10 +148,10 @@ fn records() -> Vec<(&'static str, Record)> {
         ],
     });
     let mut out = vec![
-        ("file_read_by_inode", read.clone()),
-        ("file_failed_relative_open", failed),
-        ("file_create", created),
-        ("usage", usage),
+        ("file_read_by_inode", read.clone().into()),
+        ("file_failed_relative_open", failed.into()),
+        ("file_create", created.into()),
+        ("usage", usage.into()),
     ];
     out.extend(more_records(&read));
     out.extend(agent_records());
@@ -173,7 +182,7 @@ fn socket() -> crate::net::flows::Socket {
 /// The other event names, each from the builder the agent uses: a
 /// rotation, an environment and a metadata-service access, a TLS and a
 /// QUIC connection, a finding, coverage and the agent's counters.
-fn more_records(read: &Record) -> Vec<(&'static str, Record)> {
+fn more_records(read: &CredentialAccess) -> Vec<(&'static str, Emit)> {
     use crate::{
         findings::{Finding, FindingType, Severity, State, UnusedEvidence, Workload},
         net::{flows::{ConnTransport, Connection, ImdsRequest, Payload}, imds::Call, record, tls::ClientHello},
@@ -182,7 +191,7 @@ fn more_records(read: &Record) -> Vec<(&'static str, Record)> {
     let t = SystemTime::UNIX_EPOCH + Duration::from_secs(T0);
     let before = Parsed { identities: vec![Identity::new("aws.access_key", "AKIAGOLDEN0000000001")], unparsed: None };
     let after = Parsed { identities: vec![Identity::new("aws.access_key", "AKIAGOLDEN0000000002")], unparsed: None };
-    let rotation = crate::model::file::rotation(read, &before, &after);
+    let rotation = crate::model::file::rotation(read, &before, &after).expect("a file access");
     let exec = decode::ProcessExec {
         boot_ns: 1,
         task: task(),
@@ -233,11 +242,11 @@ fn more_records(read: &Record) -> Vec<(&'static str, Record)> {
         ..ClientHello::default()
     };
     let tls = conn(ConnTransport::Tcp, Payload::Tls, Some(hello.clone()), None);
-    let tls = record::connection(&tls, &record::server(&tls), "golden-host", t);
+    let tls = record::connection(&tls, "golden-host", t);
     let quic = conn(ConnTransport::Quic, Payload::Quic, Some(hello), Some(1));
-    let quic = record::connection(&quic, &record::server(&quic), "golden-host", t);
+    let quic = record::connection(&quic, "golden-host", t);
     let none = conn(ConnTransport::Tcp, Payload::None, None, None);
-    let none = record::connection(&none, &record::server(&none), "golden-host", t);
+    let none = record::connection(&none, "golden-host", t);
     let finding = crate::findings::render::record(
         &Finding {
             id: "1221bdc6131d667f254005c5".into(),
@@ -272,23 +281,23 @@ fn more_records(read: &Record) -> Vec<(&'static str, Record)> {
         t + Duration::from_secs(120),
     );
     vec![
-        ("rotation", rotation),
-        ("env_access", env),
-        ("imds_access", imds),
-        ("connection_tls", tls),
-        ("connection_quic", quic),
-        ("connection_no_payload", none),
-        ("finding_unused", finding),
+        ("rotation", rotation.into()),
+        ("env_access", env.into()),
+        ("imds_access", imds.into()),
+        ("connection_tls", tls.into()),
+        ("connection_quic", quic.into()),
+        ("connection_no_payload", none.into()),
+        ("finding_unused", finding.into()),
     ]
 }
 
 /// Coverage and the agent's counters: their builders read the store and
 /// the running pipeline, so the typed records are rendered here as those
 /// builders render them.
-fn agent_records() -> Vec<(&'static str, Record)> {
+fn agent_records() -> Vec<(&'static str, Emit)> {
     use crate::model::records::{AgentStats, Coverage};
     let t = SystemTime::UNIX_EPOCH + Duration::from_secs(T0);
-    let coverage = crate::model::render(&Coverage {
+    let coverage = Emit::from(Coverage {
         time: t + Duration::from_secs(300),
         host_name: "golden-host".into(),
         start: crate::model::rfc3339(t),
@@ -301,7 +310,7 @@ fn agent_records() -> Vec<(&'static str, Record)> {
         state: "degraded".into(),
         record_id: None,
     });
-    let stats = crate::model::render(&AgentStats {
+    let stats = Emit::from(AgentStats {
         time: Some(t),
         host_name: "golden-host".into(),
         file_events_emitted: 10,
@@ -333,7 +342,10 @@ fn render() -> Json {
     let cases: Vec<Json> = records()
         .into_iter()
         .map(|(name, r)| {
-            let line = serde_json::to_string(&r).expect("a record serialises");
+            // The line JSON lines write: the store's one serialisation of
+            // the typed record, the same text as its rendered attributes.
+            let line = r.json().expect("a record serialises");
+            assert_eq!(line, serde_json::to_string(&r.rendered()).expect("JSON"), "{name}");
             let log = super::otlp::logs::to_log_record(&logger, 1, &line)
                 .expect("a JSON line is a log record");
             let mut attributes = serde_json::Map::new();

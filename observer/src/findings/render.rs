@@ -4,9 +4,8 @@ use std::time::SystemTime;
 
 use super::model::{Finding, Workload};
 use crate::model::{
-    Record, Value, rfc3339,
+    Value, rfc3339,
     records::{self, FindingWorkload, UnusedEvidence},
-    render,
     render::append,
 };
 
@@ -29,8 +28,8 @@ pub fn workload_attributes(w: &Workload, a: &mut Vec<(&'static str, Value)>) {
 }
 
 /// `nhi.finding` for a finding's current state, stamped `time`.
-pub fn record(f: &Finding, host: &str, time: SystemTime) -> Record {
-    render(&records::Finding {
+pub fn record(f: &Finding, host: &str, time: SystemTime) -> records::Finding {
+    records::Finding {
         time,
         host_name: host.to_owned(),
         id: f.id.clone(),
@@ -55,7 +54,7 @@ pub fn record(f: &Finding, host: &str, time: SystemTime) -> Record {
             events_lost: u.events_lost,
         }),
         record_id: None,
-    })
+    }
 }
 
 /// A percentage as the contract's string: one decimal, `99.5`, `100.0`.

@@ -18,7 +18,7 @@ use observer_creds::{Keyed, tokens::SECRET_VALUE_KIND};
 use crate::{
     decode::ProcessExec,
     model::{
-        Credential, Record,
+        Credential,
         records::{AccessSource, CredentialAccess, EnvAccess, Process, Workload},
     },
     secret::Secret,
@@ -157,7 +157,7 @@ pub fn credential(cred: &EnvCredential, id: Option<CredIdentity>) -> (String, Op
 
 /// The `nhi.credential.access` record for one environment credential
 /// (`kind` and `credential` as [`credential`] says). The pipeline adds the
-/// workload identity.
+/// workload identity ([`CredentialAccess::process_workload_mut`]).
 pub fn record(
     ev: &ProcessExec,
     cred: &EnvCredential,
@@ -165,8 +165,8 @@ pub fn record(
     credential: Option<&Credential>,
     host_name: &str,
     time: SystemTime,
-) -> Record {
-    crate::model::render(&CredentialAccess {
+) -> CredentialAccess {
+    CredentialAccess {
         time,
         host_name: host_name.to_owned(),
         source: AccessSource::Env(EnvAccess {
@@ -177,7 +177,7 @@ pub fn record(
             workload: Workload::default(),
         }),
         record_id: None,
-    })
+    }
 }
 
 #[cfg(test)]

@@ -5,8 +5,8 @@
 //! (exec, fork, exit, cgroup mkdir), and the [`Task`] every sensor event
 //! carries, captured in the kernel at event time. Output: one lookup,
 //! [`Identity::workload`], used by the pipeline for every event with a task,
-//! and the attributes it adds to that event's record
-//! ([`Workload::annotate`]).
+//! and the typed workload it sets on that event's record
+//! ([`Identity::typed_workload`], [`Identity::typed_consumer`]).
 //!
 //! Invariants:
 //! - processes are keyed by (tgid, start time): a reused pid is a new entry;
@@ -33,7 +33,7 @@ use std::{
 use crate::{
     clock::BootClock,
     decode::{CgroupMkdir, ProcessExec, ProcessExit, ProcessFork, Task},
-    model::{Consumer, Value},
+    model::Consumer,
     secret::Secret,
     stats::Stats,
 };
@@ -242,29 +242,20 @@ impl Identity {
         self.table.ancestors(key, depth).iter().map(|a| a.key).collect()
     }
 
-    /// Adds a task's workload identity to a record's attributes (keys the
-    /// record already has are kept: they were captured at event time).
-    pub fn annotate(&mut self, task: &Task, attributes: &mut Vec<(&'static str, Value)>) {
-        self.workload(task).annotate(attributes);
-    }
-
-    /// [`Identity::annotate`], and the typed consumer of the same workload
-    /// (`exe`: the executable path the event carries, if any).
-    pub fn annotate_consumer(
+    /// The typed workload of `task`'s process; fills in the `process`'s
+    /// parent and executable where the kernel did not capture them.
+    pub fn typed_workload(
         &mut self,
         task: &Task,
-        exe: Option<&crate::decode::WalkedPath>,
-        attributes: &mut Vec<(&'static str, Value)>,
-    ) -> Consumer {
+        process: &mut crate::model::records::Process,
+    ) -> crate::model::records::Workload {
         let w = self.workload(task);
-        w.annotate(attributes);
-        w.consumer(task, exe)
+        w.fill_process(process);
+        w.typed()
     }
 
-    /// The typed workload of `task`'s process and its typed consumer
-    /// (`exe`: the executable path the event carries, if any); fills in
-    /// the `process`'s parent and executable where the kernel did not
-    /// capture them (as [`Identity::annotate`] does for attributes).
+    /// [`Identity::typed_workload`], and the typed consumer of the same
+    /// workload (`exe`: the executable path the event carries, if any).
     pub fn typed_consumer(
         &mut self,
         task: &Task,
@@ -272,14 +263,7 @@ impl Identity {
         process: &mut crate::model::records::Process,
     ) -> (crate::model::records::Workload, Consumer) {
         let w = self.workload(task);
-        if let Some(p) = &w.process {
-            if process.parent_pid.is_none() && p.ppid != 0 {
-                process.parent_pid = Some(p.ppid);
-            }
-            if process.executable_path.is_none() {
-                process.executable_path = p.exe.as_deref().map(str::to_owned);
-            }
-        }
+        w.fill_process(process);
         (w.typed(), w.consumer(task, exe))
     }
 
@@ -417,27 +401,16 @@ impl Workload {
         }
     }
 
-    /// Appends this workload's attributes, skipping keys already present
-    /// (the process's parent and executable fill in what the kernel did
-    /// not capture).
-    pub fn annotate(&self, a: &mut Vec<(&'static str, Value)>) {
-        let mut put = |k: &'static str, v: Value| {
-            if !a.iter().any(|(key, _)| *key == k) {
-                a.push((k, v));
-            }
-        };
+    /// Fills in the process's parent and executable where the kernel did
+    /// not capture them, from the process table.
+    fn fill_process(&self, process: &mut crate::model::records::Process) {
         if let Some(p) = &self.process {
-            if p.ppid != 0 {
-                put("process.parent_pid", p.ppid.into());
+            if process.parent_pid.is_none() && p.ppid != 0 {
+                process.parent_pid = Some(p.ppid);
             }
-            if let Some(exe) = &p.exe {
-                put("process.executable.path", (**exe).into());
+            if process.executable_path.is_none() {
+                process.executable_path = p.exe.as_deref().map(str::to_owned);
             }
-        }
-        let mut typed = Vec::with_capacity(24);
-        crate::model::render::append(&self.typed(), &mut typed);
-        for (k, v) in typed {
-            put(k, v);
         }
     }
 }
@@ -447,7 +420,7 @@ mod tests {
     use super::*;
     use crate::{
         decode::WalkedPath,
-        model::{CONSUMER_KEYS, process_attributes},
+        model::{CONSUMER_KEYS, Value},
     };
 
     fn task() -> Task {
@@ -490,9 +463,11 @@ mod tests {
         let kernel_exe = WalkedPath { path: "/usr/bin/aws".into(), complete: true };
         for (pod, exe) in [(false, Some(&kernel_exe)), (true, Some(&kernel_exe)), (false, None)] {
             let w = workload(pod);
+            let mut process = crate::model::records::Process::new(&task(), exe);
+            w.fill_process(&mut process);
             let mut a = Vec::new();
-            process_attributes(&mut a, &task(), exe);
-            w.annotate(&mut a);
+            crate::model::render::append(&process, &mut a);
+            crate::model::render::append(&w.typed(), &mut a);
             let consumer = w.consumer(&task(), exe);
             let shown: Vec<(&str, Value)> = CONSUMER_KEYS
                 .iter()

@@ -4,38 +4,10 @@
 //! before the workload identity stage adds the rest. Invariant: the path
 //! rule (resolved path, or a failed relative open's directory joined with
 //! the requested name) is decided here only.
-use std::time::SystemTime;
-
 use observer_common::MatchKind;
 
-use super::{
-    record::Record,
-    records::{self, AccessSource, CredentialAccess, FileAccess, Process},
-    render,
-};
-use crate::decode::{Event, FileOpen, syscall_name};
-
-/// What a record needs besides the event itself.
-pub struct Context<'a> {
-    pub host_name: &'a str,
-    pub time: SystemTime,
-    /// Rule id -> (rule name, credential kind).
-    pub rule: Option<(&'a str, &'a str)>,
-}
-
-/// The record for a sensor event; `None` for events that only feed the
-/// agent's state (process lifecycle, cgroups).
-pub fn from_event(event: &Event, cx: &Context<'_>) -> Option<Record> {
-    match event {
-        Event::FileOpen(ev) => Some(file_open(ev, cx)),
-        Event::ProcessExec(_)
-        | Event::ProcessFork(_)
-        | Event::ProcessExit(_)
-        | Event::CgroupMkdir(_) => None,
-        // The network tracker (`crate::net`) makes those records.
-        Event::NetConnect(_) | Event::NetPayload(_) | Event::NetClose(_) => None,
-    }
-}
+use super::records::{self, AccessSource, CredentialAccess, FileAccess, Process};
+use crate::decode::{FileOpen, syscall_name};
 
 /// A path's bytes as text, with the bytes that are not UTF-8 as `\xNN`
 /// (a lossy conversion would show two different names the same).
@@ -49,15 +21,6 @@ pub fn escaped(bytes: &[u8]) -> String {
         }
     }
     out
-}
-
-fn file_open(ev: &FileOpen, cx: &Context<'_>) -> Record {
-    render(&CredentialAccess {
-        time: cx.time,
-        host_name: cx.host_name.to_owned(),
-        source: AccessSource::File(file_access(ev, cx.rule)),
-        record_id: None,
-    })
 }
 
 /// The typed access of a file open (`rule`: the catalog rule's name and
@@ -110,19 +73,29 @@ pub fn file_access(ev: &FileOpen, rule: Option<(&str, &str)>) -> FileAccess {
 }
 
 /// `nhi.credential.rotation`: a file's access record (`base`) with the
-/// file's identities before and after.
-pub fn rotation(base: &Record, before: &observer_creds::Parsed, after: &observer_creds::Parsed) -> Record {
+/// file's identities before and after (`None` for an access that is not a
+/// file's).
+pub fn rotation(
+    base: &CredentialAccess,
+    before: &observer_creds::Parsed,
+    after: &observer_creds::Parsed,
+) -> Option<records::Rotation> {
+    let AccessSource::File(access) = &base.source else { return None };
     let ids = |p: &observer_creds::Parsed| {
         let mut v: Vec<&str> = p.identities.iter().map(|i| i.id.as_str()).collect();
         v.sort_unstable();
         v.join(",")
     };
     let (previous_ids, current_ids) = (ids(before), ids(after));
-    let mut r = base.clone();
-    r.event_name = super::EVENT_CREDENTIAL_ROTATION;
     let identity_changed = previous_ids != current_ids;
-    super::render::append(&records::RotationIds { previous_ids, current_ids, identity_changed }, &mut r.attributes);
-    r
+    Some(records::Rotation {
+        time: base.time,
+        host_name: base.host_name.clone(),
+        source: "file",
+        access: access.clone(),
+        change: records::RotationIds { previous_ids, current_ids, identity_changed },
+        record_id: None,
+    })
 }
 
 fn match_name(m: MatchKind) -> &'static str {

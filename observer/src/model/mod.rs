@@ -2,8 +2,13 @@
 //! stage after it (no sink, no store), so that sensors, the correlator,
 //! the store and the exporters all depend on it and never on each other.
 //!
-//! - `record`: the [`Record`] (event name, time, attributes named by the
-//!   OpenTelemetry semantic conventions or `nhi.*`) and every event name;
+//! - `record`: every event name; [`Emit`], what the stages hand the store
+//!   (one typed record per event name); [`Stored`], what the store needs
+//!   of one (a typed `nhi.id`); the record's one JSON text
+//!   ([`typed_json`]) and its reading back ([`from_json`]); and the
+//!   [`Record`], the rendered attribute form of a typed record (event
+//!   name, time, attributes named by the OpenTelemetry semantic
+//!   conventions or `nhi.*`) that only the edges and tests read;
 //! - `records`: one typed record per event name (with the workload, the
 //!   process and the credential identity as typed parts), deriving
 //!   `Serialize` with the attribute names and `JsonSchema`;
@@ -15,9 +20,10 @@
 //! - `subject`: who used which credential, typed (credential, source,
 //!   consumer), and the usage key made of them.
 //!
-//! Input: decoded events and typed values. Output: records, rendered from
-//! their typed form by `render` alone, which the store serialises once;
-//! JSON lines and OTLP render that one serialisation.
+//! Input: decoded events and typed values. Output: typed records, which
+//! the store serialises once; JSON lines and OTLP are made from that one
+//! serialisation, and `render` gives the same names and values as
+//! attributes.
 pub mod file;
 pub mod record;
 pub mod records;
@@ -28,7 +34,7 @@ pub mod subject;
 pub use record::{
     EVENT_AGENT_STATS, EVENT_CONNECTION, EVENT_COVERAGE, EVENT_CREDENTIAL_ACCESS,
     EVENT_CREDENTIAL_ROTATION, EVENT_FINDING, EVENT_NAMES, EVENT_USAGE, Emit, Record, Stored, Value,
-    process_attributes, rfc3339,
+    from_json, rfc3339, typed_json,
 };
 pub use render::render;
 pub use subject::{CONSUMER_KEYS, Consumer, Credential, Source};

@@ -1,15 +1,24 @@
-//! The record every sink emits: an event name, a time and attributes named by
-//! OpenTelemetry semantic conventions where one exists, `nhi.*` otherwise.
+//! The records' common parts: every event name; [`Emit`], the typed record
+//! of each event name that the stages hand the store; [`Stored`], what the
+//! store needs of one; its one JSON text ([`typed_json`]) and the reading
+//! of that text back into the typed record ([`from_json`]); and the
+//! [`Record`], a typed record's rendered attributes (an event name, a time
+//! and attributes named by OpenTelemetry semantic conventions where one
+//! exists, `nhi.*` otherwise), read only at the edges and in tests.
 //!
-//! Input: typed values from the stages. Output: a [`Record`] that the
-//! store serialises once (its JSON text is what JSON lines write and OTLP
-//! delivery reads back). Invariant: every event name is a constant here, so
-//! that no output spells one differently.
-use std::time::SystemTime;
+//! Input: typed records from the stages. Output: their JSON text, which
+//! the store keeps (JSON lines write it; OTLP delivery reads it back).
+//! Invariants: every event name is a constant here, so that no output
+//! spells one differently; a record that cannot be serialised is counted
+//! ([`UNRENDERABLE`]), never written as an empty body.
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::SystemTime,
+};
 
-use serde::{Serialize, Serializer, ser::SerializeMap};
+use serde::{Deserialize, Serialize, Serializer, de::DeserializeOwned, ser::SerializeMap};
 
-use crate::decode::{Task, WalkedPath};
+use super::records::{self, TypedRecord};
 
 /// A credential read from a file, the environment or a metadata service.
 pub const EVENT_CREDENTIAL_ACCESS: &str = "nhi.credential.access";
@@ -97,25 +106,6 @@ pub struct Record {
     pub attributes: Vec<(&'static str, Value)>,
 }
 
-impl Record {
-    /// Replaces the value of `key`, or adds it.
-    pub fn set(&mut self, key: &'static str, value: impl Into<Value>) {
-        let value = value.into();
-        match self.attributes.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, v)) => *v = value,
-            None => self.attributes.push((key, value)),
-        }
-    }
-
-    /// Sets `nhi.access.count`: how many opens this record stands for.
-    pub fn set_count(&mut self, count: u64) {
-        self.set(
-            "nhi.access.count",
-            Value::Int(i64::try_from(count).unwrap_or(i64::MAX)),
-        );
-    }
-}
-
 /// JSON: `{"time": RFC 3339, "event.name": .., <attributes>..}`, flat, so
 /// that `jq`, Loki and Vector read it without nesting.
 impl Serialize for Record {
@@ -136,21 +126,24 @@ pub fn rfc3339(t: SystemTime) -> String {
         .unwrap_or_default()
 }
 
-/// The attributes of the process an event happened in, as the kernel saw
-/// it at that moment (the workload identity stage adds the rest).
-pub fn process_attributes(
-    a: &mut Vec<(&'static str, Value)>,
-    task: &Task,
-    exe: Option<&WalkedPath>,
-) {
-    super::render::append(&super::records::Process::new(task, exe), a);
+/// Records that could not be rendered (a serialisation error: the
+/// records' derives give only scalars, string lists and flat maps, so this
+/// stays 0 unless a type change breaks that). Such a record is not stored
+/// or written; `nhi.agent.records.unrenderable` and the
+/// `nhi.agent.drops{nhi.drop.reason=record_unrenderable}` metric count it.
+pub static UNRENDERABLE: AtomicU64 = AtomicU64::new(0);
+
+/// [`UNRENDERABLE`] now.
+pub fn unrenderable() -> u64 {
+    UNRENDERABLE.load(Ordering::Relaxed)
 }
 
 /// A typed record's JSON text, as the store keeps it: `time`, `event.name`,
 /// then its attributes, straight from its `Serialize` derive (no attribute
 /// list in between). The same text as the serialisation of its
 /// [`super::render()`]ing: both come from the same derive, in the same order.
-pub fn typed_json<T: super::records::TypedRecord>(r: &T) -> String {
+/// `None` (counted in [`UNRENDERABLE`]) if it cannot be serialised.
+pub fn typed_json<T: super::records::TypedRecord>(r: &T) -> Option<String> {
     #[derive(Serialize)]
     struct Stored<'a, T: Serialize> {
         time: String,
@@ -159,113 +152,190 @@ pub fn typed_json<T: super::records::TypedRecord>(r: &T) -> String {
         #[serde(flatten)]
         record: &'a T,
     }
-    serde_json::to_string(&Stored { time: rfc3339(r.time()), event_name: T::EVENT_NAME, record: r })
-        .unwrap_or_default()
+    match serde_json::to_string(&Stored { time: rfc3339(r.time()), event_name: T::EVENT_NAME, record: r }) {
+        Ok(json) => Some(json),
+        Err(e) => {
+            UNRENDERABLE.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(error = %e, event = T::EVENT_NAME, "record not rendered");
+            None
+        }
+    }
 }
 
-/// What the stages hand the store: a typed record, rendered once there
-/// (its JSON text, from which JSON lines and OTLP are made), or a record
-/// already in attribute form.
+/// A stored record's JSON text (from [`typed_json`]) back as its typed
+/// record, its time from `time`; `None` for text that is not a record of
+/// type `T` (another event name, a missing or mistyped attribute).
+pub fn from_json<T: super::records::TypedRecord + DeserializeOwned>(json: &str) -> Option<T> {
+    #[derive(Deserialize)]
+    struct Stored<T> {
+        time: String,
+        #[serde(rename = "event.name")]
+        event_name: String,
+        #[serde(flatten)]
+        record: T,
+    }
+    let stored: Stored<T> = serde_json::from_str(json).ok()?;
+    if stored.event_name != T::EVENT_NAME {
+        return None;
+    }
+    let time = time::OffsetDateTime::parse(&stored.time, &time::format_description::well_known::Rfc3339).ok()?;
+    let mut record = stored.record;
+    record.set_time(time.into());
+    Some(record)
+}
+
+/// What the stages hand the store: a typed record of each event name,
+/// rendered once there (its JSON text, from which JSON lines and OTLP are
+/// made).
 #[derive(Debug, Clone)]
 pub enum Emit {
-    /// `nhi.credential.access`, typed (its identity is [`Emit::nhi_id`]).
-    Access(Box<super::records::CredentialAccess>),
-    /// Any other record, as attributes.
-    Record(Record),
+    /// `nhi.credential.access` from a file, the environment or a metadata
+    /// service.
+    Access(Box<records::CredentialAccess>),
+    /// `nhi.credential.rotation`.
+    Rotation(Box<records::Rotation>),
+    /// `nhi.connection`.
+    Connection(Box<records::Connection>),
+    /// `nhi.usage`.
+    Usage(Box<records::Usage>),
+    /// `nhi.finding`.
+    Finding(Box<records::Finding>),
+    /// `nhi.coverage`.
+    Coverage(Box<records::Coverage>),
+    /// `nhi.agent.stats`: never stored (the sink writes it to JSON lines
+    /// only; OTLP carries the counters as metrics).
+    Stats(Box<records::AgentStats>),
 }
 
-impl From<Record> for Emit {
-    fn from(r: Record) -> Self {
-        Self::Record(r)
-    }
+macro_rules! emit_from {
+    ($($variant:ident($t:ty)),* $(,)?) => {$(
+        impl From<$t> for Emit {
+            fn from(r: $t) -> Self {
+                Self::$variant(Box::new(r))
+            }
+        }
+    )*};
 }
+emit_from!(
+    Access(records::CredentialAccess),
+    Rotation(records::Rotation),
+    Connection(records::Connection),
+    Usage(records::Usage),
+    Finding(records::Finding),
+    Coverage(records::Coverage),
+    Stats(records::AgentStats),
+);
 
-impl From<super::records::CredentialAccess> for Emit {
-    fn from(r: super::records::CredentialAccess) -> Self {
-        Self::Access(Box::new(r))
-    }
-}
-
-/// What the store needs of a record: its time, event name, the credential
-/// it names (`nhi.id`, a typed field where the record is typed) and its
-/// one JSON text, with the `nhi.record.id` the store gives it.
+/// What the store needs of a typed record: its time, event name, the
+/// credential it names (`nhi.id`, a typed field) and its one JSON text,
+/// with the `nhi.record.id` the store gives it.
 pub trait Stored {
     fn time(&self) -> SystemTime;
     fn event_name(&self) -> &'static str;
     /// `nhi.id`: the credential the record names, if any.
     fn nhi_id(&self) -> Option<&str>;
-    /// The record's JSON text, with its `nhi.record.id`.
-    fn to_json(&mut self, record_id: String) -> String;
+    /// The record's JSON text, with its `nhi.record.id`; `None` (counted)
+    /// if it cannot be rendered.
+    fn to_json(&mut self, record_id: String) -> Option<String>;
 }
 
-impl Stored for super::records::CredentialAccess {
-    fn time(&self) -> SystemTime {
-        self.time
-    }
-    fn event_name(&self) -> &'static str {
-        EVENT_CREDENTIAL_ACCESS
-    }
-    fn nhi_id(&self) -> Option<&str> {
-        super::records::CredentialAccess::nhi_id(self)
-    }
-    fn to_json(&mut self, record_id: String) -> String {
-        self.record_id = Some(record_id);
-        typed_json(self)
-    }
+macro_rules! stored {
+    ($($t:ty => |$r:ident| $nhi_id:expr),* $(,)?) => {$(
+        impl Stored for $t {
+            fn time(&self) -> SystemTime {
+                TypedRecord::time(self)
+            }
+            fn event_name(&self) -> &'static str {
+                <$t as TypedRecord>::EVENT_NAME
+            }
+            fn nhi_id(&self) -> Option<&str> {
+                let $r = self;
+                $nhi_id
+            }
+            fn to_json(&mut self, record_id: String) -> Option<String> {
+                self.record_id = Some(record_id);
+                typed_json(self)
+            }
+        }
+    )*};
 }
+stored!(
+    records::CredentialAccess => |r| records::CredentialAccess::nhi_id(r),
+    records::Rotation => |r| r.access.identity.id.as_deref(),
+    records::Connection => |_r| None,
+    records::Usage => |r| Some(r.id.as_str()),
+    records::Finding => |r| Some(r.nhi_id.as_str()),
+    records::Coverage => |_r| None,
+);
 
-impl Stored for Record {
-    fn time(&self) -> SystemTime {
-        self.time
-    }
-    fn event_name(&self) -> &'static str {
-        self.event_name
-    }
-    fn nhi_id(&self) -> Option<&str> {
-        self.attributes.iter().find(|(k, _)| *k == "nhi.id").and_then(|(_, v)| match v {
-            Value::Str(s) => Some(s.as_str()),
-            _ => None,
-        })
-    }
-    fn to_json(&mut self, record_id: String) -> String {
-        self.set("nhi.record.id", record_id);
-        serde_json::to_string(&*self).unwrap_or_default()
-    }
+/// Dispatches to the record it holds (each arm is one event name's type).
+macro_rules! each {
+    ($e:expr, |$r:ident| $body:expr) => {
+        match $e {
+            Emit::Access($r) => $body,
+            Emit::Rotation($r) => $body,
+            Emit::Connection($r) => $body,
+            Emit::Usage($r) => $body,
+            Emit::Finding($r) => $body,
+            Emit::Coverage($r) => $body,
+            Emit::Stats($r) => $body,
+        }
+    };
 }
 
 impl Stored for Emit {
     fn time(&self) -> SystemTime {
-        match self {
-            Self::Access(a) => a.time,
-            Self::Record(r) => r.time,
-        }
+        each!(self, |r| TypedRecord::time(&**r))
     }
     fn event_name(&self) -> &'static str {
-        match self {
-            Self::Access(_) => EVENT_CREDENTIAL_ACCESS,
-            Self::Record(r) => r.event_name,
-        }
+        each!(self, |r| stored_name(&**r))
     }
     fn nhi_id(&self) -> Option<&str> {
         match self {
-            Self::Access(a) => a.nhi_id(),
-            Self::Record(r) => Stored::nhi_id(r),
+            Self::Stats(_) => None,
+            Self::Access(r) => Stored::nhi_id(&**r),
+            Self::Rotation(r) => Stored::nhi_id(&**r),
+            Self::Connection(r) => Stored::nhi_id(&**r),
+            Self::Usage(r) => Stored::nhi_id(&**r),
+            Self::Finding(r) => Stored::nhi_id(&**r),
+            Self::Coverage(r) => Stored::nhi_id(&**r),
         }
     }
-    fn to_json(&mut self, record_id: String) -> String {
+    fn to_json(&mut self, record_id: String) -> Option<String> {
         match self {
-            Self::Access(a) => a.to_json(record_id),
-            Self::Record(r) => r.to_json(record_id),
+            // Not a stored record: no id.
+            Self::Stats(_) => self.json(),
+            Self::Access(r) => r.to_json(record_id),
+            Self::Rotation(r) => r.to_json(record_id),
+            Self::Connection(r) => r.to_json(record_id),
+            Self::Usage(r) => r.to_json(record_id),
+            Self::Finding(r) => r.to_json(record_id),
+            Self::Coverage(r) => r.to_json(record_id),
         }
     }
 }
 
+fn stored_name<T: TypedRecord>(_: &T) -> &'static str {
+    T::EVENT_NAME
+}
+
 impl Emit {
-    /// The record as attributes (tests, and readers of attributes).
+    /// The record as attributes, from the one renderer (tests, and
+    /// readers of attributes).
     pub fn rendered(&self) -> Record {
+        each!(self, |r| super::render(&**r))
+    }
+
+    /// The record's JSON text as it is (no `nhi.record.id` added): what
+    /// JSON lines write for it once stored.
+    pub fn json(&self) -> Option<String> {
         match self {
-            Self::Access(a) => super::render(&**a),
-            Self::Record(r) => r.clone(),
+            // Counters, written to JSON lines only: from their rendered
+            // attributes, whose integers saturate at `i64::MAX` as OTLP's
+            // do (a counter can pass it; `typed_json` writes a `u64` as it
+            // is).
+            Self::Stats(r) => serde_json::to_string(&super::render(&**r)).ok(),
+            other => each!(other, |r| typed_json(&**r)),
         }
     }
 }
@@ -275,21 +345,103 @@ mod tests {
     use super::*;
     use crate::model::records::samples;
 
-    /// The store's text of a typed record is the text its rendering
-    /// (the attribute list every output used to serialise) gives: same
-    /// names, values and order, byte for byte.
+    fn every_record() -> Vec<Emit> {
+        let mut all: Vec<Emit> = samples::accesses().into_iter().map(Emit::from).collect();
+        all.extend([
+            Emit::from(samples::rotation()),
+            samples::connection().into(),
+            samples::usage().into(),
+            samples::finding().into(),
+            samples::coverage().into(),
+            samples::stats().into(),
+        ]);
+        all
+    }
+
+    /// The store's text of a typed record is the text its rendering (the
+    /// attributes OTLP and tests read) serialises to: same names, values
+    /// and order, byte for byte; its `nhi.id` is the rendered one.
     #[test]
     fn typed_text_is_the_rendered_text() {
-        for access in samples::accesses() {
-            let mut rendered = super::super::render(&access);
-            let mut typed = Emit::from(access.clone());
-            assert_eq!(Stored::nhi_id(&typed), Stored::nhi_id(&rendered), "{access:?}");
-            assert_eq!(typed.to_json("i-9".into()), rendered.to_json("i-9".into()), "{access:?}");
+        for mut typed in every_record() {
+            let rendered = typed.rendered();
+            let rendered_id = rendered.attributes.iter().find(|(k, _)| *k == "nhi.id").map(|(_, v)| v.clone());
+            let name = typed.event_name();
+            assert_eq!(rendered.event_name, name);
+            if name != EVENT_AGENT_STATS {
+                assert_eq!(Stored::nhi_id(&typed).map(Value::from), rendered_id, "{name}");
+            }
+            assert_eq!(typed.json(), Some(serde_json::to_string(&rendered).expect("JSON")), "{name}");
+            let json = typed.to_json("i-9".into()).expect("renders");
+            if name == EVENT_AGENT_STATS {
+                assert!(!json.contains("nhi.record.id"), "{json}");
+            } else {
+                assert!(json.ends_with(r#","nhi.record.id":"i-9"}"#), "{json}");
+            }
         }
         let mut access = samples::accesses().remove(0);
         access.record_id = None;
-        let json = Emit::from(access).to_json("i-7".into());
+        let json = Emit::from(access).to_json("i-7".into()).expect("renders");
         assert!(json.starts_with(r#"{"time":"#) && json.ends_with(r#","nhi.record.id":"i-7"}"#), "{json}");
         assert!(json.contains(r#""file.inode":"1234567","nhi.file.device":"254:1""#), "{json}");
+    }
+
+    /// Renders `r`, reads the text back as `T`, and checks it is `r`; and
+    /// that the text is not read as a record of another event name.
+    fn round_trip<T: TypedRecord + DeserializeOwned + PartialEq + std::fmt::Debug>(r: &T) {
+        let json = typed_json(r).expect("renders");
+        let back: Option<T> = from_json(&json);
+        assert_eq!(back.as_ref(), Some(r), "{json}");
+        let named = format!(r#""event.name":"{}""#, T::EVENT_NAME);
+        assert!(from_json::<T>(&json.replace(&named, r#""event.name":"nhi.other""#)).is_none(), "{json}");
+    }
+
+    /// The store's text of every record type reads back as the typed
+    /// record it was rendered from (every optional part present, then
+    /// absent): what the start's recount and any other reader of the
+    /// store's column rely on.
+    #[test]
+    fn every_record_reads_back_as_itself() {
+        use crate::model::records::{AccessSource, Facts, FileContent, Identity};
+        for access in samples::accesses() {
+            round_trip(&access);
+        }
+        let mut bare = samples::accesses().remove(0);
+        if let AccessSource::File(f) = &mut bare.source {
+            f.identity = Identity::default();
+            f.content = FileContent::default();
+            f.open.inode = None;
+            f.open.device = None;
+            f.count = None;
+        }
+        bare.record_id = None;
+        round_trip(&bare);
+        let mut facts = samples::accesses().remove(0);
+        if let AccessSource::File(f) = &mut facts.source {
+            f.identity.facts = Facts(vec![
+                ("nhi.x509.not_after", "2027-01-01T00:00:00Z".into()),
+                ("nhi.detector", "content".into()),
+                ("nhi.server.address", "db.example".into()),
+            ]);
+        }
+        round_trip(&facts);
+        round_trip(&samples::rotation());
+        let mut connection = samples::connection();
+        round_trip(&connection);
+        connection.tls = None;
+        connection.server_name_source = None;
+        connection.error_type = None;
+        round_trip(&connection);
+        let mut usage = samples::usage();
+        round_trip(&usage);
+        usage.destinations = None;
+        round_trip(&usage);
+        let mut finding = samples::finding();
+        round_trip(&finding);
+        finding.workload = None;
+        finding.unused = None;
+        round_trip(&finding);
+        round_trip(&samples::coverage());
+        round_trip(&samples::stats());
     }
 }

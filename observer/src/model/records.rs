@@ -4,6 +4,9 @@
 //! declaration and cannot drift. Field docs are the schema's descriptions
 //! (and the README field tables' text).
 //!
+//! Each also derives `Deserialize`, so the store's JSON text of a record
+//! reads back as the record ([`super::from_json`]).
+//!
 //! Input: typed values from the sensors and the later stages. Output: the
 //! attributes, rendered once by [`super::render`]. Invariant: field order
 //! is the attribute order the outputs have always had; a key is absent
@@ -11,7 +14,7 @@
 use std::{borrow::Cow, time::SystemTime};
 
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
-use serde::{Serialize, Serializer, ser::SerializeMap};
+use serde::{Deserialize, Deserializer, Serialize, Serializer, ser::SerializeMap};
 
 use super::record::{
     EVENT_AGENT_STATS, EVENT_CONNECTION, EVENT_COVERAGE, EVENT_CREDENTIAL_ACCESS,
@@ -25,14 +28,21 @@ pub trait TypedRecord: Serialize + JsonSchema {
     const EVENT_NAME: &'static str;
     /// `time`.
     fn time(&self) -> SystemTime;
+    /// Sets `time` (a record read back: its JSON text has it apart).
+    fn set_time(&mut self, time: SystemTime);
 }
+
+/// A name from a closed set (`tcp`, `read`, `ipv4`, ...). An alias, so
+/// that serde's derive does not take the field for text borrowed from the
+/// input (it is read back through `de::static_str`).
+pub type Name = &'static str;
 
 fn is_false(b: &bool) -> bool {
     !*b
 }
 
 /// The process an event happened in, as the kernel saw it at that moment.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Process {
     /// The process (host pid namespace).
     #[serde(rename = "process.pid")]
@@ -74,7 +84,7 @@ impl Process {
 
 /// The workload identity of the process an event happened in (the identity
 /// stage adds it). Keys are absent when unknown.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Workload {
     /// The path given to exec when it is not the executable (a script; the executable is its interpreter).
     #[serde(
@@ -197,6 +207,32 @@ impl Serialize for Facts {
     }
 }
 
+impl<'de> Deserialize<'de> for Facts {
+    /// The keys of the facts' pattern ([`de::is_fact`]) among what the
+    /// record's other parts left; any other key belongs to another part.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Facts;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("identity facts")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Facts, A::Error> {
+                let mut facts = Vec::new();
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    if de::is_fact(&key) {
+                        facts.push((super::render::intern(&key), map.next_value::<String>()?));
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                Ok(Facts(facts))
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
+}
+
 impl JsonSchema for Facts {
     fn schema_name() -> Cow<'static, str> {
         "Facts".into()
@@ -217,7 +253,7 @@ impl JsonSchema for Facts {
 
 /// The credential an access names, when the file, variable or request
 /// names one.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Identity {
     /// The credential's stable, non-secret identity (one record per identity in a file).
     #[serde(rename = "nhi.id", skip_serializing_if = "Option::is_none")]
@@ -228,7 +264,7 @@ pub struct Identity {
 }
 
 /// What the file sensor saw of a file open.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct FileOpen {
     /// Present (true) when `file.path` or `nhi.file.requested_path` held bytes that are not UTF-8, shown as `\xNN`.
     #[serde(
@@ -265,7 +301,8 @@ pub struct FileOpen {
     pub device: Option<Device>,
     /// `read`, `write` or `read_write`.
     #[serde(rename = "nhi.file.access")]
-    pub access: &'static str,
+    #[serde(deserialize_with = "de::static_str")]
+    pub access: Name,
     /// Whether `O_CREAT` was given.
     #[serde(rename = "nhi.file.create")]
     pub create: bool,
@@ -274,10 +311,12 @@ pub struct FileOpen {
     pub mode: Option<String>,
     /// How the kernel caught it: `path` (a path rule, failed opens), `inode` (a known credential file, under any name), `directory` (a file in a watched directory), `name` (its name, prefix or suffix; confirmed by the agent).
     #[serde(rename = "nhi.match")]
-    pub match_kind: &'static str,
+    #[serde(deserialize_with = "de::static_str")]
+    pub match_kind: Name,
     /// `open`/`openat`/`openat2`/`creat`, or `io_uring.openat`/`io_uring.openat2` for opens submitted through io_uring.
     #[serde(rename = "nhi.open.syscall")]
-    pub syscall: &'static str,
+    #[serde(deserialize_with = "de::static_str")]
+    pub syscall: Name,
     /// The fd or `-errno`.
     #[serde(rename = "nhi.open.result")]
     pub result: i64,
@@ -304,6 +343,13 @@ impl Serialize for Inode {
     }
 }
 
+impl<'de> Deserialize<'de> for Inode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = Cow::<'de, str>::deserialize(d)?;
+        s.parse().map(Self).map_err(serde::de::Error::custom)
+    }
+}
+
 /// A kernel `dev_t` (`super_block::s_dev`, as file events carry it), shown
 /// as `major:minor`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -319,6 +365,18 @@ impl std::fmt::Display for Device {
 impl Serialize for Device {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Device {
+    /// `major:minor`, back to the kernel's `dev_t`.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = Cow::<'de, str>::deserialize(d)?;
+        let (major, minor) = s
+            .split_once(':')
+            .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+            .ok_or_else(|| serde::de::Error::custom("a device is major:minor"))?;
+        Ok(Self(u64::from(observer_common::kernel_dev(major, minor))))
     }
 }
 
@@ -341,7 +399,7 @@ macro_rules! string_schema {
 string_schema!(Inode, Device);
 
 /// How the catalog read a file.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct FileContent {
     /// The file format the catalog read it as (`aws-ini`, `kubeconfig`, `tls`, ...).
     #[serde(rename = "nhi.format", skip_serializing_if = "Option::is_none")]
@@ -351,7 +409,8 @@ pub struct FileContent {
         rename = "nhi.unparsed.reason",
         skip_serializing_if = "Option::is_none"
     )]
-    pub unparsed_reason: Option<&'static str>,
+    #[serde(default, deserialize_with = "de::opt_static_str")]
+    pub unparsed_reason: Option<Name>,
     /// With `unreadable`: why (`not a regular file: a FIFO`, an I/O error kind, ...).
     #[serde(
         rename = "nhi.unparsed.detail",
@@ -361,7 +420,7 @@ pub struct FileContent {
 }
 
 /// `nhi.credential.access` (`nhi.source` = `file`): a credential file opened.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct FileAccess {
     /// The catalog rule's credential kind, or the identity's own, more precise kind (`aws.session_key`, `github.pat`, ...).
     #[serde(rename = "nhi.kind", skip_serializing_if = "Option::is_none")]
@@ -391,7 +450,7 @@ pub struct FileAccess {
 }
 
 /// `nhi.credential.access` (`nhi.source` = `env`): a credential in a process's environment at exec.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct EnvAccess {
     /// From the value's prefix when it has a known one (`github.pat`, `slack.bot_token`, ...), else from the name: `aws.access_key`, `aws.session_token`, `gcp.service_account_key`, `github.token`, `vault.token`, `generic.token`, `generic.api_key`, `generic.secret`, `generic.password`.
     #[serde(rename = "nhi.kind")]
@@ -411,11 +470,12 @@ pub struct EnvAccess {
 }
 
 /// Where a connection went, on the wire.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Peer {
     /// `ipv4` (also for a dual-stack socket's v4-mapped destination) or `ipv6`.
     #[serde(rename = "network.type")]
-    pub network_type: &'static str,
+    #[serde(deserialize_with = "de::static_str")]
+    pub network_type: Name,
     /// The destination address as on the wire.
     #[serde(rename = "network.peer.address")]
     pub address: String,
@@ -425,31 +485,35 @@ pub struct Peer {
 }
 
 /// The socket a network record is about.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SocketFacts {
     /// The socket's family, `inet` or `inet6`.
     #[serde(rename = "nhi.socket.family")]
-    pub family: &'static str,
+    #[serde(deserialize_with = "de::static_str")]
+    pub family: Name,
     /// The kernel's socket cookie (joins this record to others about the socket), as a decimal string.
     #[serde(rename = "nhi.socket.cookie")]
     pub cookie: String,
 }
 
 /// `nhi.credential.access` (`nhi.source` = `imds`): a request to a cloud instance-metadata service that hands out or names a credential.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ImdsAccess {
     /// `aws.imds.session_token`, `aws.iam_role`, `aws.ec2_instance_identity`, `aws.ecs_task_role`, `aws.eks_pod_identity`, `gcp.service_account`, `azure.managed_identity`, `alibaba.ram_role`.
     #[serde(rename = "nhi.kind", skip_serializing_if = "Option::is_none")]
-    pub kind: Option<&'static str>,
+    #[serde(default, deserialize_with = "de::opt_static_str")]
+    pub kind: Option<Name>,
     /// The role, account or identity the request names, when it names one.
     #[serde(rename = "nhi.id", skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     /// `aws`, `gcp`, `azure`, `alibaba`.
     #[serde(rename = "nhi.imds.provider")]
-    pub provider: &'static str,
+    #[serde(deserialize_with = "de::static_str")]
+    pub provider: Name,
     /// `token`, `list`, `credentials`, `identity`.
     #[serde(rename = "nhi.imds.operation")]
-    pub operation: &'static str,
+    #[serde(deserialize_with = "de::static_str")]
+    pub operation: Name,
     /// The request's method.
     #[serde(rename = "http.request.method")]
     pub method: String,
@@ -478,7 +542,7 @@ pub struct ImdsAccess {
 
 /// How a credential was obtained (`nhi.source`), with what that source
 /// tells.
-#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "nhi.source")]
 pub enum AccessSource {
     /// Read from a file.
@@ -493,9 +557,9 @@ pub enum AccessSource {
 }
 
 /// `nhi.credential.access`: a credential read from a file, the environment or a metadata service.
-#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct CredentialAccess {
-    #[serde(skip)]
+    #[serde(skip, default = "de::epoch")]
     pub time: SystemTime,
     /// The host the agent runs on.
     #[serde(rename = "host.name")]
@@ -509,16 +573,17 @@ pub struct CredentialAccess {
 }
 
 /// `nhi.credential.rotation`: a known credential file changed; the file's access record, with its identities before and after.
-#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Rotation {
-    #[serde(skip)]
+    #[serde(skip, default = "de::epoch")]
     pub time: SystemTime,
     /// The host the agent runs on.
     #[serde(rename = "host.name")]
     pub host_name: String,
     /// `file`.
     #[serde(rename = "nhi.source")]
-    pub source: &'static str,
+    #[serde(deserialize_with = "de::static_str")]
+    pub source: Name,
     /// The access that found the change.
     #[serde(flatten)]
     pub access: FileAccess,
@@ -531,7 +596,7 @@ pub struct Rotation {
 }
 
 /// A credential file's identities before and after a change.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RotationIds {
     /// The file's identities before, sorted, comma-separated.
     #[serde(rename = "nhi.rotation.previous_ids")]
@@ -545,11 +610,12 @@ pub struct RotationIds {
 }
 
 /// What a connection's first bytes said about TLS.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TlsHello {
     /// `tls` (`ssl` for SSL 3).
     #[serde(rename = "tls.protocol.name", skip_serializing_if = "Option::is_none")]
-    pub protocol_name: Option<&'static str>,
+    #[serde(default, deserialize_with = "de::opt_static_str")]
+    pub protocol_name: Option<Name>,
     /// The highest version the client offered (`1.3`); the negotiated one is in the server's answer, which is not read.
     #[serde(
         rename = "tls.protocol.version",
@@ -572,16 +638,17 @@ pub struct TlsHello {
 }
 
 /// `nhi.connection`: one per outbound TCP connection and per QUIC connection attempt.
-#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Connection {
-    #[serde(skip)]
+    #[serde(skip, default = "de::epoch")]
     pub time: SystemTime,
     /// The host the agent runs on.
     #[serde(rename = "host.name")]
     pub host_name: String,
     /// `tcp` or `quic`.
     #[serde(rename = "network.transport")]
-    pub transport: &'static str,
+    #[serde(deserialize_with = "de::static_str")]
+    pub transport: Name,
     /// The server name the client asked for (TLS or QUIC SNI, or the HTTP `Host` of a metadata request); without one, the peer address.
     #[serde(rename = "server.address")]
     pub server_address: String,
@@ -596,13 +663,15 @@ pub struct Connection {
         rename = "nhi.server_name.source",
         skip_serializing_if = "Option::is_none"
     )]
-    pub server_name_source: Option<&'static str>,
+    #[serde(default, deserialize_with = "de::opt_static_str")]
+    pub server_name_source: Option<Name>,
     /// The destination on the wire.
     #[serde(flatten)]
     pub peer: Peer,
     /// What the first bytes were: `tls`, `quic`, `http` (to a metadata service), `other` (not copied), `none` (nothing sent), `incomplete` (a ClientHello that did not finish within what the kernel copies).
     #[serde(rename = "nhi.connection.payload")]
-    pub payload: &'static str,
+    #[serde(deserialize_with = "de::static_str")]
+    pub payload: Name,
     /// The ClientHello, when there was one.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsHello>,
@@ -620,7 +689,8 @@ pub struct Connection {
     pub url_path: Option<String>,
     /// Why TLS or QUIC bytes gave no ClientHello (`incomplete_client_hello`, `malformed_hello`, ...).
     #[serde(rename = "error.type", skip_serializing_if = "Option::is_none")]
-    pub error_type: Option<&'static str>,
+    #[serde(default, deserialize_with = "de::opt_static_str")]
+    pub error_type: Option<Name>,
     /// The socket.
     #[serde(flatten)]
     pub socket: SocketFacts,
@@ -636,7 +706,7 @@ pub struct Connection {
 }
 
 /// The workload that used a credential: never a pid or pod name, so one usage spans restarts and replicas.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Consumer {
     /// The executable: the kernel's, else the process table's.
     #[serde(
@@ -656,16 +726,16 @@ pub struct Consumer {
         skip_serializing_if = "Option::is_none"
     )]
     pub interactive: Option<bool>,
-    /// The innermost systemd unit.
+    /// The innermost systemd unit (`nginx.service`, `session-3.scope`), for non-container cgroups.
     #[serde(rename = "nhi.systemd.unit", skip_serializing_if = "Option::is_none")]
     pub systemd_unit: Option<String>,
-    /// The container (outside pods).
+    /// The container, from the cgroup name (left out inside a pod: its namespace and service account name the workload).
     #[serde(rename = "container.id", skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
-    /// The container runtime.
+    /// `docker`, `containerd`, `cri-o`, `podman` (absent when the cgroup name does not say).
     #[serde(rename = "container.runtime", skip_serializing_if = "Option::is_none")]
     pub container_runtime: Option<String>,
-    /// The pod's namespace.
+    /// The pod's namespace, decoded (not verified) from the service-account token the pod mounts.
     #[serde(rename = "k8s.namespace.name", skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     /// The pod's service account, `namespace/name`.
@@ -677,11 +747,12 @@ pub struct Consumer {
 }
 
 /// The destinations of a usage's linked connections.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct UsageDestinations {
     /// `direct` (a connection by the process that read it, within `direct_window_secs`) or `inferred` (later, or by a descendant, within `inferred_window_secs`).
     #[serde(rename = "nhi.usage.confidence")]
-    pub confidence: &'static str,
+    #[serde(deserialize_with = "de::static_str")]
+    pub confidence: Name,
     /// Present (true) when more destinations than listed were linked.
     #[serde(
         rename = "nhi.usage.destinations_truncated",
@@ -704,9 +775,9 @@ pub struct UsageDestinations {
 }
 
 /// `nhi.usage`: the cumulative use of one credential by one workload, written when it changed.
-#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Usage {
-    #[serde(skip)]
+    #[serde(skip, default = "de::epoch")]
     pub time: SystemTime,
     /// The host the agent runs on.
     #[serde(rename = "host.name")]
@@ -747,7 +818,7 @@ pub struct Usage {
 }
 
 /// The workload a finding is about, where known.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct FindingWorkload {
     /// The executable.
     #[serde(
@@ -765,7 +836,7 @@ pub struct FindingWorkload {
         default
     )]
     pub interactive: bool,
-    /// The innermost systemd unit.
+    /// The innermost systemd unit (`nginx.service`, `session-3.scope`), for non-container cgroups.
     #[serde(rename = "nhi.systemd.unit", skip_serializing_if = "Option::is_none")]
     pub systemd_unit: Option<String>,
     /// The container image.
@@ -774,10 +845,10 @@ pub struct FindingWorkload {
         skip_serializing_if = "Option::is_none"
     )]
     pub container_image: Option<String>,
-    /// The container.
+    /// The container, from the cgroup name.
     #[serde(rename = "container.id", skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
-    /// The pod's namespace.
+    /// The pod's namespace, decoded (not verified) from the service-account token the pod mounts.
     #[serde(rename = "k8s.namespace.name", skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     /// The pod's service account, `namespace/name`.
@@ -789,7 +860,7 @@ pub struct FindingWorkload {
 }
 
 /// What an `unused` finding was judged on.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct UnusedEvidence {
     /// When it was judged (RFC 3339).
     #[serde(rename = "nhi.finding.evaluated_at")]
@@ -812,9 +883,9 @@ pub struct UnusedEvidence {
 }
 
 /// `nhi.finding`: what the usage records mean (shadow, unused, misused, ...); one record when a finding opens, changes or resolves.
-#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Finding {
-    #[serde(skip)]
+    #[serde(skip, default = "de::epoch")]
     pub time: SystemTime,
     /// The host the agent runs on.
     #[serde(rename = "host.name")]
@@ -824,13 +895,16 @@ pub struct Finding {
     pub id: String,
     /// `shadow`, `unused`, `unexpected_consumer`, `unexpected_destination`, `human_use`, `reuse`, `hygiene`, `created`.
     #[serde(rename = "nhi.finding.type")]
-    pub finding_type: &'static str,
+    #[serde(deserialize_with = "de::static_str")]
+    pub finding_type: Name,
     /// `open` or `resolved`.
     #[serde(rename = "nhi.finding.state")]
-    pub state: &'static str,
+    #[serde(deserialize_with = "de::static_str")]
+    pub state: Name,
     /// `info`, `low`, `medium`, `high`.
     #[serde(rename = "nhi.finding.severity")]
-    pub severity: &'static str,
+    #[serde(deserialize_with = "de::static_str")]
+    pub severity: Name,
     /// Short human text (never secret material).
     #[serde(rename = "nhi.finding.reason")]
     pub reason: String,
@@ -853,7 +927,11 @@ pub struct Finding {
     #[serde(rename = "nhi.finding.record_ids")]
     pub record_ids: Vec<String>,
     /// The workload, where known.
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        flatten,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de::finding_workload"
+    )]
     pub workload: Option<FindingWorkload>,
     /// `unexpected_destination`: the server.
     #[serde(rename = "server.address", skip_serializing_if = "Option::is_none")]
@@ -870,9 +948,9 @@ pub struct Finding {
 }
 
 /// `nhi.coverage`: what was watched, when, and what was lost, so "not used" and "not watched" can be told apart.
-#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Coverage {
-    #[serde(skip)]
+    #[serde(skip, default = "de::epoch")]
     pub time: SystemTime,
     /// The host the agent runs on.
     #[serde(rename = "host.name")]
@@ -907,7 +985,7 @@ pub struct Coverage {
 }
 
 /// `nhi.agent.stats`: the agent's own counters, cumulative since start (JSON lines; OTLP carries them as metrics).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct AgentStats {
     #[serde(skip)]
     pub time: Option<SystemTime>,
@@ -989,9 +1067,76 @@ pub struct AgentStats {
     /// Destinations not kept (a usage's list was full).
     #[serde(rename = "nhi.agent.usage.destinations_dropped")]
     pub usage_destinations_dropped: u64,
+    /// Records that could not be rendered, so not stored or written (0 unless a record type is broken).
+    #[serde(rename = "nhi.agent.records.unrenderable")]
+    pub records_unrenderable: u64,
 }
 
 impl CredentialAccess {
+    /// The accessing process and its workload, whatever the source (the
+    /// identity stage fills them in).
+    pub fn process_workload_mut(&mut self) -> (&mut Process, &mut Workload) {
+        match &mut self.source {
+            AccessSource::File(f) => (&mut f.process, &mut f.workload),
+            AccessSource::Env(e) => (&mut e.process, &mut e.workload),
+            AccessSource::Imds(i) => (&mut i.process, &mut i.workload),
+        }
+    }
+
+    /// The accessing process and its workload, whatever the source.
+    pub fn process_workload(&self) -> (&Process, &Workload) {
+        match &self.source {
+            AccessSource::File(f) => (&f.process, &f.workload),
+            AccessSource::Env(e) => (&e.process, &e.workload),
+            AccessSource::Imds(i) => (&i.process, &i.workload),
+        }
+    }
+
+    /// `nhi.source`.
+    pub fn source(&self) -> super::Source {
+        match &self.source {
+            AccessSource::File(_) => super::Source::File,
+            AccessSource::Env(_) => super::Source::Env,
+            AccessSource::Imds(_) => super::Source::Imds,
+        }
+    }
+
+    /// The credential this access names (`nhi.id`, `nhi.kind`), if any.
+    pub fn credential(&self) -> Option<super::Credential> {
+        let kind = match &self.source {
+            AccessSource::File(f) => f.kind.clone().unwrap_or_default(),
+            AccessSource::Env(e) => e.kind.clone(),
+            AccessSource::Imds(i) => i.kind.unwrap_or_default().to_owned(),
+        };
+        Some(super::Credential { id: self.nhi_id()?.to_owned(), kind })
+    }
+
+    /// The consumer the record shows: the values of its process and
+    /// workload that name one (what the correlator keyed its usage by).
+    pub fn consumer(&self) -> super::Consumer {
+        let (p, w) = self.process_workload();
+        super::Consumer {
+            executable_path: p.executable_path.clone(),
+            user_id: Some(p.user_id),
+            user_name: w.user_name.clone(),
+            interactive: w.interactive,
+            systemd_unit: w.systemd_unit.clone(),
+            container_id: w.container_id.clone(),
+            container_runtime: w.container_runtime.clone(),
+            namespace: w.namespace.clone(),
+            service_account: w.service_account.clone(),
+        }
+    }
+
+    /// How many accesses it stands for (`nhi.access.count`; 1 when
+    /// absent, as the correlator counts it).
+    pub fn count(&self) -> u64 {
+        match &self.source {
+            AccessSource::File(f) => f.count.unwrap_or(1),
+            _ => 1,
+        }
+    }
+
     /// `nhi.id`: the credential this access names, if any.
     pub fn nhi_id(&self) -> Option<&str> {
         match &self.source {
@@ -1007,11 +1152,17 @@ impl TypedRecord for CredentialAccess {
     fn time(&self) -> SystemTime {
         self.time
     }
+    fn set_time(&mut self, time: SystemTime) {
+        self.time = time;
+    }
 }
 impl TypedRecord for Rotation {
     const EVENT_NAME: &'static str = EVENT_CREDENTIAL_ROTATION;
     fn time(&self) -> SystemTime {
         self.time
+    }
+    fn set_time(&mut self, time: SystemTime) {
+        self.time = time;
     }
 }
 impl TypedRecord for Connection {
@@ -1019,11 +1170,17 @@ impl TypedRecord for Connection {
     fn time(&self) -> SystemTime {
         self.time
     }
+    fn set_time(&mut self, time: SystemTime) {
+        self.time = time;
+    }
 }
 impl TypedRecord for Usage {
     const EVENT_NAME: &'static str = EVENT_USAGE;
     fn time(&self) -> SystemTime {
         self.time
+    }
+    fn set_time(&mut self, time: SystemTime) {
+        self.time = time;
     }
 }
 impl TypedRecord for Finding {
@@ -1031,17 +1188,77 @@ impl TypedRecord for Finding {
     fn time(&self) -> SystemTime {
         self.time
     }
+    fn set_time(&mut self, time: SystemTime) {
+        self.time = time;
+    }
 }
 impl TypedRecord for Coverage {
     const EVENT_NAME: &'static str = EVENT_COVERAGE;
     fn time(&self) -> SystemTime {
         self.time
     }
+    fn set_time(&mut self, time: SystemTime) {
+        self.time = time;
+    }
 }
 impl TypedRecord for AgentStats {
     const EVENT_NAME: &'static str = EVENT_AGENT_STATS;
     fn time(&self) -> SystemTime {
         self.time.unwrap_or_else(SystemTime::now)
+    }
+    fn set_time(&mut self, time: SystemTime) {
+        self.time = Some(time);
+    }
+}
+
+/// Reading a record back from its JSON text (the store's column): the
+/// parts serde cannot derive.
+mod de {
+    use std::{borrow::Cow, time::SystemTime};
+
+    use serde::{Deserialize, Deserializer};
+
+    /// A record's `time` before it is read from apart (`set_time`).
+    pub fn epoch() -> SystemTime {
+        SystemTime::UNIX_EPOCH
+    }
+
+    /// A name from a closed set (`tcp`, `read`, `ipv4`, ...), kept once
+    /// per distinct text, as the renderer keeps attribute names.
+    pub fn static_str<'de, D: Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
+        Ok(super::super::render::intern(&Cow::<'de, str>::deserialize(d)?))
+    }
+
+    pub fn opt_static_str<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'static str>, D::Error> {
+        Ok(Option::<Cow<'de, str>>::deserialize(d)?.map(|s| super::super::render::intern(&s)))
+    }
+
+    /// The identity-fact groups: the schema's `Facts` pattern,
+    /// `^nhi\.(group)(\.[a-z0-9_.]+)?$`.
+    const FACT_GROUPS: &[&str] = &[
+        "aws", "azure", "content", "credential", "db", "detector", "gcp", "jwt", "k8s", "key", "pypi", "registry",
+        "server", "ssh", "x509",
+    ];
+
+    /// Whether `key` names an identity fact.
+    pub fn is_fact(key: &str) -> bool {
+        let Some(rest) = key.strip_prefix("nhi.") else { return false };
+        let (group, tail) = match rest.split_once('.') {
+            Some((g, t)) => (g, Some(t)),
+            None => (rest, None),
+        };
+        FACT_GROUPS.contains(&group)
+            && tail.is_none_or(|t| {
+                !t.is_empty() && t.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.')
+            })
+    }
+
+    /// A finding's workload: absent (`None`) when none of its keys is.
+    pub fn finding_workload<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<super::FindingWorkload>, D::Error> {
+        let w = super::FindingWorkload::deserialize(d)?;
+        Ok((w != super::FindingWorkload::default()).then_some(w))
     }
 }
 

@@ -33,9 +33,11 @@ pub fn render<T: TypedRecord>(r: &T) -> Record {
 /// shared part of one such as a workload) to `out`.
 pub fn append<T: Serialize + ?Sized>(r: &T, out: &mut Vec<(&'static str, Value)>) {
     // The records' derives only ever give structs and maps of scalars and
-    // string lists, which never fail here.
+    // string lists, which never fail here; if a type change breaks that,
+    // the record is counted (the attributes before the failure stay).
     if let Err(e) = r.serialize(Attributes { out, key: None }) {
-        debug_assert!(false, "a typed record renders: {e}");
+        super::record::UNRENDERABLE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!(error = %e, "record attributes not rendered");
     }
 }
 
@@ -46,7 +48,7 @@ pub fn append<T: Serialize + ?Sized>(r: &T, out: &mut Vec<(&'static str, Value)>
 /// cache by the text's address answers the repeated names of the hot path
 /// without hashing them; a hit is checked against the text, so a reused
 /// address can never give another name.
-fn intern(key: &str) -> &'static str {
+pub(super) fn intern(key: &str) -> &'static str {
     const SLOTS: usize = 256;
     struct Names {
         by_address: [(usize, &'static str); SLOTS],

@@ -9,9 +9,8 @@ use super::{
     tls::version_name,
 };
 use crate::model::{
-    Credential, Record,
+    Credential,
     records::{self, AccessSource, CredentialAccess, ImdsAccess, Peer, Process, SocketFacts, TlsHello, Workload},
-    render,
 };
 
 fn peer(peer: &SocketAddr) -> Peer {
@@ -41,9 +40,10 @@ pub struct Server {
     pub name_source: Option<&'static str>,
 }
 
-/// The connection's [`Server`]: the one rule for `server.address`, which
-/// both the record and the correlator's destination use.
-pub fn server(c: &Connection) -> Server {
+/// The connection's [`Server`]: the one rule for `server.address`. The
+/// record carries it, and the correlator's destination is read from the
+/// typed record.
+fn server(c: &Connection) -> Server {
     let sni = c.hello.as_ref().and_then(|h| h.server_name.clone());
     let host = c.http.as_ref().and_then(|(host, _, _)| host.as_deref().map(strip_port));
     let (name, name_source) = match (sni, host) {
@@ -60,16 +60,20 @@ pub fn server(c: &Connection) -> Server {
     Server { address: name.unwrap_or_else(|| c.peer.ip().to_string()), port: c.peer.port(), name_source }
 }
 
-/// `nhi.connection`: one per TCP connection and per QUIC connection attempt.
-pub fn connection(c: &Connection, server: &Server, host_name: &str, time: SystemTime) -> Record {
-    render(&records::Connection {
+/// `nhi.connection`: one per TCP connection and per QUIC connection
+/// attempt; the workload identity stage adds the workload. Its
+/// `server.address` and `server.port` are the [`Server`] the correlator
+/// links to.
+pub fn connection(c: &Connection, host_name: &str, time: SystemTime) -> records::Connection {
+    let server = server(c);
+    records::Connection {
         time,
         host_name: host_name.to_owned(),
         transport: match c.transport {
             ConnTransport::Tcp => "tcp",
             ConnTransport::Quic => "quic",
         },
-        server_address: server.address.clone(),
+        server_address: server.address,
         server_port: server.port,
         server_name_seen: server.name_source.is_some(),
         server_name_source: server.name_source,
@@ -95,12 +99,13 @@ pub fn connection(c: &Connection, server: &Server, host_name: &str, time: System
         process: Process::new(&c.socket.task, c.socket.exe.as_ref()),
         workload: Workload::default(),
         record_id: None,
-    })
+    }
 }
 
-/// `nhi.credential.access` from a metadata service (`nhi.source` = `imds`).
-pub fn imds_request(r: &ImdsRequest, host_name: &str, time: SystemTime) -> Record {
-    render(&CredentialAccess {
+/// `nhi.credential.access` from a metadata service (`nhi.source` = `imds`);
+/// the workload identity stage adds the workload.
+pub fn imds_request(r: &ImdsRequest, host_name: &str, time: SystemTime) -> CredentialAccess {
+    CredentialAccess {
         time,
         host_name: host_name.to_owned(),
         source: AccessSource::Imds(ImdsAccess {
@@ -118,7 +123,7 @@ pub fn imds_request(r: &ImdsRequest, host_name: &str, time: SystemTime) -> Recor
             workload: Workload::default(),
         }),
         record_id: None,
-    })
+    }
 }
 
 /// The credential a metadata-service request names, when it names one.
@@ -175,7 +180,7 @@ mod tests {
         for (c, address, source) in cases {
             let s = server(&c);
             assert_eq!((s.address.as_str(), s.port, s.name_source), (address, 8443, source));
-            let r = connection(&c, &s, "h", SystemTime::UNIX_EPOCH);
+            let r = crate::model::render(&connection(&c, "h", SystemTime::UNIX_EPOCH));
             let get = |k: &str| r.attributes.iter().find(|(x, _)| *x == k).map(|(_, v)| v.clone());
             assert_eq!(get("server.address"), Some(address.into()));
             assert_eq!(get("server.port"), Some(8443u32.into()));

@@ -57,7 +57,7 @@ pub fn json(r: &Report) -> String {
     let findings: Vec<Value> = r
         .findings
         .iter()
-        .map(|f| serde_json::to_value(render::record(f, &r.host, r.generated_at)).unwrap_or(Value::Null))
+        .map(|f| serde_json::to_value(crate::model::render(&render::record(f, &r.host, r.generated_at))).unwrap_or(Value::Null))
         .collect();
     let timeline: Vec<Value> = r
         .timeline

@@ -22,6 +22,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
 use serde_json::Value as Json;
 
 use super::writer::{Store, StoreError, db_path, i, now_ns, ns, time, u};
+use crate::model::records::FileAccess;
 use crate::findings::{
     Coverage, Creation, CredFile, Credential, Destination, Facts, Finding, Span, State, Usage, Workload,
 };
@@ -67,11 +68,26 @@ fn s<'a>(v: &'a Json, k: &str) -> Option<&'a str> {
     v.get(k).and_then(Json::as_str)
 }
 
-fn expiry_of(v: &Json) -> Option<SystemTime> {
+fn expiry_of(facts: &crate::model::records::Facts) -> Option<SystemTime> {
     ["nhi.credential.expires_at", "nhi.x509.not_after"]
         .iter()
-        .filter_map(|k| s(v, k))
+        .filter_map(|k| facts.0.iter().find(|(name, _)| name == k).map(|(_, v)| v.as_str()))
         .find_map(crate::inventory::parse_expiry)
+}
+
+/// A stored file access or rotation (its JSON text, read back as the typed
+/// record) and the credentials it names in its file: an access's `nhi.id`,
+/// a rotation's identities after the change. `None` for other records.
+fn file_access(event: &str, body: &str) -> Option<(FileAccess, Vec<String>)> {
+    use crate::model::{EVENT_CREDENTIAL_ROTATION, from_json, records::{AccessSource, CredentialAccess, Rotation}};
+    if event == EVENT_CREDENTIAL_ROTATION {
+        let r: Rotation = from_json(body)?;
+        let ids = r.change.current_ids.split(',').filter(|id| !id.is_empty()).map(str::to_owned).collect();
+        return Some((r.access, ids));
+    }
+    let AccessSource::File(f) = from_json::<CredentialAccess>(body)?.source else { return None };
+    let ids = f.identity.id.iter().cloned().collect();
+    Some((f, ids))
 }
 
 /// The nearest ancestor directory anyone may write to (sticky or not).
@@ -108,14 +124,10 @@ impl Store {
         let n = rows.len();
         let conn = self.write_conn(n + 1)?;
         for (id, time_ns, event, body) in rows {
-            let Ok(v) = serde_json::from_str::<Json>(&body) else { continue };
+            let Some((access, ids)) = file_access(&event, &body) else { continue };
             let record_id = format!("{instance}-{id}");
-            let Some(path) = s(&v, "file.path") else { continue };
-            if s(&v, "nhi.source") != Some("file") {
-                continue;
-            }
-            let ok = v.get("nhi.open.result").and_then(Json::as_i64).is_none_or(|r| r >= 0);
-            if ok && v.get("nhi.file.create").and_then(Json::as_bool) == Some(true) {
+            let path = access.open.path.as_str();
+            if access.open.result >= 0 && access.open.create {
                 conn.prepare_cached(
                     "INSERT INTO file_creations (path, time_ns, record_id, executable, uid, tty, count)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1)
@@ -126,22 +138,15 @@ impl Store {
                     path,
                     time_ns,
                     record_id,
-                    s(&v, "process.executable.path"),
-                    v.get("process.user.id").and_then(Json::as_i64),
-                    s(&v, "nhi.process.tty")
+                    access.process.executable_path,
+                    access.process.user_id,
+                    access.workload.tty
                 ])?;
             }
-            let kind = s(&v, "nhi.kind").unwrap_or("");
-            let ids: Vec<String> = if event == "nhi.credential.rotation" {
-                v.get("nhi.rotation.current_ids")
-                    .and_then(Json::as_array)
-                    .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
-                    .unwrap_or_default()
-            } else {
-                s(&v, "nhi.id").map(|x| vec![x.to_owned()]).unwrap_or_default()
-            };
+            let kind = access.kind.as_deref().unwrap_or("");
+            let expires = expiry_of(&access.identity.facts);
             for nhi_id in ids {
-                upsert_file(conn, &nhi_id, kind, path, time_ns, false, expiry_of(&v), Some(&record_id))?;
+                upsert_file(conn, &nhi_id, kind, path, time_ns, false, expires, Some(&record_id))?;
             }
         }
         super::set_cursor(conn, CURSOR_FINDINGS, last)?;
@@ -458,28 +463,63 @@ mod tests {
 
     use super::*;
     use crate::{
-        model::{Record, Value},
+        model::records::CredentialAccess,
         findings::{FindingType, Settings, evaluate, lifecycle::reconcile},
         store::StoreOptions,
     };
 
-    fn access(path: &str, id: Option<&str>, create: bool, tty: Option<&str>) -> Record {
-        let mut a: Vec<(&'static str, Value)> = vec![
-            ("nhi.source", "file".into()),
-            ("nhi.kind", "aws.access_key".into()),
-            ("file.path", path.into()),
-            ("nhi.file.create", create.into()),
-            ("nhi.open.result", Value::Int(3)),
-            ("process.executable.path", "/usr/bin/tee".into()),
-            ("process.user.id", Value::Int(1000)),
-        ];
-        if let Some(id) = id {
-            a.push(("nhi.id", id.into()));
+    fn access(path: &str, id: Option<&str>, create: bool, tty: Option<&str>) -> CredentialAccess {
+        use crate::model::records::{AccessSource, FileAccess, FileOpen, Identity, Process, Workload};
+        CredentialAccess {
+            time: SystemTime::now(),
+            host_name: String::new(),
+            source: AccessSource::File(FileAccess {
+                kind: Some("aws.access_key".into()),
+                open: FileOpen { path: path.into(), create, result: 3, ..FileOpen::default() },
+                process: Process {
+                    user_id: 1000,
+                    executable_path: Some("/usr/bin/tee".into()),
+                    ..Process::default()
+                },
+                workload: Workload { tty: tty.map(str::to_owned), ..Workload::default() },
+                identity: Identity { id: id.map(str::to_owned), ..Identity::default() },
+                ..FileAccess::default()
+            }),
+            record_id: None,
         }
-        if let Some(t) = tty {
-            a.push(("nhi.process.tty", t.into()));
-        }
-        Record { time: SystemTime::now(), event_name: "nhi.credential.access", attributes: a }
+    }
+
+    /// Guards the reading of rotation records: their identities after the
+    /// change are a comma-separated list (read as an array before, so a
+    /// rotation named no credential's file).
+    #[test]
+    fn a_rotation_names_its_file_for_the_identities_after_the_change() {
+        use crate::model::records::{AccessSource, Rotation, RotationIds};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("credentials");
+        let path = path.to_str().unwrap();
+        let mut s = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let AccessSource::File(access) = access(path, None, false, None).source else { unreachable!() };
+        s.append(&mut Rotation {
+            time: SystemTime::now(),
+            host_name: String::new(),
+            source: "file",
+            access,
+            change: RotationIds {
+                previous_ids: "AKIAOLD".into(),
+                current_ids: "AKIANEW1,AKIANEW2".into(),
+                identity_changed: true,
+            },
+            record_id: None,
+        })
+        .unwrap();
+        s.maybe_commit(true).unwrap();
+        assert_eq!(s.ingest_records().unwrap(), 1);
+        let facts = s.facts().unwrap();
+        let mut named: Vec<&str> =
+            facts.credentials.iter().filter(|c| c.files.iter().any(|f| f.path == path)).map(|c| c.nhi_id.as_str()).collect();
+        named.sort_unstable();
+        assert_eq!(named, ["AKIANEW1", "AKIANEW2"]);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::{
         Confidence, UsageDelta,
         record::{Subject, usage_head},
     },
-    model::{Consumer, Credential, EVENT_CREDENTIAL_ACCESS, Source},
+    model::{Consumer, Credential, EVENT_CREDENTIAL_ACCESS, Source, records::CredentialAccess},
 };
 
 /// `meta` key: the usage totals count every access record up to this id.
@@ -158,8 +158,8 @@ pub(super) fn recount(conn: &Connection, through: i64) -> rusqlite::Result<Vec<U
 }
 
 /// What names the usage of a stored access record (the store's own JSON
-/// serialisation, read back at start only), and its `nhi.access.count`
-/// (1 when absent, as the correlator counts it).
+/// serialisation, read back as the typed record at start only), and its
+/// `nhi.access.count`.
 struct StoredAccess {
     host: String,
     credential: Credential,
@@ -170,26 +170,13 @@ struct StoredAccess {
 
 impl StoredAccess {
     fn parse(body: &str) -> Option<Self> {
-        let serde_json::Value::Object(map) = serde_json::from_str::<serde_json::Value>(body).ok()? else {
-            return None;
-        };
-        let s = |k: &str| map.get(k).and_then(serde_json::Value::as_str).map(str::to_owned);
+        let access: CredentialAccess = crate::model::from_json(body)?;
         Some(Self {
-            host: s("host.name").unwrap_or_default(),
-            credential: Credential { id: s("nhi.id")?, kind: s("nhi.kind").unwrap_or_default() },
-            source: Source::parse(map.get("nhi.source")?.as_str()?)?,
-            consumer: Consumer {
-                executable_path: s("process.executable.path"),
-                user_id: map.get("process.user.id").and_then(serde_json::Value::as_u64).and_then(|v| u32::try_from(v).ok()),
-                user_name: s("process.user.name"),
-                interactive: map.get("process.interactive").and_then(serde_json::Value::as_bool),
-                systemd_unit: s("nhi.systemd.unit"),
-                container_id: s("container.id"),
-                container_runtime: s("container.runtime"),
-                namespace: s("k8s.namespace.name"),
-                service_account: s("nhi.k8s.service_account"),
-            },
-            count: map.get("nhi.access.count").and_then(serde_json::Value::as_u64).unwrap_or(1),
+            credential: access.credential()?,
+            source: access.source(),
+            consumer: access.consumer(),
+            count: access.count(),
+            host: access.host_name,
         })
     }
 }
@@ -293,7 +280,6 @@ mod tests {
 
     use super::*;
     use crate::{
-        model::Record,
         correlate::{Destination, UsageHead},
         store::StoreOptions,
     };
@@ -343,22 +329,21 @@ mod tests {
 
     /// An access record as the pipeline stores it, and its delta as the
     /// correlator would make it.
-    fn access(exe: &str, count: u64) -> (Record, UsageDelta) {
-        let mut r = Record {
+    fn access(exe: &str, count: u64) -> (CredentialAccess, UsageDelta) {
+        use crate::model::records::{AccessSource, FileAccess, Identity, Process, Workload};
+        let r = CredentialAccess {
             time: SystemTime::now(),
-            event_name: EVENT_CREDENTIAL_ACCESS,
-            attributes: vec![
-                ("host.name", "h".into()),
-                ("nhi.source", "file".into()),
-                ("nhi.kind", "aws.access_key".into()),
-                ("nhi.id", "AKIARECOUNT".into()),
-                ("process.pid", 42u32.into()),
-                ("process.executable.path", exe.into()),
-                ("process.user.id", 0u32.into()),
-                ("process.interactive", false.into()),
-            ],
+            host_name: "h".into(),
+            source: AccessSource::File(FileAccess {
+                kind: Some("aws.access_key".into()),
+                identity: Identity { id: Some("AKIARECOUNT".into()), ..Identity::default() },
+                process: Process { pid: 42, executable_path: Some(exe.into()), ..Process::default() },
+                workload: Workload { interactive: Some(false), ..Workload::default() },
+                count: Some(count),
+                ..FileAccess::default()
+            }),
+            record_id: None,
         };
-        r.set_count(count);
         // The live path's head, from the typed values the record shows.
         let credential = Credential { id: "AKIARECOUNT".into(), kind: "aws.access_key".into() };
         let consumer =

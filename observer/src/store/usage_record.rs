@@ -10,9 +10,8 @@ use sha2::{Digest as _, Sha256};
 
 use super::UsageRow;
 use crate::model::{
-    Record, rfc3339,
+    rfc3339,
     records::{Consumer, Usage, UsageDestinations},
-    render,
 };
 
 /// Destinations listed in an `nhi.usage` record (the most recent first);
@@ -27,7 +26,7 @@ pub fn usage_id(key: &str) -> String {
 }
 
 /// `nhi.usage`: the cumulative state of one usage as committed.
-pub fn usage_record(u: &UsageRow) -> Record {
+pub fn usage_record(u: &UsageRow) -> Usage {
     let destinations = u
         .destinations
         .iter()
@@ -68,7 +67,7 @@ pub fn usage_record(u: &UsageRow) -> Record {
                 confidences,
             }
         });
-    render(&Usage {
+    Usage {
         time: u.last_seen.max(SystemTime::UNIX_EPOCH),
         host_name: u.host.clone(),
         id: u.nhi_id.clone(),
@@ -82,7 +81,7 @@ pub fn usage_record(u: &UsageRow) -> Record {
         connections: u.connections,
         destinations,
         record_id: None,
-    })
+    }
 }
 
 #[cfg(test)]
@@ -90,7 +89,7 @@ mod tests {
     use super::*;
     use crate::{
         correlate::Confidence,
-        model::{EVENT_USAGE, Value},
+        model::{EVENT_USAGE, Record, Value},
         store::DestinationRow,
     };
 
@@ -129,7 +128,7 @@ mod tests {
                 dest("b.example", Confidence::Inferred),
             ],
         };
-        let r = usage_record(&row);
+        let r = crate::model::render(&usage_record(&row));
         let get = |r: &Record, k: &str| {
             r.attributes
                 .iter()
@@ -145,7 +144,7 @@ mod tests {
             "two destinations: listed, no single server.address"
         );
         row.destinations.push(dest("a.example", Confidence::Direct));
-        let r = usage_record(&row);
+        let r = crate::model::render(&usage_record(&row));
         assert_eq!(get(&r, "nhi.usage.confidence"), Some("direct".into()));
         assert_eq!(
             get(&r, "nhi.usage.destinations"),
@@ -159,7 +158,7 @@ mod tests {
             Some(Value::StrList(vec!["direct".into(), "inferred".into()]))
         );
         row.destinations.remove(1);
-        let r = usage_record(&row);
+        let r = crate::model::render(&usage_record(&row));
         assert_eq!(
             get(&r, "server.address"),
             Some("a.example".into()),
@@ -167,9 +166,9 @@ mod tests {
         );
         assert_eq!(get(&r, "nhi.usage.confidence"), Some("direct".into()));
         row.destinations.truncate(1);
-        let r = usage_record(&row);
+        let r = crate::model::render(&usage_record(&row));
         assert_eq!(get(&r, "server.address"), Some("a.example".into()));
         row.destinations.clear();
-        assert_eq!(get(&usage_record(&row), "nhi.usage.confidence"), None);
+        assert_eq!(get(&crate::model::render(&usage_record(&row)), "nhi.usage.confidence"), None);
     }
 }

@@ -538,10 +538,17 @@ impl Store {
     /// output only once it is committed ([`Store::take_committed`]). When
     /// the database cannot be written the record waits in the retry queue;
     /// the error is returned for the count of failed writes, the record is
-    /// not lost with it.
+    /// not lost with it. Only typed records are [`Stored`]: their
+    /// `nhi.id` is a typed field. A record that cannot be rendered is not
+    /// stored (counted in `model::record::UNRENDERABLE`; its id is not
+    /// reused).
     pub fn append<R: Stored + ?Sized>(&mut self, record: &mut R) -> Result<(), StoreError> {
         let id = self.take_id();
-        let body = record.to_json(format!("{}-{id}", self.instance));
+        let Some(body) = record.to_json(format!("{}-{id}", self.instance)) else {
+            // Not stored: the id goes to the next record.
+            self.next_id = id;
+            return Ok(());
+        };
         let nhi_id = record.nhi_id().map(str::to_owned);
         let row = Row { id, time_ns: ns(record.time()), event_name: record.event_name(), nhi_id, body };
         self.submit(Op::Record(row))
@@ -889,7 +896,7 @@ fn insert_rows(conn: &Connection, ops: &[Op]) -> rusqlite::Result<()> {
 pub(super) mod tests {
     use super::*;
     use crate::store::outbox::{open_reader, records_after};
-    use crate::model::Record;
+    use crate::model::records::{AccessSource, CredentialAccess, EnvAccess, Process};
 
     /// Guards the retry queue: a full disk (here: the database's page limit)
     /// makes writes fail mid-transaction; nothing is handed out for JSON
@@ -904,8 +911,7 @@ pub(super) mod tests {
         let mut out = Vec::new();
         let mut failed = 0;
         for n in 0..2000 {
-            let mut r = record(n);
-            r.attributes.push(("pad", "x".repeat(400).into()));
+            let mut r = padded(n, &"x".repeat(400));
             if s.append(&mut r).is_err() {
                 failed += 1;
             }
@@ -978,8 +984,7 @@ pub(super) mod tests {
             let dir = tempfile::tempdir().unwrap();
             let mut s = Store::open(dir.path(), StoreOptions::default()).unwrap();
             for n in 0..3000 {
-                let mut r = record(n);
-                r.attributes.push(("pad", "y".repeat(300).into()));
+                let mut r = padded(n, &"y".repeat(300));
                 s.append(&mut r).unwrap();
             }
             s.close(&Counters::default()).unwrap();
@@ -1053,11 +1058,24 @@ pub(super) mod tests {
         assert!(reserved.parse::<i64>().unwrap() >= i64::try_from(n).unwrap());
     }
 
-    pub(in crate::store) fn record(n: u32) -> Record {
-        Record {
+    /// A typed access naming `AKIA<n>`, by process `n`.
+    pub(in crate::store) fn record(n: u32) -> CredentialAccess {
+        padded(n, "")
+    }
+
+    /// [`record`], `pad` longer.
+    fn padded(n: u32, pad: &str) -> CredentialAccess {
+        CredentialAccess {
             time: SystemTime::now(),
-            event_name: "nhi.credential.access",
-            attributes: vec![("nhi.id", format!("AKIA{n}").into()), ("process.pid", n.into())],
+            host_name: "h".into(),
+            source: AccessSource::Env(EnvAccess {
+                kind: "aws.access_key".into(),
+                id: Some(format!("AKIA{n}")),
+                env_name: format!("AWS_ACCESS_KEY_ID{pad}"),
+                process: Process { pid: n, ..Process::default() },
+                workload: Default::default(),
+            }),
+            record_id: None,
         }
     }
 

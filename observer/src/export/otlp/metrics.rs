@@ -151,6 +151,8 @@ pub fn start(
             // Lines the JSON lines output could not take (their records
             // are in the store).
             o.observe(Stats::get(&s.jsonl_lines_lost), &[KeyValue::new("nhi.drop.reason", "jsonl_unwritable")]);
+            // Records whose type could not be rendered (not stored).
+            o.observe(crate::model::record::unrenderable(), &[KeyValue::new("nhi.drop.reason", "record_unrenderable")]);
         })
         .build();
     let s = stats.clone();
