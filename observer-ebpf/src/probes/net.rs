@@ -7,7 +7,9 @@
 //!   UDP `connect()` only enters `FLOWS` (task kept in the entry).
 //! - `cgroup/sendmsg4|6` (process context): an unconnected UDP socket's
 //!   first `sendto()` enters `FLOWS` the same way.
-//! - `cgroup_skb/egress` (no process context): for a socket in `FLOWS`,
+//! - `cgroup_skb/egress` (no process context; runs for every packet the
+//!   host sends, so a packet that cannot matter (no TCP payload, UDP too
+//!   short for QUIC) leaves before the `FLOWS` lookup): for a socket in `FLOWS`,
 //!   copies outbound payload to the agent as [`NetPayloadEvent`]s, joined by
 //!   cookie. TCP: only a stream whose first byte starts a TLS handshake
 //!   record (bounded by the ClientHello's own length and
@@ -390,8 +392,52 @@ fn parse_ip(ctx: &SkBuffContext) -> Option<Packet> {
     }
 }
 
+/// Whether a packet may matter to a socket in `FLOWS`; false only when it
+/// certainly cannot: not TCP or UDP, TCP without payload (SYN, pure ACK,
+/// FIN: most packets of a connection, and of both its ends), or UDP too
+/// short for a QUIC Initial. Those leave here, before the socket-cookie
+/// read and the `FLOWS` lookup that every packet of the host paid for
+/// (`bench tls`). Read with direct packet loads (no helper calls); when the
+/// headers are not in the linear part, the answer is "may" and the full
+/// path decides, as before.
+#[inline(always)]
+fn may_matter(ctx: &SkBuffContext) -> bool {
+    let skb = ctx.skb.skb;
+    // SAFETY: the program's context; the verifier checks these reads.
+    let (data, end, len) = unsafe { ((*skb).data as usize, (*skb).data_end as usize, (*skb).len) };
+    if data + 40 > end {
+        return true;
+    }
+    // SAFETY: 40 bytes from `data` are inside the packet (checked above).
+    let b0 = unsafe { *(data as *const u8) };
+    let (protocol, l4) = match b0 >> 4 {
+        // SAFETY: as above (offset 9 < 40).
+        4 if b0 & 0x0f == 5 => (unsafe { *((data + 9) as *const u8) }, 20u32),
+        // Options: rare; the full path reads them.
+        4 => return true,
+        // SAFETY: as above (offset 6 < 40).
+        6 => (unsafe { *((data + 6) as *const u8) }, 40u32),
+        _ => return false,
+    };
+    match u32::from(protocol) {
+        IPPROTO_TCP => {
+            if data + l4 as usize + 13 > end {
+                return true;
+            }
+            // SAFETY: l4 + 12 < l4 + 13 bytes are inside the packet (checked).
+            let doff = unsafe { *((data + l4 as usize + 12) as *const u8) } >> 4;
+            len > l4 + u32::from(doff) * 4
+        }
+        IPPROTO_UDP => len >= l4 + 8 + QUIC_MIN_INITIAL,
+        _ => false,
+    }
+}
+
 #[inline(always)]
 fn on_egress(ctx: &SkBuffContext) -> Option<()> {
+    if !may_matter(ctx) {
+        return None;
+    }
     // SAFETY: the context pointer is what the helper expects.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     let flow = FLOWS.get_ptr_mut(cookie)?;
