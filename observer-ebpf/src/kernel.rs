@@ -150,10 +150,12 @@ pub fn current_task_info(info: &mut TaskInfo) {
     info.ppid = 0;
     info.start_boot_ns = 0;
     if off!(valid) != 0 {
+        // One helper call for the task pointer, shared by both reads.
         let task = task_btf();
         let parent: u64 = ld(task, off!(task_real_parent));
         info.ppid = ld::<u32>(parent, off!(task_tgid));
-        info.start_boot_ns = process_start_ns();
+        let leader: u64 = ld(task, off!(task_group_leader));
+        info.start_boot_ns = ld::<u64>(leader, off!(task_start_boottime));
     }
 }
 

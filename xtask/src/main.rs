@@ -75,8 +75,8 @@ enum Cmd {
         /// `targets`: shorter runs, a smoke check of the whole set.
         #[arg(long)]
         quick: bool,
-        /// `tls`: this agent binary instead of building the release one
-        /// here (to compare two builds).
+        /// `tls`, `process`, `files`: this agent binary instead of building
+        /// the release one here (to compare two builds).
         #[arg(long)]
         agent: Option<std::path::PathBuf>,
     },

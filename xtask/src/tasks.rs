@@ -69,14 +69,20 @@ pub fn test(lint: bool, args: &[String]) -> anyhow::Result<()> {
     status(&mut cmd).context("tests failed")
 }
 
-pub fn bench_process(iterations: u32) -> anyhow::Result<()> {
+pub fn bench_process(iterations: u32, agent: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     if !is_root() {
         anyhow::bail!("the benchmark loads the agent's probes: run it as root");
     }
     setup::ensure()?;
-    let root = workspace_root();
-    status(Command::new("cargo").current_dir(&root).args(["build", "--release", "--package", "nhi-observer"]))?;
-    crate::bench::process::bench(&root.join("target/release/nhi-observer"), iterations).map(|_| ())
+    let bin = match agent {
+        Some(bin) => bin,
+        None => {
+            let root = workspace_root();
+            status(Command::new("cargo").current_dir(&root).args(["build", "--release", "--package", "nhi-observer"]))?;
+            root.join("target/release/nhi-observer")
+        }
+    };
+    crate::bench::process::bench(&bin, iterations).map(|_| ())
 }
 
 /// `bench scan`: content discovery against detect-secrets and ripgrep

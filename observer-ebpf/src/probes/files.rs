@@ -189,34 +189,41 @@ struct Hit {
 
 #[inline(always)]
 fn on_sys_exit(regs: u64, ret: i64) -> Option<()> {
-    let args = open_args(regs)?;
-    on_open::<false>(&args, ret, true)
+    if !is_open_family(regs) {
+        return None;
+    }
+    // The arguments are read from the saved registers only when an open is
+    // reported or its string matched: most opens end at the gates, and
+    // the loads are volatile (LLVM would not sink them there itself).
+    on_open::<false>(|| open_args(regs), ret, true)
 }
 
 /// Judges one finished open and reports it when it may concern a
-/// credential. `has_fd`: a non-negative `ret` is a descriptor in the
-/// current task's table (not an io_uring fixed-file slot). `KERNEL`: the
-/// requested path is a kernel copy ([`OpenArgs::path`]).
+/// credential. `args` gives the open's arguments, called only past the
+/// gates. `has_fd`: a non-negative `ret` is a descriptor in the current
+/// task's table (not an io_uring fixed-file slot). `KERNEL`: the requested
+/// path is a kernel copy ([`OpenArgs::path`]).
 #[inline(always)]
-pub(crate) fn on_open<const KERNEL: bool>(args: &OpenArgs, ret: i64, has_fd: bool) -> Option<()> {
+pub(crate) fn on_open<const KERNEL: bool>(args: impl Fn() -> Option<OpenArgs>, ret: i64, has_fd: bool) -> Option<()> {
     if ret >= 0 && has_fd {
         match kernel::file_of_fd(ret) {
-            Some(FileRef::Typed(file)) => return on_opened::<true>(args, ret, file),
+            Some(FileRef::Typed(file)) => return on_opened::<true>(&args, ret, file),
             Some(FileRef::Untyped(file)) => {
                 count(EventKind::FileOpen, Counter::SlowPath);
-                return on_opened::<false>(args, ret, file);
+                return on_opened::<false>(&args, ret, file);
             }
             None => {}
         }
     }
     // A failed open, or no kernel offsets: only the requested string is left.
-    let hit = match_string::<KERNEL>(args)?;
-    report(args, ret, hit, None)
+    let args = args()?;
+    let hit = match_string::<KERNEL>(&args)?;
+    report(&args, ret, hit, None)
 }
 
 /// A successful open: gates on the file itself.
 #[inline(always)]
-fn on_opened<const TYPED: bool>(args: &OpenArgs, ret: i64, file: u64) -> Option<()> {
+fn on_opened<const TYPED: bool>(args: &impl Fn() -> Option<OpenArgs>, ret: i64, file: u64) -> Option<()> {
     let (inode, ino) = kernel::file_inode::<TYPED>(file);
     let hit = if let Some(rule_id) = watched::<TYPED>(inode, ino, INODE_FILE) {
         Hit { rule_id, how: MatchKind::Inode }
@@ -249,7 +256,7 @@ fn on_opened<const TYPED: bool>(args: &OpenArgs, ret: i64, file: u64) -> Option<
         }
     };
     let dev = kernel::inode_dev::<TYPED>(inode);
-    report(args, ret, hit, Some((file, dev, ino)))
+    report(&args()?, ret, hit, Some((file, dev, ino)))
 }
 
 /// Hands an open to [`emit_file_open`] through the per-CPU scratch.

@@ -167,12 +167,6 @@ fn on_complete(req: u64, cqe: u64) -> Option<()> {
     } else {
         OpenSyscall::IoUringOpenAt
     };
-    let args = OpenArgs {
-        syscall,
-        dirfd: v.dfd,
-        path: v.path.as_ptr() as u64,
-        flags: v.flags,
-        mode: v.mode,
-    };
-    files::on_open::<true>(&args, res as i64, v.file_slot == 0)
+    let args = || Some(OpenArgs { syscall, dirfd: v.dfd, path: v.path.as_ptr() as u64, flags: v.flags, mode: v.mode });
+    files::on_open::<true>(args, res as i64, v.file_slot == 0)
 }

@@ -61,7 +61,9 @@ pub struct Figures {
     pub tree_peer: f64,
 }
 
-pub fn run(rounds: usize) -> anyhow::Result<Figures> {
+/// `agent`: this agent binary instead of the release build here (to
+/// compare two builds); the floor program is built here either way.
+pub fn run(rounds: usize, agent: Option<PathBuf>) -> anyhow::Result<Figures> {
     let root = crate::tasks::workspace_root();
     status(Command::new("cargo").current_dir(&root).args([
         "build",
@@ -74,7 +76,7 @@ pub fn run(rounds: usize) -> anyhow::Result<Figures> {
         "probe_floor",
     ]))?;
     super::peer::ensure()?;
-    let agent_bin = root.join("target/release/nhi-observer");
+    let agent_bin = agent.unwrap_or_else(|| root.join("target/release/nhi-observer"));
     let floor_bin = root.join("target/release/examples/probe_floor");
     let scratch = tempdir()?;
     let files = loop_files(&scratch)?;

@@ -168,8 +168,8 @@ pub fn run(
     agent: Option<std::path::PathBuf>,
 ) -> anyhow::Result<()> {
     match name {
-        "files" => files::run(rounds).map(|_| ()),
-        "process" => crate::tasks::bench_process(iterations),
+        "files" => files::run(rounds, agent).map(|_| ()),
+        "process" => crate::tasks::bench_process(iterations, agent),
         "tls" => tls::run(&tls::Args { agent, ..tls::Args::with_rounds(rounds) }),
         "pipeline" => pipeline(),
         "memory" => crate::tasks::bench_memory(),
@@ -261,6 +261,17 @@ pub fn thread_ticks(pid: u32) -> std::collections::BTreeMap<String, u64> {
         *out.entry(name).or_default() += t;
     }
     out
+}
+
+/// CPU time of every thread of `pid` so far, in ns (the first field of
+/// each thread's `/proc/<pid>/task/<tid>/schedstat`: nanosecond resolution,
+/// unlike the clock ticks of `stat`). Threads that exited are not counted.
+pub fn cpu_ns(pid: u32) -> u64 {
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    rd.filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_to_string(e.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()))
+        .sum()
 }
 
 /// Voluntary + involuntary context switches of every thread of `pid`.

@@ -93,7 +93,14 @@ pub fn bench(bin: &Path, iterations: u32) -> anyhow::Result<Vec<Figures>> {
         }
         // Keep draining its log so it never blocks on a full pipe.
         let drain = std::thread::spawn(move || lines.map_while(Result::ok).count());
+        let cpu0 = super::cpu_ns(agent.id());
         let with = run_workload(w, iterations)?;
+        // The agent's own CPU (user space and the syscalls it makes, all
+        // threads) while the workload ran, per iteration: on 2 CPUs it
+        // competes with the workload, beyond the BPF time the workload's
+        // own syscalls pay. Read just after the run: records still in the
+        // ring or the pipeline count only partly.
+        let agent_cpu_us = (super::cpu_ns(agent.id()).saturating_sub(cpu0)) as f64 / 1e3 / f64::from(iterations);
         // Kernel program cost per process, in a pass of its own (the
         // statistics add two clock reads to every program run, so they are
         // never on while wall-clock time is measured).
@@ -107,6 +114,18 @@ pub fn bench(bin: &Path, iterations: u32) -> anyhow::Result<Vec<Figures>> {
             // syscall exit of the loop too), per iteration.
             let t = |m: &std::collections::BTreeMap<String, (u64, u64)>| m.values().map(|v| v.0).sum::<u64>();
             agent_total_ns = (t(&after) - t(&before)) as f64 / f64::from(iterations);
+            // Where that goes, program by program.
+            let mut each = after
+                .iter()
+                .map(|(name, &(t1, c1))| {
+                    let (t0, c0) = before.get(name).copied().unwrap_or_default();
+                    (name.clone(), (t1 - t0) as f64 / f64::from(iterations), (c1 - c0) as f64 / f64::from(iterations))
+                })
+                .filter(|e| e.1 > 0.0)
+                .collect::<Vec<_>>();
+            each.sort_by(|a, b| b.1.total_cmp(&a.1));
+            let list = each.iter().map(|(n, ns, runs)| format!("{n} {:.2} us ({runs:.1} runs)", ns / 1e3)).collect::<Vec<_>>();
+            println!("  BPF time per iteration by program: {}", list.join(", "));
             PROGRAM_TARGETS
                 .iter()
                 .map(|&(name, target)| {
@@ -152,6 +171,10 @@ pub fn bench(bin: &Path, iterations: u32) -> anyhow::Result<Vec<Figures>> {
             "",
             per(with_peer),
             if ra < rp { "cheaper than the peer" } else { "NOT cheaper than the peer" }
+        );
+        println!(
+            "  agent CPU per iteration (its threads, from /proc schedstat, during the wall-clock run): {agent_cpu_us:.2} us; wall-clock added by the agent {:.2} us",
+            per(with) - base
         );
         println!(
             "  BPF time per iteration (kernel BPF stats, separate passes, all programs of each, machine-wide: other processes' syscalls count too): agent {:.2} us, peer {:.2} us",

@@ -96,7 +96,7 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     rows.push(row("2. TLS connections missed", "0", format!("{} of {}", t.missed, t.made), t.missed == 0));
 
     println!("\n== file sensor (bench files, {} round(s))", sizes.files_rounds);
-    let f = files::run(sizes.files_rounds)?;
+    let f = files::run(sizes.files_rounds, Some(bin.clone()))?;
     rows.push(row(
         "3. file program over the floor program",
         "<= 20 ns per syscall exit",
