@@ -355,8 +355,7 @@ impl Catalog {
     /// Whether `path` (absolute, as on the host or in the process's mount
     /// namespace) is excluded.
     pub fn excluded(&self, path: &str) -> bool {
-        let n = normalise_home(path);
-        self.exclude.iter().any(|p| p.matching_spelling_len(&n).is_some())
+        with_normalised_home(path, |n| self.exclude.iter().any(|p| p.matching_spelling_len(n).is_some()))
     }
 
     /// The rule for `path`, as the kernel would pick it: an exact path,
@@ -440,17 +439,38 @@ pub fn home_suffixes(path: &str) -> impl Iterator<Item = String> + '_ {
 /// Replaces a leading `/root` or `/home/<user>` by `~`, as the kernel does
 /// (`probes/files.rs` in observer-ebpf).
 pub fn normalise_home(path: &str) -> std::borrow::Cow<'_, str> {
-    if let Some(rest) = path.strip_prefix("/root/") {
-        return format!("~/{rest}").into();
+    match home_tail(path) {
+        Some(tail) => format!("~{tail}").into(),
+        None => path.into(),
     }
-    if let Some(after) = path.strip_prefix("/home/")
-        && let Some(slash) = after.find('/')
-        && slash > 0
-        && slash <= 64
-    {
-        return format!("~{}", &after[slash..]).into();
+}
+
+/// What follows the home directory that [`normalise_home`] replaces by
+/// `~` (from its `/`), or `None` when `path` is not in a home.
+fn home_tail(path: &str) -> Option<&str> {
+    if path.starts_with("/root/") {
+        return Some(&path["/root".len()..]);
     }
-    path.into()
+    let after = path.strip_prefix("/home/")?;
+    let slash = after.find('/')?;
+    (slash > 0 && slash <= 64).then(|| &after[slash..])
+}
+
+/// Calls `f` with [`normalise_home`]`(path)`, made on the stack when it
+/// fits (this runs for every event the agent confirms).
+fn with_normalised_home<R>(path: &str, f: impl FnOnce(&str) -> R) -> R {
+    let Some(tail) = home_tail(path) else { return f(path) };
+    let mut buf = [0u8; 512];
+    let n = tail.len() + 1;
+    if n > buf.len() {
+        return f(&normalise_home(path));
+    }
+    buf[0] = b'~';
+    buf[1..n].copy_from_slice(tail.as_bytes());
+    match std::str::from_utf8(&buf[..n]) {
+        Ok(normalised) => f(normalised),
+        Err(_) => f(&normalise_home(path)),
+    }
 }
 
 #[cfg(test)]
