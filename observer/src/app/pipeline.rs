@@ -255,7 +255,9 @@ impl Pipeline {
                     Stats::add(&self.stats.candidates_rejected, 1);
                     return;
                 };
-                let Some(rule) = self.watch.rule(rule_id).cloned() else { return };
+                // The rule by reference (a clone copied its strings per event).
+                let watch = self.watch.clone();
+                let Some(rule) = watch.rule(rule_id) else { return };
                 if rule.kind == crate::identity::k8s::TOKEN_KIND {
                     self.identity.token_opened(&ev.task);
                 }
