@@ -297,7 +297,7 @@ impl Pipeline {
                             self.stats.count(u.reason());
                             tracing::debug!(reason = %u, "credential file not parsed");
                         }
-                        match verdict::judge(&c.parsed, verdict::broad(&rule)) {
+                        match verdict::judge(&c.parsed, verdict::broad(rule)) {
                             Verdict::Report(parsed) => records.extend(identity_records(base, &parsed, rule.format.name())),
                             // Public material, placeholders, nothing: reading
                             // them is not a credential access (issue 14, item

@@ -198,8 +198,13 @@ impl Correlator {
         delta.touch(a.wall);
         delta.accesses += a.count;
         let list = self.recent.get_or_insert_mut(a.process, Vec::new);
-        // Heads of one usage are shared: the pointer answers before the key.
-        match list.iter_mut().find(|r| Arc::ptr_eq(&r.head, &a.head) || r.head.key == a.head.key) {
+        // Heads of one usage are shared: the pointers answer first, the keys
+        // (long texts) only when no pointer does. A list holds a usage once.
+        let at = list
+            .iter()
+            .position(|r| Arc::ptr_eq(&r.head, &a.head))
+            .or_else(|| list.iter().position(|r| r.head.key == a.head.key));
+        match at.map(|i| &mut list[i]) {
             Some(r) => r.boot_ns = r.boot_ns.max(a.boot_ns),
             None => {
                 if list.len() >= MAX_CREDS_PER_PROCESS
