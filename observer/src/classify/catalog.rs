@@ -161,6 +161,19 @@ impl PathPattern {
         hit.then_some(twin_len)
     }
 
+    /// A necessary condition of [`PathPattern::matching_spelling_len`]
+    /// finding a spelling, one byte compared: a whole-path pattern and its
+    /// `/run` twin start as the path does (both with `/`, or the pattern
+    /// with `~`), a name pattern ends as it does. Every path the agent
+    /// confirms is checked against every exclusion; most fail here.
+    pub fn may_match(&self, normalised: &str) -> bool {
+        let (t, n) = (self.text.as_bytes(), normalised.as_bytes());
+        match self.kind {
+            PatternKind::Exact | PatternKind::Prefix => t.first() == n.first(),
+            PatternKind::Basename | PatternKind::Suffix => t.last() == n.last(),
+        }
+    }
+
     /// Whether `normalised` (a path with its home prefix replaced by `~`)
     /// matches; the kernel's semantics, for scan and for confirming the
     /// kernel's candidates.
@@ -355,7 +368,7 @@ impl Catalog {
     /// Whether `path` (absolute, as on the host or in the process's mount
     /// namespace) is excluded.
     pub fn excluded(&self, path: &str) -> bool {
-        with_normalised_home(path, |n| self.exclude.iter().any(|p| p.matching_spelling_len(n).is_some()))
+        with_normalised_home(path, |n| self.exclude.iter().any(|p| p.may_match(n) && p.matching_spelling_len(n).is_some()))
     }
 
     /// The rule for `path`, as the kernel would pick it: an exact path,
@@ -500,6 +513,37 @@ mod tests {
                 assert_eq!(p.matching_spelling_len(path), slow, "{raw} on {path}");
             }
         }
+    }
+
+    /// The one-byte filter never turns a match away: every pattern of
+    /// these and of the built-in exclusions, on paths that each of them
+    /// matches and on near misses.
+    #[test]
+    fn may_match_never_rejects_a_match() {
+        let mut patterns: Vec<PathPattern> = ["/var/run/secrets/", "/run/secrets/token", "/var/run/a", "/run/", "~/.kube/config", "token", "*.pem", "/etc/x/", "~/.ssh/id_*"]
+            .iter()
+            .map(|p| PathPattern::parse(p).unwrap())
+            .collect();
+        patterns.extend(Catalog::builtin().unwrap().exclude);
+        let mut paths: Vec<String> = ["/run/secrets/token", "/var/run/secrets/token", "/var/run/a", "/run/a", "/run/x/y.pem", "~/.kube/config", "/run/secrets/", "/var/run/", "/etc/x/y", "~/a/token", "/", ""]
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        for p in &patterns {
+            for s in p.spellings() {
+                paths.extend([s.text.clone(), format!("{}x", s.text), format!("/a/{}", s.text), format!("~/{}", s.text)]);
+            }
+        }
+        let mut matched = 0;
+        for p in &patterns {
+            for path in &paths {
+                if p.matching_spelling_len(path).is_some() {
+                    matched += 1;
+                    assert!(p.may_match(path), "{p} on {path}");
+                }
+            }
+        }
+        assert!(matched > patterns.len(), "the paths match the patterns: {matched}");
     }
 
     #[test]
