@@ -8,8 +8,6 @@
 //!   process and the credential identity as typed parts), deriving
 //!   `Serialize` with the attribute names and `JsonSchema`;
 //! - `render`: the one renderer, a typed record to its attributes;
-//! - `json`: a typed record's JSON text as the store keeps it, written
-//!   in one pass (the same text `serde_json` gives);
 //! - `schema`: the schema of every record, generated from `records`
 //!   ([`schema::document`]);
 //! - `file`: the `nhi.credential.access` record of a file open (and the
@@ -21,7 +19,6 @@
 //! their typed form by `render` alone, which the store serialises once;
 //! JSON lines and OTLP render that one serialisation.
 pub mod file;
-pub mod json;
 pub mod record;
 pub mod records;
 pub mod render;

@@ -151,7 +151,16 @@ pub fn process_attributes(
 /// list in between). The same text as the serialisation of its
 /// [`super::render()`]ing: both come from the same derive, in the same order.
 pub fn typed_json<T: super::records::TypedRecord>(r: &T) -> String {
-    super::json::record(r.time(), T::EVENT_NAME, r).unwrap_or_default()
+    #[derive(Serialize)]
+    struct Stored<'a, T: Serialize> {
+        time: String,
+        #[serde(rename = "event.name")]
+        event_name: &'static str,
+        #[serde(flatten)]
+        record: &'a T,
+    }
+    serde_json::to_string(&Stored { time: rfc3339(r.time()), event_name: T::EVENT_NAME, record: r })
+        .unwrap_or_default()
 }
 
 /// What the stages hand the store: a typed record, rendered once there
