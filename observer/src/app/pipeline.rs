@@ -258,7 +258,9 @@ impl Pipeline {
                     Stats::add(&self.stats.candidates_rejected, 1);
                     return;
                 };
-                let Some(rule) = self.watch.rule(rule_id).cloned() else { return };
+                // The rule by reference (a clone copied its strings per event).
+                let watch = self.watch.clone();
+                let Some(rule) = watch.rule(rule_id) else { return };
                 if rule.kind == crate::identity::k8s::TOKEN_KIND {
                     self.identity.token_opened(&ev.task);
                 }
@@ -298,7 +300,7 @@ impl Pipeline {
                             self.stats.count(u.reason());
                             tracing::debug!(reason = %u, "credential file not parsed");
                         }
-                        match verdict::judge(&c.parsed, verdict::broad(&rule)) {
+                        match verdict::judge(&c.parsed, verdict::broad(rule)) {
                             Verdict::Report(parsed) => records.extend(identity_records(base, &parsed, rule.format.name())),
                             // Public material, placeholders, nothing: reading
                             // them is not a credential access (issue 14, item

@@ -161,6 +161,19 @@ impl PathPattern {
         hit.then_some(twin_len)
     }
 
+    /// A necessary condition of [`PathPattern::matching_spelling_len`]
+    /// finding a spelling, one byte compared: a whole-path pattern and its
+    /// `/run` twin start as the path does (both with `/`, or the pattern
+    /// with `~`), a name pattern ends as it does. Every path the agent
+    /// confirms is checked against every exclusion; most fail here.
+    pub fn may_match(&self, normalised: &str) -> bool {
+        let (t, n) = (self.text.as_bytes(), normalised.as_bytes());
+        match self.kind {
+            PatternKind::Exact | PatternKind::Prefix => t.first() == n.first(),
+            PatternKind::Basename | PatternKind::Suffix => t.last() == n.last(),
+        }
+    }
+
     /// Whether `normalised` (a path with its home prefix replaced by `~`)
     /// matches; the kernel's semantics, for scan and for confirming the
     /// kernel's candidates.
@@ -355,8 +368,7 @@ impl Catalog {
     /// Whether `path` (absolute, as on the host or in the process's mount
     /// namespace) is excluded.
     pub fn excluded(&self, path: &str) -> bool {
-        let n = normalise_home(path);
-        self.exclude.iter().any(|p| p.matching_spelling_len(&n).is_some())
+        with_normalised_home(path, |n| self.exclude.iter().any(|p| p.may_match(n) && p.matching_spelling_len(n).is_some()))
     }
 
     /// The rule for `path`, as the kernel would pick it: an exact path,
@@ -440,17 +452,38 @@ pub fn home_suffixes(path: &str) -> impl Iterator<Item = String> + '_ {
 /// Replaces a leading `/root` or `/home/<user>` by `~`, as the kernel does
 /// (`probes/files.rs` in observer-ebpf).
 pub fn normalise_home(path: &str) -> std::borrow::Cow<'_, str> {
-    if let Some(rest) = path.strip_prefix("/root/") {
-        return format!("~/{rest}").into();
+    match home_tail(path) {
+        Some(tail) => format!("~{tail}").into(),
+        None => path.into(),
     }
-    if let Some(after) = path.strip_prefix("/home/")
-        && let Some(slash) = after.find('/')
-        && slash > 0
-        && slash <= 64
-    {
-        return format!("~{}", &after[slash..]).into();
+}
+
+/// What follows the home directory that [`normalise_home`] replaces by
+/// `~` (from its `/`), or `None` when `path` is not in a home.
+fn home_tail(path: &str) -> Option<&str> {
+    if path.starts_with("/root/") {
+        return Some(&path["/root".len()..]);
     }
-    path.into()
+    let after = path.strip_prefix("/home/")?;
+    let slash = after.find('/')?;
+    (slash > 0 && slash <= 64).then(|| &after[slash..])
+}
+
+/// Calls `f` with [`normalise_home`]`(path)`, made on the stack when it
+/// fits (this runs for every event the agent confirms).
+fn with_normalised_home<R>(path: &str, f: impl FnOnce(&str) -> R) -> R {
+    let Some(tail) = home_tail(path) else { return f(path) };
+    let mut buf = [0u8; 512];
+    let n = tail.len() + 1;
+    if n > buf.len() {
+        return f(&normalise_home(path));
+    }
+    buf[0] = b'~';
+    buf[1..n].copy_from_slice(tail.as_bytes());
+    match std::str::from_utf8(&buf[..n]) {
+        Ok(normalised) => f(normalised),
+        Err(_) => f(&normalise_home(path)),
+    }
 }
 
 #[cfg(test)]
@@ -480,6 +513,37 @@ mod tests {
                 assert_eq!(p.matching_spelling_len(path), slow, "{raw} on {path}");
             }
         }
+    }
+
+    /// The one-byte filter never turns a match away: every pattern of
+    /// these and of the built-in exclusions, on paths that each of them
+    /// matches and on near misses.
+    #[test]
+    fn may_match_never_rejects_a_match() {
+        let mut patterns: Vec<PathPattern> = ["/var/run/secrets/", "/run/secrets/token", "/var/run/a", "/run/", "~/.kube/config", "token", "*.pem", "/etc/x/", "~/.ssh/id_*"]
+            .iter()
+            .map(|p| PathPattern::parse(p).unwrap())
+            .collect();
+        patterns.extend(Catalog::builtin().unwrap().exclude);
+        let mut paths: Vec<String> = ["/run/secrets/token", "/var/run/secrets/token", "/var/run/a", "/run/a", "/run/x/y.pem", "~/.kube/config", "/run/secrets/", "/var/run/", "/etc/x/y", "~/a/token", "/", ""]
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        for p in &patterns {
+            for s in p.spellings() {
+                paths.extend([s.text.clone(), format!("{}x", s.text), format!("/a/{}", s.text), format!("~/{}", s.text)]);
+            }
+        }
+        let mut matched = 0;
+        for p in &patterns {
+            for path in &paths {
+                if p.matching_spelling_len(path).is_some() {
+                    matched += 1;
+                    assert!(p.may_match(path), "{p} on {path}");
+                }
+            }
+        }
+        assert!(matched > patterns.len(), "the paths match the patterns: {matched}");
     }
 
     #[test]

@@ -220,7 +220,24 @@ impl WatchList {
     /// when absolute. As text for matching: bytes that are not UTF-8 become
     /// U+FFFD (catalog patterns are ASCII, so they match the same).
     pub fn event_path(ev: &FileOpen) -> Option<String> {
-        Self::event_path_bytes(ev).map(|p| String::from_utf8(p).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+        Self::event_path_text(ev).map(std::borrow::Cow::into_owned)
+    }
+
+    /// [`WatchList::event_path`], borrowed from the event when it is one
+    /// of its paths as it is (every event is confirmed: no copy for it).
+    fn event_path_text(ev: &FileOpen) -> Option<std::borrow::Cow<'_, str>> {
+        fn text(p: &OsStr) -> Option<std::borrow::Cow<'_, str>> {
+            p.to_str().map(std::borrow::Cow::Borrowed)
+        }
+        let whole = match &ev.resolved {
+            Some(r) if r.complete && !ev.resolved_is_base => text(&r.path),
+            Some(r) if r.complete => None,
+            _ => Some(ev.path.as_bytes()).filter(|p| p.starts_with(b"/")).and_then(|_| text(&ev.path)),
+        };
+        whole.or_else(|| {
+            Self::event_path_bytes(ev)
+                .map(|p| String::from_utf8(p).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()).into())
+        })
     }
 
     /// [`WatchList::event_path`] as the exact bytes (to open the file).
@@ -249,7 +266,7 @@ impl WatchList {
     /// ignored when matching, so `serviceaccount/..2026_01_01/token` is
     /// `serviceaccount/token`.
     pub fn confirm(&self, ev: &FileOpen) -> Option<(u32, Via)> {
-        let path = Self::event_path(ev);
+        let path = Self::event_path_text(ev);
         if path.as_deref().is_some_and(|p| self.catalog.excluded(&clean_path(p))) {
             return None;
         }
@@ -269,7 +286,7 @@ impl WatchList {
         {
             return Some((id, Via::Inode));
         }
-        let requested = Some(ev.path.to_string_lossy().into_owned()).filter(|p| p.starts_with('/'));
+        let requested = Some(ev.path.to_string_lossy()).filter(|p| p.starts_with('/'));
         [path, requested]
             .into_iter()
             .flatten()

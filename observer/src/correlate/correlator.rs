@@ -163,11 +163,21 @@ pub struct Correlator {
     /// Links whose destination a full usage delta could not keep
     /// ([`MAX_DESTINATIONS_PER_DELTA`]).
     pub destinations_dropped: u64,
+    /// A connection's links, kept between connections (no allocation each).
+    links: Vec<(Arc<UsageHead>, Confidence)>,
 }
 
 impl Correlator {
     pub fn new(cfg: CorrelatorConfig) -> Self {
-        Self { recent: LruCache::sparse(cfg.max_processes), pending: HashMap::default(), cfg, linked: 0, unlinked: 0, destinations_dropped: 0 }
+        Self {
+            recent: LruCache::sparse(cfg.max_processes),
+            pending: HashMap::default(),
+            cfg,
+            linked: 0,
+            unlinked: 0,
+            destinations_dropped: 0,
+            links: Vec::new(),
+        }
     }
 
     /// Usage deltas waiting for the sink.
@@ -188,8 +198,13 @@ impl Correlator {
         delta.touch(a.wall);
         delta.accesses += a.count;
         let list = self.recent.get_or_insert_mut(a.process, Vec::new);
-        // Heads of one usage are shared: the pointer answers before the key.
-        match list.iter_mut().find(|r| Arc::ptr_eq(&r.head, &a.head) || r.head.key == a.head.key) {
+        // Heads of one usage are shared: the pointers answer first, the keys
+        // (long texts) only when no pointer does. A list holds a usage once.
+        let at = list
+            .iter()
+            .position(|r| Arc::ptr_eq(&r.head, &a.head))
+            .or_else(|| list.iter().position(|r| r.head.key == a.head.key));
+        match at.map(|i| &mut list[i]) {
             Some(r) => r.boot_ns = r.boot_ns.max(a.boot_ns),
             None => {
                 if list.len() >= MAX_CREDS_PER_PROCESS
@@ -209,7 +224,8 @@ impl Correlator {
         let inferred = nanos(self.cfg.inferred_window);
         // Best confidence per usage: a credential reached both through the
         // process and an ancestor counts once.
-        let mut links: Vec<(Arc<UsageHead>, Confidence)> = Vec::new();
+        let mut links = std::mem::take(&mut self.links);
+        links.clear();
         let lineage = std::iter::once(&c.process).chain(c.ancestors.iter().take(MAX_DEPTH));
         for (depth, key) in lineage.enumerate() {
             let Some(list) = self.recent.peek(key) else { continue };
@@ -230,24 +246,32 @@ impl Correlator {
         }
         if links.is_empty() {
             self.unlinked += 1;
+            self.links = links;
             return 0;
         }
         self.linked += 1;
         let n = links.len();
-        for (head, confidence) in links {
+        // The destination key, made once per confidence (not per link).
+        let mut keys: [Option<DestKey>; 2] = [None, None];
+        for (head, confidence) in links.drain(..) {
             let delta =
                 self.pending.entry(head.key.clone()).or_insert_with(|| UsageDelta::new(head.clone(), c.wall));
             delta.touch(c.wall);
             delta.connections += 1;
-            let key = (c.destination.clone(), confidence);
-            if let Some(seen) = delta.destinations.get_mut(&key) {
+            let slot = match confidence {
+                Confidence::Direct => 0,
+                Confidence::Inferred => 1,
+            };
+            let key = keys[slot].get_or_insert_with(|| (c.destination.clone(), confidence));
+            if let Some(seen) = delta.destinations.get_mut(key) {
                 seen.add(c.wall, 1);
             } else if delta.destinations.len() < MAX_DESTINATIONS_PER_DELTA {
-                delta.destinations.insert(key, Seen::new(c.wall, 1));
+                delta.destinations.insert(key.clone(), Seen::new(c.wall, 1));
             } else {
                 self.destinations_dropped += 1;
             }
         }
+        self.links = links;
         n
     }
 

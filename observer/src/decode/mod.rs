@@ -66,12 +66,30 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     }
 }
 
+/// A `T` at the start of `bytes`, in place when `bytes` is aligned for it
+/// (ring-buffer records are 8-byte aligned), else copied: a file open is
+/// 1.4 KB, most of it path buffers that are copied once, into the event.
+fn view<T: Copy>(bytes: &[u8]) -> Option<std::borrow::Cow<'_, T>> {
+    if bytes.len() < size_of::<T>() {
+        return None;
+    }
+    if bytes.as_ptr().align_offset(align_of::<T>()) == 0 {
+        // SAFETY: length and alignment checked; T is a #[repr(C)]
+        // integer-only ABI type (every bit pattern valid), and the bytes
+        // are initialised and borrowed for the reference's lifetime.
+        Some(std::borrow::Cow::Borrowed(unsafe { &*bytes.as_ptr().cast::<T>() }))
+    } else {
+        read(bytes).map(std::borrow::Cow::Owned)
+    }
+}
+
 fn decode_file_open(bytes: &[u8]) -> Result<FileOpen, DecodeError> {
-    let raw: FileOpenEvent = read(bytes).ok_or(DecodeError::Short {
+    let raw = view::<FileOpenEvent>(bytes).ok_or(DecodeError::Short {
         kind: EventKind::FileOpen,
         got: bytes.len(),
         want: size_of::<FileOpenEvent>(),
     })?;
+    let raw: &FileOpenEvent = &raw;
     let syscall = OpenSyscall::from_u32(raw.syscall)
         .ok_or(DecodeError::BadValue { field: "syscall", value: raw.syscall })?;
     let match_kind = MatchKind::from_u32(raw.match_kind)
@@ -130,11 +148,7 @@ fn decode_exec(bytes: &[u8]) -> Result<ProcessExec, DecodeError> {
     let (args, rest) = rest.split_at(args_len);
     let env = &rest[..env_len];
     let flag = |f: u32| raw.flags & f != 0;
-    let exe = flag(exec_flags::EXE_VALID).then(|| {
-        let mut walk = [0u8; WALK_BUF_LEN];
-        walk[..exe_len].copy_from_slice(exe_walk);
-        walked_path(&walk, raw.exe_len, !flag(exec_flags::EXE_TRUNCATED))
-    });
+    let exe = flag(exec_flags::EXE_VALID).then(|| walked_path(exe_walk, raw.exe_len, !flag(exec_flags::EXE_TRUNCATED)));
     let tty = flag(exec_flags::HAS_TTY)
         .then(|| String::from_utf8_lossy(cstr_bytes(&raw.tty)).into_owned())
         .filter(|t| !t.is_empty());
@@ -204,15 +218,15 @@ fn cstr(b: &[u8]) -> OsString {
 
 /// Turns a kernel dentry walk (names child first, each NUL-terminated) into a
 /// path. An incomplete walk keeps the names it has, under a leading `…`.
-pub fn walked_path(buf: &[u8; WALK_BUF_LEN], len: u16, complete: bool) -> WalkedPath {
-    let used = &buf[..usize::from(len).min(WALK_BUF_LEN)];
-    let mut names: Vec<&[u8]> = used.split(|&c| c == 0).filter(|n| !n.is_empty()).collect();
-    names.reverse();
+/// `buf` is the walk buffer (at most [`WALK_BUF_LEN`] bytes of it are
+/// read), `len` the bytes the kernel used.
+pub fn walked_path(buf: &[u8], len: u16, complete: bool) -> WalkedPath {
+    let used = &buf[..usize::from(len).min(WALK_BUF_LEN).min(buf.len())];
     let mut path = Vec::with_capacity(used.len() + 4);
     if !complete {
         path.extend_from_slice("…".as_bytes());
     }
-    for name in &names {
+    for name in used.split(|&c| c == 0).rev().filter(|n| !n.is_empty()) {
         path.push(b'/');
         path.extend_from_slice(name);
     }
