@@ -173,4 +173,11 @@ mod pod {
     unsafe impl aya::Pod for IoUringOffsets {}
     // SAFETY: as above.
     unsafe impl aya::Pod for IoUringOpen {}
+    // SAFETY: as above (their sizes are asserted to be the sum of their
+    // fields, so there is no implicit padding).
+    unsafe impl aya::Pod for NetConnectEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for NetPayloadEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for NetCloseEvent {}
 }

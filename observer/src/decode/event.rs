@@ -34,6 +34,8 @@ pub struct ProcessExec {
     pub args_truncated: bool,
     /// The environment, NUL-separated `NAME=value`. Holds secrets.
     pub env: Secret,
+    /// The kernel's copy is cut (longer than `EXEC_ENV_MAX`) or missing
+    /// (its read of user memory failed): not the whole environment.
     pub env_truncated: bool,
 }
 

@@ -44,10 +44,10 @@ impl DecodeError {
 }
 
 /// Reads a `T` from the start of `bytes`, if it is long enough.
-fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
+fn read<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
     (bytes.len() >= size_of::<T>())
-        // SAFETY: length checked; T is a #[repr(C)] integer-only ABI type
-        // (every bit pattern valid); read_unaligned has no alignment need.
+        // SAFETY: length checked; T is `Pod` (a #[repr(C)] integer-only ABI
+        // type: every bit pattern valid); read_unaligned needs no alignment.
         .then(|| unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
 
@@ -69,13 +69,13 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
 /// A `T` at the start of `bytes`, in place when `bytes` is aligned for it
 /// (ring-buffer records are 8-byte aligned), else copied: a file open is
 /// 1.4 KB, most of it path buffers that are copied once, into the event.
-fn view<T: Copy>(bytes: &[u8]) -> Option<std::borrow::Cow<'_, T>> {
+fn view<T: aya::Pod>(bytes: &[u8]) -> Option<std::borrow::Cow<'_, T>> {
     if bytes.len() < size_of::<T>() {
         return None;
     }
     if bytes.as_ptr().align_offset(align_of::<T>()) == 0 {
-        // SAFETY: length and alignment checked; T is a #[repr(C)]
-        // integer-only ABI type (every bit pattern valid), and the bytes
+        // SAFETY: length and alignment checked; T is `Pod` (a #[repr(C)]
+        // integer-only ABI type: every bit pattern valid), and the bytes
         // are initialised and borrowed for the reference's lifetime.
         Some(std::borrow::Cow::Borrowed(unsafe { &*bytes.as_ptr().cast::<T>() }))
     } else {
@@ -120,7 +120,7 @@ fn decode_file_open(bytes: &[u8]) -> Result<FileOpen, DecodeError> {
     })
 }
 
-fn fixed<T: Copy>(kind: EventKind, bytes: &[u8]) -> Result<T, DecodeError> {
+fn fixed<T: aya::Pod>(kind: EventKind, bytes: &[u8]) -> Result<T, DecodeError> {
     read(bytes).ok_or(DecodeError::Short { kind, got: bytes.len(), want: size_of::<T>() })
 }
 
@@ -161,7 +161,9 @@ fn decode_exec(bytes: &[u8]) -> Result<ProcessExec, DecodeError> {
         args: Secret::new(args),
         args_truncated: flag(exec_flags::ARGS_TRUNCATED),
         env: Secret::new(env),
-        env_truncated: flag(exec_flags::ENV_TRUNCATED),
+        // A failed read leaves no environment at all: like a cut one, the
+        // agent reads it from /proc while the process lives.
+        env_truncated: flag(exec_flags::ENV_TRUNCATED) || flag(exec_flags::ENV_FAILED),
     })
 }
 

@@ -172,6 +172,10 @@ mod process {
         let mut bytes = exec_record(b"a\0", b"B=c\0", exec_flags::ENV_TRUNCATED);
         let Ok(Event::ProcessExec(ev)) = decode(&bytes) else { panic!("not an exec") };
         assert!(ev.env_truncated);
+        // A failed copy of the environment is an incomplete one too.
+        let failed = exec_record(b"a\0", b"", exec_flags::ENV_FAILED);
+        let Ok(Event::ProcessExec(ev)) = decode(&failed) else { panic!("not an exec") };
+        assert!(ev.env_truncated && ev.env.expose().is_empty());
         // Claim more data than the record has.
         bytes.truncate(bytes.len() - 1);
         assert!(matches!(decode(&bytes), Err(DecodeError::BadLength { .. })));
