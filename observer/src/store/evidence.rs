@@ -99,16 +99,27 @@ fn world_writable_dir(path: &Path) -> Option<String> {
 }
 
 impl Store {
-    /// Reads the records after the findings cursor: accesses and
+    /// Reads the records after the findings cursor: file accesses and
     /// rotations name the files holding each credential; creating opens
-    /// name who created a credential file. Returns the records read.
+    /// name who created a credential file. Returns the records read (file
+    /// accesses and rotations: other records are passed over in SQL).
     pub fn ingest_records(&mut self) -> Result<usize, StoreError> {
         let after = super::cursor(self.read_conn(), CURSOR_FINDINGS)?;
         let instance = self.instance().to_owned();
         let rows: Vec<(i64, i64, String, String)> = {
+            // Only what names files: rotations, and accesses whose
+            // `nhi.source` is `file`. Environment and metadata-service
+            // accesses (one per credential variable of every exec) are
+            // skipped by SQLite's JSON reader, never copied out and
+            // deserialised here (`file_access` still checks each row). A
+            // body that is not JSON is skipped, as `from_json` skips it,
+            // rather than failing the query (`CASE` evaluates lazily).
             let mut stmt = self.read_conn().prepare_cached(
                 "SELECT id, time_ns, event_name, body FROM records WHERE id > ?1
-                 AND event_name IN ('nhi.credential.access', 'nhi.credential.rotation') ORDER BY id LIMIT ?2",
+                 AND (event_name = 'nhi.credential.rotation'
+                      OR (event_name = 'nhi.credential.access'
+                          AND CASE WHEN json_valid(body) THEN json_extract(body, '$.\"nhi.source\"') END = 'file'))
+                 ORDER BY id LIMIT ?2",
             )?;
             stmt.query_map(params![after, i(INGEST_BATCH as u64)], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
                 .collect::<rusqlite::Result<_>>()?
@@ -520,6 +531,74 @@ mod tests {
             facts.credentials.iter().filter(|c| c.files.iter().any(|f| f.path == path)).map(|c| c.nhi_id.as_str()).collect();
         named.sort_unstable();
         assert_eq!(named, ["AKIANEW1", "AKIANEW2"]);
+    }
+
+    /// Guards the ingest's filter in SQL: environment and metadata-service
+    /// accesses (and a row that is not JSON) are passed over without
+    /// failing the ingest or moving the cursor short of them, file
+    /// accesses around them still name their files, and every record is
+    /// still in the outbox for the exporters.
+    #[test]
+    fn the_ingest_reads_file_accesses_and_passes_over_env_and_imds_ones() {
+        use crate::model::records::{AccessSource, CredentialAccess, ImdsAccess};
+        use crate::store::outbox::{open_reader, records_after};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("credentials");
+        let path = path.to_str().unwrap();
+        let mut s = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let imds = || CredentialAccess {
+            time: SystemTime::now(),
+            host_name: "h".into(),
+            source: AccessSource::Imds(ImdsAccess {
+                id: Some("role-IMDS".into()),
+                provider: "aws",
+                operation: "credentials",
+                method: "GET".into(),
+                url_path: "/latest/meta-data/iam/security-credentials/role".into(),
+                ..ImdsAccess::default()
+            }),
+            record_id: None,
+        };
+        s.append(&mut crate::store::writer::tests::record(1)).unwrap();
+        s.append(&mut access(path, Some("AKIAFILE1"), false, None)).unwrap();
+        s.append(&mut imds()).unwrap();
+        s.append(&mut crate::store::writer::tests::record(2)).unwrap();
+        s.append(&mut access(path, Some("AKIAFILE2"), false, None)).unwrap();
+        s.maybe_commit(true).unwrap();
+        // A row no agent wrote: not JSON, under the access event's name.
+        s.write_conn(1)
+            .unwrap()
+            .execute(
+                "INSERT INTO records (id, time_ns, event_name, body) VALUES (1000, 0, 'nhi.credential.access', 'not json')",
+                [],
+            )
+            .unwrap();
+        s.append(&mut crate::store::writer::tests::record(3)).unwrap();
+        s.maybe_commit(true).unwrap();
+        assert_eq!(s.ingest_records().unwrap(), 2, "the two file accesses, nothing else");
+        let facts = s.facts().unwrap();
+        let mut named: Vec<&str> = facts.credentials.iter().map(|c| c.nhi_id.as_str()).collect();
+        named.sort_unstable();
+        assert_eq!(named, ["AKIAFILE1", "AKIAFILE2"], "only file accesses name files");
+        let cursor = crate::store::cursor(s.read_conn(), CURSOR_FINDINGS).unwrap();
+        assert_eq!(cursor, 5, "the cursor is at the last file access read");
+        assert_eq!(s.ingest_records().unwrap(), 0);
+        let max: i64 = s.read_conn().query_row("SELECT max(id) FROM records", [], |r| r.get(0)).unwrap();
+        assert_eq!(
+            crate::store::cursor(s.read_conn(), CURSOR_FINDINGS).unwrap(),
+            max,
+            "with nothing left to read, the cursor moves past the rest"
+        );
+        s.maybe_commit(true).unwrap();
+        let bodies: Vec<String> =
+            records_after(&open_reader(dir.path()).unwrap(), 0, 100).unwrap().into_iter().map(|r| r.2).collect();
+        for needle in ["AKIA1", "AKIA2", "AKIA3", "role-IMDS", "AKIAFILE1", "AKIAFILE2", "not json"] {
+            assert_eq!(
+                bodies.iter().filter(|b| b.contains(&format!("\"{needle}\"")) || *b == needle).count(),
+                1,
+                "{needle} is in the outbox once: {bodies:?}"
+            );
+        }
     }
 
     #[test]
