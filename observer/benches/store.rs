@@ -6,6 +6,12 @@
 //! store's 200 ms commit interval). A real SQLite database in a temporary
 //! directory, the agent's allocator.
 //!
+//! `store/ingest`: the findings' ingest (`Store::ingest_records`) over
+//! environment-variable accesses (three per process in `bench process`'s
+//! credential workload), which it passes over in SQL, against what it did
+//! before for each such row (read the body out, deserialise it as a typed
+//! access, skip it: `store/ingest-deserialise`).
+//!
 //! `cargo bench -p nhi-observer --bench store`.
 use std::{
     hint::black_box,
@@ -14,7 +20,7 @@ use std::{
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use nhi_observer::{
-    model::records::{Connection, Peer, Process, SocketFacts, TlsHello, Workload},
+    model::records::{AccessSource, Connection, CredentialAccess, EnvAccess, Peer, Process, SocketFacts, TlsHello, Workload},
     store::{Store, StoreOptions},
 };
 
@@ -92,6 +98,76 @@ fn bench(c: &mut Criterion) {
             store.take_committed(&mut out);
             black_box(out.len());
             out.clear();
+        });
+    });
+    g.finish();
+    ingest(c);
+}
+
+/// Environment accesses in the store's ingest.
+const ENV_ACCESSES: usize = 3_000;
+
+/// An environment-variable access of `bench process`'s shape.
+fn env_access(n: usize) -> CredentialAccess {
+    let mut process = connection(n).process;
+    process.command = "true".into();
+    process.executable_path = Some("/usr/bin/true".into());
+    CredentialAccess {
+        time: SystemTime::now(),
+        host_name: "bench-host-01".into(),
+        source: AccessSource::Env(EnvAccess {
+            kind: "aws.access_key".into(),
+            id: Some("AKIAIOSFODNN7EXAMPLE".into()),
+            env_name: "AWS_ACCESS_KEY_ID".into(),
+            process,
+            workload: connection(n).workload,
+        }),
+        record_id: None,
+    }
+}
+
+fn ingest(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    for n in 0..ENV_ACCESSES {
+        store.append(&mut env_access(n)).unwrap();
+    }
+    store.maybe_commit(true).unwrap();
+    let other = rusqlite::Connection::open(dir.path().join("nhi-observer.db")).unwrap();
+    let mut g = c.benchmark_group("store");
+    g.throughput(Throughput::Elements(ENV_ACCESSES as u64));
+    g.bench_function("ingest", |b| {
+        b.iter(|| {
+            // From the start again (the cursor only moves forward).
+            other.execute("UPDATE cursors SET last_id = 0 WHERE name = 'findings'", []).unwrap();
+            black_box(store.ingest_records().unwrap());
+            store.maybe_commit(true).unwrap();
+        });
+    });
+    g.bench_function("ingest-deserialise", |b| {
+        b.iter(|| {
+            let mut stmt = other
+                .prepare_cached(
+                    "SELECT id, time_ns, event_name, body FROM records WHERE id > 0
+                     AND event_name IN ('nhi.credential.access', 'nhi.credential.rotation') ORDER BY id LIMIT 20000",
+                )
+                .unwrap();
+            let rows: Vec<(i64, i64, String, String)> = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            let files = rows
+                .iter()
+                .filter(|r| {
+                    matches!(
+                        nhi_observer::model::from_json::<CredentialAccess>(&r.3).map(|a| a.source),
+                        Some(AccessSource::File(_))
+                    )
+                })
+                .count();
+            assert_eq!(files, 0);
+            black_box(rows.len());
         });
     });
     g.finish();

@@ -281,6 +281,30 @@ impl Tracker {
         };
         let base = *flow.base_seq.get_or_insert(ev.seq);
         let offset = ev.seq.wrapping_sub(base);
+        // A stream's first segment holding a whole ClientHello (what TLS
+        // clients send) is parsed where it lies: not copied into the
+        // reassembler, nor zeroed out of it. The outcome is the one below,
+        // whose stream would hold exactly these bytes (nothing before them,
+        // no piece after them waiting, within the limit); a hello that
+        // needs more segments goes the way below.
+        if offset == 0 && flow.kind == Kind::Unknown && flow.stream.is_empty() {
+            let data = ev.data.expose();
+            if data.len() <= STREAM_LIMIT && data.first() == Some(&0x16) {
+                match tls::from_records(data) {
+                    Ok(Some(hello)) => {
+                        self.count("tls_client_hello");
+                        self.report_tcp(flow, Payload::Tls, Some(hello), None, out);
+                        return;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        self.count(e.reason());
+                        self.report_tcp(flow, Payload::Tls, None, Some(e.reason()), out);
+                        return;
+                    }
+                }
+            }
+        }
         if offset < 1 << 31 {
             flow.stream.add(u64::from(offset), ev.data.expose());
         }

@@ -84,6 +84,11 @@ impl Reassembler {
         self.overflowed
     }
 
+    /// Whether nothing was added yet (or all of it was dropped).
+    pub fn is_empty(&self) -> bool {
+        self.prefix.is_empty() && self.pending.is_empty()
+    }
+
     /// Whether the stream reached its limit: nothing more can be added.
     pub fn full(&self) -> bool {
         self.prefix.len() >= self.limit

@@ -117,12 +117,26 @@ pub fn from_records(stream: &[u8]) -> Result<Option<ClientHello>, TlsError> {
         }
         let body = &rest[5..];
         let take = len.min(body.len());
-        handshake.extend_from_slice(&body[..take]);
-        if handshake.len() > MAX_HELLO + 4 {
-            return Err(TlsError::TooLarge(handshake.len()));
-        }
-        if let Some(hello) = from_handshake(&handshake)? {
-            return Ok(Some(hello));
+        if handshake.is_empty() {
+            // The first record's bytes are parsed where they lie (a
+            // ClientHello nearly always fits one record); copied only when
+            // the next record must be joined to them.
+            let piece = &body[..take];
+            if piece.len() > MAX_HELLO + 4 {
+                return Err(TlsError::TooLarge(piece.len()));
+            }
+            if let Some(hello) = from_handshake(piece)? {
+                return Ok(Some(hello));
+            }
+            handshake.extend_from_slice(piece);
+        } else {
+            handshake.extend_from_slice(&body[..take]);
+            if handshake.len() > MAX_HELLO + 4 {
+                return Err(TlsError::TooLarge(handshake.len()));
+            }
+            if let Some(hello) = from_handshake(&handshake)? {
+                return Ok(Some(hello));
+            }
         }
         rest = &body[take..];
     }

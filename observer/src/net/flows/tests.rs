@@ -191,3 +191,51 @@ fn quic_initial_is_reported_once_per_connection() {
     assert_eq!(c[0].hello.as_ref().and_then(|h| h.server_name.as_deref()), Some("example.com"));
     assert_eq!(t.stats().get("quic_not_client_initial"), Some(&1));
 }
+
+/// Guards the first-segment fast path (a whole ClientHello parsed where it
+/// lies, never copied into the reassembler): for a hello alone, a hello
+/// with bytes after it, and TLS-looking bytes that are no ClientHello, one
+/// segment reports what the same bytes in two segments (the reassembler's
+/// way) report, with the same counts, and the flow is gone either way.
+#[test]
+fn a_hello_in_one_segment_reports_what_the_reassembled_stream_reports() {
+    let now = Instant::now();
+    let hello = rustls_hello("one.example.test", &["h2", "http/1.1"], true);
+    let mut with_data = hello.clone();
+    with_data.extend_from_slice(&[0x17, 3, 3, 0, 2, 0xaa, 0xbb]);
+    let not_hello = [0x16, 3, 1, 0, 4, 2, 0, 0, 0];
+    let outcome = |c: &Connection| {
+        (
+            c.payload,
+            c.error,
+            c.hello.as_ref().map(|h| (h.server_name.clone(), h.alpn.clone(), h.versions.clone(), h.grease)),
+        )
+    };
+    for (what, bytes) in [("hello", &hello[..]), ("hello and data", &with_data[..]), ("not a hello", &not_hello[..])] {
+        let mut t = tracker();
+        let mut out = Vec::new();
+        t.on_connect(connect(1, 42, peer(443), Transport::Tcp), now, &mut out);
+        t.on_payload(payload(1, peer(443), 1000, bytes, false), now, &mut out);
+        assert_eq!(t.pending(), 0, "{what}: reported at once");
+        let split = 3; // inside the first record's header: nothing to parse yet
+        let mut t2 = tracker();
+        let mut out2 = Vec::new();
+        t2.on_connect(connect(1, 42, peer(443), Transport::Tcp), now, &mut out2);
+        // A first piece too short to parse: copied, the rest joined to it.
+        t2.on_payload(payload(1, peer(443), 1000, &bytes[..split], false), now, &mut out2);
+        assert_eq!(t2.pending(), 1, "{what}: waits for more");
+        t2.on_payload(payload(1, peer(443), 1000 + split as u32, &bytes[split..], false), now, &mut out2);
+        assert_eq!(t2.pending(), 0, "{what}: reported once joined");
+        let (one, two) = (connections(&out), connections(&out2));
+        assert_eq!(one.len(), 1, "{what}");
+        assert_eq!(two.len(), 1, "{what}");
+        assert_eq!(outcome(one[0]), outcome(two[0]), "{what}");
+        assert_eq!(one[0].payload, Payload::Tls, "{what}");
+        assert_eq!(t.stats(), t2.stats(), "{what}: the same counts");
+    }
+    let mut t = tracker();
+    let mut out = Vec::new();
+    t.on_connect(connect(1, 42, peer(443), Transport::Tcp), now, &mut out);
+    t.on_payload(payload(1, peer(443), 1000, &hello, false), now, &mut out);
+    assert_eq!(connections(&out)[0].hello.as_ref().and_then(|h| h.server_name.as_deref()), Some("one.example.test"));
+}
