@@ -104,11 +104,58 @@ pub struct Pipeline {
     /// to the kernel for them (bounded: cleared past its size).
     env_paths: Vec<env_paths::EnvPathRule>,
     env_inodes_sent: std::collections::HashSet<(u32, u64)>,
+    env_paths_seen: EnvPathsSeen,
 }
 
 /// Env-named inodes remembered as sent; past this the set starts over
 /// (a resend is harmless).
 const MAX_ENV_INODES: usize = 16_384;
+
+/// How long (kernel boot time) an env-named absolute path resolved for an
+/// exec stays resolved for later execs in the same cgroup.
+const ENV_PATH_RECHECK_NS: u64 = 1_000_000_000;
+/// Recently resolved env-named paths remembered; past this the map starts
+/// over (a path then resolves once more).
+const MAX_ENV_PATHS_SEEN: usize = 4_096;
+
+/// Env-named paths resolved lately, by (cgroup id, rule id, absolute path):
+/// the kernel boot time of the exec that resolved each.
+///
+/// Resolving one costs several /proc and path look-ups per exec (about
+/// 8 us of the agent's CPU on the benchmark's machine, where every shell
+/// has `TF_CLI_CONFIG_FILE` set: the largest part of its work for a plain
+/// exec). Processes of one cgroup nearly always share their mount
+/// namespace and root, so an exec within [`ENV_PATH_RECHECK_NS`] of
+/// another that named the same path in the same cgroup would resolve it
+/// to the same file: that file is already watched (or was missing). What
+/// this gives up: a file created or replaced at that path, or a process
+/// of the same cgroup in another mount namespace, within that second, is
+/// watched from the next exec after it, not from this one. Relative paths
+/// (against each process's own cwd) are always resolved.
+#[derive(Default)]
+struct EnvPathsSeen {
+    seen: std::collections::HashMap<(u64, u32, std::path::PathBuf), u64>,
+}
+
+impl EnvPathsSeen {
+    /// Whether `path` needs resolving for an exec at `boot_ns`; if so, it
+    /// counts as resolved from now.
+    fn fresh(&mut self, cgroup_id: u64, rule_id: u32, path: &std::path::Path, boot_ns: u64) -> bool {
+        let key = (cgroup_id, rule_id, path.to_path_buf());
+        if let Some(at) = self.seen.get_mut(&key) {
+            if boot_ns.saturating_sub(*at) < ENV_PATH_RECHECK_NS && boot_ns >= *at {
+                return false;
+            }
+            *at = boot_ns;
+            return true;
+        }
+        if self.seen.len() >= MAX_ENV_PATHS_SEEN {
+            self.seen.clear();
+        }
+        self.seen.insert(key, boot_ns);
+        true
+    }
+}
 
 impl Pipeline {
     /// Builds the stages; loads the process table from /proc.
@@ -143,6 +190,7 @@ impl Pipeline {
             net_out: Vec::new(),
             env_paths: cfg.env_paths.clone(),
             env_inodes_sent: std::collections::HashSet::new(),
+            env_paths_seen: EnvPathsSeen::default(),
         }
     }
 
@@ -333,7 +381,7 @@ impl Pipeline {
             Event::ProcessExec(ev) => {
                 self.identity.on_exec(ev);
                 let (environment, cut) = self.identity.exec_environment(ev);
-                self.watch_env_paths(ev.task.tgid, &environment, cut);
+                self.watch_env_paths(&ev.task, ev.boot_ns, &environment, cut);
                 let creds = env::credentials(&environment, cut);
                 if creds.is_empty() {
                     return;
@@ -415,12 +463,19 @@ impl Pipeline {
     /// Files the exec's environment names (`GOOGLE_APPLICATION_CREDENTIALS`,
     /// `KUBECONFIG`, ...), resolved in the process's mount namespace and
     /// cwd: watched by inode from now on, under the rule each variable says.
-    fn watch_env_paths(&mut self, pid: u32, environment: &crate::secret::Secret, cut: bool) {
+    /// An absolute path resolved for an exec in the same cgroup less than
+    /// [`ENV_PATH_RECHECK_NS`] before is not resolved again (see
+    /// [`EnvPathsSeen`]).
+    fn watch_env_paths(&mut self, task: &crate::decode::Task, boot_ns: u64, environment: &crate::secret::Secret, cut: bool) {
         for (rule_name, path) in env_paths::targets(environment.expose(), cut, &self.env_paths) {
             let Some(rule_id) = self.watch.catalog().rules.iter().find(|r| r.name == rule_name).map(|r| r.id) else {
                 continue;
             };
-            let Some(entry) = env_paths::inode_entry(pid, &path, rule_id) else {
+            if path.is_absolute() && !self.env_paths_seen.fresh(task.cgroup_id, rule_id, &path, boot_ns) {
+                self.stats.count("env_path_recent");
+                continue;
+            }
+            let Some(entry) = env_paths::inode_entry(task.tgid, &path, rule_id) else {
                 self.stats.count("env_path_missing");
                 continue;
             };
@@ -576,6 +631,27 @@ mod tests {
             source: AccessSource::File(f),
             record_id: None,
         }
+    }
+
+    /// An env-named path is resolved again after a second, for another
+    /// cgroup or rule, and for an exec that the kernel timed earlier.
+    #[test]
+    fn env_paths_resolve_once_a_second_per_cgroup() {
+        let mut seen = EnvPathsSeen::default();
+        let p = std::path::Path::new("/etc/app/sa.json");
+        let s = ENV_PATH_RECHECK_NS;
+        assert!(seen.fresh(1, 7, p, 10 * s));
+        assert!(!seen.fresh(1, 7, p, 10 * s + s / 2));
+        assert!(seen.fresh(2, 7, p, 10 * s + s / 2), "another cgroup");
+        assert!(seen.fresh(1, 8, p, 10 * s + s / 2), "another rule");
+        assert!(seen.fresh(1, 7, std::path::Path::new("/etc/app/other.json"), 10 * s + s / 2));
+        assert!(seen.fresh(1, 7, p, 11 * s), "a second later");
+        assert!(!seen.fresh(1, 7, p, 11 * s + 1));
+        assert!(seen.fresh(1, 7, p, 11 * s - 1), "out of order");
+        for i in 0..MAX_ENV_PATHS_SEEN as u64 + 1 {
+            seen.fresh(100 + i, 7, p, 12 * s);
+        }
+        assert!(seen.seen.len() <= MAX_ENV_PATHS_SEEN, "bounded");
     }
 
     #[test]

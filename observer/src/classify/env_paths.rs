@@ -108,17 +108,12 @@ pub fn resolve(configured: Vec<EnvPathRule>, catalog: &Catalog) -> Result<Vec<En
 /// The paths an environment names, as the process would open them, with
 /// the rule of each: `(rule name, path)`. Relative paths stay relative.
 pub fn targets<'r>(env: &[u8], truncated: bool, rules: &'r [EnvPathRule]) -> Vec<(&'r str, PathBuf)> {
-    let mut entries: Vec<&[u8]> = env.split(|&b| b == 0).collect();
-    if truncated {
-        entries.pop();
-    }
     let mut out = Vec::new();
-    for entry in entries {
-        let Some(eq) = entry.iter().position(|&b| b == b'=') else { continue };
-        let (name, value) = (&entry[..eq], &entry[eq + 1..]);
+    // Runs for every exec: no copies or lists unless a variable matches.
+    for (name, value) in crate::identity::env::vars(env, truncated) {
         let Some(rule) = rules.iter().find(|r| r.variable.as_bytes() == name) else { continue };
-        let values: Vec<&[u8]> = if rule.list { value.split(|&b| b == b':').collect() } else { vec![value] };
-        for v in values.into_iter().filter(|v| !v.is_empty()) {
+        let values = value.split(move |&b| rule.list && b == b':');
+        for v in values.filter(|v| !v.is_empty()) {
             let base = PathBuf::from(std::ffi::OsStr::from_bytes(v));
             if rule.files.is_empty() {
                 out.push((rule.rule.as_str(), base));

@@ -181,13 +181,14 @@ impl Identity {
     /// The environment of an exec for credential detection: the kernel's
     /// copy, or, when the kernel had to cut it, the whole block from /proc
     /// while the process still runs. The flag says whether the result is cut.
-    pub fn exec_environment(&self, ev: &ProcessExec) -> (Secret, bool) {
+    /// (The kernel's copy is borrowed, not cloned: this runs for every exec.)
+    pub fn exec_environment<'e>(&self, ev: &'e ProcessExec) -> (std::borrow::Cow<'e, Secret>, bool) {
         if ev.env_truncated
             && let Some(full) = proc::environ(key_of(&ev.task), self.table.ns_per_tick())
         {
-            return (full, false);
+            return (std::borrow::Cow::Owned(full), false);
         }
-        (ev.env.clone(), ev.env_truncated)
+        (std::borrow::Cow::Borrowed(&ev.env), ev.env_truncated)
     }
 
     /// The one lookup: the workload behind an event's task.
