@@ -381,8 +381,17 @@ impl Pipeline {
             Event::ProcessExec(ev) => {
                 self.identity.on_exec(ev);
                 let (environment, cut) = self.identity.exec_environment(ev);
-                self.watch_env_paths(&ev.task, ev.boot_ns, &environment, cut);
-                let creds = env::credentials(&environment, cut);
+                // One pass over the block for both uses of it.
+                let (mut creds, mut paths) = (Vec::new(), Vec::new());
+                for (name, value) in env::vars(environment.expose(), cut) {
+                    env::var_credential(name, value, &mut creds);
+                    env_paths::var_targets(name, value, &self.env_paths, &mut paths);
+                }
+                if !paths.is_empty() {
+                    // Rule names owned: the rules are `self`'s.
+                    let paths = paths.into_iter().map(|(rule, path)| (rule.to_owned(), path)).collect();
+                    self.watch_env_paths(&ev.task, ev.boot_ns, paths);
+                }
                 if creds.is_empty() {
                     return;
                 }
@@ -466,8 +475,8 @@ impl Pipeline {
     /// An absolute path resolved for an exec in the same cgroup less than
     /// [`ENV_PATH_RECHECK_NS`] before is not resolved again (see
     /// [`EnvPathsSeen`]).
-    fn watch_env_paths(&mut self, task: &crate::decode::Task, boot_ns: u64, environment: &crate::secret::Secret, cut: bool) {
-        for (rule_name, path) in env_paths::targets(environment.expose(), cut, &self.env_paths) {
+    fn watch_env_paths(&mut self, task: &crate::decode::Task, boot_ns: u64, paths: Vec<(String, std::path::PathBuf)>) {
+        for (rule_name, path) in paths {
             let Some(rule_id) = self.watch.catalog().rules.iter().find(|r| r.name == rule_name).map(|r| r.id) else {
                 continue;
             };

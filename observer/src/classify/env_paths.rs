@@ -109,20 +109,25 @@ pub fn resolve(configured: Vec<EnvPathRule>, catalog: &Catalog) -> Result<Vec<En
 /// the rule of each: `(rule name, path)`. Relative paths stay relative.
 pub fn targets<'r>(env: &[u8], truncated: bool, rules: &'r [EnvPathRule]) -> Vec<(&'r str, PathBuf)> {
     let mut out = Vec::new();
-    // Runs for every exec: no copies or lists unless a variable matches.
     for (name, value) in crate::identity::env::vars(env, truncated) {
-        let Some(rule) = rules.iter().find(|r| r.variable.as_bytes() == name) else { continue };
-        let values = value.split(move |&b| rule.list && b == b':');
-        for v in values.filter(|v| !v.is_empty()) {
-            let base = PathBuf::from(std::ffi::OsStr::from_bytes(v));
-            if rule.files.is_empty() {
-                out.push((rule.rule.as_str(), base));
-            } else {
-                out.extend(rule.files.iter().map(|f| (rule.rule.as_str(), base.join(f))));
-            }
-        }
+        var_targets(name, value, rules, &mut out);
     }
     out
+}
+
+/// [`targets`] for one variable, appended to `out`. Runs for every
+/// variable of every exec: no copies unless the variable matches.
+pub fn var_targets<'r>(name: &[u8], value: &[u8], rules: &'r [EnvPathRule], out: &mut Vec<(&'r str, PathBuf)>) {
+    let Some(rule) = rules.iter().find(|r| r.variable.as_bytes() == name) else { return };
+    let values = value.split(move |&b| rule.list && b == b':');
+    for v in values.filter(|v| !v.is_empty()) {
+        let base = PathBuf::from(std::ffi::OsStr::from_bytes(v));
+        if rule.files.is_empty() {
+            out.push((rule.rule.as_str(), base));
+        } else {
+            out.extend(rule.files.iter().map(|f| (rule.rule.as_str(), base.join(f))));
+        }
+    }
 }
 
 /// Resolves `path` as process `pid` sees it (relative to its working

@@ -52,6 +52,25 @@ const SUFFIXES: &[(&str, &str)] = &[
     ("_PASSWORD", "generic.password"),
 ];
 
+/// The last bytes (upper case) of the names in [`EXACT`] and [`SUFFIXES`].
+const NAME_LAST_BYTES: &[u8] = &{
+    const N: usize = EXACT.len() + SUFFIXES.len();
+    let mut out = [0u8; N];
+    let mut i = 0;
+    while i < EXACT.len() {
+        let n = EXACT[i].0.as_bytes();
+        out[i] = n[n.len() - 1];
+        i += 1;
+    }
+    let mut j = 0;
+    while j < SUFFIXES.len() {
+        let n = SUFFIXES[j].0.as_bytes();
+        out[i + j] = n[n.len() - 1];
+        j += 1;
+    }
+    out
+};
+
 /// The credential kind a variable name announces, if any (case-insensitive).
 pub fn kind_of(name: &str) -> Option<&'static str> {
     kind_of_bytes(name.as_bytes())
@@ -60,6 +79,11 @@ pub fn kind_of(name: &str) -> Option<&'static str> {
 /// [`kind_of`] on the name's bytes, without an upper-cased copy: it runs
 /// for every variable of every exec.
 fn kind_of_bytes(name: &[u8]) -> Option<&'static str> {
+    // Every name above ends in one of a few letters: most variables stop here.
+    let last = name.last()?.to_ascii_uppercase();
+    if !NAME_LAST_BYTES.contains(&last) {
+        return None;
+    }
     EXACT
         .iter()
         .find(|(n, _)| n.len() == name.len() && n.as_bytes().eq_ignore_ascii_case(name))
@@ -122,25 +146,30 @@ fn may_be_token(value: &[u8]) -> bool {
 pub fn credentials(env: &Secret, truncated: bool) -> Vec<EnvCredential> {
     let mut out = Vec::new();
     for (name, value) in vars(env.expose(), truncated) {
-        // By name, else by a known token prefix of the value
-        // (`HF_HUB=hf_...`).
-        let kind = kind_of_bytes(name).or_else(|| {
-            if !may_be_token(value) {
-                return None;
-            }
-            let v = std::str::from_utf8(value).ok()?;
-            match observer_creds::tokens::classify(v)? {
-                (kind, observer_creds::tokens::Visibility::Secret) => Some(kind),
-                _ => None,
-            }
-        });
-        let Some(kind) = kind else { continue };
-        let Ok(name) = std::str::from_utf8(name) else { continue };
-        if !value.is_empty() {
-            out.push(EnvCredential { name: name.to_owned(), kind, value: Secret::new(value) });
-        }
+        var_credential(name, value, &mut out);
     }
     out
+}
+
+/// [`credentials`] for one variable, appended to `out` when it is one.
+/// Runs for every variable of every exec.
+pub fn var_credential(name: &[u8], value: &[u8], out: &mut Vec<EnvCredential>) {
+    // By name, else by a known token prefix of the value (`HF_HUB=hf_...`).
+    let kind = kind_of_bytes(name).or_else(|| {
+        if !may_be_token(value) {
+            return None;
+        }
+        let v = std::str::from_utf8(value).ok()?;
+        match observer_creds::tokens::classify(v)? {
+            (kind, observer_creds::tokens::Visibility::Secret) => Some(kind),
+            _ => None,
+        }
+    });
+    let Some(kind) = kind else { return };
+    let Ok(name) = std::str::from_utf8(name) else { return };
+    if !value.is_empty() {
+        out.push(EnvCredential { name: name.to_owned(), kind, value: Secret::new(value) });
+    }
 }
 
 /// The identity (`nhi.kind`, `nhi.id`) of an environment credential, from
