@@ -397,13 +397,17 @@ impl Pipeline {
                 }
                 Stats::add(&self.stats.env_credentials, creds.len() as u64);
                 let time = self.clock.wall_time(ev.boot_ns);
+                // One workload look-up for all the exec's credentials (the
+                // same task): what `Identity::typed_consumer` does per record.
+                let w = self.identity.workload(&ev.task);
                 for cred in &creds {
                     let id = env::derive_id(cred, &creds, &self.keyed);
                     let (kind, credential) = env::credential(cred, id);
                     let mut rec = env::record(ev, cred, &kind, credential.as_ref(), &self.host_name, time);
                     let (process, workload) = rec.process_workload_mut();
-                    let consumer;
-                    (*workload, consumer) = self.identity.typed_consumer(&ev.task, ev.exe.as_ref(), process);
+                    w.fill_process(process);
+                    *workload = w.typed();
+                    let consumer = w.consumer(&ev.task, ev.exe.as_ref());
                     let head = self.head(credential.as_ref(), Source::Env, &consumer);
                     let process = ProcKey { tgid: ev.task.tgid, start_boot_ns: ev.task.start_boot_ns };
                     self.correlate_access(Source::Env, head, process, ev.boot_ns, time, 1);

@@ -422,7 +422,7 @@ impl Workload {
 
     /// Fills in the process's parent and executable where the kernel did
     /// not capture them, from the process table.
-    fn fill_process(&self, process: &mut crate::model::records::Process) {
+    pub fn fill_process(&self, process: &mut crate::model::records::Process) {
         if let Some(p) = &self.process {
             if process.parent_pid.is_none() && p.ppid != 0 {
                 process.parent_pid = Some(p.ppid);
