@@ -16,7 +16,11 @@
 //! against its working directory; a missing or special file is skipped;
 //! the file is only stat'ed here, never read. Limit: the process may read
 //! its file before the agent has handled its exec (milliseconds); such a
-//! first read is missed, later ones are seen.
+//! first read is missed, later ones are seen. The pipeline resolves an
+//! absolute path at most once a second per cgroup (resolving costs /proc
+//! look-ups on every exec): a file created or replaced at that path, or a
+//! process of the same cgroup in another mount namespace, within that
+//! second is watched from the next exec after it.
 use std::{
     os::unix::ffi::OsStrExt,
     path::{Path, PathBuf},
