@@ -103,6 +103,8 @@ pub struct Pipeline {
     /// Variables naming credential files, and the inodes already handed
     /// to the kernel for them (bounded: cleared past its size).
     env_paths: Vec<env_paths::EnvPathRule>,
+    /// Their names' lengths ([`env_paths::name_lengths`]).
+    env_path_lengths: u64,
     env_inodes_sent: std::collections::HashSet<(u32, u64)>,
     env_paths_seen: EnvPathsSeen,
 }
@@ -189,6 +191,7 @@ impl Pipeline {
             net: net::Tracker::new(net::TrackerConfig::default()),
             net_out: Vec::new(),
             env_paths: cfg.env_paths.clone(),
+            env_path_lengths: env_paths::name_lengths(&cfg.env_paths),
             env_inodes_sent: std::collections::HashSet::new(),
             env_paths_seen: EnvPathsSeen::default(),
         }
@@ -385,7 +388,9 @@ impl Pipeline {
                 let (mut creds, mut paths) = (Vec::new(), Vec::new());
                 for (name, value) in env::vars(environment.expose(), cut) {
                     env::var_credential(name, value, &mut creds);
-                    env_paths::var_targets(name, value, &self.env_paths, &mut paths);
+                    if env_paths::may_name(self.env_path_lengths, name) {
+                        env_paths::var_targets(name, value, &self.env_paths, &mut paths);
+                    }
                 }
                 if !paths.is_empty() {
                     // Rule names owned: the rules are `self`'s.

@@ -113,10 +113,26 @@ pub fn resolve(configured: Vec<EnvPathRule>, catalog: &Catalog) -> Result<Vec<En
 /// the rule of each: `(rule name, path)`. Relative paths stay relative.
 pub fn targets<'r>(env: &[u8], truncated: bool, rules: &'r [EnvPathRule]) -> Vec<(&'r str, PathBuf)> {
     let mut out = Vec::new();
+    let lengths = name_lengths(rules);
     for (name, value) in crate::identity::env::vars(env, truncated) {
-        var_targets(name, value, rules, &mut out);
+        if may_name(lengths, name) {
+            var_targets(name, value, rules, &mut out);
+        }
     }
     out
+}
+
+/// The lengths of the rules' variable names, as bits (63: 63 bytes or
+/// more), for [`may_name`].
+pub fn name_lengths(rules: &[EnvPathRule]) -> u64 {
+    rules.iter().fold(0, |m, r| m | 1 << r.variable.len().min(63))
+}
+
+/// Whether a variable's name may be one of the rules' (of
+/// [`name_lengths`] `lengths`): most names of an environment are ruled out
+/// by their length before the rules are searched.
+pub fn may_name(lengths: u64, name: &[u8]) -> bool {
+    lengths & 1 << name.len().min(63) != 0
 }
 
 /// [`targets`] for one variable, appended to `out`. Runs for every
@@ -189,6 +205,18 @@ mod tests {
                 ("gcp-service-account-key", "/srv/sa.json"),
             ]
         );
+    }
+
+    #[test]
+    fn name_lengths_never_rule_out_a_rule() {
+        let mut rules = builtin();
+        rules.push(EnvPathRule { variable: "X".repeat(70), rule: "content".into(), files: vec![], list: false });
+        let lengths = name_lengths(&rules);
+        for r in &rules {
+            assert!(may_name(lengths, r.variable.as_bytes()), "{}", r.variable);
+        }
+        assert!(!may_name(name_lengths(&builtin()), b"PATH"));
+        assert!(!may_name(name_lengths(&builtin()), b""));
     }
 
     #[test]
