@@ -490,7 +490,6 @@ impl Pipeline {
                 continue;
             };
             if path.is_absolute() && !self.env_paths_seen.fresh(task.cgroup_id, rule_id, &path, boot_ns) {
-                self.stats.count("env_path_recent");
                 continue;
             }
             let Some(entry) = env_paths::inode_entry(task.tgid, &path, rule_id) else {
