@@ -63,15 +63,21 @@ pub const SECRET_VALUE_KIND: &str = "secret.value";
 
 /// The shortest token we classify by prefix: shorter values are too likely
 /// to be ordinary words that happen to share a prefix.
-const MIN_TOKEN_LEN: usize = 16;
+pub const MIN_TOKEN_LEN: usize = 16;
 
 /// The kind of a token value from its prefix, if known.
 pub fn classify(value: &str) -> Option<(&'static str, Visibility)> {
     let value = value.trim();
-    if value.len() < MIN_TOKEN_LEN || !value.bytes().all(|b| b.is_ascii_graphic()) {
+    if value.len() < MIN_TOKEN_LEN {
         return None;
     }
-    let (_, kind, vis) = PREFIXES.iter().find(|(p, _, _)| value.starts_with(p))?;
+    // The prefix first (its first byte, then the rest), the whole value's
+    // bytes only for a candidate: most values have no known prefix.
+    let first = value.as_bytes()[0];
+    let (_, kind, vis) = PREFIXES.iter().find(|(p, _, _)| p.as_bytes()[0] == first && value.starts_with(p))?;
+    if !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return None;
+    }
     if *vis == Visibility::Public && !is_aws_key_id(value) {
         return None;
     }

@@ -103,12 +103,61 @@ pub struct Pipeline {
     /// Variables naming credential files, and the inodes already handed
     /// to the kernel for them (bounded: cleared past its size).
     env_paths: Vec<env_paths::EnvPathRule>,
+    /// Their names' lengths ([`env_paths::name_lengths`]).
+    env_path_lengths: u64,
     env_inodes_sent: std::collections::HashSet<(u32, u64)>,
+    env_paths_seen: EnvPathsSeen,
 }
 
 /// Env-named inodes remembered as sent; past this the set starts over
 /// (a resend is harmless).
 const MAX_ENV_INODES: usize = 16_384;
+
+/// How long (kernel boot time) an env-named absolute path resolved for an
+/// exec stays resolved for later execs in the same cgroup.
+const ENV_PATH_RECHECK_NS: u64 = 1_000_000_000;
+/// Recently resolved env-named paths remembered; past this the map starts
+/// over (a path then resolves once more).
+const MAX_ENV_PATHS_SEEN: usize = 4_096;
+
+/// Env-named paths resolved lately, by (cgroup id, rule id, absolute path):
+/// the kernel boot time of the exec that resolved each.
+///
+/// Resolving one costs several /proc and path look-ups per exec (about
+/// 8 us of the agent's CPU on the benchmark's machine, where every shell
+/// has `TF_CLI_CONFIG_FILE` set: the largest part of its work for a plain
+/// exec). Processes of one cgroup nearly always share their mount
+/// namespace and root, so an exec within [`ENV_PATH_RECHECK_NS`] of
+/// another that named the same path in the same cgroup would resolve it
+/// to the same file: that file is already watched (or was missing). What
+/// this gives up: a file created or replaced at that path, or a process
+/// of the same cgroup in another mount namespace, within that second, is
+/// watched from the next exec after it, not from this one. Relative paths
+/// (against each process's own cwd) are always resolved.
+#[derive(Default)]
+struct EnvPathsSeen {
+    seen: std::collections::HashMap<(u64, u32, std::path::PathBuf), u64>,
+}
+
+impl EnvPathsSeen {
+    /// Whether `path` needs resolving for an exec at `boot_ns`; if so, it
+    /// counts as resolved from now.
+    fn fresh(&mut self, cgroup_id: u64, rule_id: u32, path: &std::path::Path, boot_ns: u64) -> bool {
+        let key = (cgroup_id, rule_id, path.to_path_buf());
+        if let Some(at) = self.seen.get_mut(&key) {
+            if boot_ns.saturating_sub(*at) < ENV_PATH_RECHECK_NS && boot_ns >= *at {
+                return false;
+            }
+            *at = boot_ns;
+            return true;
+        }
+        if self.seen.len() >= MAX_ENV_PATHS_SEEN {
+            self.seen.clear();
+        }
+        self.seen.insert(key, boot_ns);
+        true
+    }
+}
 
 impl Pipeline {
     /// Builds the stages; loads the process table from /proc.
@@ -142,7 +191,9 @@ impl Pipeline {
             net: net::Tracker::new(net::TrackerConfig::default()),
             net_out: Vec::new(),
             env_paths: cfg.env_paths.clone(),
+            env_path_lengths: env_paths::name_lengths(&cfg.env_paths),
             env_inodes_sent: std::collections::HashSet::new(),
+            env_paths_seen: EnvPathsSeen::default(),
         }
     }
 
@@ -333,20 +384,35 @@ impl Pipeline {
             Event::ProcessExec(ev) => {
                 self.identity.on_exec(ev);
                 let (environment, cut) = self.identity.exec_environment(ev);
-                self.watch_env_paths(ev.task.tgid, &environment, cut);
-                let creds = env::credentials(&environment, cut);
+                // One pass over the block for both uses of it.
+                let (mut creds, mut paths) = (Vec::new(), Vec::new());
+                for (name, value) in env::vars(environment.expose(), cut) {
+                    env::var_credential(name, value, &mut creds);
+                    if env_paths::may_name(self.env_path_lengths, name) {
+                        env_paths::var_targets(name, value, &self.env_paths, &mut paths);
+                    }
+                }
+                if !paths.is_empty() {
+                    // Rule names owned: the rules are `self`'s.
+                    let paths = paths.into_iter().map(|(rule, path)| (rule.to_owned(), path)).collect();
+                    self.watch_env_paths(&ev.task, ev.boot_ns, paths);
+                }
                 if creds.is_empty() {
                     return;
                 }
                 Stats::add(&self.stats.env_credentials, creds.len() as u64);
                 let time = self.clock.wall_time(ev.boot_ns);
+                // One workload look-up for all the exec's credentials (the
+                // same task): what `Identity::typed_consumer` does per record.
+                let w = self.identity.workload(&ev.task);
                 for cred in &creds {
                     let id = env::derive_id(cred, &creds, &self.keyed);
                     let (kind, credential) = env::credential(cred, id);
                     let mut rec = env::record(ev, cred, &kind, credential.as_ref(), &self.host_name, time);
                     let (process, workload) = rec.process_workload_mut();
-                    let consumer;
-                    (*workload, consumer) = self.identity.typed_consumer(&ev.task, ev.exe.as_ref(), process);
+                    w.fill_process(process);
+                    *workload = w.typed();
+                    let consumer = w.consumer(&ev.task, ev.exe.as_ref());
                     let head = self.head(credential.as_ref(), Source::Env, &consumer);
                     let process = ProcKey { tgid: ev.task.tgid, start_boot_ns: ev.task.start_boot_ns };
                     self.correlate_access(Source::Env, head, process, ev.boot_ns, time, 1);
@@ -415,12 +481,18 @@ impl Pipeline {
     /// Files the exec's environment names (`GOOGLE_APPLICATION_CREDENTIALS`,
     /// `KUBECONFIG`, ...), resolved in the process's mount namespace and
     /// cwd: watched by inode from now on, under the rule each variable says.
-    fn watch_env_paths(&mut self, pid: u32, environment: &crate::secret::Secret, cut: bool) {
-        for (rule_name, path) in env_paths::targets(environment.expose(), cut, &self.env_paths) {
+    /// An absolute path resolved for an exec in the same cgroup less than
+    /// [`ENV_PATH_RECHECK_NS`] before is not resolved again (see
+    /// [`EnvPathsSeen`]).
+    fn watch_env_paths(&mut self, task: &crate::decode::Task, boot_ns: u64, paths: Vec<(String, std::path::PathBuf)>) {
+        for (rule_name, path) in paths {
             let Some(rule_id) = self.watch.catalog().rules.iter().find(|r| r.name == rule_name).map(|r| r.id) else {
                 continue;
             };
-            let Some(entry) = env_paths::inode_entry(pid, &path, rule_id) else {
+            if path.is_absolute() && !self.env_paths_seen.fresh(task.cgroup_id, rule_id, &path, boot_ns) {
+                continue;
+            }
+            let Some(entry) = env_paths::inode_entry(task.tgid, &path, rule_id) else {
                 self.stats.count("env_path_missing");
                 continue;
             };
@@ -576,6 +648,27 @@ mod tests {
             source: AccessSource::File(f),
             record_id: None,
         }
+    }
+
+    /// An env-named path is resolved again after a second, for another
+    /// cgroup or rule, and for an exec that the kernel timed earlier.
+    #[test]
+    fn env_paths_resolve_once_a_second_per_cgroup() {
+        let mut seen = EnvPathsSeen::default();
+        let p = std::path::Path::new("/etc/app/sa.json");
+        let s = ENV_PATH_RECHECK_NS;
+        assert!(seen.fresh(1, 7, p, 10 * s));
+        assert!(!seen.fresh(1, 7, p, 10 * s + s / 2));
+        assert!(seen.fresh(2, 7, p, 10 * s + s / 2), "another cgroup");
+        assert!(seen.fresh(1, 8, p, 10 * s + s / 2), "another rule");
+        assert!(seen.fresh(1, 7, std::path::Path::new("/etc/app/other.json"), 10 * s + s / 2));
+        assert!(seen.fresh(1, 7, p, 11 * s), "a second later");
+        assert!(!seen.fresh(1, 7, p, 11 * s + 1));
+        assert!(seen.fresh(1, 7, p, 11 * s - 1), "out of order");
+        for i in 0..MAX_ENV_PATHS_SEEN as u64 + 1 {
+            seen.fresh(100 + i, 7, p, 12 * s);
+        }
+        assert!(seen.seen.len() <= MAX_ENV_PATHS_SEEN, "bounded");
     }
 
     #[test]

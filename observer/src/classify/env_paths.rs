@@ -16,7 +16,11 @@
 //! against its working directory; a missing or special file is skipped;
 //! the file is only stat'ed here, never read. Limit: the process may read
 //! its file before the agent has handled its exec (milliseconds); such a
-//! first read is missed, later ones are seen.
+//! first read is missed, later ones are seen. The pipeline resolves an
+//! absolute path at most once a second per cgroup (resolving costs /proc
+//! look-ups on every exec): a file created or replaced at that path, or a
+//! process of the same cgroup in another mount namespace, within that
+//! second is watched from the next exec after it.
 use std::{
     os::unix::ffi::OsStrExt,
     path::{Path, PathBuf},
@@ -108,26 +112,42 @@ pub fn resolve(configured: Vec<EnvPathRule>, catalog: &Catalog) -> Result<Vec<En
 /// The paths an environment names, as the process would open them, with
 /// the rule of each: `(rule name, path)`. Relative paths stay relative.
 pub fn targets<'r>(env: &[u8], truncated: bool, rules: &'r [EnvPathRule]) -> Vec<(&'r str, PathBuf)> {
-    let mut entries: Vec<&[u8]> = env.split(|&b| b == 0).collect();
-    if truncated {
-        entries.pop();
-    }
     let mut out = Vec::new();
-    for entry in entries {
-        let Some(eq) = entry.iter().position(|&b| b == b'=') else { continue };
-        let (name, value) = (&entry[..eq], &entry[eq + 1..]);
-        let Some(rule) = rules.iter().find(|r| r.variable.as_bytes() == name) else { continue };
-        let values: Vec<&[u8]> = if rule.list { value.split(|&b| b == b':').collect() } else { vec![value] };
-        for v in values.into_iter().filter(|v| !v.is_empty()) {
-            let base = PathBuf::from(std::ffi::OsStr::from_bytes(v));
-            if rule.files.is_empty() {
-                out.push((rule.rule.as_str(), base));
-            } else {
-                out.extend(rule.files.iter().map(|f| (rule.rule.as_str(), base.join(f))));
-            }
+    let lengths = name_lengths(rules);
+    for (name, value) in crate::identity::env::vars(env, truncated) {
+        if may_name(lengths, name) {
+            var_targets(name, value, rules, &mut out);
         }
     }
     out
+}
+
+/// The lengths of the rules' variable names, as bits (63: 63 bytes or
+/// more), for [`may_name`].
+pub fn name_lengths(rules: &[EnvPathRule]) -> u64 {
+    rules.iter().fold(0, |m, r| m | 1 << r.variable.len().min(63))
+}
+
+/// Whether a variable's name may be one of the rules' (of
+/// [`name_lengths`] `lengths`): most names of an environment are ruled out
+/// by their length before the rules are searched.
+pub fn may_name(lengths: u64, name: &[u8]) -> bool {
+    lengths & 1 << name.len().min(63) != 0
+}
+
+/// [`targets`] for one variable, appended to `out`. Runs for every
+/// variable of every exec: no copies unless the variable matches.
+pub fn var_targets<'r>(name: &[u8], value: &[u8], rules: &'r [EnvPathRule], out: &mut Vec<(&'r str, PathBuf)>) {
+    let Some(rule) = rules.iter().find(|r| r.variable.as_bytes() == name) else { return };
+    let values = value.split(move |&b| rule.list && b == b':');
+    for v in values.filter(|v| !v.is_empty()) {
+        let base = PathBuf::from(std::ffi::OsStr::from_bytes(v));
+        if rule.files.is_empty() {
+            out.push((rule.rule.as_str(), base));
+        } else {
+            out.extend(rule.files.iter().map(|f| (rule.rule.as_str(), base.join(f))));
+        }
+    }
 }
 
 /// Resolves `path` as process `pid` sees it (relative to its working
@@ -185,6 +205,18 @@ mod tests {
                 ("gcp-service-account-key", "/srv/sa.json"),
             ]
         );
+    }
+
+    #[test]
+    fn name_lengths_never_rule_out_a_rule() {
+        let mut rules = builtin();
+        rules.push(EnvPathRule { variable: "X".repeat(70), rule: "content".into(), files: vec![], list: false });
+        let lengths = name_lengths(&rules);
+        for r in &rules {
+            assert!(may_name(lengths, r.variable.as_bytes()), "{}", r.variable);
+        }
+        assert!(!may_name(name_lengths(&builtin()), b"PATH"));
+        assert!(!may_name(name_lengths(&builtin()), b""));
     }
 
     #[test]

@@ -52,40 +52,124 @@ const SUFFIXES: &[(&str, &str)] = &[
     ("_PASSWORD", "generic.password"),
 ];
 
+/// The last bytes (upper case) of the names in [`EXACT`] and [`SUFFIXES`].
+const NAME_LAST_BYTES: &[u8] = &{
+    const N: usize = EXACT.len() + SUFFIXES.len();
+    let mut out = [0u8; N];
+    let mut i = 0;
+    while i < EXACT.len() {
+        let n = EXACT[i].0.as_bytes();
+        out[i] = n[n.len() - 1];
+        i += 1;
+    }
+    let mut j = 0;
+    while j < SUFFIXES.len() {
+        let n = SUFFIXES[j].0.as_bytes();
+        out[i + j] = n[n.len() - 1];
+        j += 1;
+    }
+    out
+};
+
 /// The credential kind a variable name announces, if any (case-insensitive).
 pub fn kind_of(name: &str) -> Option<&'static str> {
-    let upper = name.to_ascii_uppercase();
+    kind_of_bytes(name.as_bytes())
+}
+
+/// [`kind_of`] on the name's bytes, without an upper-cased copy: it runs
+/// for every variable of every exec.
+fn kind_of_bytes(name: &[u8]) -> Option<&'static str> {
+    // Every name above ends in one of a few letters: most variables stop here.
+    let last = name.last()?.to_ascii_uppercase();
+    if !NAME_LAST_BYTES.contains(&last) {
+        return None;
+    }
     EXACT
         .iter()
-        .find(|(n, _)| *n == upper)
-        .or_else(|| SUFFIXES.iter().find(|(s, _)| upper.len() > s.len() && upper.ends_with(s)))
+        .find(|(n, _)| n.len() == name.len() && n.as_bytes().eq_ignore_ascii_case(name))
+        .or_else(|| {
+            SUFFIXES.iter().find(|(s, _)| name.len() > s.len() && name[name.len() - s.len()..].eq_ignore_ascii_case(s.as_bytes()))
+        })
         .map(|(_, kind)| *kind)
+}
+
+/// The `(name, value)` pairs of a NUL-separated `NAME=value` block (an
+/// entry without `=` is skipped), without the last, cut-off entry when the
+/// kernel had to cut the block. Runs for every exec, twice: the bytes are
+/// searched with `memchr`, not a byte loop.
+pub fn vars(env: &[u8], truncated: bool) -> impl Iterator<Item = (&[u8], &[u8])> {
+    let env = if truncated {
+        // Everything before the last NUL: the entries whole.
+        &env[..memchr::memrchr(0, env).unwrap_or(0)]
+    } else {
+        env
+    };
+    let mut rest = Some(env);
+    std::iter::from_fn(move || {
+        loop {
+            let block = rest?;
+            let (entry, next) = match memchr::memchr(0, block) {
+                Some(i) => (&block[..i], Some(&block[i + 1..])),
+                None => (block, None),
+            };
+            rest = next;
+            if let Some(eq) = memchr::memchr(b'=', entry) {
+                return Some((&entry[..eq], &entry[eq + 1..]));
+            }
+        }
+    })
+}
+
+/// Whether `value` may start with a known token prefix
+/// ([`observer_creds::tokens::classify`] is sure): the first bytes are
+/// compared before any UTF-8 check or prefix search, so the ordinary
+/// variables of an environment (`PATH`, `HOME`, ...) cost a few compares.
+/// A value that starts with a non-ASCII byte passes (`classify` trims
+/// Unicode whitespace).
+fn may_be_token(value: &[u8]) -> bool {
+    // What `str::trim` takes off at the start, as far as ASCII goes.
+    let Some(start) = value.iter().position(|&b| !(b.is_ascii() && char::from(b).is_whitespace())) else {
+        return false;
+    };
+    let v = &value[start..];
+    match v.first() {
+        None => false,
+        Some(b) if !b.is_ascii() => true,
+        Some(&b) => {
+            v.len() >= observer_creds::tokens::MIN_TOKEN_LEN
+                && observer_creds::tokens::PREFIXES.iter().any(|(p, _, _)| p.as_bytes()[0] == b && v.starts_with(p.as_bytes()))
+        }
+    }
 }
 
 /// Credential variables in a NUL-separated `NAME=value` block.
 pub fn credentials(env: &Secret, truncated: bool) -> Vec<EnvCredential> {
-    let mut entries: Vec<&[u8]> = env.expose().split(|&b| b == 0).collect();
-    if truncated {
-        entries.pop();
+    let mut out = Vec::new();
+    for (name, value) in vars(env.expose(), truncated) {
+        var_credential(name, value, &mut out);
     }
-    entries
-        .into_iter()
-        .filter_map(|entry| {
-            let eq = entry.iter().position(|&b| b == b'=')?;
-            let (name, value) = (&entry[..eq], &entry[eq + 1..]);
-            let name = std::str::from_utf8(name).ok()?;
-            // By name, else by a known token prefix of the value
-            // (`HF_HUB=hf_...`).
-            let kind = kind_of(name).or_else(|| {
-                let v = std::str::from_utf8(value).ok()?;
-                match observer_creds::tokens::classify(v)? {
-                    (kind, observer_creds::tokens::Visibility::Secret) => Some(kind),
-                    _ => None,
-                }
-            })?;
-            (!value.is_empty()).then(|| EnvCredential { name: name.to_owned(), kind, value: Secret::new(value) })
-        })
-        .collect()
+    out
+}
+
+/// [`credentials`] for one variable, appended to `out` when it is one.
+/// Runs for every variable of every exec.
+pub fn var_credential(name: &[u8], value: &[u8], out: &mut Vec<EnvCredential>) {
+    // By name, else by a known token prefix of the value (`HF_HUB=hf_...`).
+    let kind = kind_of_bytes(name).or_else(|| {
+        if !may_be_token(value) {
+            return None;
+        }
+        let v = std::str::from_utf8(value).ok()?;
+        match observer_creds::tokens::classify(v)? {
+            (kind, observer_creds::tokens::Visibility::Secret) => Some(kind),
+            _ => None,
+        }
+    });
+    let Some(kind) = kind else { return };
+    let Ok(name) = std::str::from_utf8(name) else { return };
+    if !value.is_empty() {
+        out.push(EnvCredential { name: name.to_owned(), kind, value: Secret::new(value) });
+    }
 }
 
 /// The identity (`nhi.kind`, `nhi.id`) of an environment credential, from
@@ -264,6 +348,55 @@ mod tests {
         let creds = credentials(&Secret::new(bytes), true);
         assert_eq!(creds.len(), 1);
         assert_eq!(creds[0].name, "VAULT_TOKEN");
+    }
+
+    /// `vars` gives what splitting the block at NULs (less the last piece
+    /// when cut) and each entry at its first `=` gives.
+    #[test]
+    fn vars_split_like_the_block() {
+        let blocks: &[&[u8]] = &[
+            b"",
+            b"\0",
+            b"A=1",
+            b"A=1\0",
+            b"A=1\0B=2=3\0no-equals\0\0=x\0C=",
+            b"A=1\0B=cut",
+            b"no-nul-at-all=cut",
+            b"A=1\0\0",
+        ];
+        for block in blocks {
+            for truncated in [false, true] {
+                let mut entries: Vec<&[u8]> = block.split(|&b| b == 0).collect();
+                if truncated {
+                    entries.pop();
+                }
+                let want: Vec<(&[u8], &[u8])> = entries
+                    .into_iter()
+                    .filter_map(|e| e.iter().position(|&b| b == b'=').map(|i| (&e[..i], &e[i + 1..])))
+                    .collect();
+                let got: Vec<_> = vars(block, truncated).collect();
+                assert_eq!(got, want, "{:?}, truncated {truncated}", String::from_utf8_lossy(block));
+            }
+        }
+    }
+
+    /// The quick test before classifying a value never drops a value the
+    /// classifier would report.
+    #[test]
+    fn token_values_pass_the_prefilter() {
+        for (prefix, _, _) in observer_creds::tokens::PREFIXES {
+            for lead in ["", " ", "\t", "\u{b}", "\u{a0}", "\n "] {
+                let v = format!("{lead}{prefix}SYNTHETIC0123456789abcdefXYZ");
+                if observer_creds::tokens::classify(&v).is_some() {
+                    assert!(may_be_token(v.as_bytes()), "{v:?}");
+                }
+            }
+        }
+        assert!(!may_be_token(b"/usr/local/bin:/usr/bin:/bin"));
+        assert!(!may_be_token(b"ghp_short"));
+        let env = block(&["PATH=/usr/bin", "HF_HUB= hf_SYNTH3TICtokenValue0123456789", "X=\u{b}ghp_000000000000000000000000000000000000"]);
+        let names: Vec<_> = credentials(&env, false).into_iter().map(|c| (c.name, c.kind)).collect();
+        assert_eq!(names, [("HF_HUB".to_owned(), "huggingface.token"), ("X".to_owned(), "github.pat")]);
     }
 
     #[test]

@@ -125,19 +125,37 @@ impl Identity {
     pub fn on_exec(&mut self, ev: &ProcessExec) {
         let key = key_of(&ev.task);
         let parent_key = self.table.get_mut(key).and_then(|e| e.parent);
+        let parent = parent_key.or_else(|| self.table.key_of(ev.task.ppid).filter(|k| k.tgid != key.tgid));
+        let capture_args = self.cfg.capture_args;
+        let fill = |e: &mut ProcessEntry| {
+            e.coarse = false;
+            e.origin = Origin::Exec;
+            e.parent = parent;
+            e.ppid = ev.task.ppid;
+            e.uid = ev.task.uid;
+            e.gid = ev.task.gid;
+            // The name changes at exec; the string is shared when it did not.
+            if *e.comm != *ev.task.comm {
+                e.comm = ev.task.comm.as_str().into();
+            }
+            e.cgroup_id = ev.task.cgroup_id;
+            e.exe = ev.exe.as_ref().map(|w| Arc::from(w.path.to_string_lossy()));
+            let filename = ev.filename.to_string_lossy();
+            e.exec_path = (!filename.is_empty() && e.exe.as_deref() != Some(&*filename)).then(|| Arc::from(filename));
+            e.tty = ev.tty.as_deref().map(|t| Arc::from(proc::kernel_tty_name(t)));
+            (e.args, e.args_truncated) =
+                if capture_args { (Some(Arc::from(args::mask(&ev.args))), ev.args_truncated) } else { (None, false) };
+            e.exited = None;
+        };
+        // The fork record made the entry: rewritten in place (a new entry
+        // in its place cost an allocation and two more hash-table updates
+        // per exec).
+        if let Some(e) = self.table.get_mut(key).filter(|e| e.key == key) {
+            fill(e);
+            return;
+        }
         let mut e = ProcessEntry::new(key, Origin::Exec);
-        e.parent = parent_key.or_else(|| self.table.key_of(ev.task.ppid).filter(|k| k.tgid != key.tgid));
-        fill_from_task(&mut e, &ev.task);
-        e.exe = ev.exe.as_ref().map(|w| Arc::from(w.path.to_string_lossy()));
-        let filename = ev.filename.to_string_lossy();
-        if !filename.is_empty() && e.exe.as_deref() != Some(&*filename) {
-            e.exec_path = Some(Arc::from(filename));
-        }
-        e.tty = ev.tty.as_deref().map(|t| Arc::from(proc::kernel_tty_name(t)));
-        if self.cfg.capture_args {
-            e.args = Some(Arc::from(args::mask(&ev.args)));
-            e.args_truncated = ev.args_truncated;
-        }
+        fill(&mut e);
         self.table.remove(&key);
         self.table.insert(e);
     }
@@ -181,13 +199,14 @@ impl Identity {
     /// The environment of an exec for credential detection: the kernel's
     /// copy, or, when the kernel had to cut it, the whole block from /proc
     /// while the process still runs. The flag says whether the result is cut.
-    pub fn exec_environment(&self, ev: &ProcessExec) -> (Secret, bool) {
+    /// (The kernel's copy is borrowed, not cloned: this runs for every exec.)
+    pub fn exec_environment<'e>(&self, ev: &'e ProcessExec) -> (std::borrow::Cow<'e, Secret>, bool) {
         if ev.env_truncated
             && let Some(full) = proc::environ(key_of(&ev.task), self.table.ns_per_tick())
         {
-            return (full, false);
+            return (std::borrow::Cow::Owned(full), false);
         }
-        (ev.env.clone(), ev.env_truncated)
+        (std::borrow::Cow::Borrowed(&ev.env), ev.env_truncated)
     }
 
     /// The one lookup: the workload behind an event's task.
@@ -403,7 +422,7 @@ impl Workload {
 
     /// Fills in the process's parent and executable where the kernel did
     /// not capture them, from the process table.
-    fn fill_process(&self, process: &mut crate::model::records::Process) {
+    pub fn fill_process(&self, process: &mut crate::model::records::Process) {
         if let Some(p) = &self.process {
             if process.parent_pid.is_none() && p.ppid != 0 {
                 process.parent_pid = Some(p.ppid);
