@@ -243,6 +243,16 @@ fn on_opened<const TYPED: bool>(args: &impl Fn() -> Option<OpenArgs>, ret: i64, 
         if let Some(rule_id) = dir {
             Hit { rule_id, how: MatchKind::Dir }
         } else {
+            // Short names first meet the pre-filter alone (their first and
+            // last two bytes): most names stop there, before the whole name
+            // is loaded and masked.
+            let len = kernel::dentry_name_len::<TYPED>(dentry)?;
+            if let Some(base) = kernel::dentry_inline_name::<TYPED>(dentry, len) {
+                let (first2, last2) = kernel::inline_name_ends(base, len);
+                if !affix_passes(first2, last2, cfg) {
+                    return None;
+                }
+            }
             // Not zeroed (that would be a `memset` call): every word the gate
             // reads is written first (see `dentry_name_words`).
             let mut words = core::mem::MaybeUninit::<[u64; 8]>::uninit();
@@ -345,6 +355,17 @@ fn name_gate(words: &[u64; 8], len: u32, cfg: &FileSensorConfig) -> bool {
         i += 1;
     }
     false
+}
+
+/// The name gate's pre-filter alone, from a name's first two bytes
+/// (`first2`) and last two (`last2`, as the top of [`last8`]): false only
+/// when [`name_gate`] is false too, since each of its three tests starts
+/// with one of these bits.
+#[inline(always)]
+fn affix_passes(first2: u32, last2: u32, cfg: &FileSensorConfig) -> bool {
+    gate_test(&AFFIX_GATE, AFFIX_EXACT_BASE + first2)
+        || (cfg.prefix_lens[0] != 0 && gate_test(&AFFIX_GATE, AFFIX_PREFIX_BASE + first2))
+        || (cfg.suffix_lens[0] != 0 && gate_test(&AFFIX_GATE, last2))
 }
 
 /// Mask of the low `n` bytes (1..=8) of a word.
