@@ -418,7 +418,7 @@ fn match_string<const KERNEL: bool>(args: &OpenArgs) -> Option<Hit> {
     }
     let len = n as usize - 1; // without the NUL
     if s.path[0] == b'/'
-        && let Some(rule_id) = match_path_rules::<KERNEL>(args.path, s)
+        && let Some(rule_id) = match_path_rules::<KERNEL>(args.path, s, n as usize)
     {
         return Some(Hit { rule_id, how: MatchKind::Path });
     }
@@ -456,11 +456,17 @@ fn match_string<const KERNEL: bool>(args: &OpenArgs) -> Option<Hit> {
     name_gate(&s.words, name_len as u32, &file_cfg()).then_some(Hit { rule_id: 0, how: MatchKind::Name })
 }
 
+/// Words of a path the key is copied from `Scratch::path` (240 bytes):
+/// longer strings are read again instead (the key holds 256 bytes, and
+/// with the leading `~` the copy must end inside it).
+const KEY_COPY_WORDS: usize = 30;
+
 /// Looks the path up in `PATH_RULES`, with a leading `/root` or
-/// `/home/<user>` replaced by `~`. Returns the matching rule id.
+/// `/home/<user>` replaced by `~`. Returns the matching rule id. `n`: the
+/// bytes of the string in `s.path`, NUL included.
 #[inline(always)]
 #[allow(clippy::needless_range_loop, reason = "constant-bounded index loops are what the verifier checks best")]
-fn match_path_rules<const KERNEL: bool>(upath: u64, s: &mut crate::maps::Scratch) -> Option<u32> {
+fn match_path_rules<const KERNEL: bool>(upath: u64, s: &mut crate::maps::Scratch, n: usize) -> Option<u32> {
     let d = &s.path;
     let mut skip: usize = 0;
     if d[1] == b'r' && d[2] == b'o' && d[3] == b'o' && d[4] == b't' && d[5] == b'/' {
@@ -476,6 +482,34 @@ fn match_path_rules<const KERNEL: bool>(upath: u64, s: &mut crate::maps::Scratch
                 break;
             }
         }
+    }
+    // The key from the string already read (most paths): a word copy in
+    // map memory instead of a second helper read of the process's memory.
+    let dst_off = if skip != 0 { 1 } else { 0 };
+    let m = n.wrapping_sub(skip); // bytes from `skip`, NUL included
+    if n <= KEY_COPY_WORDS * 8 && m >= 1 {
+        s.key.data[0] = b'~';
+        let src = s.path.as_ptr();
+        let dst = s.key.data.as_mut_ptr();
+        let mut i = 0;
+        while i < KEY_COPY_WORDS {
+            if i * 8 >= m {
+                break;
+            }
+            // SAFETY: `skip` is below 71 and `i` below 30, so the source
+            // stays inside the scratch value (the path is followed by
+            // `words` and `pending`) and the destination, at most 241 bytes
+            // in, inside the 256-byte key. Bytes past the NUL are left out
+            // of the lookup by the prefix length. `opaque` keeps LLVM from
+            // turning the loop into a `memcpy` call.
+            unsafe {
+                let w = kernel::opaque(core::ptr::read_unaligned(src.add(skip + i * 8).cast::<u64>()));
+                core::ptr::write_unaligned(dst.add(dst_off + i * 8).cast::<u64>(), w);
+            }
+            i += 1;
+        }
+        s.key.prefix_len = ((m + dst_off) * 8) as u32;
+        return PATH_RULES.get(&s.key).map(|r| r.rule_id);
     }
     let key = &mut s.key;
     let data = key.data.as_mut_ptr();
