@@ -307,13 +307,13 @@ pub fn dentry_parent<const TYPED: bool>(dentry: u64) -> u64 {
     get::<TYPED, u64>(dentry, off!(dentry_d_parent)).unwrap_or(0)
 }
 
-/// A dentry's name as little-endian words, plus its length. Short names
-/// come from the inline name with typed loads (words 0..5), longer ones (up
-/// to 64 bytes) through one helper read. The hashed words are zeroed past
-/// the length; words past those are stale. `None` for longer names.
+/// A dentry's `len`-byte name (`len` from [`dentry_name_len`], read once
+/// by the caller) as little-endian words; returns `len`. Short names come
+/// from the inline name with typed loads (words 0..5), longer ones (up to
+/// 64 bytes) through one helper read (`None` when it fails). The hashed
+/// words are zeroed past the length; words past those are stale.
 #[inline(always)]
-pub fn dentry_name_words<const TYPED: bool>(dentry: u64, words: &mut [u64; 8]) -> Option<u32> {
-    let len = dentry_name_len::<TYPED>(dentry)?;
+pub fn dentry_name_words<const TYPED: bool>(dentry: u64, len: u32, words: &mut [u64; 8]) -> Option<u32> {
     if let Some(base) = dentry_inline_name::<TYPED>(dentry, len) {
         words[0] = ld(base, 0);
         words[1] = ld(base, 8);

@@ -258,7 +258,7 @@ fn on_opened<const TYPED: bool>(args: &impl Fn() -> Option<OpenArgs>, ret: i64, 
             let mut words = core::mem::MaybeUninit::<[u64; 8]>::uninit();
             // SAFETY: see above; the array is plain integers.
             let words = unsafe { words.assume_init_mut() };
-            let len = kernel::dentry_name_words::<TYPED>(dentry, words)?;
+            let len = kernel::dentry_name_words::<TYPED>(dentry, len, words)?;
             if !name_gate(words, len, cfg) {
                 return None;
             }
