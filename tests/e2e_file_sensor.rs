@@ -441,3 +441,71 @@ fn program_ids(pid: u32) -> Vec<u32> {
     ids.sort_unstable();
     ids
 }
+
+/// The kernel's name gate at every name length it takes (1 to 64 bytes):
+/// short names meet its pre-filter on their first and last two bytes
+/// alone (kernel.rs `inline_name_ends`), wherever those bytes sit in the
+/// name's words (the last two may straddle two words); longer ones are
+/// read whole. The files are created (by this test) after the agent
+/// starts, so that first open is matched by name: no scan has seen the
+/// inode yet (the agent learns it from that record).
+#[test]
+fn name_rules_match_at_every_name_length() {
+    if !bpf_available("name_rules_match_at_every_name_length") {
+        return;
+    }
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "[[watch]]\nname = \"zq-suffix\"\nkind = \"tls.private_key\"\npath = \"*.zq\"\n\
+         [[watch]]\nname = \"zq-prefix\"\nkind = \"tls.private_key\"\npath = \"{}/zqp_*\"\n\
+         [[watch]]\nname = \"zq-one\"\nkind = \"tls.private_key\"\npath = \"q\"\n\
+         [[watch]]\nname = \"zq-two\"\nkind = \"tls.private_key\"\npath = \"qz\"\n",
+        dir.path().display()
+    );
+    let args = config_args(state.path(), &cfg);
+    let agent = Agent::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut expected: Vec<(String, &str)> = Vec::new();
+    for len in 3..=64 {
+        expected.push((format!("{}.zq", "a".repeat(len - 3)), "zq-suffix"));
+    }
+    for len in 4..=64 {
+        expected.push((format!("zqp_{}", "b".repeat(len - 4)), "zq-prefix"));
+    }
+    expected.push(("q".into(), "zq-one"));
+    expected.push(("qz".into(), "zq-two"));
+    let mut plan = String::new();
+    for (name, _) in &expected {
+        let path = dir.path().join(name);
+        fs::write(&path, SYNTHETIC_KEY).unwrap();
+        plan.push_str(&format!("openat {}\n", path.display()));
+    }
+    let (pid, _) = python(OPENER, &[&plan]);
+    let last = dir.path().join(&expected.last().unwrap().0);
+    agent.wait_for_record(Duration::from_secs(5), |r| {
+        str_attr(r, "file.path") == last.to_str() && int_attr(r, "process.pid") == Some(i64::from(pid))
+    });
+    let (status, records, _) = agent.stop(Signal::SIGTERM);
+    assert!(status.success());
+    let accesses = named(&records, ACCESS);
+    for (name, rule) in &expected {
+        let path = dir.path().join(name);
+        let hits: Vec<_> = accesses.iter().filter(|r| str_attr(r, "file.path") == path.to_str()).collect();
+        assert!(hits.iter().all(|r| str_attr(r, "nhi.rule") == Some(*rule)), "{name}: {hits:#?}");
+        assert!(
+            hits.iter().any(|r| int_attr(r, "process.pid") == Some(i64::from(pid))),
+            "{name} ({} bytes) opened by the reader: {hits:#?}",
+            name.len()
+        );
+        if *rule != "zq-prefix" {
+            // Prefix rules may also watch their directory; for the others,
+            // the creating open can only have come through the name gate.
+            assert!(
+                hits.iter().any(|r| str_attr(r, "nhi.match") == Some("name")),
+                "{name} ({} bytes) matched by name: {hits:#?}",
+                name.len()
+            );
+        }
+    }
+}

@@ -224,9 +224,14 @@ pub fn file_of_fd(fd: i64) -> Option<FileRef> {
     }
     let files: u64 = ld(task_btf(), off!(task_files));
     let fdt: u64 = ld(files, off!(files_fdt));
-    let max: u32 = ld(fdt, off!(fdtable_max_fds));
-    if fd as u64 >= max as u64 {
-        return None;
+    // Every table holds at least `NR_OPEN_DEFAULT` slots (the one embedded
+    // in `files_struct`; tables only grow), so most descriptors need no
+    // bound read.
+    if fd >= NR_OPEN_DEFAULT {
+        let max: u32 = ld(fdt, off!(fdtable_max_fds));
+        if fd as u64 >= max as u64 {
+            return None;
+        }
     }
     let array: u64 = ld(fdt, off!(fdtable_fd));
     let slot = array + (fd as u64) * 8;
@@ -238,6 +243,10 @@ pub fn file_of_fd(fd: i64) -> Option<FileRef> {
     let file = read::<u64>(slot, 0)?;
     (file != 0).then_some(FileRef::Untyped(file))
 }
+
+/// Slots of the smallest fd table (`NR_OPEN_DEFAULT`, `BITS_PER_LONG` on
+/// the 64-bit kernels we build for).
+const NR_OPEN_DEFAULT: i64 = 64;
 
 /// Marker the agent patches before load (`probes::patch`): the helper call
 /// number 32767 (`RDONLY_CAST_MARKER` in the agent) becomes a call of the kfunc
@@ -298,18 +307,14 @@ pub fn dentry_parent<const TYPED: bool>(dentry: u64) -> u64 {
     get::<TYPED, u64>(dentry, off!(dentry_d_parent)).unwrap_or(0)
 }
 
-/// A dentry's name as little-endian words, plus its length. Short names
-/// come from the inline name with typed loads (words 0..5), longer ones (up
-/// to 64 bytes) through one helper read. The hashed words are zeroed past
-/// the length; words past those are stale. `None` for longer names.
+/// A dentry's `len`-byte name (`len` from [`dentry_name_len`], read once
+/// by the caller) as little-endian words; returns `len`. Short names come
+/// from the inline name with typed loads (words 0..5), longer ones (up to
+/// 64 bytes) through one helper read (`None` when it fails). The hashed
+/// words are zeroed past the length; words past those are stale.
 #[inline(always)]
-pub fn dentry_name_words<const TYPED: bool>(dentry: u64, words: &mut [u64; 8]) -> Option<u32> {
-    let len = get::<TYPED, u32>(dentry, off!(dentry_d_name_len))?;
-    if len == 0 || len as usize > observer_common::GATE_NAME_MAX {
-        return None;
-    }
-    if TYPED && len < off!(dname_inline_len) {
-        let base = dentry + off!(dentry_d_iname) as u64;
+pub fn dentry_name_words<const TYPED: bool>(dentry: u64, len: u32, words: &mut [u64; 8]) -> Option<u32> {
+    if let Some(base) = dentry_inline_name::<TYPED>(dentry, len) {
         words[0] = ld(base, 0);
         words[1] = ld(base, 8);
         words[2] = ld(base, 16);
@@ -327,6 +332,59 @@ pub fn dentry_name_words<const TYPED: bool>(dentry: u64, words: &mut [u64; 8]) -
     }
     mask_words(words, len);
     Some(len)
+}
+
+/// The length of a dentry's name when the name gate can take it (1 to
+/// `GATE_NAME_MAX` bytes).
+#[inline(always)]
+pub fn dentry_name_len<const TYPED: bool>(dentry: u64) -> Option<u32> {
+    let len = get::<TYPED, u32>(dentry, off!(dentry_d_name_len))?;
+    if len == 0 || len as usize > observer_common::GATE_NAME_MAX {
+        return None;
+    }
+    Some(len)
+}
+
+/// Address of a dentry's inline name when a `len`-byte name is held there
+/// (typed dentries only; longer names live elsewhere).
+#[inline(always)]
+pub fn dentry_inline_name<const TYPED: bool>(dentry: u64, len: u32) -> Option<u64> {
+    (TYPED && len < off!(dname_inline_len)).then(|| dentry + off!(dentry_d_iname) as u64)
+}
+
+/// The first two and the last two bytes of a `len`-byte inline name at
+/// `base` (see [`dentry_inline_name`]), each as a little-endian pair: what
+/// the name gate's pre-filter tests. One to three typed loads, where the
+/// whole name takes five plus masking. The name is NUL-terminated at `len`,
+/// so for a one-byte name the second byte is 0, and the byte before it
+/// (position -1) reads as 0, as in the name gate's padded words.
+#[inline(always)]
+pub fn inline_name_ends(base: u64, len: u32) -> (u32, u32) {
+    let w0: u64 = ld(base, 0);
+    let first2 = (w0 & 0xffff) as u32;
+    // Byte len - 2 is in word j - 1 at bit `shift`, with j = (len + 6) / 8
+    // (no underflow for len 1: j is 0, word -1).
+    let i = len as u64 + 6;
+    let j = i / 8;
+    let shift = (i % 8) * 8;
+    let lo = inline_word(base, w0, j) >> shift;
+    // Byte len - 1 starts the next word when byte len - 2 ends one.
+    let hi = if shift == 56 { inline_word(base, w0, j + 1) << 8 } else { 0 };
+    (first2, ((lo | hi) & 0xffff) as u32)
+}
+
+/// Word `j - 1` of an inline name (`w0` already loaded), 0 for word -1;
+/// chosen by value, so each load has a constant offset.
+#[inline(always)]
+fn inline_word(base: u64, w0: u64, j: u64) -> u64 {
+    match j {
+        1 => w0,
+        2 => ld(base, 8),
+        3 => ld(base, 16),
+        4 => ld(base, 24),
+        5 => ld(base, 32),
+        _ => 0,
+    }
 }
 
 /// `NAME_MASKS[len][i]` keeps the bytes of word `i` that lie before `len`

@@ -243,12 +243,22 @@ fn on_opened<const TYPED: bool>(args: &impl Fn() -> Option<OpenArgs>, ret: i64, 
         if let Some(rule_id) = dir {
             Hit { rule_id, how: MatchKind::Dir }
         } else {
+            // Short names first meet the pre-filter alone (their first and
+            // last two bytes): most names stop there, before the whole name
+            // is loaded and masked.
+            let len = kernel::dentry_name_len::<TYPED>(dentry)?;
+            if let Some(base) = kernel::dentry_inline_name::<TYPED>(dentry, len) {
+                let (first2, last2) = kernel::inline_name_ends(base, len);
+                if !affix_passes(first2, last2, cfg) {
+                    return None;
+                }
+            }
             // Not zeroed (that would be a `memset` call): every word the gate
             // reads is written first (see `dentry_name_words`).
             let mut words = core::mem::MaybeUninit::<[u64; 8]>::uninit();
             // SAFETY: see above; the array is plain integers.
             let words = unsafe { words.assume_init_mut() };
-            let len = kernel::dentry_name_words::<TYPED>(dentry, words)?;
+            let len = kernel::dentry_name_words::<TYPED>(dentry, len, words)?;
             if !name_gate(words, len, cfg) {
                 return None;
             }
@@ -347,6 +357,17 @@ fn name_gate(words: &[u64; 8], len: u32, cfg: &FileSensorConfig) -> bool {
     false
 }
 
+/// The name gate's pre-filter alone, from a name's first two bytes
+/// (`first2`) and last two (`last2`, as the top of [`last8`]): false only
+/// when [`name_gate`] is false too, since each of its three tests starts
+/// with one of these bits.
+#[inline(always)]
+fn affix_passes(first2: u32, last2: u32, cfg: &FileSensorConfig) -> bool {
+    gate_test(&AFFIX_GATE, AFFIX_EXACT_BASE + first2)
+        || (cfg.prefix_lens[0] != 0 && gate_test(&AFFIX_GATE, AFFIX_PREFIX_BASE + first2))
+        || (cfg.suffix_lens[0] != 0 && gate_test(&AFFIX_GATE, last2))
+}
+
 /// Mask of the low `n` bytes (1..=8) of a word.
 #[inline(always)]
 fn low_bytes(n: u32) -> u64 {
@@ -397,7 +418,7 @@ fn match_string<const KERNEL: bool>(args: &OpenArgs) -> Option<Hit> {
     }
     let len = n as usize - 1; // without the NUL
     if s.path[0] == b'/'
-        && let Some(rule_id) = match_path_rules::<KERNEL>(args.path, s)
+        && let Some(rule_id) = match_path_rules::<KERNEL>(args.path, s, n as usize)
     {
         return Some(Hit { rule_id, how: MatchKind::Path });
     }
@@ -435,11 +456,17 @@ fn match_string<const KERNEL: bool>(args: &OpenArgs) -> Option<Hit> {
     name_gate(&s.words, name_len as u32, &file_cfg()).then_some(Hit { rule_id: 0, how: MatchKind::Name })
 }
 
+/// Words of a path the key is copied from `Scratch::path` (240 bytes):
+/// longer strings are read again instead (the key holds 256 bytes, and
+/// with the leading `~` the copy must end inside it).
+const KEY_COPY_WORDS: usize = 30;
+
 /// Looks the path up in `PATH_RULES`, with a leading `/root` or
-/// `/home/<user>` replaced by `~`. Returns the matching rule id.
+/// `/home/<user>` replaced by `~`. Returns the matching rule id. `n`: the
+/// bytes of the string in `s.path`, NUL included.
 #[inline(always)]
 #[allow(clippy::needless_range_loop, reason = "constant-bounded index loops are what the verifier checks best")]
-fn match_path_rules<const KERNEL: bool>(upath: u64, s: &mut crate::maps::Scratch) -> Option<u32> {
+fn match_path_rules<const KERNEL: bool>(upath: u64, s: &mut crate::maps::Scratch, n: usize) -> Option<u32> {
     let d = &s.path;
     let mut skip: usize = 0;
     if d[1] == b'r' && d[2] == b'o' && d[3] == b'o' && d[4] == b't' && d[5] == b'/' {
@@ -455,6 +482,34 @@ fn match_path_rules<const KERNEL: bool>(upath: u64, s: &mut crate::maps::Scratch
                 break;
             }
         }
+    }
+    // The key from the string already read (most paths): a word copy in
+    // map memory instead of a second helper read of the process's memory.
+    let dst_off = if skip != 0 { 1 } else { 0 };
+    let m = n.wrapping_sub(skip); // bytes from `skip`, NUL included
+    if n <= KEY_COPY_WORDS * 8 && m >= 1 {
+        s.key.data[0] = b'~';
+        let src = s.path.as_ptr();
+        let dst = s.key.data.as_mut_ptr();
+        let mut i = 0;
+        while i < KEY_COPY_WORDS {
+            if i * 8 >= m {
+                break;
+            }
+            // SAFETY: `skip` is below 71 and `i` below 30, so the source
+            // stays inside the scratch value (the path is followed by
+            // `words` and `pending`) and the destination, at most 241 bytes
+            // in, inside the 256-byte key. Bytes past the NUL are left out
+            // of the lookup by the prefix length. `opaque` keeps LLVM from
+            // turning the loop into a `memcpy` call.
+            unsafe {
+                let w = kernel::opaque(core::ptr::read_unaligned(src.add(skip + i * 8).cast::<u64>()));
+                core::ptr::write_unaligned(dst.add(dst_off + i * 8).cast::<u64>(), w);
+            }
+            i += 1;
+        }
+        s.key.prefix_len = ((m + dst_off) * 8) as u32;
+        return PATH_RULES.get(&s.key).map(|r| r.rule_id);
     }
     let key = &mut s.key;
     let data = key.data.as_mut_ptr();
