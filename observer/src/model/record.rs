@@ -12,6 +12,7 @@
 //! spells one differently; a record that cannot be serialised is counted
 //! ([`UNRENDERABLE`]), never written as an empty body.
 use std::{
+    cell::RefCell,
     sync::atomic::{AtomicU64, Ordering},
     time::SystemTime,
 };
@@ -143,22 +144,71 @@ pub fn unrenderable() -> u64 {
 /// list in between). The same text as the serialisation of its
 /// [`super::render()`]ing: both come from the same derive, in the same order.
 /// `None` (counted in [`UNRENDERABLE`]) if it cannot be serialised.
+///
+/// Written into a buffer kept per thread and copied out at its length (one
+/// allocation per record; serde_json's own buffer grew from 128 bytes by
+/// doubling, three reallocations for an access record), with the time
+/// formatted on the stack.
 pub fn typed_json<T: super::records::TypedRecord>(r: &T) -> Option<String> {
     #[derive(Serialize)]
     struct Stored<'a, T: Serialize> {
-        time: String,
+        time: Rfc3339Text,
         #[serde(rename = "event.name")]
         event_name: &'static str,
         #[serde(flatten)]
         record: &'a T,
     }
-    match serde_json::to_string(&Stored { time: rfc3339(r.time()), event_name: T::EVENT_NAME, record: r }) {
+    let stored = Stored { time: Rfc3339Text(r.time()), event_name: T::EVENT_NAME, record: r };
+    let json = SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.clear();
+            let json = serde_json::to_writer(&mut *buf, &stored).and_then(|()| {
+                std::str::from_utf8(&buf).map(str::to_owned).map_err(serde::ser::Error::custom)
+            });
+            if buf.capacity() > SCRATCH_KEEP {
+                *buf = Vec::new();
+            }
+            json
+        }
+        // Not reached (a record's serialisation renders no other record);
+        // serde_json's own buffer then.
+        Err(_) => serde_json::to_string(&stored),
+    });
+    match json {
         Ok(json) => Some(json),
         Err(e) => {
             UNRENDERABLE.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(error = %e, event = T::EVENT_NAME, "record not rendered");
             None
         }
+    }
+}
+
+thread_local! {
+    /// [`typed_json`]'s buffer.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The largest [`SCRATCH`] kept between records (a larger one, from an
+/// unusually long record, is freed).
+const SCRATCH_KEEP: usize = 64 * 1024;
+
+/// A time as [`rfc3339`] writes it (empty if it cannot be), formatted on
+/// the stack.
+struct Rfc3339Text(SystemTime);
+
+impl Serialize for Rfc3339Text {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ` is 30 bytes; an error (a year
+        // past 9999, or more than fits) writes "" as `rfc3339` does.
+        let mut text = [0u8; 64];
+        let len = {
+            let mut rest = &mut text[..];
+            time::OffsetDateTime::from(self.0)
+                .format_into(&mut rest, &time::format_description::well_known::Rfc3339)
+                .unwrap_or(0)
+        };
+        s.serialize_str(std::str::from_utf8(&text[..len]).unwrap_or_default())
     }
 }
 
