@@ -214,12 +214,15 @@ impl Serialize for Rfc3339Text {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         // `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ` is 30 bytes; an error (a year
         // past 9999, or more than fits) writes "" as `rfc3339` does.
+        // The length is what the writer took (the count `format_into`
+        // returns leaves out the fraction's digits).
         let mut text = [0u8; 64];
         let len = {
             let mut rest = &mut text[..];
-            time::OffsetDateTime::from(self.0)
-                .format_into(&mut rest, &time::format_description::well_known::Rfc3339)
-                .unwrap_or(0)
+            match time::OffsetDateTime::from(self.0).format_into(&mut rest, &time::format_description::well_known::Rfc3339) {
+                Ok(_) => 64 - rest.len(),
+                Err(_) => 0,
+            }
         };
         s.serialize_str(std::str::from_utf8(&text[..len]).unwrap_or_default())
     }
@@ -450,14 +453,26 @@ mod tests {
     }
 
     /// The store's text (sonic-rs) is serde_json's text of the same
-    /// record, byte for byte: every record, then strings holding every
+    /// record, byte for byte (and its time [`rfc3339`]'s): every record,
+    /// then a time with nanoseconds and strings holding every
     /// ASCII byte (the escaped ones among them at every offset of a 32-byte
     /// block), non-ASCII text, and the largest integers.
     #[test]
     fn json_text_is_serde_json_s() {
         use crate::model::records::{AccessSource, Inode};
+        /// The text as it was made before: serde_json, and the time from
+        /// [`rfc3339`].
+        #[derive(Serialize)]
+        struct Before<'a, T: Serialize> {
+            time: String,
+            #[serde(rename = "event.name")]
+            event_name: &'static str,
+            #[serde(flatten)]
+            record: &'a T,
+        }
         fn same<T: TypedRecord>(r: &T) {
-            let serde = serde_json::to_string(&StoredText::of(r)).expect("serde_json");
+            let before = Before { time: rfc3339(r.time()), event_name: T::EVENT_NAME, record: r };
+            let serde = serde_json::to_string(&before).expect("serde_json");
             assert_eq!(typed_json(r).as_deref(), Some(serde.as_str()));
         }
         for emit in every_record() {
@@ -483,6 +498,8 @@ mod tests {
         }
         for text in texts {
             let mut access = samples::accesses().remove(0);
+            // Every digit of the fraction.
+            access.time = SystemTime::UNIX_EPOCH + std::time::Duration::new(1_764_000_000, 123_456_789);
             access.host_name = text.clone();
             if let AccessSource::File(f) = &mut access.source {
                 f.open.path = text.clone();
