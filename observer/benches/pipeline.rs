@@ -168,7 +168,7 @@ fn classify<'a>(
         record_id: None,
     };
     let consumer = Consumer {
-        executable_path: ev.exe.as_ref().map(|e| e.path.to_string_lossy().into_owned()),
+        executable_path: ev.exe.as_ref().map(decode::WalkedPath::lossy),
         user_id: Some(ev.task.uid),
         ..Consumer::default()
     };

@@ -77,7 +77,7 @@ impl Process {
             parent_pid: (task.ppid != 0).then_some(task.ppid),
             user_id: task.uid,
             command: task.comm.clone(),
-            executable_path: exe.map(|e| e.path.to_string_lossy().into_owned()),
+            executable_path: exe.map(crate::decode::WalkedPath::lossy),
         }
     }
 }
