@@ -89,6 +89,18 @@ pub struct WalkedPath {
     pub complete: bool,
 }
 
+impl WalkedPath {
+    /// The path as text, as `to_string_lossy` gives it (bytes that are not
+    /// UTF-8 as U+FFFD), checked word by word first: the lossy conversion
+    /// alone checks every path byte by byte.
+    pub fn lossy(&self) -> String {
+        match self.path.to_str() {
+            Some(text) => text.to_owned(),
+            None => self.path.to_string_lossy().into_owned(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct FileOpen {
     pub boot_ns: u64,

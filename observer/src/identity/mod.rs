@@ -369,7 +369,7 @@ impl Workload {
     pub fn consumer(&self, task: &Task, exe: Option<&crate::decode::WalkedPath>) -> Consumer {
         let process = self.process.as_ref();
         let executable_path = match exe {
-            Some(exe) => Some(exe.path.to_string_lossy().into_owned()),
+            Some(exe) => Some(exe.lossy()),
             None => process.and_then(|p| p.exe.as_deref().map(str::to_owned)),
         };
         let cgroup = self.cgroup.as_ref().map(|c| &c.workload);

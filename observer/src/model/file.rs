@@ -12,7 +12,16 @@ use crate::decode::{FileOpen, syscall_name};
 /// A path's bytes as text, with the bytes that are not UTF-8 as `\xNN`
 /// (a lossy conversion would show two different names the same).
 pub fn escaped(bytes: &[u8]) -> String {
+    text(bytes).0
+}
+
+/// [`escaped`], and whether a byte was escaped (valid UTF-8, the usual
+/// case, is checked word by word and copied).
+fn text(bytes: &[u8]) -> (String, bool) {
     use std::fmt::Write as _;
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        return (text.to_owned(), false);
+    }
     let mut out = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
         out.push_str(chunk.valid());
@@ -20,7 +29,7 @@ pub fn escaped(bytes: &[u8]) -> String {
             let _ = write!(out, "\\x{b:02x}");
         }
     }
-    out
+    (out, true)
 }
 
 /// The typed access of a file open (`rule`: the catalog rule's name and
@@ -29,12 +38,11 @@ pub fn escaped(bytes: &[u8]) -> String {
 pub fn file_access(ev: &FileOpen, rule: Option<(&str, &str)>) -> FileAccess {
     use std::os::unix::ffi::OsStrExt;
     // Bytes that are not UTF-8 are shown as `\xNN` (issue 14), and said so.
-    let requested = escaped(ev.path.as_bytes());
-    let path_escaped =
-        ev.path.to_str().is_none() || ev.resolved.as_ref().is_some_and(|r| r.path.to_str().is_none());
+    let (requested, mut path_escaped) = text(ev.path.as_bytes());
     let (path, path_truncated) = match &ev.resolved {
         Some(r) => {
-            let resolved = escaped(r.path.as_bytes());
+            let (resolved, resolved_escaped) = text(r.path.as_bytes());
+            path_escaped |= resolved_escaped;
             let path = if ev.resolved_is_base {
                 // A failed relative open: its directory joined with the name.
                 format!("{}/{requested}", resolved.trim_end_matches('/'))

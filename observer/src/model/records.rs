@@ -77,7 +77,7 @@ impl Process {
             parent_pid: (task.ppid != 0).then_some(task.ppid),
             user_id: task.uid,
             command: task.comm.clone(),
-            executable_path: exe.map(|e| e.path.to_string_lossy().into_owned()),
+            executable_path: exe.map(crate::decode::WalkedPath::lossy),
         }
     }
 }
@@ -338,8 +338,10 @@ pub struct FileOpen {
 pub struct Inode(pub u64);
 
 impl Serialize for Inode {
+    /// Its digits as one string (not through `core::fmt`, which hands the
+    /// serializer a fragment at a time).
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&self.0)
+        s.serialize_str(itoa::Buffer::new().format(self.0))
     }
 }
 
@@ -363,8 +365,20 @@ impl std::fmt::Display for Device {
 }
 
 impl Serialize for Device {
+    /// `major:minor` (as its `Display`), made on the stack and handed over
+    /// as one string.
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        let (major, minor) = observer_common::kernel_dev_split(self.0 as u32);
+        let (mut a, mut b) = (itoa::Buffer::new(), itoa::Buffer::new());
+        let (major, minor) = (a.format(major).as_bytes(), b.format(minor).as_bytes());
+        // Two u32s of at most 10 digits each, and the colon.
+        let mut text = [0u8; 21];
+        let colon = major.len();
+        let end = colon + 1 + minor.len();
+        text[..colon].copy_from_slice(major);
+        text[colon] = b':';
+        text[colon + 1..end].copy_from_slice(minor);
+        s.serialize_str(std::str::from_utf8(&text[..end]).map_err(serde::ser::Error::custom)?)
     }
 }
 

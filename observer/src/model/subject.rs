@@ -92,12 +92,9 @@ enum Part<'a> {
 
 impl Part<'_> {
     fn push_text(&self, out: &mut String) {
-        use std::fmt::Write as _;
         match self {
             Self::Str(s) => out.push_str(s),
-            Self::Int(i) => {
-                let _ = write!(out, "{i}");
-            }
+            Self::Int(i) => out.push_str(itoa::Buffer::new().format(*i)),
             Self::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
         }
     }
