@@ -145,11 +145,9 @@ pub fn unrenderable() -> u64 {
 /// [`super::render()`]ing: both come from the same derive, in the same order.
 /// `None` (counted in [`UNRENDERABLE`]) if it cannot be serialised.
 ///
-/// Serialised by sonic-rs, whose text is serde_json's (the same escapes,
-/// integers and order; `typed_text_is_the_rendered_text` and
-/// `json_text_is_serde_json_s` check it against serde_json), with strings
-/// escaped 32 bytes at a time: serde_json's byte-at-a-time escape loop was
-/// two thirds of the text's cost. Written into a buffer kept per thread
+/// Serialised by serde_json (`typed_text_is_the_rendered_text` and
+/// `json_text_is_serde_json_s` check it against the text made before,
+/// with the time from [`rfc3339`]). Written into a buffer kept per thread
 /// and copied out at its length (one allocation per record; a fresh
 /// buffer grew from 128 bytes by doubling, three reallocations for an
 /// access record), with the time formatted on the stack.
@@ -158,12 +156,8 @@ pub fn typed_json<T: super::records::TypedRecord>(r: &T) -> Option<String> {
     let json = SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
         Ok(mut buf) => {
             buf.clear();
-            let json = sonic_rs::to_writer(&mut *buf, &stored).map(|()| {
-                debug_assert!(std::str::from_utf8(&buf).is_ok(), "sonic-rs wrote bytes that are not UTF-8");
-                // SAFETY: sonic-rs's serializer writes only valid UTF-8 (its
-                // own `to_string` relies on the same), and the buffer was
-                // cleared first; checking it again cost 5% of the text.
-                unsafe { std::str::from_utf8_unchecked(&buf) }.to_owned()
+            let json = serde_json::to_writer(&mut *buf, &stored).and_then(|()| {
+                std::str::from_utf8(&buf).map(str::to_owned).map_err(serde::ser::Error::custom)
             });
             if buf.capacity() > SCRATCH_KEEP {
                 *buf = Vec::new();
@@ -172,7 +166,7 @@ pub fn typed_json<T: super::records::TypedRecord>(r: &T) -> Option<String> {
         }
         // Not reached (a record's serialisation renders no other record);
         // a fresh buffer then.
-        Err(_) => sonic_rs::to_string(&stored),
+        Err(_) => serde_json::to_string(&stored),
     });
     match json {
         Ok(json) => Some(json),
@@ -456,7 +450,7 @@ mod tests {
         assert!(json.contains(r#""file.inode":"1234567","nhi.file.device":"254:1""#), "{json}");
     }
 
-    /// The store's text (sonic-rs) is serde_json's text of the same
+    /// The store's text is the text made before (serde_json's) of the same
     /// record, byte for byte (and its time [`rfc3339`]'s): every record,
     /// then a time with nanoseconds and strings holding every
     /// ASCII byte (the escaped ones among them at every offset of a 32-byte
