@@ -26,15 +26,12 @@
 //! (`typed_consumer`; here the consumer is what the kernel event carries),
 //! the de-dup tracker and the stats counters.
 //!
-//! Figures (docs/design.md, "Pipeline"): 2026-12-03, branch `render`,
-//! main's bench binary (700db69) and the branch's run back to back twice
-//! under `chrt -f 10` on this 2-core VM shared with other builds (loaded:
-//! load average 4.5 to 6): decode + classify + correlate 1,053 / 1,110 k
-//! events/s before, 1,161 / 1,141 k after; with the serialisation 460 /
-//! 499 k before, 570 / 570 k after. Callgrind instructions per access
-//! (with a quarter of a connection): 21,243 -> 16,805 with the
-//! serialisation, whose share fell 11,451 -> 7,601; 9,095 -> 8,372
-//! without it.
+//! Figures (docs/design.md, "Pipeline"): 2026-12-03 04:22, the merged
+//! build on a quiet 2-core VM: decode + classify + correlate 1.29 M
+//! events/s, with the serialisation 573 k (the target is not met with
+//! it). Branch `render`, callgrind instructions per access (with a quarter
+//! of a connection) before it: 21,243 with the serialisation (11,451 of
+//! them the text), 9,095 without.
 //!
 //! `cargo bench -p nhi-observer --bench pipeline`, or `cargo xtask bench pipeline`.
 use std::{
