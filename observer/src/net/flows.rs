@@ -290,18 +290,10 @@ impl Tracker {
         if offset == 0 && flow.kind == Kind::Unknown && flow.stream.is_empty() {
             let data = ev.data.expose();
             if data.len() <= STREAM_LIMIT && data.first() == Some(&0x16) {
-                match tls::from_records(data) {
-                    Ok(Some(hello)) => {
-                        self.count("tls_client_hello");
-                        self.report_tcp(flow, Payload::Tls, Some(hello), None, out);
-                        return;
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        self.count(e.reason());
-                        self.report_tcp(flow, Payload::Tls, None, Some(e.reason()), out);
-                        return;
-                    }
+                let parsed = tls::from_records(data);
+                match self.settle_tls(flow, parsed, out) {
+                    Some(more) => flow = more,
+                    None => return,
                 }
             }
         }
@@ -323,19 +315,13 @@ impl Tracker {
         }
         match flow.kind {
             Kind::Unknown => {}
-            Kind::Tls => match tls::from_records(flow.stream.contiguous()) {
-                Ok(Some(hello)) => {
-                    self.count("tls_client_hello");
-                    self.report_tcp(flow, Payload::Tls, Some(hello), None, out);
-                    return;
+            Kind::Tls => {
+                let parsed = tls::from_records(flow.stream.contiguous());
+                match self.settle_tls(flow, parsed, out) {
+                    Some(more) => flow = more,
+                    None => return,
                 }
-                Ok(None) => {}
-                Err(e) => {
-                    self.count(e.reason());
-                    self.report_tcp(flow, Payload::Tls, None, Some(e.reason()), out);
-                    return;
-                }
-            },
+            }
             Kind::Http => {
                 let invalid = self.read_http(&mut flow, ev.boot_ns, out);
                 if invalid {
@@ -349,6 +335,30 @@ impl Tracker {
             self.finish_tcp(flow, None, out);
         } else {
             self.tcp.insert(ev.cookie, flow);
+        }
+    }
+
+    /// Reports the connection when the parse of its first TLS bytes settles
+    /// it (a whole ClientHello, or bytes that cannot be one); gives the
+    /// flow back when the hello needs more bytes.
+    fn settle_tls(
+        &mut self,
+        flow: TcpFlow,
+        parsed: Result<Option<ClientHello>, tls::TlsError>,
+        out: &mut Vec<Output>,
+    ) -> Option<TcpFlow> {
+        match parsed {
+            Ok(Some(hello)) => {
+                self.count("tls_client_hello");
+                self.report_tcp(flow, Payload::Tls, Some(hello), None, out);
+                None
+            }
+            Ok(None) => Some(flow),
+            Err(e) => {
+                self.count(e.reason());
+                self.report_tcp(flow, Payload::Tls, None, Some(e.reason()), out);
+                None
+            }
         }
     }
 
