@@ -111,6 +111,9 @@ pub fn resolve(configured: Vec<EnvPathRule>, catalog: &Catalog) -> Result<Vec<En
 
 /// The paths an environment names, as the process would open them, with
 /// the rule of each: `(rule name, path)`. Relative paths stay relative.
+/// The tests' form of what the pipeline does in its one pass over an
+/// exec's block ([`may_name`], then [`var_targets`] per variable).
+#[cfg(test)]
 pub fn targets<'r>(env: &[u8], truncated: bool, rules: &'r [EnvPathRule]) -> Vec<(&'r str, PathBuf)> {
     let mut out = Vec::new();
     let lengths = name_lengths(rules);
@@ -135,7 +138,8 @@ pub fn may_name(lengths: u64, name: &[u8]) -> bool {
     lengths & 1 << name.len().min(63) != 0
 }
 
-/// [`targets`] for one variable, appended to `out`. Runs for every
+/// The paths one variable names, with the rule of each, appended to
+/// `out`; relative paths stay relative. Runs for every
 /// variable of every exec: no copies unless the variable matches.
 pub fn var_targets<'r>(name: &[u8], value: &[u8], rules: &'r [EnvPathRule], out: &mut Vec<(&'r str, PathBuf)>) {
     let Some(rule) = rules.iter().find(|r| r.variable.as_bytes() == name) else { return };

@@ -142,7 +142,10 @@ fn may_be_token(value: &[u8]) -> bool {
     }
 }
 
-/// Credential variables in a NUL-separated `NAME=value` block.
+/// Credential variables in a NUL-separated `NAME=value` block: the tests'
+/// form of what the pipeline does in its one pass over an exec's block
+/// ([`vars`], then [`var_credential`] per variable).
+#[cfg(test)]
 pub fn credentials(env: &Secret, truncated: bool) -> Vec<EnvCredential> {
     let mut out = Vec::new();
     for (name, value) in vars(env.expose(), truncated) {
@@ -151,7 +154,8 @@ pub fn credentials(env: &Secret, truncated: bool) -> Vec<EnvCredential> {
     out
 }
 
-/// [`credentials`] for one variable, appended to `out` when it is one.
+/// The credential a variable holds (of [`vars`]), appended to `out` when
+/// it is one.
 /// Runs for every variable of every exec.
 pub fn var_credential(name: &[u8], value: &[u8], out: &mut Vec<EnvCredential>) {
     // By name, else by a known token prefix of the value (`HF_HUB=hf_...`).
