@@ -15,6 +15,8 @@
 //! - `render`: the one renderer, a typed record to its attributes;
 //! - `schema`: the schema of every record, generated from `records`
 //!   ([`schema::document`]);
+//! - `json`: the store's JSON text of a record, serde_json's text written
+//!   without its per-byte escape lookup for strings that need none;
 //! - `file`: the `nhi.credential.access` record of a file open (and the
 //!   rotation record made from it);
 //! - `subject`: who used which credential, typed (credential, source,
@@ -25,6 +27,7 @@
 //! serialisation, and `render` gives the same names and values as
 //! attributes.
 pub mod file;
+pub mod json;
 pub mod record;
 pub mod records;
 pub mod render;

@@ -12,7 +12,7 @@
 //! spells one differently; a record that cannot be serialised is counted
 //! ([`UNRENDERABLE`]), never written as an empty body.
 use std::{
-    cell::RefCell,
+    cell::Cell,
     sync::atomic::{AtomicU64, Ordering},
     time::SystemTime,
 };
@@ -145,31 +145,21 @@ pub fn unrenderable() -> u64 {
 /// [`super::render()`]ing: both come from the same derive, in the same order.
 /// `None` (counted in [`UNRENDERABLE`]) if it cannot be serialised.
 ///
-/// Serialised by serde_json (`typed_text_is_the_rendered_text` and
-/// `json_text_is_serde_json_s` check it against the text made before,
-/// with the time from [`rfc3339`]). Written into a buffer kept per thread
-/// and copied out at its length (one allocation per record; a fresh
-/// buffer grew from 128 bytes by doubling, three reallocations for an
-/// access record), with the time formatted on the stack.
+/// Written by [`super::json`], serde_json's text without its per-byte
+/// escape lookup (`typed_text_is_the_rendered_text` and
+/// `json_text_is_serde_json_s` check it against serde_json's text, with
+/// the time from [`rfc3339`]), straight into the returned `String` (one
+/// allocation per record, sized by the last record's length), with the
+/// time formatted on the stack.
 pub fn typed_json<T: super::records::TypedRecord>(r: &T) -> Option<String> {
     let stored = StoredText::of(r);
-    let json = SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
-        Ok(mut buf) => {
-            buf.clear();
-            let json = serde_json::to_writer(&mut *buf, &stored).and_then(|()| {
-                std::str::from_utf8(&buf).map(str::to_owned).map_err(serde::ser::Error::custom)
-            });
-            if buf.capacity() > SCRATCH_KEEP {
-                *buf = Vec::new();
-            }
-            json
+    let mut json = String::with_capacity(TEXT_CAPACITY.get());
+    match super::json::write(&mut json, &stored) {
+        Ok(()) => {
+            // The next record starts with room for one as long as this one.
+            TEXT_CAPACITY.set(json.len().next_power_of_two().clamp(256, TEXT_CAPACITY_MAX));
+            Some(json)
         }
-        // Not reached (a record's serialisation renders no other record);
-        // a fresh buffer then.
-        Err(_) => serde_json::to_string(&stored),
-    });
-    match json {
-        Ok(json) => Some(json),
         Err(e) => {
             UNRENDERABLE.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(error = %e, event = T::EVENT_NAME, "record not rendered");
@@ -196,13 +186,15 @@ impl<'a, T: super::records::TypedRecord> StoredText<'a, T> {
 }
 
 thread_local! {
-    /// [`typed_json`]'s buffer.
-    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// The capacity [`typed_json`] gives the next record's text: the last
+    /// one's length rounded up to a power of two (no reallocation while
+    /// records keep their size; a record a little longer grows it once).
+    static TEXT_CAPACITY: Cell<usize> = const { Cell::new(1024) };
 }
 
-/// The largest [`SCRATCH`] kept between records (a larger one, from an
-/// unusually long record, is freed).
-const SCRATCH_KEEP: usize = 64 * 1024;
+/// The most [`TEXT_CAPACITY`] starts a record's text with (a longer text
+/// grows as it is written).
+const TEXT_CAPACITY_MAX: usize = 16 * 1024;
 
 /// A time as [`rfc3339`] writes it (empty if it cannot be), formatted on
 /// the stack.
