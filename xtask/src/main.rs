@@ -66,7 +66,7 @@ enum Cmd {
         /// ring) or `targets` (alias `all`: every issue-17 measurement in
         /// one run, then one table of target, threshold, measured, met).
         name: String,
-        /// `files`, `tls`, `scan`: rounds of interleaved setups.
+        /// `files`, `tls`, `scan`, `process`: rounds of interleaved setups.
         #[arg(long, default_value_t = 5)]
         rounds: usize,
         /// `process`: iterations per run.

@@ -69,7 +69,7 @@ pub fn test(lint: bool, args: &[String]) -> anyhow::Result<()> {
     status(&mut cmd).context("tests failed")
 }
 
-pub fn bench_process(iterations: u32, agent: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+pub fn bench_process(iterations: u32, rounds: usize, agent: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     if !is_root() {
         anyhow::bail!("the benchmark loads the agent's probes: run it as root");
     }
@@ -82,7 +82,7 @@ pub fn bench_process(iterations: u32, agent: Option<std::path::PathBuf>) -> anyh
             root.join("target/release/nhi-observer")
         }
     };
-    crate::bench::process::bench(&bin, iterations).map(|_| ())
+    crate::bench::process::bench(&bin, iterations, rounds).map(|_| ())
 }
 
 /// `bench scan`: content discovery against detect-secrets and ripgrep

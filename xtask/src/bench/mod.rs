@@ -169,7 +169,7 @@ pub fn run(
 ) -> anyhow::Result<()> {
     match name {
         "files" => files::run(rounds, agent).map(|_| ()),
-        "process" => crate::tasks::bench_process(iterations, agent),
+        "process" => crate::tasks::bench_process(iterations, rounds, agent),
         "tls" => tls::run(&tls::Args { agent, ..tls::Args::with_rounds(rounds) }),
         "pipeline" => pipeline(),
         "memory" => crate::tasks::bench_memory(),

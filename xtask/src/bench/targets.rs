@@ -16,6 +16,7 @@ use super::{burst, files, idle, process, tls};
 
 struct Sizes {
     process_iterations: u32,
+    process_rounds: usize,
     tls: tls::Args,
     files_rounds: usize,
     idle_window: Duration,
@@ -27,6 +28,7 @@ impl Sizes {
         if quick {
             Self {
                 process_iterations: 300,
+                process_rounds: 1,
                 tls: tls::Args { seconds: 2, rounds: 1, clients: 2, agent: Some(agent) },
                 files_rounds: 1,
                 idle_window: Duration::from_secs(10),
@@ -35,6 +37,7 @@ impl Sizes {
         } else {
             Self {
                 process_iterations: 2000,
+                process_rounds: 5,
                 tls: tls::Args { seconds: 5, rounds: 5, clients: 2, agent: Some(agent) },
                 files_rounds: 5,
                 idle_window: Duration::from_secs(60),
@@ -62,8 +65,8 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let mut rows = Vec::new();
 
-    println!("== process creation (bench process, {} iterations)", sizes.process_iterations);
-    let procs = process::bench(&bin, sizes.process_iterations)?;
+    println!("== process creation (bench process, {} iterations, {} rounds)", sizes.process_iterations, sizes.process_rounds);
+    let procs = process::bench(&bin, sizes.process_iterations, sizes.process_rounds)?;
     for p in &procs {
         rows.push(row(
             format!("1. process creation, {}", short(p.workload)),
