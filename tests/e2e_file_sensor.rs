@@ -42,6 +42,11 @@ for line in sys.argv[1].strip().splitlines():
     elif op == "openat2":
         how = OpenHow(os.O_RDONLY, 0, 0)
         check(libc.syscall(437, -100, a[0].encode(), ctypes.byref(how), ctypes.sizeof(how)))
+    elif op in ("missing", "missing-cwd"):
+        if op == "missing-cwd": os.chdir(a[0])
+        try: os.close(os.open(a[-1], os.O_RDONLY)); raise SystemExit("opened " + a[-1])
+        except FileNotFoundError: pass
+        os.chdir("/")
     else:
         raise SystemExit("bad op " + op)
 "#;
@@ -353,6 +358,79 @@ fn ring_overflow_loss_is_counted_exactly() {
     let lost = int_attr(stats, "nhi.file.events.lost").unwrap();
     assert!(lost > 0, "a 16 KiB ring cannot hold {N} events: {stats:#}");
     assert_eq!(arrived + lost, N, "arrived {arrived} + lost {lost} must be every open ({stats:#})");
+}
+
+/// Failed opens (the file does not exist, so only the requested string is
+/// there): name rules match the string's last component at every name
+/// length, by an absolute path and by a bare name relative to the cwd,
+/// and a path-prefix rule matches absolute paths below it. The kernel
+/// tests these names' first and last two bytes first and skips the
+/// path-rule trie for paths no rule can start with (the path gate): a
+/// name or path either step wrongly turned away is missing here.
+#[test]
+fn failed_opens_match_name_and_path_rules_at_every_name_length() {
+    if !bpf_available("failed_opens_match_name_and_path_rules_at_every_name_length") {
+        return;
+    }
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "[[watch]]\nname = \"zq-suffix\"\nkind = \"tls.private_key\"\npath = \"*.zq\"\n\
+         [[watch]]\nname = \"zq-prefix\"\nkind = \"tls.private_key\"\npath = \"{}/zqp_*\"\n\
+         [[watch]]\nname = \"zq-one\"\nkind = \"tls.private_key\"\npath = \"q\"\n\
+         [[watch]]\nname = \"zq-two\"\nkind = \"tls.private_key\"\npath = \"qz\"\n",
+        dir.path().display()
+    );
+    let args = config_args(state.path(), &cfg);
+    let agent = Agent::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let d = dir.path().display().to_string();
+    // (what the process asked for, rule, how the kernel matched it)
+    let mut expected: Vec<(String, &str, &str)> = Vec::new();
+    let mut plan = String::new();
+    for len in 3..=64 {
+        let name = format!("{}.zq", "a".repeat(len - 3));
+        expected.push((format!("{d}/{name}"), "zq-suffix", "name"));
+        plan.push_str(&format!("missing {d}/{name}\n"));
+        if len % 7 == 3 {
+            expected.push((name.clone(), "zq-suffix", "name"));
+            plan.push_str(&format!("missing-cwd {d} {name}\n"));
+        }
+    }
+    for len in 4..=64 {
+        let name = format!("zqp_{}", "b".repeat(len - 4));
+        expected.push((format!("{d}/{name}"), "zq-prefix", "path"));
+        plan.push_str(&format!("missing {d}/{name}\n"));
+    }
+    for name in ["q", "qz"] {
+        let rule = if name == "q" { "zq-one" } else { "zq-two" };
+        expected.push((format!("{d}/{name}"), rule, "name"));
+        plan.push_str(&format!("missing {d}/{name}\n"));
+        expected.push((name.to_owned(), rule, "name"));
+        plan.push_str(&format!("missing-cwd {d} {name}\n"));
+    }
+    let (pid, _) = python(OPENER, &[&plan]);
+    let last = expected.last().unwrap().0.clone();
+    agent.wait_for_record(Duration::from_secs(5), |r| {
+        str_attr(r, "nhi.file.requested_path") == Some(last.as_str()) && int_attr(r, "process.pid") == Some(i64::from(pid))
+    });
+    let (status, records, _) = agent.stop(Signal::SIGTERM);
+    assert!(status.success());
+    let mine = records_for_pid(&records, pid);
+    let missing: Vec<_> = expected
+        .iter()
+        .filter(|(asked, ..)| !mine.iter().any(|r| str_attr(r, "nhi.file.requested_path") == Some(asked.as_str())))
+        .map(|(asked, ..)| format!("{asked} ({} bytes)", asked.len()))
+        .collect();
+    assert!(missing.is_empty(), "no record of these failed opens: {missing:#?}");
+    for (asked, rule, how) in &expected {
+        let hit = mine.iter().find(|r| str_attr(r, "nhi.file.requested_path") == Some(asked.as_str())).unwrap();
+        assert_eq!(
+            (str_attr(hit, "nhi.rule"), str_attr(hit, "nhi.match"), str_attr(hit, "error.type")),
+            (Some(*rule), Some(*how), Some("ENOENT")),
+            "{asked}: {hit:#}"
+        );
+    }
 }
 
 /// The watch list changes at runtime (config + SIGHUP) with no program

@@ -132,6 +132,26 @@ pub const AFFIX_PREFIX_BASE: u32 = 1 << 16;
 /// Where the exact-name region of the pre-filter starts.
 pub const AFFIX_EXACT_BASE: u32 = 2 << 16;
 
+/// Path-gate entry kind, mixed into the hash.
+pub const GATE_PATH: u64 = 4;
+
+/// Bit index of a path-gate entry (`PATH_GATE`, a [`GATE_BITS`] bitmap in
+/// front of the `PATH_RULES` trie): the first `len` bytes (1..=8) of a
+/// path-rule key as one little-endian word, zero above them. `len` is the
+/// shortest key's length (at most 8), so every key that can match a path
+/// starts with one of the gated words: a path whose first `len` bytes are
+/// not in the gate matches no rule, and its trie lookup is skipped.
+#[inline(always)]
+pub const fn path_gate_bit(len: u64, word: u64) -> u32 {
+    (gate_mix(gate_mix(GATE_PATH, len), word) % GATE_BITS as u64) as u32
+}
+
+/// The first `len` bytes (0..=8) of a little-endian `word`, zero above.
+#[inline(always)]
+pub const fn first_bytes(word: u64, len: u64) -> u64 {
+    if len >= 8 { word } else { word & ((1u64 << (len * 8)) - 1) }
+}
+
 /// Bit index of a name-gate prefix or suffix entry: the first (prefix) or
 /// last (suffix) `len` bytes of the name as one little-endian word.
 #[inline(always)]
@@ -264,8 +284,12 @@ pub struct FileSensorConfig {
     /// The agent's own process: its reads of credential files (to classify
     /// them) are not accesses, and must not take ring space.
     pub agent_tgid: u32,
+    /// Bytes of a path-rule key the path gate (`PATH_GATE`) covers: the
+    /// shortest key's length, at most 8 (see [`path_gate_bit`]).
+    pub path_gate_len: u32,
+    pub _pad0: u32,
 }
-const _: () = assert!(core::mem::size_of::<FileSensorConfig>() == 24);
+const _: () = assert!(core::mem::size_of::<FileSensorConfig>() == 32);
 
 /// A credential-file open (open, openat, openat2, creat), successful or not.
 #[repr(C)]

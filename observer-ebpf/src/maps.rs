@@ -37,6 +37,11 @@ pub static NAME_GATE: Array<u64> = Array::with_max_entries(GATE_WORDS, 0);
 #[map]
 pub static AFFIX_GATE: Array<u64> = Array::with_max_entries(observer_common::AFFIX_GATE_WORDS, 0);
 
+/// Path gate: a bitmap of the path-rule keys' first bytes (see
+/// `observer_common::path_gate_bit`), in front of the `PATH_RULES` trie.
+#[map]
+pub static PATH_GATE: Array<u64> = Array::with_max_entries(GATE_WORDS, 0);
+
 /// Inode gate: a bitmap of hashed (dev, ino) of watched files and
 /// directories, in front of the exact `WATCHED_INODES` lookup.
 #[map]
@@ -69,6 +74,8 @@ pub fn file_cfg() -> FileSensorConfig {
         suffix_lens: [0; observer_common::GATE_AFFIX_LENS],
         dir_rules: 0,
         agent_tgid: 0,
+        path_gate_len: 0,
+        _pad0: 0,
     })
 }
 

@@ -22,14 +22,18 @@
 use aya_ebpf::{helpers::generated, macros::btf_tracepoint, programs::BtfTracePointContext};
 use observer_common::{
     AFFIX_EXACT_BASE, AFFIX_PREFIX_BASE, Counter, DedupKey, DedupValue, EventHeader, EventKind, FileOpenEvent, FileSensorConfig,
-    GATE_AFFIX_LENS,
+    GATE_AFFIX_LENS, GATE_NAME_MAX,
     GATE_PREFIX, GATE_SUFFIX, INODE_DIR, INODE_FILE, InodeKey, MatchKind, OpenSyscall, PATH_KEY_LEN, PATH_LEN,
     event_flags, gate_affix_bit, gate_inode_bit, gate_name_bit, FNV1A_OFFSET, O_CREAT, dedup_access_class, fnv1a_step,
+    first_bytes, path_gate_bit,
 };
 
 use crate::{
     kernel::{self, FileRef},
-    maps::{AFFIX_GATE, DEDUP, EVENTS, FILE_CFG, INODE_GATE, NAME_GATE, PATH_RULES, Pending, SCRATCH, WATCHED_INODES, count, file_cfg, gate_test, scratch},
+    maps::{
+        AFFIX_GATE, DEDUP, EVENTS, FILE_CFG, INODE_GATE, NAME_GATE, PATH_GATE, PATH_RULES, Pending, SCRATCH, WATCHED_INODES, count,
+        file_cfg, gate_test, scratch,
+    },
 };
 
 const AT_FDCWD: i32 = -100;
@@ -422,10 +426,30 @@ fn match_string<const KERNEL: bool>(args: &OpenArgs) -> Option<Hit> {
     {
         return Some(Hit { rule_id, how: MatchKind::Path });
     }
-    // Last component: scan back at most 64 bytes for a '/'.
+    (failed_open_name(len as u64) == 1).then_some(Hit { rule_id: 0, how: MatchKind::Name })
+}
+
+/// Whether the last component of the requested string in scratch
+/// (`Scratch::path`, `len` bytes without the NUL) passes the name gate: its
+/// first and last two bytes meet the pre-filter first, as an opened file's
+/// name does, so most names end before the name is copied, masked and
+/// hashed. Returns 1 when it passes.
+///
+/// A BPF *global* function, like [`emit_file_open`]: checked once on its
+/// own rather than for every state of the path-rule steps before it.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn failed_open_name(len: u64) -> i32 {
+    let (Some(s), Some(cfg)) = (scratch(), FILE_CFG.get(0)) else { return 0 };
+    if len == 0 || len >= PATH_LEN as u64 {
+        return 0;
+    }
+    let len = len as usize;
+    // Last component: scan back for a '/' over at most 65 bytes (the
+    // longest name the gate takes, 64 bytes, and the '/' before it).
     let mut start = 0usize;
     let mut i = 0usize;
-    while i < 64 {
+    while i <= GATE_NAME_MAX {
         if i >= len {
             break;
         }
@@ -438,7 +462,16 @@ fn match_string<const KERNEL: bool>(args: &OpenArgs) -> Option<Hit> {
     }
     let name_len = len - start;
     if name_len == 0 || name_len > 64 {
-        return None;
+        return 0;
+    }
+    let at = |i: usize| u32::from(s.path[i & (PATH_LEN - 1)]);
+    // The byte after a one-byte name is its NUL; the byte before it reads
+    // as 0, as in the name gate's padded words.
+    let first2 = at(start) | (at(start + 1) << 8);
+    let before_last = if name_len >= 2 { at(len - 2) } else { 0 };
+    let last2 = before_last | (at(len - 1) << 8);
+    if !affix_passes(first2, last2, cfg) {
+        return 0;
     }
     // SAFETY: copies 64 bytes from inside the scratch value (the path buffer
     // is followed by other scratch memory) into its 64-byte `words`.
@@ -450,10 +483,10 @@ fn match_string<const KERNEL: bool>(args: &OpenArgs) -> Option<Hit> {
         )
     };
     if r != 0 {
-        return None;
+        return 0;
     }
     kernel::mask_words(&mut s.words, name_len as u32);
-    name_gate(&s.words, name_len as u32, &file_cfg()).then_some(Hit { rule_id: 0, how: MatchKind::Name })
+    i32::from(name_gate(&s.words, name_len as u32, cfg))
 }
 
 /// Words of a path the key is copied from `Scratch::path` (240 bytes):
@@ -482,6 +515,17 @@ fn match_path_rules<const KERNEL: bool>(upath: u64, s: &mut crate::maps::Scratch
                 break;
             }
         }
+    }
+    // The path gate, on the key's first bytes (`~` and the string after
+    // `skip`, or the string), read from the string already in scratch: a
+    // path no rule can match skips the key's copy and the trie lookup,
+    // the costliest steps of a failed open (library search paths, imports).
+    // SAFETY: `skip` is below 71, so the word is inside `path`.
+    let first = unsafe { core::ptr::read_unaligned(s.path.as_ptr().add(skip).cast::<u64>()) };
+    let first = if skip != 0 { (first << 8) | u64::from(b'~') } else { first };
+    let gate_len = FILE_CFG.get(0).map_or(0, |c| c.path_gate_len) as u64;
+    if gate_len != 0 && !gate_test(&PATH_GATE, path_gate_bit(gate_len, first_bytes(first, gate_len))) {
+        return None;
     }
     // The key from the string already read (most paths): a word copy in
     // map memory instead of a second helper read of the process's memory.

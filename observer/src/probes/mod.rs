@@ -342,7 +342,14 @@ impl Probes {
     /// Replaces the kernel's watch list: path rules, name gate and the
     /// watched inodes. Takes effect at once; no reload.
     pub fn set_watch(&mut self, rules: &[WatchRule], inodes: Vec<InodeEntry>) -> Result<WatchStats, ProbeError> {
-        let path_keys = self.set_path_rules(rules)?;
+        // The path gate is off while the trie and its bitmap change (a
+        // failed open is then looked up, as without the gate), so that no
+        // open meets a gate that does not yet hold its rule.
+        self.update_file_cfg(|cfg| cfg.path_gate_len = 0)?;
+        let keys = rules::path_keys(rules);
+        let path_gate = rules::PathGate::build(&keys);
+        let path_keys = self.set_path_rules(&keys)?;
+        self.write_bitmap("PATH_GATE", &path_gate.bits)?;
         let gate = rules::NameGate::build(rules);
         self.write_bitmap("NAME_GATE", &gate.bits)?;
         self.write_bitmap("AFFIX_GATE", &gate.affix)?;
@@ -355,10 +362,10 @@ impl Probes {
             suffix_lens: gate.suffix_lens,
             dir_rules: u32::from(dir_rules),
             agent_tgid: std::process::id(),
+            path_gate_len: path_gate.len,
+            _pad0: 0,
         };
-        let map = self.ebpf.map_mut("FILE_CFG").ok_or(ProbeError::NoMap("FILE_CFG"))?;
-        let mut array: Array<&mut MapData, FileSensorConfig> = Array::try_from(map).map_err(map_err("FILE_CFG"))?;
-        array.set(0, cfg, 0).map_err(map_err("FILE_CFG"))?;
+        self.update_file_cfg(|c| *c = cfg)?;
         self.set_inodes(inodes)?;
         Ok(WatchStats { path_keys, inodes: self.inodes.len() })
     }
@@ -372,11 +379,19 @@ impl Probes {
         self.set_inodes(all)
     }
 
-    fn set_path_rules(&mut self, rules: &[WatchRule]) -> Result<usize, ProbeError> {
+    /// Changes the file sensor's settings (`FILE_CFG`) in place.
+    fn update_file_cfg(&mut self, change: impl FnOnce(&mut FileSensorConfig)) -> Result<(), ProbeError> {
+        let map = self.ebpf.map_mut("FILE_CFG").ok_or(ProbeError::NoMap("FILE_CFG"))?;
+        let mut array: Array<&mut MapData, FileSensorConfig> = Array::try_from(map).map_err(map_err("FILE_CFG"))?;
+        let mut cfg = array.get(&0, 0).map_err(map_err("FILE_CFG"))?;
+        change(&mut cfg);
+        array.set(0, cfg, 0).map_err(map_err("FILE_CFG"))
+    }
+
+    fn set_path_rules(&mut self, wanted: &[(aya::maps::lpm_trie::Key<PathKeyData>, PathRule)]) -> Result<usize, ProbeError> {
         let map = self.ebpf.map_mut("PATH_RULES").ok_or(ProbeError::NoMap("PATH_RULES"))?;
         let mut trie: LpmTrie<&mut MapData, PathKeyData, PathRule> =
             LpmTrie::try_from(map).map_err(map_err("PATH_RULES"))?;
-        let wanted = rules::path_keys(rules);
         let stale: Vec<_> = trie
             .keys()
             .filter_map(Result::ok)
@@ -385,7 +400,7 @@ impl Probes {
         for key in &stale {
             trie.remove(key).map_err(map_err("PATH_RULES"))?;
         }
-        for (key, value) in &wanted {
+        for (key, value) in wanted {
             trie.insert(key, value, 0).map_err(map_err("PATH_RULES"))?;
         }
         Ok(wanted.len())

@@ -7,12 +7,16 @@
 //!   component of exact path rules), name prefixes (the last component of
 //!   `prefix*` rules) and suffixes (`*suffix` rules), hashed exactly as the
 //!   kernel hashes the name of an opened file.
+//! - `PATH_GATE` (bitmap): the first bytes of every `PATH_RULES` key
+//!   ([`PathGate`]); a failed open whose key starts otherwise is not looked
+//!   up.
 //! - `INODE_GATE` + `WATCHED_INODES`: from [`crate::classify::watch`]'s
 //!   expansion of the rules over the file system.
 use aya::maps::lpm_trie::Key;
 use observer_common::{
     AFFIX_EXACT_BASE, AFFIX_GATE_WORDS, AFFIX_PREFIX_BASE, GATE_AFFIX_LENS, GATE_AFFIX_MAX, GATE_NAME_MAX, GATE_PREFIX, GATE_SUFFIX,
-    GATE_WORDS, PATH_KEY_LEN, PathKeyData, PathRule, gate_affix_bit, gate_inode_bit, gate_name_bit,
+    GATE_WORDS, PATH_KEY_LEN, PathKeyData, PathRule, first_bytes, gate_affix_bit, gate_inode_bit, gate_name_bit,
+    path_gate_bit,
 };
 
 use crate::classify::{
@@ -78,6 +82,46 @@ impl Bitmap {
     pub fn test(&self, bit: u32) -> bool {
         self.0[(bit / 64) as usize] & (1 << (bit % 64)) != 0
     }
+}
+
+/// The path gate (`PATH_GATE`) in front of the path-rule trie: the first
+/// `len` bytes of every key (`len`: the shortest key's length, at most 8),
+/// hashed into a bitmap as the kernel hashes the same bytes of a failed
+/// open's key (`observer_common::path_gate_bit`). A key can only match a
+/// path whose first `len` bytes are its own, so a path whose first bytes
+/// are not in the gate is looked up in vain: the kernel skips it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathGate {
+    pub bits: Bitmap,
+    /// 1..=8; with no keys, 8 and an empty bitmap (every lookup skipped).
+    pub len: u32,
+}
+
+impl PathGate {
+    pub fn build(keys: &[(Key<PathKeyData>, PathRule)]) -> Self {
+        let len = keys.iter().map(|(k, _)| (k.prefix_len() / 8).clamp(1, 8)).min().unwrap_or(8);
+        let mut bits = Bitmap::default();
+        for (key, _) in keys {
+            bits.set(path_gate_bit(u64::from(len), path_gate_word(&key.data(), len)));
+        }
+        Self { bits, len }
+    }
+
+    /// Whether the kernel looks a key starting with `bytes` up.
+    #[cfg(test)]
+    pub fn passes(&self, bytes: &[u8]) -> bool {
+        let mut data = [0u8; PATH_KEY_LEN];
+        data[..bytes.len()].copy_from_slice(bytes);
+        self.bits.test(path_gate_bit(u64::from(self.len), path_gate_word(&data, self.len)))
+    }
+}
+
+/// A key's first `len` bytes as the kernel reads them: one little-endian
+/// word, zero above them.
+fn path_gate_word(data: &[u8; PATH_KEY_LEN], len: u32) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&data[..8]);
+    first_bytes(u64::from_le_bytes(w), u64::from(len))
 }
 
 /// The name gate: its bitmap and the prefix/suffix lengths the kernel must
@@ -263,6 +307,49 @@ mod tests {
         assert!(find(b"~/.ssh/id_").is_some());
         assert!(find(b"/run/secrets/kubernetes.io/serviceaccount/token\0").is_some());
         assert!(find(b"/var/run/secrets/kubernetes.io/serviceaccount/token\0").is_some());
+    }
+
+    /// Every path a built-in path rule matches passes the path gate (each
+    /// key's own bytes, and longer paths below a prefix rule); library
+    /// search paths and imports, which no rule names, do not; a rule
+    /// shorter than a word makes the gate test only its length.
+    #[test]
+    fn path_gate_passes_every_rule_key_and_skips_other_paths() {
+        let keys = path_keys(&builtin_rules());
+        let gate = PathGate::build(&keys);
+        assert!((1..=8).contains(&gate.len), "{}", gate.len);
+        for (key, _) in &keys {
+            let n = (key.prefix_len() / 8) as usize;
+            let own = &key.data()[..n];
+            assert!(gate.passes(own), "{}", String::from_utf8_lossy(own));
+            let mut below = own.to_vec();
+            below.extend_from_slice(b"more/x");
+            assert!(gate.passes(&below), "{}", String::from_utf8_lossy(&below));
+        }
+        let mut passed = Vec::new();
+        for no in [
+            "~/.rustup/toolchains/stable-x86_64-unknown-linux-gnu/lib/libc.so.6",
+            "/usr/lib/x86_64-linux-gnu/glibc-hwcaps/x86-64-v3/libc.so.6",
+            "/usr/local/lib/python3.11/site-packages/requests/__init__.py",
+            "~/.cache/pip/http/x",
+            "/work/main/target/release/deps/libc.so.6",
+            "/proc/self/status",
+            "/tmp/x",
+        ] {
+            if gate.passes(no.as_bytes()) {
+                passed.push(no);
+            }
+        }
+        // The gate is a hash: a stray bit may let one through, never many.
+        assert!(passed.len() <= 1, "{passed:?}");
+        // A short rule: its length is all the gate compares.
+        let short = PathGate::build(&path_keys(&[rule(1, "/x/"), rule(2, "~/.aws/credentials")]));
+        assert_eq!(short.len, 3);
+        assert!(short.passes(b"/x/y") && short.passes(b"~/.aws/credentials\0"));
+        assert!(!short.passes(b"/y/x") || !short.passes(b"/z/x"));
+        // No path rules: nothing is looked up.
+        let none = PathGate::build(&[]);
+        assert_eq!((none.len, none.bits.0.iter().all(|&w| w == 0)), (8, true));
     }
 
     #[test]
