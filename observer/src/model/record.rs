@@ -156,8 +156,9 @@ pub fn typed_json<T: super::records::TypedRecord>(r: &T) -> Option<String> {
     let mut json = String::with_capacity(TEXT_CAPACITY.get());
     match super::json::write(&mut json, &stored) {
         Ok(()) => {
-            // The next record starts with room for one as long as this one.
-            TEXT_CAPACITY.set(json.len().next_power_of_two().clamp(256, TEXT_CAPACITY_MAX));
+            // The next record starts with room for one a little longer
+            // than this one (records of a kind differ by a few bytes).
+            TEXT_CAPACITY.set((json.len() + json.len() / 8 + 16).clamp(256, TEXT_CAPACITY_MAX));
             Some(json)
         }
         Err(e) => {
@@ -187,8 +188,8 @@ impl<'a, T: super::records::TypedRecord> StoredText<'a, T> {
 
 thread_local! {
     /// The capacity [`typed_json`] gives the next record's text: the last
-    /// one's length rounded up to a power of two (no reallocation while
-    /// records keep their size; a record a little longer grows it once).
+    /// one's length and an eighth (no reallocation while records keep
+    /// about their size; a longer one grows its text once).
     static TEXT_CAPACITY: Cell<usize> = const { Cell::new(1024) };
 }
 
