@@ -360,6 +360,18 @@ fn ring_overflow_loss_is_counted_exactly() {
     assert_eq!(arrived + lost, N, "arrived {arrived} + lost {lost} must be every open ({stats:#})");
 }
 
+/// The name rules both name-length tests use: a suffix (`*.zq`), a
+/// prefix below `dir` (`zqp_*`) and two exact names of one and two bytes.
+fn zq_rules(dir: &std::path::Path) -> String {
+    format!(
+        "[[watch]]\nname = \"zq-suffix\"\nkind = \"tls.private_key\"\npath = \"*.zq\"\n\
+         [[watch]]\nname = \"zq-prefix\"\nkind = \"tls.private_key\"\npath = \"{}/zqp_*\"\n\
+         [[watch]]\nname = \"zq-one\"\nkind = \"tls.private_key\"\npath = \"q\"\n\
+         [[watch]]\nname = \"zq-two\"\nkind = \"tls.private_key\"\npath = \"qz\"\n",
+        dir.display()
+    )
+}
+
 /// Failed opens (the file does not exist, so only the requested string is
 /// there): name rules match the string's last component at every name
 /// length, by an absolute path and by a bare name relative to the cwd,
@@ -375,14 +387,7 @@ fn failed_opens_match_name_and_path_rules_at_every_name_length() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
-    let cfg = format!(
-        "[[watch]]\nname = \"zq-suffix\"\nkind = \"tls.private_key\"\npath = \"*.zq\"\n\
-         [[watch]]\nname = \"zq-prefix\"\nkind = \"tls.private_key\"\npath = \"{}/zqp_*\"\n\
-         [[watch]]\nname = \"zq-one\"\nkind = \"tls.private_key\"\npath = \"q\"\n\
-         [[watch]]\nname = \"zq-two\"\nkind = \"tls.private_key\"\npath = \"qz\"\n",
-        dir.path().display()
-    );
-    let args = config_args(state.path(), &cfg);
+    let args = config_args(state.path(), &zq_rules(dir.path()));
     let agent = Agent::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let d = dir.path().display().to_string();
     // (what the process asked for, rule, how the kernel matched it)
@@ -535,14 +540,7 @@ fn name_rules_match_at_every_name_length() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
-    let cfg = format!(
-        "[[watch]]\nname = \"zq-suffix\"\nkind = \"tls.private_key\"\npath = \"*.zq\"\n\
-         [[watch]]\nname = \"zq-prefix\"\nkind = \"tls.private_key\"\npath = \"{}/zqp_*\"\n\
-         [[watch]]\nname = \"zq-one\"\nkind = \"tls.private_key\"\npath = \"q\"\n\
-         [[watch]]\nname = \"zq-two\"\nkind = \"tls.private_key\"\npath = \"qz\"\n",
-        dir.path().display()
-    );
-    let args = config_args(state.path(), &cfg);
+    let args = config_args(state.path(), &zq_rules(dir.path()));
     let agent = Agent::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let mut expected: Vec<(String, &str)> = Vec::new();
     for len in 3..=64 {

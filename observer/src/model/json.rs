@@ -19,31 +19,16 @@
 //! (`json_text_is_serde_json_s` in `record.rs`, and the tests here); map
 //! keys are what serde_json accepts as keys (strings, chars, integers,
 //! booleans, finite floats, unit variants), anything else is an error.
-use std::fmt;
-
 use serde::{
     Serialize,
     ser::{self, Impossible},
 };
 
+pub use super::render::Error;
+
 /// `value` as compact JSON, appended to `out`.
 pub fn write<T: Serialize + ?Sized>(out: &mut String, value: &T) -> Result<(), Error> {
     value.serialize(Json { out })
-}
-
-#[derive(Debug)]
-pub struct Error(String);
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl std::error::Error for Error {}
-impl ser::Error for Error {
-    fn custom<T: fmt::Display>(msg: T) -> Self {
-        Self(msg.to_string())
-    }
 }
 
 /// Whether a byte must be escaped in a JSON string, as serde_json decides:
@@ -131,6 +116,22 @@ fn integer<I: itoa::Integer>(out: &mut String, v: I) {
     out.push_str(itoa::Buffer::new().format(v));
 }
 
+/// The ten integer methods of a `Serializer`, each `|serializer, value|
+/// body` with the value's own type.
+macro_rules! integers {
+    (|$s:ident, $v:ident| $body:expr) => {
+        integers!(@each |$s, $v| $body;
+            serialize_i8: i8, serialize_i16: i16, serialize_i32: i32, serialize_i64: i64, serialize_i128: i128,
+            serialize_u8: u8, serialize_u16: u16, serialize_u32: u32, serialize_u64: u64, serialize_u128: u128);
+    };
+    (@each |$s:ident, $v:ident| $body:expr; $($f:ident: $t:ty),*) => {
+        $(fn $f(self, $v: $t) -> Result<(), Error> {
+            let $s = self;
+            $body
+        })*
+    };
+}
+
 /// A value.
 struct Json<'a> {
     out: &'a mut String,
@@ -183,46 +184,10 @@ impl<'a> ser::Serializer for Json<'a> {
         self.out.push_str(if v { "true" } else { "false" });
         Ok(())
     }
-    fn serialize_i8(self, v: i8) -> Result<(), Error> {
-        integer(self.out, v);
+    integers!(|s, v| {
+        integer(s.out, v);
         Ok(())
-    }
-    fn serialize_i16(self, v: i16) -> Result<(), Error> {
-        integer(self.out, v);
-        Ok(())
-    }
-    fn serialize_i32(self, v: i32) -> Result<(), Error> {
-        integer(self.out, v);
-        Ok(())
-    }
-    fn serialize_i64(self, v: i64) -> Result<(), Error> {
-        integer(self.out, v);
-        Ok(())
-    }
-    fn serialize_i128(self, v: i128) -> Result<(), Error> {
-        integer(self.out, v);
-        Ok(())
-    }
-    fn serialize_u8(self, v: u8) -> Result<(), Error> {
-        integer(self.out, v);
-        Ok(())
-    }
-    fn serialize_u16(self, v: u16) -> Result<(), Error> {
-        integer(self.out, v);
-        Ok(())
-    }
-    fn serialize_u32(self, v: u32) -> Result<(), Error> {
-        integer(self.out, v);
-        Ok(())
-    }
-    fn serialize_u64(self, v: u64) -> Result<(), Error> {
-        integer(self.out, v);
-        Ok(())
-    }
-    fn serialize_u128(self, v: u128) -> Result<(), Error> {
-        integer(self.out, v);
-        Ok(())
-    }
+    });
     fn serialize_f32(self, v: f32) -> Result<(), Error> {
         serde_json_text(self.out, &v)
     }
@@ -460,36 +425,7 @@ impl ser::Serializer for Key<'_> {
     fn serialize_bool(self, v: bool) -> Result<(), Error> {
         self.quoted(if v { "true" } else { "false" })
     }
-    fn serialize_i8(self, v: i8) -> Result<(), Error> {
-        self.integer(v)
-    }
-    fn serialize_i16(self, v: i16) -> Result<(), Error> {
-        self.integer(v)
-    }
-    fn serialize_i32(self, v: i32) -> Result<(), Error> {
-        self.integer(v)
-    }
-    fn serialize_i64(self, v: i64) -> Result<(), Error> {
-        self.integer(v)
-    }
-    fn serialize_i128(self, v: i128) -> Result<(), Error> {
-        self.integer(v)
-    }
-    fn serialize_u8(self, v: u8) -> Result<(), Error> {
-        self.integer(v)
-    }
-    fn serialize_u16(self, v: u16) -> Result<(), Error> {
-        self.integer(v)
-    }
-    fn serialize_u32(self, v: u32) -> Result<(), Error> {
-        self.integer(v)
-    }
-    fn serialize_u64(self, v: u64) -> Result<(), Error> {
-        self.integer(v)
-    }
-    fn serialize_u128(self, v: u128) -> Result<(), Error> {
-        self.integer(v)
-    }
+    integers!(|s, v| s.integer(v));
     fn serialize_f32(self, v: f32) -> Result<(), Error> {
         self.float(v)
     }

@@ -79,8 +79,10 @@ pub(super) fn intern(key: &str) -> &'static str {
     })
 }
 
+/// A record that cannot be rendered (here, or as JSON text by
+/// `super::json`).
 #[derive(Debug)]
-pub struct Error(String);
+pub struct Error(pub(super) String);
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
