@@ -167,6 +167,14 @@ pub(super) struct Failing {
 
 /// `PRAGMA cache_size` of every connection: negative means KiB.
 const CACHE_KIB: i64 = -512;
+/// The page size a new database is created with.
+const PAGE_SIZE: i64 = 16 * 1024;
+
+/// `wal_autocheckpoint` for a database of `page_size`: the pages in
+/// [`WAL_LIMIT_BYTES`], at least one.
+fn checkpoint_pages(page_size: i64) -> i64 {
+    (WAL_LIMIT_BYTES / page_size.max(512)).max(1)
+}
 
 pub fn db_path(state_dir: &Path) -> PathBuf {
     state_dir.join("nhi-observer.db")
@@ -174,16 +182,28 @@ pub fn db_path(state_dir: &Path) -> PathBuf {
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    // A new database gets 16 KiB pages (SQLite's default is 4 KiB): records
+    // of about 0.5-1 KiB are appended, and every page a transaction changes
+    // is written whole to the WAL, then to the database at a checkpoint,
+    // each one two or three system calls; with pages four times larger a
+    // stored record costs about a quarter of those calls (`bench tls`,
+    // `bench process`; docs/design.md, "What a stored record costs"). Only
+    // a database not yet written takes it, so this comes before WAL mode
+    // (which writes the header); an existing database keeps its page size
+    // (changing it would need a VACUUM outside WAL mode).
+    conn.pragma_update(None, "page_size", PAGE_SIZE)?;
     // WAL: readers (the exporter) never block the writer; NORMAL: a
     // commit is in the WAL file before COMMIT returns, so it survives the
     // process dying (kill -9); only a power loss can take the last ones.
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
-    // The WAL stays bounded: checkpointed every 128 pages (512 KiB: the
-    // database file, not the WAL, holds the data even on a small disk), and
-    // cut back to this size after a checkpoint.
-    conn.pragma_update(None, "wal_autocheckpoint", 128)?;
+    // The WAL stays bounded: checkpointed every 512 KiB of pages (32 pages
+    // of 16 KiB, 128 of an older database's 4 KiB: the database file, not
+    // the WAL, holds the data even on a small disk), and cut back to this
+    // size after a checkpoint.
+    let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    conn.pragma_update(None, "wal_autocheckpoint", checkpoint_pages(page_size))?;
     conn.pragma_update(None, "journal_size_limit", WAL_LIMIT_BYTES)?;
     // Page cache per connection: 512 KiB (SQLite's default is 2 MiB). The
     // writer appends and updates a few rows per transaction, and the
@@ -944,6 +964,39 @@ pub(super) mod tests {
         let gaps: i64 = reader.query_row("SELECT count(*) FROM gaps WHERE kind = 'store_unwritable'", [], |r| r.get(0)).unwrap();
         assert_eq!(gaps, 1, "the outage is kept as a gap");
         assert!(s.drops.is_empty(), "nothing dropped within the queue's bound: {:?}", s.drops);
+    }
+
+    /// Guards the page size: a new database gets [`PAGE_SIZE`] and a WAL
+    /// checkpointed every 512 KiB; a database created with SQLite's
+    /// default 4 KiB pages keeps them, its WAL bound still 512 KiB.
+    #[test]
+    fn a_new_database_gets_large_pages_and_an_old_one_keeps_its_own() {
+        let page = |c: &Connection| -> (i64, i64) {
+            let size = c.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
+            let every = c.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0)).unwrap();
+            (size, every)
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        assert_eq!(page(&s.conn), (16 * 1024, 32));
+        drop(s);
+        let s = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        assert_eq!(page(&s.conn), (16 * 1024, 32), "reopened");
+
+        let old = tempfile::tempdir().unwrap();
+        {
+            let c = Connection::open(db_path(old.path())).unwrap();
+            c.pragma_update(None, "page_size", 4096).unwrap();
+            c.pragma_update(None, "journal_mode", "WAL").unwrap();
+        }
+        let mut s = Store::open(old.path(), StoreOptions::default()).unwrap();
+        assert_eq!(page(&s.conn), (4096, 128), "an existing database keeps its pages");
+        s.append(&mut record(1)).unwrap();
+        assert!(s.maybe_commit(true).unwrap());
+        let reader = open_reader(old.path()).unwrap();
+        assert_eq!(records_after(&reader, 0, 10).unwrap().len(), 1);
+        assert_eq!(checkpoint_pages(1 << 16), 8);
+        assert_eq!(checkpoint_pages(0), 1024, "a nonsense size is taken as 512 bytes");
     }
 
     /// Guards the replay against writers that open a transaction while the
