@@ -28,6 +28,6 @@ pub mod record;
 pub use record::{Heads, Subject, usage_head};
 
 pub use correlator::{
-    Access, Confidence, Connection, Correlator, CorrelatorConfig, DestKey, Destination, MAX_CREDS_PER_PROCESS,
+    Access, Confidence, Connection, Correlator, CorrelatorConfig, DestKey, Destination, Destinations, MAX_CREDS_PER_PROCESS,
     MAX_DEPTH, Seen, UsageDelta, UsageHead,
 };

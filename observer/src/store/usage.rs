@@ -134,7 +134,7 @@ pub(super) fn recount(conn: &Connection, through: i64) -> rusqlite::Result<Vec<U
                 last_seen: t,
                 accesses: 0,
                 connections: 0,
-                destinations: HashMap::new(),
+                destinations: Default::default(),
             });
             d.first_seen = d.first_seen.min(t);
             d.last_seen = d.last_seen.max(t);
@@ -276,7 +276,7 @@ fn destinations(conn: &Connection, usage_id: i64) -> rusqlite::Result<Vec<Destin
 
 #[cfg(test)]
 mod tests {
-    use std::{collections::HashMap, sync::Arc};
+    use std::sync::Arc;
 
     use super::*;
     use crate::{
@@ -286,7 +286,7 @@ mod tests {
 
     fn delta(accesses: u64, dest: Option<(&str, Confidence)>) -> UsageDelta {
         let t = SystemTime::now();
-        let mut destinations = HashMap::new();
+        let mut destinations = crate::correlate::Destinations::default();
         if let Some((h, c)) = dest {
             destinations.insert(
                 (Destination { address: h.into(), port: 443 }, c),
@@ -356,7 +356,7 @@ mod tests {
             last_seen: r.time,
             accesses: count,
             connections: 0,
-            destinations: HashMap::new(),
+            destinations: Default::default(),
         };
         (r, d)
     }
