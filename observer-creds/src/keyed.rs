@@ -34,16 +34,8 @@ impl Keyed {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.key.expose())
             .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
         mac.update(secret);
-        format!("{kind}:hmac-sha256:{}", hex(&mac.finalize().into_bytes()))
+        format!("{kind}:hmac-sha256:{}", hex::encode(mac.finalize().into_bytes()))
     }
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
 
 #[cfg(test)]

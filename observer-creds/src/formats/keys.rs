@@ -7,7 +7,7 @@ use pkcs8::{ObjectIdentifier, PrivateKeyInfo};
 use sha2::{Digest, Sha256};
 use pkcs8::spki::{AlgorithmIdentifierRef, SubjectPublicKeyInfoRef};
 
-use crate::{Unparsed, keyed::hex};
+use crate::Unparsed;
 
 const RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 const EC: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
@@ -103,7 +103,7 @@ impl PublicKey {
     /// `spki-sha256:<hex>`: the SHA-256 of the SubjectPublicKeyInfo, the
     /// same for a key and for every certificate issued for it.
     pub fn spki_id(&self) -> Result<String, Unparsed> {
-        Ok(format!("spki-sha256:{}", hex(&Sha256::digest(self.spki_der()?))))
+        Ok(format!("spki-sha256:{}", hex::encode(Sha256::digest(self.spki_der()?))))
     }
 
     /// OpenSSH `SHA256:<base64>` fingerprint.

@@ -18,7 +18,7 @@ use super::{ParseResult, keys, pem, ssh};
 
 /// CMS `id-data` (RFC 5652): unencrypted content.
 const ID_DATA: der::oid::ObjectIdentifier = der::oid::ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.1");
-use crate::{Identity, Keyed, Secret, Unparsed, keyed::hex};
+use crate::{Identity, Keyed, Secret, Unparsed};
 
 pub fn tls(bytes: &[u8], keyed: &Keyed) -> ParseResult {
     match std::str::from_utf8(bytes) {
@@ -107,7 +107,7 @@ pub fn certificate(der: &[u8]) -> Result<Identity, Unparsed> {
 
 fn certificate_id(cert: &Certificate, der: &[u8]) -> Result<Identity, Unparsed> {
     let tbs = &cert.tbs_certificate;
-    let fingerprint = hex(&Sha256::digest(der)).to_ascii_uppercase();
+    let fingerprint = hex::encode_upper(Sha256::digest(der));
     let not_after = i64::try_from(tbs.validity.not_after.to_unix_duration().as_secs())
         .ok()
         .and_then(super::rfc3339)
@@ -115,7 +115,7 @@ fn certificate_id(cert: &Certificate, der: &[u8]) -> Result<Identity, Unparsed> 
     let spki = tbs
         .subject_public_key_info
         .to_der()
-        .map(|d| format!("spki-sha256:{}", hex(&Sha256::digest(d))))
+        .map(|d| format!("spki-sha256:{}", hex::encode(Sha256::digest(d))))
         .unwrap_or_default();
     let mut spiffe = None;
     let mut is_ca = false;
@@ -139,7 +139,7 @@ fn certificate_id(cert: &Certificate, der: &[u8]) -> Result<Identity, Unparsed> 
         .with("nhi.x509.subject", tbs.subject.to_string())
         .with("nhi.x509.issuer", tbs.issuer.to_string())
         .with("nhi.x509.not_after", not_after)
-        .with("nhi.x509.serial", hex(tbs.serial_number.as_bytes()))
+        .with("nhi.x509.serial", hex::encode(tbs.serial_number.as_bytes()))
         .with("nhi.x509.spki_sha256", spki))
 }
 
