@@ -225,13 +225,13 @@ fn bench(c: &mut Criterion) {
     // The one rendering of each access record: the JSON text the store
     // keeps (and JSON lines and OTLP are made from).
     let mut chain = Chain::new();
-    let mut n = 0u64;
+    let mut n = 0i64;
     g.bench_function("decode+classify+correlate+serialise", |b| {
         b.iter(|| {
             for (i, bytes) in stream.iter().enumerate() {
                 chain.run_with(i, bytes, |mut r| {
                     n += 1;
-                    black_box(r.to_json(format!("bench-{n}")));
+                    black_box(r.to_json(nhi_observer::store::record_id("bench", n)));
                 });
             }
         });

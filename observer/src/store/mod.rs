@@ -51,5 +51,5 @@ pub use coverage::{Counters, Interval, coverage};
 pub use lock::{LOCK_FILE, LockError, StateLock, lock};
 pub use outbox::{CURSOR_OTLP_LOGS, backlog, cursor, open_reader, records_after, reject, set_cursor};
 pub use usage::{DestinationRow, UsageRow};
-pub use writer::{COMMIT_INTERVAL, COMMIT_ROWS, Store, StoreError, StoreOptions, db_path, time as db_time};
+pub use writer::{COMMIT_INTERVAL, COMMIT_ROWS, Store, StoreError, StoreOptions, db_path, record_id, time as db_time};
 pub use usage_record::{MAX_LISTED_DESTINATIONS, usage_id, usage_record};

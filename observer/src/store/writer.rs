@@ -7,7 +7,6 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use std::fmt::Write as _;
 
 use rusqlite::{Connection, OptionalExtension as _, params};
 
@@ -174,6 +173,17 @@ const PAGE_SIZE: i64 = 16 * 1024;
 /// [`WAL_LIMIT_BYTES`], at least one.
 fn checkpoint_pages(page_size: i64) -> i64 {
     (WAL_LIMIT_BYTES / page_size.max(512)).max(1)
+}
+
+/// A record's `nhi.record.id`, `<instance>-<id>`, in one allocation of its
+/// final size (`format!` grows its buffer and costs about as much again:
+/// `bench net`; `bench pipeline` makes its ids with this too).
+pub fn record_id(instance: &str, id: i64) -> String {
+    let mut text = String::with_capacity(instance.len() + 21);
+    text.push_str(instance);
+    text.push('-');
+    text.push_str(itoa::Buffer::new().format(id));
+    text
 }
 
 pub fn db_path(state_dir: &Path) -> PathBuf {
@@ -566,13 +576,7 @@ impl Store {
     /// reused).
     pub fn append<R: Stored + ?Sized>(&mut self, record: &mut R) -> Result<(), StoreError> {
         let id = self.take_id();
-        // `<instance>-<id>` in one allocation of its final size (`format!`
-        // grows its buffer and costs about as much again: `bench net`).
-        let mut record_id = String::with_capacity(self.instance.len() + 21);
-        record_id.push_str(&self.instance);
-        record_id.push('-');
-        let _ = write!(record_id, "{id}");
-        let Some(body) = record.to_json(record_id) else {
+        let Some(body) = record.to_json(record_id(&self.instance, id)) else {
             // Not stored: the id goes to the next record.
             self.next_id = id;
             return Ok(());
@@ -964,6 +968,13 @@ pub(super) mod tests {
         let gaps: i64 = reader.query_row("SELECT count(*) FROM gaps WHERE kind = 'store_unwritable'", [], |r| r.get(0)).unwrap();
         assert_eq!(gaps, 1, "the outage is kept as a gap");
         assert!(s.drops.is_empty(), "nothing dropped within the queue's bound: {:?}", s.drops);
+    }
+
+    #[test]
+    fn record_ids_are_instance_dash_number() {
+        assert_eq!(record_id("b7e1", 1), "b7e1-1");
+        assert_eq!(record_id("b7e1", i64::MAX), format!("b7e1-{}", i64::MAX));
+        assert_eq!(record_id("", -3), "--3");
     }
 
     /// Guards the page size: a new database gets [`PAGE_SIZE`] and a WAL
