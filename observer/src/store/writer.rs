@@ -196,8 +196,9 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     // of about 0.5-1 KiB are appended, and every page a transaction changes
     // is written whole to the WAL, then to the database at a checkpoint,
     // each one two or three system calls; with pages four times larger a
-    // stored record costs about a quarter of those calls (`bench tls`,
-    // `bench process`; docs/design.md, "What a stored record costs"). Only
+    // stored record costs about a quarter of those calls (about 10% of the
+    // sink's CPU per record: docs/design.md, "What a stored record
+    // costs"). Only
     // a database not yet written takes it, so this comes before WAL mode
     // (which writes the header); an existing database keeps its page size
     // (changing it would need a VACUUM outside WAL mode).
