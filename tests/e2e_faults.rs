@@ -390,7 +390,9 @@ fn a_full_state_disk_loses_nothing_silently_and_recovers() {
         return;
     }
     let _serial = serial();
-    let mut disk = SmallDisk::mount("2m");
+    // The state disk: its empty database and WAL take about 1 MiB (16 KiB
+    // pages, a WAL kept at 512 KiB), the rest is what fills.
+    let mut disk = SmallDisk::mount("4m");
     // JSON lines on a small disk of their own (the agent follows the link).
     let mut out_disk = SmallDisk::mount("1m");
     let out_dir = out_disk.state();
