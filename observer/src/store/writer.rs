@@ -7,7 +7,6 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::{
@@ -198,10 +197,10 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     // each one two or three system calls; with pages four times larger a
     // stored record costs about a quarter of those calls (about 10% of the
     // sink's CPU per record: docs/design.md, "What a stored record
-    // costs"). Only
-    // a database not yet written takes it, so this comes before WAL mode
-    // (which writes the header); an existing database keeps its page size
-    // (changing it would need a VACUUM outside WAL mode).
+    // costs"). Only a database not yet written takes it, so this comes
+    // before WAL mode (which writes the header); an existing database
+    // keeps its page size (changing it would need a VACUUM outside WAL
+    // mode).
     conn.pragma_update(None, "page_size", PAGE_SIZE)?;
     // WAL: readers (the exporter) never block the writer; NORMAL: a
     // commit is in the WAL file before COMMIT returns, so it survives the
