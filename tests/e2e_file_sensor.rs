@@ -333,8 +333,12 @@ fn burst_of_100k_opens_is_fully_accounted_at_the_default_ring_size() {
     assert_eq!(int_attr(stats, "nhi.agent.decode_errors"), Some(0), "{stats:#}");
 }
 
-/// With de-duplication off and a tiny ring, a burst overflows the ring: the
-/// reported loss is exactly what did not arrive.
+/// With de-duplication off and a tiny ring, a burst overflows the ring:
+/// every open that did not arrive is counted lost. The kernel's loss
+/// counter is machine-wide, so a credential open by another process on the
+/// host during the burst (lost too, most likely, with this ring) adds to
+/// it: the count may exceed the test's own misses by those, never fall
+/// short of them (a clean-clone CI run saw 821 + 19,180 = 20,001).
 #[test]
 fn ring_overflow_loss_is_counted_exactly() {
     if !bpf_available("ring_overflow_loss_is_counted_exactly") {
@@ -357,7 +361,11 @@ fn ring_overflow_loss_is_counted_exactly() {
     let stats = final_stats(&records);
     let lost = int_attr(stats, "nhi.file.events.lost").unwrap();
     assert!(lost > 0, "a 16 KiB ring cannot hold {N} events: {stats:#}");
-    assert_eq!(arrived + lost, N, "arrived {arrived} + lost {lost} must be every open ({stats:#})");
+    assert!(arrived + lost >= N, "arrived {arrived} + lost {lost}: opens neither arrived nor counted ({stats:#})");
+    // Other processes' losses: a few at most on a test host (a hundred
+    // would be 0.5% of the burst, far more than such hosts make).
+    let others = arrived + lost - N;
+    assert!(others <= 100, "arrived {arrived} + lost {lost} is {others} over the {N} opens ({stats:#})");
 }
 
 /// The name rules both name-length tests use: a suffix (`*.zq`), a
