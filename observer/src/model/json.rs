@@ -12,13 +12,18 @@
 //! serde_json's own. Integers go through itoa, as in serde_json. No
 //! `unsafe`: the output is built from `&str` pieces only.
 //!
+//! Struct field names (`&'static str`, the names a program declares; every
+//! record attribute arrives as one, see `super::flat`) are written as they
+//! are, without the test: they are never data.
+//!
 //! Input: any `Serialize` value (the records' derives: structs, flattened
 //! parts, internally tagged enums, options, string lists, integers).
 //! Output: compact JSON text. Invariant: the same text as
-//! `serde_json::to_string` for every value both accept
-//! (`json_text_is_serde_json_s` in `record.rs`, and the tests here); map
-//! keys are what serde_json accepts as keys (strings, chars, integers,
-//! booleans, finite floats, unit variants), anything else is an error.
+//! `serde_json::to_string` for every value both accept whose field names
+//! need no escape (`json_text_is_serde_json_s` in `record.rs`, and the
+//! tests here); map keys are what serde_json accepts as keys (strings,
+//! chars, integers, booleans, finite floats, unit variants), anything else
+//! is an error.
 use serde::{
     Serialize,
     ser::{self, Impossible},
@@ -352,16 +357,33 @@ impl ser::SerializeMap for Compound<'_> {
 impl ser::SerializeStruct for Compound<'_> {
     type Ok = ();
     type Error = Error;
+    // Inlined where a record names the field, so that the name's length is
+    // known and its copy is a few moves, not a call.
+    #[inline(always)]
     fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> Result<(), Error> {
         self.comma();
-        string(self.out, key)?;
-        self.out.push(':');
+        field_name(self.out, key);
         value.serialize(Json { out: &mut *self.out })
     }
     fn end(self) -> Result<(), Error> {
         self.out.push('}');
         Ok(())
     }
+}
+
+/// A struct field's name and its colon, `"name":`, written as it is: a
+/// field name is a name the program declares, never data (the records'
+/// attribute names, which `attribute_names_need_no_escape` checks in the
+/// schema; the identity facts' names, literals or read-back names of the
+/// facts' pattern), so it is not searched for bytes to escape; a debug
+/// build checks.
+#[inline(always)]
+fn field_name(out: &mut String, key: &'static str) {
+    debug_assert!(!needs_escape(key), "a field name that needs an escape: {key:?}");
+    out.reserve(key.len() + 3);
+    out.push('"');
+    out.push_str(key);
+    out.push_str("\":");
 }
 
 impl ser::SerializeStructVariant for Compound<'_> {

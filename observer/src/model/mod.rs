@@ -15,6 +15,9 @@
 //! - `render`: the one renderer, a typed record to its attributes;
 //! - `schema`: the schema of every record, generated from `records`
 //!   ([`schema::document`]);
+//! - `flat`: a record's flattened parts written as its own fields, with
+//!   their names kept `&'static str` (records with parts serialise through
+//!   it);
 //! - `json`: the store's JSON text of a record, serde_json's text written
 //!   without its per-byte escape lookup for strings that need none;
 //! - `file`: the `nhi.credential.access` record of a file open (and the
@@ -27,6 +30,7 @@
 //! serialisation, and `render` gives the same names and values as
 //! attributes.
 pub mod file;
+pub mod flat;
 pub mod json;
 pub mod record;
 pub mod records;

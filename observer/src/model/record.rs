@@ -17,7 +17,11 @@ use std::{
     time::SystemTime,
 };
 
-use serde::{Deserialize, Serialize, Serializer, de::DeserializeOwned, ser::SerializeMap};
+use serde::{
+    Deserialize, Serialize, Serializer,
+    de::DeserializeOwned,
+    ser::{SerializeMap, SerializeStruct},
+};
 
 use super::records::{self, TypedRecord};
 
@@ -171,13 +175,20 @@ pub fn typed_json<T: super::records::TypedRecord>(r: &T) -> Option<String> {
 
 /// What [`typed_json`] serialises: the record with its time and event name
 /// first.
-#[derive(Serialize)]
 struct StoredText<'a, T: Serialize> {
     time: Rfc3339Text,
-    #[serde(rename = "event.name")]
     event_name: &'static str,
-    #[serde(flatten)]
     record: &'a T,
+}
+
+impl<T: Serialize> Serialize for StoredText<'_, T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("StoredText", super::flat::UNCOUNTED)?;
+        st.serialize_field("time", &self.time)?;
+        st.serialize_field("event.name", self.event_name)?;
+        super::flat::fields(&mut st, self.record)?;
+        st.end()
+    }
 }
 
 impl<'a, T: super::records::TypedRecord> StoredText<'a, T> {
@@ -441,6 +452,46 @@ mod tests {
         let json = Emit::from(access).to_json("i-7".into()).expect("renders");
         assert!(json.starts_with(r#"{"time":"#) && json.ends_with(r#","nhi.record.id":"i-7"}"#), "{json}");
         assert!(json.contains(r#""file.inode":"1234567","nhi.file.device":"254:1""#), "{json}");
+    }
+
+    /// A key is absent when its value is, never `null`: the hand-written
+    /// `Serialize` of the records with parts ([`super::super::flat`])
+    /// keeps the derives' skip rules, with every optional part present
+    /// and absent.
+    #[test]
+    fn no_record_text_has_a_null() {
+        use crate::model::records::{AccessSource, FileContent, Identity};
+        let mut all = every_record();
+        let mut bare = samples::accesses().remove(0);
+        if let AccessSource::File(f) = &mut bare.source {
+            f.identity = Identity::default();
+            f.content = FileContent::default();
+            f.open.inode = None;
+            f.open.device = None;
+            f.count = None;
+            f.kind = None;
+            f.rule = None;
+        }
+        let mut connection = samples::connection();
+        connection.tls = None;
+        connection.server_name_source = None;
+        connection.error_type = None;
+        let mut usage = samples::usage();
+        usage.destinations = None;
+        let mut finding = samples::finding();
+        finding.workload = None;
+        finding.unused = None;
+        finding.server_address = None;
+        finding.file_path = None;
+        all.extend([bare.into(), connection.into(), usage.into(), finding.into()]);
+        for mut r in all {
+            for json in [r.json().expect("renders"), r.to_json("i-1".into()).expect("renders")] {
+                let v: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+                let nulls: Vec<&String> = v.as_object().expect("object").iter().filter(|(_, v)| v.is_null()).map(|(k, _)| k).collect();
+                assert!(nulls.is_empty(), "{nulls:?} in {json}");
+                assert!(!json.contains(":null"), "{json}");
+            }
+        }
     }
 
     /// The store's text is the text made before (serde_json's) of the same

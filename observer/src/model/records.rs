@@ -2,7 +2,10 @@
 //! record's dotted attribute names and `JsonSchema`, so the schema
 //! (`model::schema`) and every output (`model::render`) come from the same
 //! declaration and cannot drift. Field docs are the schema's descriptions
-//! (and the README field tables' text).
+//! (and the README field tables' text). A type with flattened parts
+//! implements `Serialize` by hand instead, field by field in declaration
+//! order with the same names and skip rules ([`super::flat`] says why);
+//! reading its text back through the derived `Deserialize` checks it.
 //!
 //! Each also derives `Deserialize`, so the store's JSON text of a record
 //! reads back as the record ([`super::from_json`]).
@@ -14,8 +17,9 @@
 use std::{borrow::Cow, time::SystemTime};
 
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
-use serde::{Deserialize, Deserializer, Serialize, Serializer, ser::SerializeMap};
+use serde::{Deserialize, Deserializer, Serialize, Serializer, ser::SerializeStruct};
 
+use super::flat;
 use super::record::{
     EVENT_AGENT_STATS, EVENT_CONNECTION, EVENT_COVERAGE, EVENT_CREDENTIAL_ACCESS,
     EVENT_CREDENTIAL_ROTATION, EVENT_FINDING, EVENT_USAGE,
@@ -198,12 +202,15 @@ impl Facts {
 }
 
 impl Serialize for Facts {
+    /// As a struct: the names are `&'static str` (the creds crate's
+    /// literals, or names read back that match [`de::is_fact`]), so they
+    /// reach the serializer as field names ([`super::flat`]).
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(self.0.len()))?;
+        let mut st = s.serialize_struct("Facts", self.0.len())?;
         for (k, v) in &self.0 {
-            map.serialize_entry(k, v)?;
+            st.serialize_field(k, v)?;
         }
-        map.end()
+        st.end()
     }
 }
 
@@ -253,7 +260,7 @@ impl JsonSchema for Facts {
 
 /// The credential an access names, when the file, variable or request
 /// names one.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 pub struct Identity {
     /// The credential's stable, non-secret identity (one record per identity in a file).
     #[serde(rename = "nhi.id", skip_serializing_if = "Option::is_none")]
@@ -261,6 +268,17 @@ pub struct Identity {
     /// Non-secret facts about the identity.
     #[serde(flatten, skip_serializing_if = "Facts::is_empty")]
     pub facts: Facts,
+}
+
+impl Serialize for Identity {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("Identity", flat::UNCOUNTED)?;
+        flat::opt(&mut st, "nhi.id", &self.id)?;
+        if !self.facts.is_empty() {
+            flat::fields(&mut st, &self.facts)?;
+        }
+        st.end()
+    }
 }
 
 /// What the file sensor saw of a file open.
@@ -434,7 +452,7 @@ pub struct FileContent {
 }
 
 /// `nhi.credential.access` (`nhi.source` = `file`): a credential file opened.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 pub struct FileAccess {
     /// The catalog rule's credential kind, or the identity's own, more precise kind (`aws.session_key`, `github.pat`, ...).
     #[serde(rename = "nhi.kind", skip_serializing_if = "Option::is_none")]
@@ -463,8 +481,23 @@ pub struct FileAccess {
     pub count: Option<u64>,
 }
 
+impl Serialize for FileAccess {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("FileAccess", flat::UNCOUNTED)?;
+        flat::opt(&mut st, "nhi.kind", &self.kind)?;
+        flat::opt(&mut st, "nhi.rule", &self.rule)?;
+        flat::fields(&mut st, &self.open)?;
+        flat::fields(&mut st, &self.process)?;
+        flat::fields(&mut st, &self.workload)?;
+        flat::fields(&mut st, &self.content)?;
+        flat::fields(&mut st, &self.identity)?;
+        flat::opt(&mut st, "nhi.access.count", &self.count)?;
+        st.end()
+    }
+}
+
 /// `nhi.credential.access` (`nhi.source` = `env`): a credential in a process's environment at exec.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 pub struct EnvAccess {
     /// From the value's prefix when it has a known one (`github.pat`, `slack.bot_token`, ...), else from the name: `aws.access_key`, `aws.session_token`, `gcp.service_account_key`, `github.token`, `vault.token`, `generic.token`, `generic.api_key`, `generic.secret`, `generic.password`.
     #[serde(rename = "nhi.kind")]
@@ -481,6 +514,18 @@ pub struct EnvAccess {
     /// Its workload.
     #[serde(flatten)]
     pub workload: Workload,
+}
+
+impl Serialize for EnvAccess {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("EnvAccess", flat::UNCOUNTED)?;
+        st.serialize_field("nhi.kind", &self.kind)?;
+        flat::opt(&mut st, "nhi.id", &self.id)?;
+        st.serialize_field("nhi.env.name", &self.env_name)?;
+        flat::fields(&mut st, &self.process)?;
+        flat::fields(&mut st, &self.workload)?;
+        st.end()
+    }
 }
 
 /// Where a connection went, on the wire.
@@ -511,7 +556,7 @@ pub struct SocketFacts {
 }
 
 /// `nhi.credential.access` (`nhi.source` = `imds`): a request to a cloud instance-metadata service that hands out or names a credential.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 pub struct ImdsAccess {
     /// `aws.imds.session_token`, `aws.iam_role`, `aws.ec2_instance_identity`, `aws.ecs_task_role`, `aws.eks_pod_identity`, `gcp.service_account`, `azure.managed_identity`, `alibaba.ram_role`.
     #[serde(rename = "nhi.kind", skip_serializing_if = "Option::is_none")]
@@ -554,6 +599,25 @@ pub struct ImdsAccess {
     pub workload: Workload,
 }
 
+impl Serialize for ImdsAccess {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("ImdsAccess", flat::UNCOUNTED)?;
+        flat::opt(&mut st, "nhi.kind", &self.kind)?;
+        flat::opt(&mut st, "nhi.id", &self.id)?;
+        st.serialize_field("nhi.imds.provider", self.provider)?;
+        st.serialize_field("nhi.imds.operation", self.operation)?;
+        st.serialize_field("http.request.method", &self.method)?;
+        st.serialize_field("url.path", &self.url_path)?;
+        st.serialize_field("server.address", &self.server_address)?;
+        st.serialize_field("server.port", &self.server_port)?;
+        flat::fields(&mut st, &self.peer)?;
+        flat::fields(&mut st, &self.socket)?;
+        flat::fields(&mut st, &self.process)?;
+        flat::fields(&mut st, &self.workload)?;
+        st.end()
+    }
+}
+
 /// How a credential was obtained (`nhi.source`), with what that source
 /// tells.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -571,7 +635,7 @@ pub enum AccessSource {
 }
 
 /// `nhi.credential.access`: a credential read from a file, the environment or a metadata service.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 pub struct CredentialAccess {
     #[serde(skip, default = "de::epoch")]
     pub time: SystemTime,
@@ -586,8 +650,18 @@ pub struct CredentialAccess {
     pub record_id: Option<String>,
 }
 
+impl Serialize for CredentialAccess {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("CredentialAccess", flat::UNCOUNTED)?;
+        st.serialize_field("host.name", &self.host_name)?;
+        flat::fields(&mut st, &self.source)?;
+        flat::opt(&mut st, "nhi.record.id", &self.record_id)?;
+        st.end()
+    }
+}
+
 /// `nhi.credential.rotation`: a known credential file changed; the file's access record, with its identities before and after.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 pub struct Rotation {
     #[serde(skip, default = "de::epoch")]
     pub time: SystemTime,
@@ -607,6 +681,18 @@ pub struct Rotation {
     /// `<instance>-<n>`, never reused.
     #[serde(rename = "nhi.record.id", skip_serializing_if = "Option::is_none")]
     pub record_id: Option<String>,
+}
+
+impl Serialize for Rotation {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("Rotation", flat::UNCOUNTED)?;
+        st.serialize_field("host.name", &self.host_name)?;
+        st.serialize_field("nhi.source", self.source)?;
+        flat::fields(&mut st, &self.access)?;
+        flat::fields(&mut st, &self.change)?;
+        flat::opt(&mut st, "nhi.record.id", &self.record_id)?;
+        st.end()
+    }
 }
 
 /// A credential file's identities before and after a change.
@@ -652,7 +738,7 @@ pub struct TlsHello {
 }
 
 /// `nhi.connection`: one per outbound TCP connection and per QUIC connection attempt.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 pub struct Connection {
     #[serde(skip, default = "de::epoch")]
     pub time: SystemTime,
@@ -717,6 +803,30 @@ pub struct Connection {
     /// `<instance>-<n>`, never reused.
     #[serde(rename = "nhi.record.id", skip_serializing_if = "Option::is_none")]
     pub record_id: Option<String>,
+}
+
+impl Serialize for Connection {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("Connection", flat::UNCOUNTED)?;
+        st.serialize_field("host.name", &self.host_name)?;
+        st.serialize_field("network.transport", self.transport)?;
+        st.serialize_field("server.address", &self.server_address)?;
+        st.serialize_field("server.port", &self.server_port)?;
+        st.serialize_field("nhi.server_name.seen", &self.server_name_seen)?;
+        flat::opt(&mut st, "nhi.server_name.source", &self.server_name_source)?;
+        flat::fields(&mut st, &self.peer)?;
+        st.serialize_field("nhi.connection.payload", self.payload)?;
+        flat::fields(&mut st, &self.tls)?;
+        flat::opt(&mut st, "nhi.quic.version", &self.quic_version)?;
+        flat::opt(&mut st, "http.request.method", &self.http_method)?;
+        flat::opt(&mut st, "url.path", &self.url_path)?;
+        flat::opt(&mut st, "error.type", &self.error_type)?;
+        flat::fields(&mut st, &self.socket)?;
+        flat::fields(&mut st, &self.process)?;
+        flat::fields(&mut st, &self.workload)?;
+        flat::opt(&mut st, "nhi.record.id", &self.record_id)?;
+        st.end()
+    }
 }
 
 /// The workload that used a credential: never a pid or pod name, so one usage spans restarts and replicas.
@@ -789,7 +899,7 @@ pub struct UsageDestinations {
 }
 
 /// `nhi.usage`: the cumulative use of one credential by one workload, written when it changed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 pub struct Usage {
     #[serde(skip, default = "de::epoch")]
     pub time: SystemTime,
@@ -829,6 +939,25 @@ pub struct Usage {
     /// `<instance>-<n>`, never reused.
     #[serde(rename = "nhi.record.id", skip_serializing_if = "Option::is_none")]
     pub record_id: Option<String>,
+}
+
+impl Serialize for Usage {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("Usage", flat::UNCOUNTED)?;
+        st.serialize_field("host.name", &self.host_name)?;
+        st.serialize_field("nhi.id", &self.id)?;
+        st.serialize_field("nhi.kind", &self.kind)?;
+        st.serialize_field("nhi.source", &self.source)?;
+        flat::fields(&mut st, &self.consumer)?;
+        st.serialize_field("nhi.usage.id", &self.usage_id)?;
+        st.serialize_field("nhi.usage.first_seen", &self.first_seen)?;
+        st.serialize_field("nhi.usage.last_seen", &self.last_seen)?;
+        st.serialize_field("nhi.usage.count", &self.count)?;
+        st.serialize_field("nhi.usage.connections", &self.connections)?;
+        flat::fields(&mut st, &self.destinations)?;
+        flat::opt(&mut st, "nhi.record.id", &self.record_id)?;
+        st.end()
+    }
 }
 
 /// The workload a finding is about, where known.
@@ -897,7 +1026,7 @@ pub struct UnusedEvidence {
 }
 
 /// `nhi.finding`: what the usage records mean (shadow, unused, misused, ...); one record when a finding opens, changes or resolves.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 pub struct Finding {
     #[serde(skip, default = "de::epoch")]
     pub time: SystemTime,
@@ -959,6 +1088,30 @@ pub struct Finding {
     /// `<instance>-<n>`, never reused.
     #[serde(rename = "nhi.record.id", skip_serializing_if = "Option::is_none")]
     pub record_id: Option<String>,
+}
+
+impl Serialize for Finding {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("Finding", flat::UNCOUNTED)?;
+        st.serialize_field("host.name", &self.host_name)?;
+        st.serialize_field("nhi.finding.id", &self.id)?;
+        st.serialize_field("nhi.finding.type", self.finding_type)?;
+        st.serialize_field("nhi.finding.state", self.state)?;
+        st.serialize_field("nhi.finding.severity", self.severity)?;
+        st.serialize_field("nhi.finding.reason", &self.reason)?;
+        st.serialize_field("nhi.id", &self.nhi_id)?;
+        st.serialize_field("nhi.kind", &self.nhi_kind)?;
+        st.serialize_field("nhi.finding.first_seen", &self.first_seen)?;
+        st.serialize_field("nhi.finding.last_seen", &self.last_seen)?;
+        st.serialize_field("nhi.finding.count", &self.count)?;
+        st.serialize_field("nhi.finding.record_ids", &self.record_ids)?;
+        flat::fields(&mut st, &self.workload)?;
+        flat::opt(&mut st, "server.address", &self.server_address)?;
+        flat::opt(&mut st, "file.path", &self.file_path)?;
+        flat::fields(&mut st, &self.unused)?;
+        flat::opt(&mut st, "nhi.record.id", &self.record_id)?;
+        st.end()
+    }
 }
 
 /// `nhi.coverage`: what was watched, when, and what was lost, so "not used" and "not watched" can be told apart.
@@ -1227,7 +1380,7 @@ impl TypedRecord for AgentStats {
 
 /// Reading a record back from its JSON text (the store's column): the
 /// parts serde cannot derive.
-mod de {
+pub(crate) mod de {
     use std::{borrow::Cow, time::SystemTime};
 
     use serde::{Deserialize, Deserializer};

@@ -41,8 +41,10 @@ pub fn append<T: Serialize + ?Sized>(r: &T, out: &mut Vec<(&'static str, Value)>
     }
 }
 
-/// An attribute name as `&'static str`: the record types' names are
-/// static, but serde hands flattened ones over as borrowed text. Each
+/// An attribute name as `&'static str`, for a name that arrives as a map
+/// key (the records' own names arrive as struct field names, already
+/// static: `super::flat`; a map's keys and the identity facts read back
+/// from stored text come here). Each
 /// distinct name is kept once per thread (a bounded set: the schema's
 /// names and the identity facts' names, which are static too). A small
 /// cache by the text's address answers the repeated names of the hot path

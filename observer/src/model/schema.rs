@@ -187,6 +187,36 @@ mod tests {
         described(&doc["records"], "records");
     }
 
+    /// Every attribute name the schema declares needs no escape in JSON
+    /// (the store's writer writes field names as they are, `model::json`),
+    /// and so does every identity fact's name a stored text can give back.
+    #[test]
+    fn attribute_names_need_no_escape() {
+        fn names(v: &Value, out: &mut Vec<String>) {
+            match v {
+                Value::Object(m) => {
+                    if let Some(props) = m.get("properties").and_then(Value::as_object) {
+                        out.extend(props.keys().cloned());
+                    }
+                    m.values().for_each(|x| names(x, out));
+                }
+                Value::Array(a) => a.iter().for_each(|x| names(x, out)),
+                _ => {}
+            }
+        }
+        let mut all = Vec::new();
+        names(&document()["records"], &mut all);
+        assert!(all.len() > 100, "{all:?}");
+        for name in &all {
+            assert!(name.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\'), "{name:?}");
+        }
+        use crate::model::records::de::is_fact;
+        assert!(is_fact("nhi.aws.profile"));
+        for bad in ["nhi.aws.a\"b", "nhi.aws.a\\b", "nhi.aws.a\nb", "nhi.aws.a\u{1}b"] {
+            assert!(!is_fact(bad), "{bad:?}");
+        }
+    }
+
     #[test]
     fn every_rendered_sample_validates_against_its_schema() {
         let doc = document();
