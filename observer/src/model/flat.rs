@@ -147,7 +147,6 @@ impl<'a, S: SerializeStruct> Serializer for Flat<'a, S> {
 impl<S: SerializeStruct> SerializeStruct for Flat<'_, S> {
     type Ok = ();
     type Error = S::Error;
-    #[inline(always)]
     fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> Result<(), S::Error> {
         self.0.serialize_field(key, value)
     }

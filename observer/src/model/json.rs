@@ -357,9 +357,6 @@ impl ser::SerializeMap for Compound<'_> {
 impl ser::SerializeStruct for Compound<'_> {
     type Ok = ();
     type Error = Error;
-    // Inlined where a record names the field, so that the name's length is
-    // known and its copy is a few moves, not a call.
-    #[inline(always)]
     fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> Result<(), Error> {
         self.comma();
         field_name(self.out, key);
