@@ -33,8 +33,9 @@
 //! of a connection) before it: 21,243 with the serialisation (11,451 of
 //! them the text), 9,095 without.
 //! 2026-12-03, eighth session (records with parts serialise as structs,
-//! `model::flat`): 15,290 -> 13,783 instructions per access with the
-//! serialisation, the text 6,877 -> 5,314 (docs/design.md, "Records
+//! `model::flat`; the time text cached per second; one-pass path
+//! cleaning): 15,290 -> 13,119 instructions per access with the
+//! serialisation, the text 6,877 -> ~5,250 (docs/design.md, "Records
 //! without the flattening layers").
 //!
 //! `cargo bench -p nhi-observer --bench pipeline`, or `cargo xtask bench pipeline`.
