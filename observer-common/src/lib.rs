@@ -94,6 +94,10 @@ pub enum Counter {
 pub const COUNTER_SLOTS: u32 = 4;
 pub const COUNTERS_LEN: u32 = EVENT_KIND_SLOTS * COUNTER_SLOTS;
 
+/// Processes whose lost file events the kernel counts apiece (the
+/// `FILE_LOST_TGID` LRU map; the machine-wide count is in the counters).
+pub const MAX_LOST_PROCESSES: u32 = 1024;
+
 #[inline(always)]
 pub const fn counter_index(kind: EventKind, counter: Counter) -> u32 {
     kind as u32 * COUNTER_SLOTS + counter as u32

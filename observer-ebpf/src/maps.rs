@@ -60,6 +60,13 @@ pub const MAX_DEDUP_KEYS: u32 = 16384;
 #[map]
 pub static DEDUP: LruHashMap<DedupKey, DedupValue> = LruHashMap::with_max_entries(MAX_DEDUP_KEYS, 0);
 
+/// File events lost (the ring was full) per process (tgid), counted with
+/// `COUNTERS`' machine-wide count, so that a loss can be told apart by
+/// whose it was (the agent reports the largest; a benchmark or test
+/// checks its own process's exactly). Touched only on a loss.
+#[map]
+pub static FILE_LOST_TGID: LruHashMap<u32, u64> = LruHashMap::with_max_entries(observer_common::MAX_LOST_PROCESSES, 0);
+
 /// Settings of the file sensor (one entry; the agent may change it at any
 /// time, e.g. when the watch list gains a new prefix length).
 #[map]

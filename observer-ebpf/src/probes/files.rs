@@ -19,7 +19,7 @@
 //!
 //! Repeated opens of one key (process, file, access, outcome) within
 //! `FILE_CFG.dedup_ns` are folded into a monotonic count (`DEDUP`).
-use aya_ebpf::{helpers::generated, macros::btf_tracepoint, programs::BtfTracePointContext};
+use aya_ebpf::{bindings::BPF_NOEXIST, helpers::generated, macros::btf_tracepoint, programs::BtfTracePointContext};
 use observer_common::{
     AFFIX_EXACT_BASE, AFFIX_PREFIX_BASE, Counter, DedupKey, DedupValue, EventHeader, EventKind, FileOpenEvent, FileSensorConfig,
     GATE_AFFIX_LENS, GATE_NAME_MAX,
@@ -31,7 +31,7 @@ use observer_common::{
 use crate::{
     kernel::{self, FileRef},
     maps::{
-        AFFIX_GATE, DEDUP, EVENTS, FILE_CFG, INODE_GATE, NAME_GATE, PATH_GATE, PATH_RULES, Pending, SCRATCH, WATCHED_INODES, count,
+        AFFIX_GATE, DEDUP, EVENTS, FILE_CFG, FILE_LOST_TGID, INODE_GATE, NAME_GATE, PATH_GATE, PATH_RULES, Pending, SCRATCH, WATCHED_INODES, count,
         file_cfg, gate_test, scratch,
     },
 };
@@ -636,6 +636,26 @@ fn dedup(p: &Pending, now: u64) -> Option<u64> {
     }
 }
 
+/// One more file event of `tgid` lost ([`FILE_LOST_TGID`]), exactly when
+/// its threads lose events on several CPUs at once: an existing count is
+/// added to atomically, a new one inserted only if still absent, else
+/// added to.
+#[inline(always)]
+fn count_lost(tgid: u32) {
+    let add = |n: *mut u64| {
+        // SAFETY: a live map value. Result unused: LLVM emits the plain
+        // atomic add (no fetch), as in `dedup`.
+        unsafe { core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(n, 1) };
+    };
+    if let Some(n) = FILE_LOST_TGID.get_ptr_mut(tgid) {
+        add(n);
+    } else if FILE_LOST_TGID.insert(tgid, 1, u64::from(BPF_NOEXIST)).is_err()
+        && let Some(n) = FILE_LOST_TGID.get_ptr_mut(tgid)
+    {
+        add(n);
+    }
+}
+
 /// Writes the pending open (scratch) to the ring buffer: de-dup, task
 /// identity, the requested path, the resolved path and the executable.
 ///
@@ -655,7 +675,8 @@ pub extern "C" fn emit_file_open() -> i32 {
 #[inline(always)]
 fn emit() -> Option<()> {
     let p = scratch()?.pending;
-    if (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32 == file_cfg().agent_tgid {
+    let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
+    if tgid == file_cfg().agent_tgid {
         return None;
     }
     // SAFETY: plain helper call.
@@ -663,6 +684,7 @@ fn emit() -> Option<()> {
     let total = dedup(&p, now)?;
     let Some(mut entry) = EVENTS.reserve::<FileOpenEvent>(0) else {
         count(EventKind::FileOpen, Counter::ReserveFailed);
+        count_lost(tgid);
         return None;
     };
     let ev = entry.as_mut_ptr();

@@ -120,6 +120,10 @@ const ENV_PATH_RECHECK_NS: u64 = 1_000_000_000;
 /// over (a path then resolves once more).
 const MAX_ENV_PATHS_SEEN: usize = 4_096;
 
+/// Processes the stats record names as losing file events (the most
+/// first; `nhi.file.events.lost_by_process`).
+const LOST_PROCESSES_SHOWN: usize = 8;
+
 /// Env-named paths resolved lately, by (cgroup id, rule id, absolute path):
 /// the kernel boot time of the exec that resolved each.
 ///
@@ -533,13 +537,21 @@ impl Pipeline {
     }
 
     fn stats_record(&mut self) -> crate::model::records::AgentStats {
-        let kernel = self.kernel.as_ref().and_then(|k| k.counters().ok()).unwrap_or_default();
+        let kernel_state = self.kernel.as_ref();
+        let kernel = kernel_state.and_then(|k| k.counters().ok()).unwrap_or_default();
+        let lost_by_process = kernel_state
+            .map(|k| k.file_lost_by_process(kernel.file_open_reserve_failed, LOST_PROCESSES_SHOWN))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(tgid, n)| format!("{tgid}:{n}"))
+            .collect();
         let s = &self.stats;
         crate::model::records::AgentStats {
             time: Some(std::time::SystemTime::now()),
             host_name: self.host_name.clone(),
             file_events_emitted: kernel.file_open_emitted,
             file_events_lost: kernel.file_open_reserve_failed,
+            file_events_lost_by_process: lost_by_process,
             file_opens_folded: kernel.file_open_dedup_suppressed,
             file_opens_slow_path: kernel.file_open_slow_path,
             process_events_emitted: kernel.process_emitted,

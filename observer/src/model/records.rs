@@ -1165,6 +1165,13 @@ pub struct AgentStats {
     /// File events the kernel could not send because the ring buffer was full.
     #[serde(rename = "nhi.file.events.lost")]
     pub file_events_lost: u64,
+    /// Whose those were: `<pid>:<events>`, most first, up to 8 processes (a process's count holds while it stays among the kernel's 1,024 most recent losers; absent when nothing was lost).
+    #[serde(
+        rename = "nhi.file.events.lost_by_process",
+        skip_serializing_if = "Vec::is_empty",
+        default
+    )]
+    pub file_events_lost_by_process: Vec<String>,
     /// Opens folded into a count.
     #[serde(rename = "nhi.file.opens.folded")]
     pub file_opens_folded: u64,

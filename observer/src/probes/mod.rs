@@ -164,6 +164,9 @@ pub struct KernelState {
     pub counters: PerCpuArray<MapData, u64>,
     /// An LRU hash in the kernel; aya reads it as a hash map.
     pub dedup: BpfHashMap<MapData, DedupKey, DedupValue>,
+    /// File events lost per process (tgid), an LRU hash of
+    /// [`observer_common::MAX_LOST_PROCESSES`] entries.
+    pub file_lost: BpfHashMap<MapData, u32, u64>,
 }
 
 impl KernelState {
@@ -191,6 +194,19 @@ impl KernelState {
             net_close_emitted: get(EventKind::NetClose, Counter::Emitted)?,
             net_close_reserve_failed: get(EventKind::NetClose, Counter::ReserveFailed)?,
         })
+    }
+
+    /// The processes whose file events were lost, as (tgid, events), most
+    /// first, at most `top` (reads the map only when something was lost:
+    /// `lost` is the machine-wide count).
+    pub fn file_lost_by_process(&self, lost: u64, top: usize) -> Vec<(u32, u64)> {
+        if lost == 0 {
+            return Vec::new();
+        }
+        let mut all: Vec<(u32, u64)> = self.file_lost.iter().filter_map(Result::ok).collect();
+        all.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        all.truncate(top);
+        all
     }
 }
 
@@ -465,9 +481,11 @@ impl Probes {
     pub fn take_kernel_state(&mut self) -> Result<KernelState, ProbeError> {
         let counters = self.ebpf.take_map("COUNTERS").ok_or(ProbeError::NoMap("COUNTERS"))?;
         let dedup = self.ebpf.take_map("DEDUP").ok_or(ProbeError::NoMap("DEDUP"))?;
+        let file_lost = self.ebpf.take_map("FILE_LOST_TGID").ok_or(ProbeError::NoMap("FILE_LOST_TGID"))?;
         Ok(KernelState {
             counters: PerCpuArray::try_from(counters).map_err(map_err("COUNTERS"))?,
             dedup: BpfHashMap::try_from(dedup).map_err(map_err("DEDUP"))?,
+            file_lost: BpfHashMap::try_from(file_lost).map_err(map_err("FILE_LOST_TGID"))?,
         })
     }
 }
