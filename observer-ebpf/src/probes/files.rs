@@ -612,27 +612,38 @@ fn dedup(p: &Pending, now: u64) -> Option<u64> {
     let (dev, ino) = if p.file == 0 { (0, path_hash()) } else { (dev, ino) };
     let key = DedupKey { start_ns, tgid, access, dev, ino, errno, _pad0: 0 };
     if let Some(v) = DEDUP.get_ptr_mut(key) {
-        // SAFETY: a live map value; the count is added atomically because
-        // threads of one process may hit the key on several CPUs at once.
-        unsafe {
-            // Result unused: LLVM emits the plain atomic add (no fetch), which
-            // every kernel with BPF atomics supports.
-            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
-                &raw mut (*v).total,
-                1,
-            );
-            (*v).last_ns = now;
-            if now.wrapping_sub((*v).emitted_ns) < window {
-                count(EventKind::FileOpen, Counter::DedupSuppressed);
-                return None;
-            }
-            (*v).emitted_ns = now;
-            Some((*v).total)
+        return fold(v, now, window);
+    }
+    // A new key. Inserted only if still absent: two threads of the process
+    // opening the file on two CPUs at once would otherwise both insert a
+    // total of 1, the second over the first, and one open would never be
+    // counted. The CPU that loses folds its open into the winner's key.
+    let v = DedupValue { emitted_ns: now, last_ns: now, total: 1 };
+    if DEDUP.insert(key, v, u64::from(BPF_NOEXIST)).is_err()
+        && let Some(v) = DEDUP.get_ptr_mut(key)
+    {
+        return fold(v, now, window);
+    }
+    Some(1)
+}
+
+/// One more open of an existing de-dup key: counted, and emitted (with the
+/// key's total) only when the window since the key's last event has passed.
+#[inline(always)]
+fn fold(v: *mut DedupValue, now: u64, window: u64) -> Option<u64> {
+    // SAFETY: a live map value; the count is added atomically because
+    // threads of one process may hit the key on several CPUs at once.
+    unsafe {
+        // Result unused: LLVM emits the plain atomic add (no fetch), which
+        // every kernel with BPF atomics supports.
+        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(&raw mut (*v).total, 1);
+        (*v).last_ns = now;
+        if now.wrapping_sub((*v).emitted_ns) < window {
+            count(EventKind::FileOpen, Counter::DedupSuppressed);
+            return None;
         }
-    } else {
-        let v = DedupValue { emitted_ns: now, last_ns: now, total: 1 };
-        let _ = DEDUP.insert(key, v, 0);
-        Some(1)
+        (*v).emitted_ns = now;
+        Some((*v).total)
     }
 }
 

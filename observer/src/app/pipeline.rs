@@ -377,7 +377,14 @@ impl Pipeline {
                         Accessed { record, head }
                     })
                     .collect();
-                let count = self.dedup.on_event(ev, &records);
+                let kernel = self.kernel.as_ref();
+                let Some(count) = self.dedup.on_event(ev, &records, |k| kernel.and_then(|s| s.dedup.get(k, 0).ok())) else {
+                    // Its opens are already counted (emitted on two CPUs at
+                    // once, or counted by a sweep while in the ring:
+                    // `app::dedup`).
+                    self.stats.count("file_event_dedup_duplicate");
+                    return;
+                };
                 let process = ProcKey { tgid: ev.task.tgid, start_boot_ns: ev.task.start_boot_ns };
                 for Accessed { mut record, head } in records {
                     set_count(&mut record, count);

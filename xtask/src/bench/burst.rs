@@ -80,6 +80,12 @@ impl Figures {
         self.opens.saturating_sub(self.counted) + self.lost_counter
     }
 
+    /// Opens counted more than once at the default settings (the counts
+    /// sum above the opens made; a de-dup race once did that).
+    pub fn over(&self) -> u64 {
+        self.counted.saturating_sub(self.opens)
+    }
+
     /// The loss counter is exact with the too-small ring, and it did lose.
     pub fn small_ring_exact(&self) -> bool {
         self.small_lost > 0 && self.small_arrived + self.small_lost == self.small_opens
