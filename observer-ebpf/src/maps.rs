@@ -142,6 +142,19 @@ pub fn scratch() -> Option<&'static mut Scratch> {
 #[map]
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
+/// Adds one to a map value's count, atomically: threads of one process
+/// may reach the same entry on several CPUs at once. The result is unused,
+/// so LLVM emits the plain atomic add (no fetch), which every kernel with
+/// BPF atomics supports.
+///
+/// # Safety
+/// `n` points into a live map value.
+#[inline(always)]
+pub unsafe fn atomic_inc(n: *mut u64) {
+    // SAFETY: the caller's.
+    unsafe { core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(n, 1) };
+}
+
 #[inline(always)]
 pub fn count(kind: EventKind, counter: Counter) {
     if let Some(slot) = COUNTERS.get_ptr_mut(counter_index(kind, counter)) {

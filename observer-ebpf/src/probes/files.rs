@@ -31,7 +31,7 @@ use observer_common::{
 use crate::{
     kernel::{self, FileRef},
     maps::{
-        AFFIX_GATE, DEDUP, EVENTS, FILE_CFG, FILE_LOST_TGID, INODE_GATE, NAME_GATE, PATH_GATE, PATH_RULES, Pending, SCRATCH, WATCHED_INODES, count,
+        AFFIX_GATE, DEDUP, EVENTS, FILE_CFG, FILE_LOST_TGID, INODE_GATE, atomic_inc, NAME_GATE, PATH_GATE, PATH_RULES, Pending, SCRATCH, WATCHED_INODES, count,
         file_cfg, gate_test, scratch,
     },
 };
@@ -631,12 +631,10 @@ fn dedup(p: &Pending, now: u64) -> Option<u64> {
 /// key's total) only when the window since the key's last event has passed.
 #[inline(always)]
 fn fold(v: *mut DedupValue, now: u64, window: u64) -> Option<u64> {
-    // SAFETY: a live map value; the count is added atomically because
-    // threads of one process may hit the key on several CPUs at once.
+    // SAFETY: a live map value (its count added atomically: threads of
+    // one process may hit the key on several CPUs at once).
     unsafe {
-        // Result unused: LLVM emits the plain atomic add (no fetch), which
-        // every kernel with BPF atomics supports.
-        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(&raw mut (*v).total, 1);
+        atomic_inc(&raw mut (*v).total);
         (*v).last_ns = now;
         if now.wrapping_sub((*v).emitted_ns) < window {
             count(EventKind::FileOpen, Counter::DedupSuppressed);
@@ -653,17 +651,14 @@ fn fold(v: *mut DedupValue, now: u64, window: u64) -> Option<u64> {
 /// added to.
 #[inline(always)]
 fn count_lost(tgid: u32) {
-    let add = |n: *mut u64| {
-        // SAFETY: a live map value. Result unused: LLVM emits the plain
-        // atomic add (no fetch), as in `dedup`.
-        unsafe { core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(n, 1) };
-    };
     if let Some(n) = FILE_LOST_TGID.get_ptr_mut(tgid) {
-        add(n);
+        // SAFETY: a live map value.
+        unsafe { atomic_inc(n) };
     } else if FILE_LOST_TGID.insert(tgid, 1, u64::from(BPF_NOEXIST)).is_err()
         && let Some(n) = FILE_LOST_TGID.get_ptr_mut(tgid)
     {
-        add(n);
+        // SAFETY: a live map value.
+        unsafe { atomic_inc(n) };
     }
 }
 

@@ -476,6 +476,49 @@ mod tests {
     use super::*;
     use crate::model::records::samples;
 
+    /// The samples with every optional part absent.
+    mod bare {
+        use crate::model::records::{self, AccessSource, FileContent, Identity, samples};
+
+        pub fn access() -> records::CredentialAccess {
+            let mut a = samples::accesses().remove(0);
+            if let AccessSource::File(f) = &mut a.source {
+                f.identity = Identity::default();
+                f.content = FileContent::default();
+                f.open.inode = None;
+                f.open.device = None;
+                f.count = None;
+                f.kind = None;
+                f.rule = None;
+            }
+            a.record_id = None;
+            a
+        }
+
+        pub fn connection() -> records::Connection {
+            let mut c = samples::connection();
+            c.tls = None;
+            c.server_name_source = None;
+            c.error_type = None;
+            c
+        }
+
+        pub fn usage() -> records::Usage {
+            let mut u = samples::usage();
+            u.destinations = None;
+            u
+        }
+
+        pub fn finding() -> records::Finding {
+            let mut f = samples::finding();
+            f.workload = None;
+            f.unused = None;
+            f.server_address = None;
+            f.file_path = None;
+            f
+        }
+    }
+
     fn every_record() -> Vec<Emit> {
         let mut all: Vec<Emit> = samples::accesses().into_iter().map(Emit::from).collect();
         all.extend([
@@ -571,30 +614,8 @@ mod tests {
     /// and absent.
     #[test]
     fn no_record_text_has_a_null() {
-        use crate::model::records::{AccessSource, FileContent, Identity};
         let mut all = every_record();
-        let mut bare = samples::accesses().remove(0);
-        if let AccessSource::File(f) = &mut bare.source {
-            f.identity = Identity::default();
-            f.content = FileContent::default();
-            f.open.inode = None;
-            f.open.device = None;
-            f.count = None;
-            f.kind = None;
-            f.rule = None;
-        }
-        let mut connection = samples::connection();
-        connection.tls = None;
-        connection.server_name_source = None;
-        connection.error_type = None;
-        let mut usage = samples::usage();
-        usage.destinations = None;
-        let mut finding = samples::finding();
-        finding.workload = None;
-        finding.unused = None;
-        finding.server_address = None;
-        finding.file_path = None;
-        all.extend([bare.into(), connection.into(), usage.into(), finding.into()]);
+        all.extend([bare::access().into(), bare::connection().into(), bare::usage().into(), bare::finding().into()]);
         for mut r in all {
             for json in [r.json().expect("renders"), r.to_json("i-1".into()).expect("renders")] {
                 let v: serde_json::Value = serde_json::from_str(&json).expect("JSON");
@@ -681,20 +702,11 @@ mod tests {
     /// store's column rely on.
     #[test]
     fn every_record_reads_back_as_itself() {
-        use crate::model::records::{AccessSource, Facts, FileContent, Identity};
+        use crate::model::records::{AccessSource, Facts};
         for access in samples::accesses() {
             round_trip(&access);
         }
-        let mut bare = samples::accesses().remove(0);
-        if let AccessSource::File(f) = &mut bare.source {
-            f.identity = Identity::default();
-            f.content = FileContent::default();
-            f.open.inode = None;
-            f.open.device = None;
-            f.count = None;
-        }
-        bare.record_id = None;
-        round_trip(&bare);
+        round_trip(&bare::access());
         let mut facts = samples::accesses().remove(0);
         if let AccessSource::File(f) = &mut facts.source {
             f.identity.facts = Facts(vec![
@@ -705,21 +717,12 @@ mod tests {
         }
         round_trip(&facts);
         round_trip(&samples::rotation());
-        let mut connection = samples::connection();
-        round_trip(&connection);
-        connection.tls = None;
-        connection.server_name_source = None;
-        connection.error_type = None;
-        round_trip(&connection);
-        let mut usage = samples::usage();
-        round_trip(&usage);
-        usage.destinations = None;
-        round_trip(&usage);
-        let mut finding = samples::finding();
-        round_trip(&finding);
-        finding.workload = None;
-        finding.unused = None;
-        round_trip(&finding);
+        round_trip(&samples::connection());
+        round_trip(&bare::connection());
+        round_trip(&samples::usage());
+        round_trip(&bare::usage());
+        round_trip(&samples::finding());
+        round_trip(&bare::finding());
         round_trip(&samples::coverage());
         round_trip(&samples::stats());
     }
