@@ -50,11 +50,6 @@ fn not_a_struct<E: ser::Error, T>() -> Result<T, E> {
     Err(E::custom("a flattened part must be a struct"))
 }
 
-macro_rules! not_a_struct {
-    ($($f:ident($($t:ty),*)),* $(,)?) => {
-        $(fn $f(self, $(_: $t),*) -> Result<(), S::Error> { not_a_struct() })*
-    };
-}
 
 impl<'a, S: SerializeStruct> Serializer for Flat<'a, S> {
     type Ok = ();
@@ -67,7 +62,7 @@ impl<'a, S: SerializeStruct> Serializer for Flat<'a, S> {
     type SerializeStruct = Self;
     type SerializeStructVariant = Impossible<(), S::Error>;
 
-    not_a_struct!(
+    refuse!(not_a_struct();
         serialize_bool(bool),
         serialize_i8(i8),
         serialize_i16(i16),

@@ -29,6 +29,16 @@
 //! the store serialises once; JSON lines and OTLP are made from that one
 //! serialisation, and `render` gives the same names and values as
 //! attributes.
+/// Serializer methods that refuse their value (the model's serializers
+/// each take only some shapes): `refuse!(error; method(argument types),
+/// ...)`, each method returning `error`. Defined before the modules that
+/// use it.
+macro_rules! refuse {
+    ($err:expr; $($f:ident($($t:ty),*)),* $(,)?) => {
+        $(fn $f(self, $(_: $t),*) -> Result<Self::Ok, Self::Error> { $err })*
+    };
+}
+
 pub mod file;
 pub mod flat;
 pub mod json;

@@ -117,11 +117,6 @@ impl Attributes<'_> {
     }
 }
 
-macro_rules! not_a_record {
-    ($($f:ident($($t:ty),*)),* $(,)?) => {
-        $(fn $f(self, $(_: $t),*) -> Result<Self::Ok, Error> { unsupported("a record") })*
-    };
-}
 
 impl<'a> ser::Serializer for Attributes<'a> {
     type Ok = ();
@@ -134,7 +129,7 @@ impl<'a> ser::Serializer for Attributes<'a> {
     type SerializeStruct = Self;
     type SerializeStructVariant = Impossible<(), Error>;
 
-    not_a_record!(
+    refuse!(unsupported("a record");
         serialize_bool(bool),
         serialize_i8(i8),
         serialize_i16(i16),
@@ -269,7 +264,7 @@ impl ser::Serializer for Key {
         Ok(intern(v))
     }
 
-    not_a_record!(
+    refuse!(unsupported("a record");
         serialize_bool(bool),
         serialize_i8(i8),
         serialize_i16(i16),
