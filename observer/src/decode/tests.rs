@@ -114,6 +114,33 @@ proptest::proptest! {
             Err(e) => proptest::prop_assert!(false, "unexpected {e}"),
         }
     }
+
+    /// The walk's path is its names in reverse order, each after a `/`,
+    /// empty names skipped, as splitting the walk at its NULs gives it;
+    /// bytes of 0, `/` and a few letters, so that names, empty names and
+    /// every position of a NUL occur.
+    #[test]
+    fn walked_path_is_the_names_reversed(
+        walk in proptest::collection::vec(proptest::sample::select(vec![0u8, 0, b'/', b'a', b'b', 0xff]), 0..80),
+        len in 0u16..100,
+        complete in proptest::bool::ANY,
+    ) {
+        let used = &walk[..usize::from(len).min(walk.len())];
+        let mut want = Vec::new();
+        if !complete {
+            want.extend_from_slice("…".as_bytes());
+        }
+        for name in used.split(|&c| c == 0).rev().filter(|n| !n.is_empty()) {
+            want.push(b'/');
+            want.extend_from_slice(name);
+        }
+        if want.is_empty() {
+            want.push(b'/');
+        }
+        let got = walked_path(&walk, len, complete);
+        proptest::prop_assert_eq!(got.path.clone().into_vec(), want);
+        proptest::prop_assert_eq!(got.complete, complete);
+    }
 }
 
 mod process {
