@@ -184,7 +184,7 @@ fn classify<'a>(
     let r = CredentialAccess {
         time: SystemTime::UNIX_EPOCH + Duration::from_nanos(ev.boot_ns),
         host_name: "bench".into(),
-        source: AccessSource::File(access),
+        source: AccessSource::File(Box::new(access)),
         record_id: None,
     };
     let consumer = Consumer {

@@ -115,13 +115,13 @@ fn env_access(n: usize) -> CredentialAccess {
     CredentialAccess {
         time: SystemTime::now(),
         host_name: "bench-host-01".into(),
-        source: AccessSource::Env(EnvAccess {
+        source: AccessSource::Env(Box::new(EnvAccess {
             kind: "aws.access_key".into(),
             id: Some("AKIAIOSFODNN7EXAMPLE".into()),
             env_name: "AWS_ACCESS_KEY_ID".into(),
             process,
             workload: connection(n).workload,
-        }),
+        })),
         record_id: None,
     }
 }

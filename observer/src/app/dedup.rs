@@ -241,7 +241,7 @@ mod tests {
             record: CredentialAccess {
                 time: std::time::SystemTime::UNIX_EPOCH,
                 host_name: String::new(),
-                source: crate::model::records::AccessSource::File(Default::default()),
+                source: crate::model::records::AccessSource::File(Box::default()),
                 record_id: None,
             },
             head: None,

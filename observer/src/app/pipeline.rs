@@ -328,7 +328,7 @@ impl Pipeline {
                 let base = CredentialAccess {
                     time: self.clock.wall_time(ev.boot_ns),
                     host_name: self.host_name.clone(),
-                    source: AccessSource::File(access),
+                    source: AccessSource::File(Box::new(access)),
                     record_id: None,
                 };
                 let mut records: Vec<(CredentialAccess, Option<Credential>)> = Vec::new();
@@ -664,7 +664,7 @@ mod tests {
         CredentialAccess {
             time: std::time::SystemTime::UNIX_EPOCH,
             host_name: "h".into(),
-            source: AccessSource::File(f),
+            source: AccessSource::File(Box::new(f)),
             record_id: None,
         }
     }

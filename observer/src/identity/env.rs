@@ -257,13 +257,13 @@ pub fn record(
     CredentialAccess {
         time,
         host_name: host_name.to_owned(),
-        source: AccessSource::Env(EnvAccess {
+        source: AccessSource::Env(Box::new(EnvAccess {
             kind: kind.to_owned(),
             id: credential.map(|c| c.id.clone()),
             env_name: cred.name.clone(),
             process: Process::new(&ev.task, ev.exe.as_ref()),
             workload: Workload::default(),
-        }),
+        })),
         record_id: None,
     }
 }

@@ -100,7 +100,7 @@ pub fn rotation(
         time: base.time,
         host_name: base.host_name.clone(),
         source: "file",
-        access: access.clone(),
+        access: (**access).clone(),
         change: records::RotationIds { previous_ids, current_ids, identity_changed },
         record_id: None,
     })

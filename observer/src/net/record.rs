@@ -108,7 +108,7 @@ pub fn imds_request(r: &ImdsRequest, host_name: &str, time: SystemTime) -> Crede
     CredentialAccess {
         time,
         host_name: host_name.to_owned(),
-        source: AccessSource::Imds(ImdsAccess {
+        source: AccessSource::Imds(Box::new(ImdsAccess {
             kind: r.call.kind,
             id: r.call.id.clone(),
             provider: r.call.provider,
@@ -121,7 +121,7 @@ pub fn imds_request(r: &ImdsRequest, host_name: &str, time: SystemTime) -> Crede
             socket: socket_facts(&r.socket),
             process: Process::new(&r.socket.task, r.socket.exe.as_ref()),
             workload: Workload::default(),
-        }),
+        })),
         record_id: None,
     }
 }

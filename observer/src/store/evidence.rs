@@ -91,7 +91,7 @@ fn file_access(event: &str, body: &str) -> Option<(FileAccess, Vec<String>)> {
     }
     let AccessSource::File(f) = from_json::<CredentialAccess>(body)?.source else { return None };
     let ids = f.identity.id.iter().cloned().collect();
-    Some((f, ids))
+    Some((*f, ids))
 }
 
 /// The nearest ancestor directory anyone may write to (sticky or not).
@@ -496,7 +496,7 @@ mod tests {
         CredentialAccess {
             time: SystemTime::now(),
             host_name: String::new(),
-            source: AccessSource::File(FileAccess {
+            source: AccessSource::File(Box::new(FileAccess {
                 kind: Some("aws.access_key".into()),
                 open: FileOpen { path: path.into(), create, result: 3, ..FileOpen::default() },
                 process: Process {
@@ -507,7 +507,7 @@ mod tests {
                 workload: Workload { tty: tty.map(str::to_owned), ..Workload::default() },
                 identity: Identity { id: id.map(str::to_owned), ..Identity::default() },
                 ..FileAccess::default()
-            }),
+            })),
             record_id: None,
         }
     }
@@ -527,7 +527,7 @@ mod tests {
             time: SystemTime::now(),
             host_name: String::new(),
             source: "file",
-            access,
+            access: *access,
             change: RotationIds {
                 previous_ids: "AKIAOLD".into(),
                 current_ids: "AKIANEW1,AKIANEW2".into(),
@@ -561,14 +561,14 @@ mod tests {
         let imds = || CredentialAccess {
             time: SystemTime::now(),
             host_name: "h".into(),
-            source: AccessSource::Imds(ImdsAccess {
+            source: AccessSource::Imds(Box::new(ImdsAccess {
                 id: Some("role-IMDS".into()),
                 provider: "aws",
                 operation: "credentials",
                 method: "GET".into(),
                 url_path: "/latest/meta-data/iam/security-credentials/role".into(),
                 ..ImdsAccess::default()
-            }),
+            })),
             record_id: None,
         };
         s.append(&mut crate::store::writer::tests::record(1)).unwrap();

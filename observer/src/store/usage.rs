@@ -334,14 +334,14 @@ mod tests {
         let r = CredentialAccess {
             time: SystemTime::now(),
             host_name: "h".into(),
-            source: AccessSource::File(FileAccess {
+            source: AccessSource::File(Box::new(FileAccess {
                 kind: Some("aws.access_key".into()),
                 identity: Identity { id: Some("AKIARECOUNT".into()), ..Identity::default() },
                 process: Process { pid: 42, executable_path: Some(exe.into()), ..Process::default() },
                 workload: Workload { interactive: Some(false), ..Workload::default() },
                 count: Some(count),
                 ..FileAccess::default()
-            }),
+            })),
             record_id: None,
         };
         // The live path's head, from the typed values the record shows.

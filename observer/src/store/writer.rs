@@ -1140,13 +1140,13 @@ pub(super) mod tests {
         CredentialAccess {
             time: SystemTime::now(),
             host_name: "h".into(),
-            source: AccessSource::Env(EnvAccess {
+            source: AccessSource::Env(Box::new(EnvAccess {
                 kind: "aws.access_key".into(),
                 id: Some(format!("AKIA{n}")),
                 env_name: format!("AWS_ACCESS_KEY_ID{pad}"),
                 process: Process { pid: n, ..Process::default() },
                 workload: Default::default(),
-            }),
+            })),
             record_id: None,
         }
     }
