@@ -8,7 +8,10 @@ use std::{num::NonZeroUsize, sync::Arc};
 use lru::LruCache;
 
 use super::UsageHead;
-use crate::model::{Consumer, Credential, Source, subject::write_usage_key};
+use crate::model::{
+    Consumer, Credential, Source,
+    subject::{hash_usage_key, same_usage_key, write_usage_key},
+};
 
 /// What names a usage: the host, the credential, how it was obtained and
 /// the workload that used it.
@@ -43,30 +46,49 @@ pub fn usage_head(s: &Subject<'_>) -> Option<UsageHead> {
 }
 
 /// Usage heads recently seen, shared: a process reading the same credential
-/// in a loop builds its usage key once per access (no copy) and its head
-/// once. Bounded (least recently used first).
-pub struct Heads {
-    cache: LruCache<Arc<str>, Arc<UsageHead>>,
+/// in a loop finds its head by a hash of the usage key's parts, checked
+/// against them, without writing the key; a head is made (and its key
+/// written) once. Bounded (least recently used first).
+/// (`S` hashes the key's parts; a test gives one under which every
+/// subject collides.)
+pub struct Heads<S = lru::DefaultHasher> {
+    /// By [`hash_usage_key`]; a hit is a head only if [`same_usage_key`].
+    cache: LruCache<u64, Arc<UsageHead>>,
+    state: S,
     key: String,
 }
 
 impl Heads {
     pub fn new(capacity: NonZeroUsize) -> Self {
-        Self { cache: LruCache::sparse(capacity), key: String::with_capacity(256) }
+        Self::with_hasher(capacity, lru::DefaultHasher::default())
+    }
+}
+
+impl<S: std::hash::BuildHasher> Heads<S> {
+    pub fn with_hasher(capacity: NonZeroUsize, state: S) -> Self {
+        Self { cache: LruCache::sparse(capacity), state, key: String::with_capacity(256) }
     }
 
     /// [`usage_head`], shared with earlier accesses of the same usage.
     pub fn get(&mut self, s: &Subject<'_>) -> Option<Arc<UsageHead>> {
+        use std::hash::Hasher;
         if s.credential.id.is_empty() {
             return None;
         }
-        self.key.clear();
-        write_usage_key(s.host, s.credential, s.source, s.consumer, &mut self.key);
-        if let Some(head) = self.cache.get(self.key.as_str()) {
+        let mut h = self.state.build_hasher();
+        hash_usage_key(&s.credential.id, s.source, s.consumer, &mut h);
+        let hash = h.finish();
+        let subject = (s.host, s.credential.id.as_str(), s.source.as_str(), s.consumer);
+        if let Some(head) = self.cache.get(&hash)
+            && same_usage_key((&head.host, &head.nhi_id, &head.source, &head.consumer), subject)
+        {
             return Some(head.clone());
         }
+        // New, or another usage with the same hash (it is replaced).
+        self.key.clear();
+        write_usage_key(s.host, s.credential, s.source, s.consumer, &mut self.key);
         let head = Arc::new(head_with_key(s, Arc::from(self.key.as_str())));
-        self.cache.put(head.key.clone(), head.clone());
+        self.cache.put(hash, head.clone());
         Some(head)
     }
 }
@@ -128,5 +150,44 @@ mod tests {
         assert!(head(&pod).unwrap().key.contains("process.interactive=true\u{1f}"));
         let none = cred("");
         assert!(heads.get(&Subject { host: "h", credential: &none, source: Source::Env, consumer: &c1 }).is_none());
+    }
+
+    /// A head is found by a hash of the key's parts, then checked against
+    /// them: what differs in the key gives another head, what the key
+    /// leaves out (a pod's container) does not.
+    #[test]
+    fn a_head_is_shared_only_by_subjects_with_its_key() {
+        a_head_is_shared_only_by_its_subjects(Heads::new(NonZeroUsize::new(16).unwrap()));
+        /// Every subject hashes to 0: only the check tells usages apart.
+        #[derive(Default)]
+        struct Collide;
+        impl std::hash::Hasher for Collide {
+            fn finish(&self) -> u64 {
+                0
+            }
+            fn write(&mut self, _: &[u8]) {}
+        }
+        let collide = std::hash::BuildHasherDefault::<Collide>::default();
+        a_head_is_shared_only_by_its_subjects(Heads::with_hasher(NonZeroUsize::new(16).unwrap(), collide));
+    }
+
+    fn a_head_is_shared_only_by_its_subjects<S: std::hash::BuildHasher>(mut heads: Heads<S>) {
+        let (id, other) = (cred("AKIAIOSFODNN7EXAMPLE"), cred("AKIAIOSFODNN7EXAMPLF"));
+        let c = consumer(1, "/usr/bin/aws", false);
+        let base = heads.get(&Subject { host: "h", credential: &id, source: Source::File, consumer: &c }).unwrap();
+        for (host, credential, source) in [("h2", &id, Source::File), ("h", &other, Source::File), ("h", &id, Source::Env)] {
+            let head = heads.get(&Subject { host, credential, source, consumer: &c }).unwrap();
+            assert!(!Arc::ptr_eq(&base, &head), "{host} {} {source:?} took another usage's head", credential.id);
+            assert_eq!(*head, usage_head(&Subject { host, credential, source, consumer: &c }).unwrap());
+        }
+        let mut uid = c.clone();
+        uid.user_id = Some(1000);
+        assert_ne!(heads.get(&Subject { host: "h", credential: &id, source: Source::File, consumer: &uid }).unwrap().key, base.key);
+        let (pod_a, pod_b) = (consumer(2, "/usr/bin/aws", true), consumer(3, "/usr/bin/aws", true));
+        let a = heads.get(&Subject { host: "h", credential: &id, source: Source::File, consumer: &pod_a }).unwrap();
+        let b = heads.get(&Subject { host: "h", credential: &id, source: Source::File, consumer: &pod_b }).unwrap();
+        assert!(Arc::ptr_eq(&a, &b), "two containers of one pod workload are one usage");
+        // (Under collisions the slot went to others meanwhile: an equal head.)
+        assert_eq!(*heads.get(&Subject { host: "h", credential: &id, source: Source::File, consumer: &c }).unwrap(), *base);
     }
 }

@@ -101,7 +101,9 @@ impl Part<'_> {
 }
 
 impl Consumer {
-    /// The present values, in [`CONSUMER_KEYS`] order.
+    /// The present values, in [`CONSUMER_KEYS`] order. [`hash_usage_key`]
+    /// and [`same_usage_key`] go through the same fields: change them
+    /// together (`same_usage_key_is_the_key_texts_equality_typed`).
     fn parts(&self) -> impl Iterator<Item = (&'static str, Part<'_>)> {
         let in_pod = self.namespace.is_some();
         fn s<'a>(k: &'static str, v: &'a Option<String>) -> Option<(&'static str, Part<'a>)> {
@@ -175,6 +177,46 @@ pub fn write_usage_key(
     }
 }
 
+/// A hash of part of what [`write_usage_key`] would write, without writing
+/// it: subjects with one key hash alike. Only the parts that usually tell
+/// usages apart on one host (the credential, the executable, the user, the
+/// container or the pod's service account) are hashed: each hashed text
+/// costs about as much as comparing all of them, and two subjects that
+/// hash alike are told apart by [`same_usage_key`].
+pub fn hash_usage_key(id: &str, source: Source, c: &Consumer, state: &mut impl std::hash::Hasher) {
+    use std::hash::Hash;
+    id.hash(state);
+    source.hash(state);
+    c.executable_path.hash(state);
+    c.user_id.hash(state);
+    if c.namespace.is_none() {
+        c.container_id.hash(state);
+    } else {
+        c.service_account.hash(state);
+    }
+}
+
+/// Whether two subjects (host, credential id, source, consumer) have one
+/// usage key, compared typed rather than as [`write_usage_key`] texts (so
+/// a value holding the separator cannot pass for two values): the fields
+/// [`Consumer::parts`] lists, a pod's container left out.
+/// (The sources as their names: a usage head keeps its source as text.)
+pub fn same_usage_key(a: (&str, &str, &str, &Consumer), b: (&str, &str, &str, &Consumer)) -> bool {
+    let (x, y) = (a.3, b.3);
+    a.0 == b.0
+        && a.1 == b.1
+        && a.2 == b.2
+        && x.executable_path == y.executable_path
+        && x.user_id == y.user_id
+        && x.user_name == y.user_name
+        && x.interactive == y.interactive
+        && x.systemd_unit == y.systemd_unit
+        && x.namespace == y.namespace
+        && (x.namespace.is_some() || x.container_id == y.container_id)
+        && x.container_runtime == y.container_runtime
+        && x.service_account == y.service_account
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,5 +254,64 @@ mod tests {
                 "nhi.k8s.service_account"
             ]
         );
+    }
+
+    /// Typed comparison is the key text's, except that a value holding the
+    /// separator cannot pass for two values; equal keys hash alike.
+    #[test]
+    fn same_usage_key_is_the_key_texts_equality_typed() {
+        use std::hash::{BuildHasher, Hasher};
+        let hash = |c: &Consumer| {
+            let state = std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default();
+            let mut h = state.build_hasher();
+            hash_usage_key("AKIA1", Source::File, c, &mut h);
+            h.finish()
+        };
+        let text = |c: &Consumer| {
+            let mut key = String::new();
+            write_usage_key("h", &Credential { id: "AKIA1".into(), kind: "k".into() }, Source::File, c, &mut key);
+            key
+        };
+        let a = Consumer { executable_path: Some("/x".into()), user_id: Some(0), ..Consumer::default() };
+        let same = |x: &Consumer, y: &Consumer| same_usage_key(("h", "AKIA1", "file", x), ("h", "AKIA1", "file", y));
+        let mut b = a.clone();
+        assert!(same(&a, &b) && text(&a) == text(&b) && hash(&a) == hash(&b));
+        // In a pod the container is not part of the key.
+        let (mut p, mut q) = (a.clone(), a.clone());
+        (p.namespace, q.namespace) = (Some("ns".into()), Some("ns".into()));
+        (p.container_id, q.container_id) = (Some("c1".into()), Some("c2".into()));
+        assert!(same(&p, &q) && text(&p) == text(&q) && hash(&p) == hash(&q));
+        // Each field, changed alone, in and out of a pod: another key
+        // exactly when the key text differs; one key, one hash.
+        for base in [a.clone(), p.clone()] {
+            let changes: [fn(&mut Consumer); 9] = [
+                |c| c.executable_path = None,
+                |c| c.user_id = Some(7),
+                |c| c.user_name = Some("u".into()),
+                |c| c.interactive = Some(false),
+                |c| c.systemd_unit = Some("x.service".into()),
+                |c| c.container_id = Some("c9".into()),
+                |c| c.container_runtime = Some("containerd".into()),
+                |c| c.namespace = Some("other".into()),
+                |c| c.service_account = Some("ns/sa".into()),
+            ];
+            for (i, change) in changes.iter().enumerate() {
+                let mut b = base.clone();
+                change(&mut b);
+                assert_eq!(same(&base, &b), text(&base) == text(&b), "field {i}, pod {:?}", base.namespace);
+                if same(&base, &b) {
+                    assert_eq!(hash(&base), hash(&b), "field {i}");
+                }
+            }
+        }
+        b.user_id = Some(1);
+        assert!(!same(&a, &b) && text(&a) != text(&b));
+        // One text, two keys.
+        let forged = Consumer { executable_path: Some("/x\u{1f}process.user.id=0".into()), ..Consumer::default() };
+        assert_eq!(text(&forged), text(&a));
+        assert!(!same(&forged, &a));
+        assert!(!same_usage_key(("h", "AKIA1", "file", &a), ("h", "AKIA1", "env", &a)));
+        assert!(!same_usage_key(("h", "AKIA1", "file", &a), ("h2", "AKIA1", "file", &a)));
+        assert!(!same_usage_key(("h", "AKIA1", "file", &a), ("h", "AKIA2", "file", &a)));
     }
 }
