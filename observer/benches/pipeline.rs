@@ -178,6 +178,13 @@ fn classify<'a>(
     let (rule_id, _) = watch.confirm(ev)?;
     let rule = watch.rule(rule_id)?;
     let mut access = nhi_observer::model::file::file_access(ev, Some((rule.name.as_str(), rule.kind.as_str())));
+    // As the agent's `Identity::typed_consumer` makes it: the executable's
+    // text copied from the record's process (the same walk).
+    let consumer = Consumer {
+        executable_path: access.process.executable_path.clone(),
+        user_id: Some(ev.task.uid),
+        ..Consumer::default()
+    };
     let credential = ids.get(&ev.ino)?;
     access.identity = Identity { id: Some(credential.id.clone()), ..Identity::default() };
     access.count = Some(1);
@@ -186,11 +193,6 @@ fn classify<'a>(
         host_name: "bench".into(),
         source: AccessSource::File(Box::new(access)),
         record_id: None,
-    };
-    let consumer = Consumer {
-        executable_path: ev.exe.as_ref().map(decode::WalkedPath::lossy),
-        user_id: Some(ev.task.uid),
-        ..Consumer::default()
     };
     Some((r, credential, consumer, ProcKey { tgid: ev.task.tgid, start_boot_ns: ev.task.start_boot_ns }, ev.boot_ns))
 }

@@ -283,7 +283,7 @@ impl Identity {
     ) -> (crate::model::records::Workload, Consumer) {
         let w = self.workload(task);
         w.fill_process(process);
-        (w.typed(), w.consumer(task, exe))
+        (w.typed(), w.consumer_with(task, exe_text(exe, process)))
     }
 
     /// A process the table does not know: from /proc if it is still the same
@@ -361,17 +361,30 @@ fn fill_from_task(e: &mut ProcessEntry, task: &Task) {
 
 use crate::clock::boot_now_ns;
 
+/// The kernel's executable path (`exe`) as text: the record's process has
+/// the same walk as text already (`Process::new`), copied when it is that
+/// walk rather than converted again.
+fn exe_text(exe: Option<&crate::decode::WalkedPath>, process: &crate::model::records::Process) -> Option<String> {
+    exe.map(|e| match &process.executable_path {
+        Some(text) if text.as_bytes() == e.path.as_encoded_bytes() => text.clone(),
+        _ => e.lossy(),
+    })
+}
+
 impl Workload {
     /// The values that name this workload as a credential's consumer, as
     /// the record of an event shows them: the executable path the kernel
     /// captured with the event (`exe`) when there is one, else the process
     /// table's.
     pub fn consumer(&self, task: &Task, exe: Option<&crate::decode::WalkedPath>) -> Consumer {
+        self.consumer_with(task, exe.map(crate::decode::WalkedPath::lossy))
+    }
+
+    /// [`Workload::consumer`], with the kernel's executable path already as
+    /// text (`exe`).
+    fn consumer_with(&self, task: &Task, exe: Option<String>) -> Consumer {
         let process = self.process.as_ref();
-        let executable_path = match exe {
-            Some(exe) => Some(exe.lossy()),
-            None => process.and_then(|p| p.exe.as_deref().map(str::to_owned)),
-        };
+        let executable_path = exe.or_else(|| process.and_then(|p| p.exe.as_deref().map(str::to_owned)));
         let cgroup = self.cgroup.as_ref().map(|c| &c.workload);
         Consumer {
             executable_path,
@@ -495,6 +508,15 @@ mod tests {
                 .collect();
             assert_eq!(consumer.attributes(), shown, "pod: {pod}, kernel exe: {}", exe.is_some());
             assert_eq!(shown.len(), if pod { 8 } else { 7 });
+            assert_eq!(w.consumer_with(&task(), exe_text(exe, &process)), consumer);
         }
+        // Not the walk the process shows, or not UTF-8: converted.
+        use std::os::unix::ffi::OsStringExt;
+        let odd = WalkedPath { path: std::ffi::OsString::from_vec(b"/opt/\xffx".to_vec()), complete: true };
+        let mut other = crate::model::records::Process::new(&task(), Some(&kernel_exe));
+        assert_eq!(exe_text(Some(&odd), &other).as_deref(), Some("/opt/\u{fffd}x"));
+        other.executable_path = Some("/usr/bin/other".into());
+        assert_eq!(exe_text(Some(&kernel_exe), &other).as_deref(), Some("/usr/bin/aws"));
+        assert_eq!(exe_text(None, &other), None);
     }
 }
