@@ -54,7 +54,37 @@ pub struct UsageHead {
     pub host: String,
     /// The workload that used the credential.
     pub consumer: Consumer,
+    /// A hash of `key`, made once ([`UsageHead::new`]): the pending map
+    /// is keyed by it rather than hashing the key's long text per access.
+    key_hash: u64,
 }
+
+impl UsageHead {
+    pub fn new(key: Arc<str>, nhi_id: String, kind: String, source: String, host: String, consumer: Consumer) -> Self {
+        use std::hash::BuildHasher;
+        // SipHash with fixed keys: the same text, the same hash.
+        let key_hash = std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default().hash_one(&*key);
+        Self { key, nhi_id, kind, source, host, consumer, key_hash }
+    }
+}
+
+/// A pending delta's key: its head, hashed by the key's hash made once,
+/// equal by the key (the pointer first: heads of one usage are shared).
+struct Pending(Arc<UsageHead>);
+
+impl std::hash::Hash for Pending {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0.key_hash);
+    }
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0.key == other.0.key
+    }
+}
+
+impl Eq for Pending {}
 
 /// A credential use by a process.
 #[derive(Debug, Clone)]
@@ -160,9 +190,9 @@ struct Recent {
 pub struct Correlator {
     cfg: CorrelatorConfig,
     recent: LruCache<ProcKey, Vec<Recent>>,
-    /// By usage key, hashed with the fast hasher the LRU caches use (a
-    /// key is long; SipHash of it per access showed in the profile).
-    pending: HashMap<Arc<str>, UsageDelta, lru::DefaultHasher>,
+    /// By usage key ([`Pending`]: its hash made once per head; hashing the
+    /// long text per access showed in the profile).
+    pending: HashMap<Pending, UsageDelta, lru::DefaultHasher>,
     /// Connections linked to at least one credential, and not.
     pub linked: u64,
     pub unlinked: u64,
@@ -199,7 +229,7 @@ impl Correlator {
     pub fn on_access(&mut self, a: Access) {
         let delta = self
             .pending
-            .entry(a.head.key.clone())
+            .entry(Pending(a.head.clone()))
             .or_insert_with(|| UsageDelta::new(a.head.clone(), a.wall));
         delta.touch(a.wall);
         delta.accesses += a.count;
@@ -261,7 +291,7 @@ impl Correlator {
         let mut keys: [Option<DestKey>; 2] = [None, None];
         for (head, confidence) in links.drain(..) {
             let delta =
-                self.pending.entry(head.key.clone()).or_insert_with(|| UsageDelta::new(head.clone(), c.wall));
+                self.pending.entry(Pending(head.clone())).or_insert_with(|| UsageDelta::new(head.clone(), c.wall));
             delta.touch(c.wall);
             delta.connections += 1;
             let slot = match confidence {
@@ -323,14 +353,14 @@ mod tests {
     const S: u64 = 1_000_000_000;
 
     fn head(id: &str) -> Arc<UsageHead> {
-        Arc::new(UsageHead {
-            key: Arc::from(format!("{id}|file|exe")),
-            nhi_id: id.into(),
-            kind: "aws.access_key".into(),
-            source: "file".into(),
-            host: "h".into(),
-            consumer: Consumer { executable_path: Some("/usr/bin/x".into()), ..Consumer::default() },
-        })
+        Arc::new(UsageHead::new(
+            Arc::from(format!("{id}|file|exe")),
+            id.into(),
+            "aws.access_key".into(),
+            "file".into(),
+            "h".into(),
+            Consumer { executable_path: Some("/usr/bin/x".into()), ..Consumer::default() },
+        ))
     }
 
     fn proc(tgid: u32) -> ProcKey {

@@ -24,14 +24,14 @@ pub struct Subject<'a> {
 }
 
 fn head_with_key(s: &Subject<'_>, key: Arc<str>) -> UsageHead {
-    UsageHead {
+    UsageHead::new(
         key,
-        nhi_id: s.credential.id.clone(),
-        kind: s.credential.kind.clone(),
-        source: s.source.as_str().to_owned(),
-        host: s.host.to_owned(),
-        consumer: s.consumer.clone(),
-    }
+        s.credential.id.clone(),
+        s.credential.kind.clone(),
+        s.source.as_str().to_owned(),
+        s.host.to_owned(),
+        s.consumer.clone(),
+    )
 }
 
 /// The usage an access belongs to: `None` when the credential has no id

@@ -294,14 +294,14 @@ mod tests {
             );
         }
         UsageDelta {
-            head: Arc::new(UsageHead {
-                key: Arc::from("k1"),
-                nhi_id: "AKIA1".into(),
-                kind: "aws.access_key".into(),
-                source: "file".into(),
-                host: "h".into(),
-                consumer: Consumer { executable_path: Some("/usr/bin/aws".into()), ..Consumer::default() },
-            }),
+            head: Arc::new(UsageHead::new(
+                Arc::from("k1"),
+                "AKIA1".into(),
+                "aws.access_key".into(),
+                "file".into(),
+                "h".into(),
+                Consumer { executable_path: Some("/usr/bin/aws".into()), ..Consumer::default() },
+            )),
             first_seen: t,
             last_seen: t,
             accesses,
