@@ -80,8 +80,14 @@ impl std::hash::Hash for Pending {
 
 impl PartialEq for Pending {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0) || self.0.key == other.0.key
+        Arc::ptr_eq(&self.0, &other.0) || same_key(&self.0, &other.0)
     }
+}
+
+/// Whether two heads name one usage: their keys' hashes first, the texts
+/// only when those agree.
+fn same_key(a: &UsageHead, b: &UsageHead) -> bool {
+    a.key_hash == b.key_hash && a.key == b.key
 }
 
 impl Eq for Pending {}
@@ -239,7 +245,7 @@ impl Correlator {
         let at = list
             .iter()
             .position(|r| Arc::ptr_eq(&r.head, &a.head))
-            .or_else(|| list.iter().position(|r| r.head.key == a.head.key));
+            .or_else(|| list.iter().position(|r| same_key(&r.head, &a.head)));
         match at.map(|i| &mut list[i]) {
             Some(r) => r.boot_ns = r.boot_ns.max(a.boot_ns),
             None => {
@@ -274,7 +280,7 @@ impl Correlator {
                 } else {
                     continue;
                 };
-                match links.iter_mut().find(|(h, _)| Arc::ptr_eq(h, &r.head) || h.key == r.head.key) {
+                match links.iter_mut().find(|(h, _)| Arc::ptr_eq(h, &r.head) || same_key(h, &r.head)) {
                     Some((_, best)) => *best = (*best).min(confidence),
                     None => links.push((r.head.clone(), confidence)),
                 }
