@@ -396,7 +396,7 @@ impl Serialize for Device {
         text[..colon].copy_from_slice(major);
         text[colon] = b':';
         text[colon + 1..end].copy_from_slice(minor);
-        s.serialize_str(std::str::from_utf8(&text[..end]).map_err(serde::ser::Error::custom)?)
+        s.serialize_str(super::ascii_text(&text[..end]).unwrap_or_default())
     }
 }
 
