@@ -176,7 +176,7 @@ unsafe fn copy(src: &[u8], dst: *mut u8) {
 #[cold]
 #[inline(never)]
 fn serde_json_text<T: Serialize + ?Sized>(out: &mut String, v: &T) -> Result<(), Error> {
-    let text = serde_json::to_string(v).map_err(|e| Error(e.to_string()))?;
+    let text = serde_json::to_string(v).map_err(|e| Error(e.to_string().into()))?;
     out.push_str(&text);
     Ok(())
 }
@@ -481,7 +481,7 @@ impl Key<'_> {
         if !v.into().is_finite() {
             return Err(Error("float key must be finite, got NaN or +/-inf".into()));
         }
-        let text = serde_json::to_string(&v).map_err(|e| Error(e.to_string()))?;
+        let text = serde_json::to_string(&v).map_err(|e| Error(e.to_string().into()))?;
         self.quoted(&text)
     }
 }

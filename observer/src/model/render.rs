@@ -83,8 +83,12 @@ pub(super) fn intern(key: &str) -> &'static str {
 
 /// A record that cannot be rendered (here, or as JSON text by
 /// `super::json`).
+///
+/// A boxed text, not a `String`: `Result<(), Error>` then fits two
+/// registers, and every serializer call returns it without a trip through
+/// memory (about a hundred calls a record).
 #[derive(Debug)]
-pub struct Error(pub(super) String);
+pub struct Error(pub(super) Box<str>);
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -94,12 +98,12 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 impl ser::Error for Error {
     fn custom<T: fmt::Display>(msg: T) -> Self {
-        Self(msg.to_string())
+        Self(msg.to_string().into())
     }
 }
 
 fn unsupported<T>(what: &str) -> Result<T, Error> {
-    Err(Error(format!("a record attribute cannot be {what}")))
+    Err(Error(format!("a record attribute cannot be {what}").into()))
 }
 
 /// The record level: a struct or a map of attributes.
