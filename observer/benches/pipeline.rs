@@ -191,7 +191,7 @@ fn classify<'a>(
     let r = CredentialAccess {
         time: SystemTime::UNIX_EPOCH + Duration::from_nanos(ev.boot_ns),
         host_name: "bench".into(),
-        source: AccessSource::File(Box::new(access)),
+        source: AccessSource::File(access),
         record_id: None,
     };
     Some((r, credential, consumer, ProcKey { tgid: ev.task.tgid, start_boot_ns: ev.task.start_boot_ns }, ev.boot_ns))

@@ -328,7 +328,7 @@ impl Pipeline {
                 let base = CredentialAccess {
                     time: self.clock.wall_time(ev.boot_ns),
                     host_name: self.host_name.clone(),
-                    source: AccessSource::File(Box::new(access)),
+                    source: AccessSource::File(access),
                     record_id: None,
                 };
                 let mut records: Vec<(CredentialAccess, Option<Credential>)> = Vec::new();

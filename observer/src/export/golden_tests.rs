@@ -83,7 +83,7 @@ fn file_access(bytes: &[u8]) -> CredentialAccess {
     CredentialAccess {
         time: SystemTime::UNIX_EPOCH + Duration::from_secs(T0),
         host_name: "golden-host".into(),
-        source: AccessSource::File(Box::new(access)),
+        source: AccessSource::File(access),
         record_id: None,
     }
 }

@@ -34,8 +34,10 @@ fn text(bytes: &[u8]) -> (String, bool) {
 
 /// The typed access of a file open (`rule`: the catalog rule's name and
 /// credential kind), before the later stages add content, identity and
-/// workload.
-pub fn file_access(ev: &FileOpen, rule: Option<(&str, &str)>) -> FileAccess {
+/// workload. Boxed as a record holds it ([`records::AccessSource`]), and
+/// made in its box: a `FileAccess` made on the stack was then copied
+/// into one (888 bytes).
+pub fn file_access(ev: &FileOpen, rule: Option<(&str, &str)>) -> Box<FileAccess> {
     use std::os::unix::ffi::OsStrExt;
     // Bytes that are not UTF-8 are shown as `\xNN` (issue 14), and said so.
     let (requested, mut path_escaped) = text(ev.path.as_bytes());
@@ -54,30 +56,29 @@ pub fn file_access(ev: &FileOpen, rule: Option<(&str, &str)>) -> FileAccess {
         None => (requested.clone(), false),
     };
     let known_file = ev.ino != 0;
-    FileAccess {
-        kind: rule.map(|(_, kind)| kind.to_owned()),
-        rule: rule.map(|(name, _)| name.to_owned()),
-        open: records::FileOpen {
-            path_escaped,
-            path,
-            path_truncated,
-            requested_path: requested,
-            requested_path_truncated: ev.path_truncated,
-            inode: known_file.then_some(records::Inode(ev.ino)),
-            device: known_file.then_some(records::Device(ev.dev)),
-            access: ev.access().as_str(),
-            create: ev.creates(),
-            mode: ev.creates().then(|| format!("{:04o}", ev.mode & 0o7777)),
-            match_kind: match_name(ev.match_kind),
-            syscall: syscall_name(ev.syscall),
-            result: ev.ret,
-            // io_uring `file_index`: no descriptor, so no inode or resolved path.
-            fixed_file: ev.fixed_file,
-            error_type: (ev.ret < 0).then(|| errno_name(ev.ret)),
-        },
-        process: Process::new(&ev.task, ev.exe.as_ref()),
-        ..FileAccess::default()
-    }
+    let mut access = Box::<FileAccess>::default();
+    access.kind = rule.map(|(_, kind)| kind.to_owned());
+    access.rule = rule.map(|(name, _)| name.to_owned());
+    access.open = records::FileOpen {
+        path_escaped,
+        path,
+        path_truncated,
+        requested_path: requested,
+        requested_path_truncated: ev.path_truncated,
+        inode: known_file.then_some(records::Inode(ev.ino)),
+        device: known_file.then_some(records::Device(ev.dev)),
+        access: ev.access().as_str(),
+        create: ev.creates(),
+        mode: ev.creates().then(|| format!("{:04o}", ev.mode & 0o7777)),
+        match_kind: match_name(ev.match_kind),
+        syscall: syscall_name(ev.syscall),
+        result: ev.ret,
+        // io_uring `file_index`: no descriptor, so no inode or resolved path.
+        fixed_file: ev.fixed_file,
+        error_type: (ev.ret < 0).then(|| errno_name(ev.ret)),
+    };
+    access.process = Process::new(&ev.task, ev.exe.as_ref());
+    access
 }
 
 /// `nhi.credential.rotation`: a file's access record (`base`) with the
