@@ -83,6 +83,7 @@ fn view<T: aya::Pod>(bytes: &[u8]) -> Option<std::borrow::Cow<'_, T>> {
     }
 }
 
+#[inline(always)]
 fn decode_file_open(bytes: &[u8]) -> Result<FileOpen, DecodeError> {
     let raw = view::<FileOpenEvent>(bytes).ok_or(DecodeError::Short {
         kind: EventKind::FileOpen,
