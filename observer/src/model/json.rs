@@ -422,8 +422,8 @@ impl ser::SerializeStruct for Compound<'_> {
     type Ok = ();
     type Error = Error;
     fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> Result<(), Error> {
-        let lead = if std::mem::replace(&mut self.first, false) { "\"" } else { ",\"" };
-        field_name(self.out, lead, key);
+        let first = std::mem::replace(&mut self.first, false);
+        field_name(self.out, first, key);
         value.serialize(Json { out: &mut *self.out })
     }
     fn end(self) -> Result<(), Error> {
@@ -432,17 +432,41 @@ impl ser::SerializeStruct for Compound<'_> {
     }
 }
 
-/// A struct field's name and its colon, `"name":` (after `lead`, the
-/// comma if any and the opening quote), written as it is: a
-/// field name is a name the program declares, never data (the records'
-/// attribute names, which `attribute_names_need_no_escape` checks in the
-/// schema; the identity facts' names, literals or read-back names of the
-/// facts' pattern), so it is not searched for bytes to escape; a debug
-/// build checks.
+/// A struct field's name and its colon, `"name":`, after a comma unless
+/// it is the `first` field, written as it is: a field name is a name the
+/// program declares, never data (the records' attribute names, which
+/// `attribute_names_need_no_escape` checks in the schema; the identity
+/// facts' names, literals or read-back names of the facts' pattern), so it
+/// is not searched for bytes to escape; a debug build checks.
+///
+/// The comma is stored whatever `first` says and the rest written after
+/// it or over it: no branch, and no copy of a one- or two-byte lead of
+/// unknown length ([`append`]'s way, a byte loop here).
 #[inline(always)]
-fn field_name(out: &mut String, lead: &'static str, key: &'static str) {
+fn field_name(out: &mut String, first: bool, key: &'static str) {
     debug_assert!(!needs_escape(key), "a field name that needs an escape: {key:?}");
-    append(out, [lead, key, "\":"]);
+    let comma = usize::from(!first);
+    // `,"` + name + `":` at most; saturating as in `append`.
+    out.reserve(key.len().saturating_add(4));
+    // SAFETY: `reserve` made room for `key.len() + 4` bytes past the
+    // length; at most that many are written (the comma's byte, then from
+    // `comma <= 1`: the quote, the name, the quote and colon), and the
+    // length grows by exactly the bytes meant to stay (`comma + len + 3`),
+    // all ASCII or the `str` `key`, so the `String` stays UTF-8; `key` is
+    // `'static` data, not `out`'s buffer.
+    unsafe {
+        let v = out.as_mut_vec();
+        let len = v.len();
+        let at = v.as_mut_ptr().add(len);
+        *at = b',';
+        let at = at.add(comma);
+        *at = b'"';
+        copy(key.as_bytes(), at.add(1));
+        let end = at.add(1 + key.len());
+        *end = b'"';
+        *end.add(1) = b':';
+        v.set_len(len + comma + key.len() + 3);
+    }
 }
 
 impl ser::SerializeStructVariant for Compound<'_> {
