@@ -316,17 +316,32 @@ pub fn clean_path(path: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// Whether [`clean_path`] leaves `path` as it is: absolute, and no
-/// component empty, `.` or starting with `..`. One pass over the bytes
-/// (this runs for every event the agent confirms; splitting the path
-/// into components cost ~600 instructions an event, `memchr` per `/` 360).
+/// component empty, `.` or starting with `..`. The `/`s are found eight
+/// bytes at a time (this runs for every event the agent confirms;
+/// splitting the path into components cost ~600 instructions an event,
+/// `memchr` per `/` 360, a test of every byte 260).
 fn is_clean(path: &str) -> bool {
+    const SLASHES: u64 = u64::from_le_bytes([b'/'; 8]);
     let b = path.as_bytes();
     if b.len() < 2 || b[0] != b'/' {
         return false;
     }
     // A component starts after each `/`: empty (a `/` next, or the end),
     // `.` or `..*` (a `.` then the end, a `/` or another `.`).
-    (0..b.len()).filter(|&i| b[i] == b'/').all(|i| !matches!((b.get(i + 1), b.get(i + 2)), (None | Some(b'/'), _) | (Some(b'.'), None | Some(b'/' | b'.'))))
+    let starts_clean =
+        |i: usize| !matches!((b.get(i + 1), b.get(i + 2)), (None | Some(b'/'), _) | (Some(b'.'), None | Some(b'/' | b'.')));
+    let words = b.len() / 8 * 8;
+    for at in (0..words).step_by(8) {
+        let word = u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or([0; 8]));
+        let mut slashes = crate::decode::zero_bytes(word ^ SLASHES);
+        while slashes != 0 {
+            if !starts_clean(at + (slashes.trailing_zeros() / 8) as usize) {
+                return false;
+            }
+            slashes &= slashes - 1;
+        }
+    }
+    b[words..].iter().enumerate().all(|(j, &c)| c != b'/' || starts_clean(words + j))
 }
 
 #[cfg(test)]

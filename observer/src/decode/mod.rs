@@ -273,7 +273,7 @@ pub fn walked_path(buf: &[u8], len: u16, complete: bool) -> WalkedPath {
 /// other bit: adding 0x7f to the low seven bits carries into the high bit
 /// of every byte but a zero one (no carry leaves a byte, so no false hit).
 #[inline(always)]
-fn zero_bytes(x: u64) -> u64 {
+pub(crate) fn zero_bytes(x: u64) -> u64 {
     const LOW7: u64 = u64::from_le_bytes([0x7f; 8]);
     !(((x & LOW7) + LOW7) | x | LOW7)
 }
