@@ -52,6 +52,24 @@ fn decodes_a_file_open() {
     assert_eq!(ev.syscall, OpenSyscall::OpenAt);
 }
 
+/// A record that is not 8-byte aligned (the ring's are) is copied and
+/// decodes the same; one byte short is a short record either way.
+#[test]
+fn an_unaligned_record_decodes_as_an_aligned_one() {
+    let raw = bytes(&sample());
+    let mut shifted = vec![0u8; raw.len() + 1];
+    let at = if shifted.as_ptr().align_offset(8) == 0 { 1 } else { 0 };
+    shifted[at..at + raw.len()].copy_from_slice(&raw);
+    let shifted = &shifted[at..at + raw.len()];
+    assert_ne!(shifted.as_ptr().align_offset(8), 0, "the copy is unaligned");
+    let (Ok(Event::FileOpen(a)), Ok(Event::FileOpen(b))) = (decode(&raw), decode(shifted)) else { panic!("not a file open") };
+    assert_eq!(format!("{a:?}"), format!("{b:?}"));
+    assert_eq!(b.exe.unwrap().path, "/usr/bin/cat");
+    for short in [&raw[..raw.len() - 1], &shifted[..raw.len() - 1]] {
+        assert!(matches!(decode(short), Err(DecodeError::Short { kind: EventKind::FileOpen, .. })));
+    }
+}
+
 #[test]
 fn incomplete_walk_is_marked() {
     let mut ev = sample();
