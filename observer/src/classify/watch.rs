@@ -227,7 +227,7 @@ impl WatchList {
     /// of its paths as it is (every event is confirmed: no copy for it).
     fn event_path_text(ev: &FileOpen) -> Option<std::borrow::Cow<'_, str>> {
         fn text(p: &OsStr) -> Option<std::borrow::Cow<'_, str>> {
-            p.to_str().map(std::borrow::Cow::Borrowed)
+            crate::decode::utf8(p.as_encoded_bytes()).map(std::borrow::Cow::Borrowed)
         }
         let whole = match &ev.resolved {
             Some(r) if r.complete && !ev.resolved_is_base => text(&r.path),

@@ -133,6 +133,12 @@ proptest::proptest! {
         }
     }
 
+    /// `utf8` is `str::from_utf8`, whatever the bytes (ASCII or not).
+    #[test]
+    fn utf8_is_from_utf8(bytes in proptest::collection::vec(proptest::sample::select(vec![b'a', b'/', 0, 0x7f, 0x80, 0xc3, 0xa9, 0xff]), 0..40)) {
+        proptest::prop_assert_eq!(utf8(&bytes), std::str::from_utf8(&bytes).ok());
+    }
+
     /// The walk's path is its names in reverse order, each after a `/`,
     /// empty names skipped, as splitting the walk at its NULs gives it;
     /// bytes of 0, `/` and a few letters, so that names, empty names and

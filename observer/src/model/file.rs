@@ -19,7 +19,7 @@ pub fn escaped(bytes: &[u8]) -> String {
 /// case, is checked word by word and copied).
 fn text(bytes: &[u8]) -> (String, bool) {
     use std::fmt::Write as _;
-    if let Ok(text) = std::str::from_utf8(bytes) {
+    if let Some(text) = crate::decode::utf8(bytes) {
         return (text.to_owned(), false);
     }
     let mut out = String::with_capacity(bytes.len());
