@@ -94,10 +94,7 @@ impl WalkedPath {
     /// UTF-8 as U+FFFD), checked word by word first: the lossy conversion
     /// alone checks every path byte by byte.
     pub fn lossy(&self) -> String {
-        match super::utf8(self.path.as_encoded_bytes()) {
-            Some(text) => text.to_owned(),
-            None => self.path.to_string_lossy().into_owned(),
-        }
+        super::lossy(self.path.as_encoded_bytes())
     }
 }
 

@@ -56,6 +56,14 @@ pub fn utf8(bytes: &[u8]) -> Option<&str> {
     std::str::from_utf8(bytes).ok()
 }
 
+/// `bytes` as text, bytes that are not UTF-8 as U+FFFD, through [`utf8`].
+fn lossy(bytes: &[u8]) -> String {
+    match utf8(bytes) {
+        Some(text) => text.to_owned(),
+        None => String::from_utf8_lossy(bytes).into_owned(),
+    }
+}
+
 /// Reads a `T` from the start of `bytes`, if it is long enough.
 fn read<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
     (bytes.len() >= size_of::<T>())
@@ -170,7 +178,7 @@ fn decode_exec(bytes: &[u8]) -> Result<ProcessExec, DecodeError> {
     let flag = |f: u32| raw.flags & f != 0;
     let exe = flag(exec_flags::EXE_VALID).then(|| walked_path(exe_walk, raw.exe_len, !flag(exec_flags::EXE_TRUNCATED)));
     let tty = flag(exec_flags::HAS_TTY)
-        .then(|| String::from_utf8_lossy(cstr_bytes(&raw.tty)).into_owned())
+        .then(|| lossy(cstr_bytes(&raw.tty)))
         .filter(|t| !t.is_empty());
     Ok(ProcessExec {
         boot_ns: raw.header.boot_ns,
@@ -211,7 +219,7 @@ fn decode_cgroup_mkdir(bytes: &[u8]) -> Result<CgroupMkdir, DecodeError> {
     let raw: CgroupMkdirEvent = fixed(EventKind::CgroupMkdir, bytes)?;
     Ok(CgroupMkdir {
         cgroup_id: raw.cgroup_id,
-        path: String::from_utf8_lossy(cstr_bytes(&raw.path)).into_owned(),
+        path: lossy(cstr_bytes(&raw.path)),
         path_truncated: raw.flags & cgroup_flags::PATH_TRUNCATED != 0,
     })
 }
@@ -225,7 +233,7 @@ fn task(t: &TaskInfo) -> Task {
         gid: t.gid,
         cgroup_id: t.cgroup_id,
         start_boot_ns: t.start_boot_ns,
-        comm: String::from_utf8_lossy(cstr_bytes(&t.comm)).into_owned(),
+        comm: lossy(cstr_bytes(&t.comm)),
     }
 }
 
