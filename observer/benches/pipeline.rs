@@ -39,7 +39,7 @@
 //! without the flattening layers").
 //!
 //! 2026-12-03, ninth session (fewer copies, moves and UTF-8 validations):
-//! 13,095 -> 9,892 instructions per access with the serialisation
+//! 13,095 -> 9,940 instructions per access with the serialisation
 //! (docs/design.md, "The chain a quarter shorter"); wall-clock with the
 //! serialisation 600 k-1.02 M events/s on the noisy host.
 //!

@@ -47,6 +47,7 @@ impl Default for CorrelatorConfig {
 /// key); the rest is for the record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UsageHead {
+    /// Set by [`UsageHead::new`] only (`key_hash` is made from it there).
     pub key: Arc<str>,
     pub nhi_id: String,
     pub kind: String,

@@ -44,10 +44,11 @@ impl DecodeError {
 }
 
 /// `bytes` as text if they are UTF-8. Paths from the kernel are nearly
-/// always ASCII: that is tested first, eight bytes at a time, and the
-/// full UTF-8 validation (about three times the cost on a 30-byte path,
-/// and paid four times an event: the record's two paths, the executable,
-/// the confirmed path) runs only for other bytes.
+/// always ASCII, and the texts the agent formats itself (a time, a
+/// device number) always: that is tested first, eight bytes at a time,
+/// and the full UTF-8 validation (about three times the cost on a 30-byte
+/// path, and paid four times an event: the record's two paths, the
+/// executable, the confirmed path) runs only for other bytes.
 pub fn utf8(bytes: &[u8]) -> Option<&str> {
     if bytes.is_ascii() {
         // SAFETY: ASCII bytes are UTF-8.

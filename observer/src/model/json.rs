@@ -10,9 +10,9 @@
 //! nearly every value; a string that has one is handed to serde_json
 //! whole, as is every float, so escapes and number formats are
 //! serde_json's own. Integers go through itoa, as in serde_json. The
-//! output is built from `&str` pieces only; one `unsafe` block ([`append`])
-//! copies a field's name or a string with its quotes after one capacity
-//! check.
+//! output is built from `&str` pieces only; `unsafe` is used only to copy
+//! them in after one capacity check ([`append`], [`field_name`],
+//! [`copy`]).
 //!
 //! Struct field names (`&'static str`, the names a program declares; every
 //! record attribute arrives as one, see `super::flat`) are written as they

@@ -41,15 +41,6 @@ macro_rules! refuse {
 
 pub mod file;
 pub mod flat;
-
-/// `bytes` as text if they are ASCII: for texts the agent formats itself
-/// from digits and punctuation (a time, a device number), where
-/// `str::from_utf8` cost ~100 instructions for 30 bytes and the ASCII
-/// test a third of that.
-fn ascii_text(bytes: &[u8]) -> Option<&str> {
-    // SAFETY: ASCII bytes are UTF-8.
-    bytes.is_ascii().then(|| unsafe { std::str::from_utf8_unchecked(bytes) })
-}
 pub mod json;
 pub mod record;
 pub mod records;

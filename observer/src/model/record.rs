@@ -289,7 +289,7 @@ impl Serialize for Rfc3339Text {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut text = [0u8; RFC3339_MAX];
         let len = write_rfc3339(self.0, &mut text);
-        s.serialize_str(super::ascii_text(&text[..len]).unwrap_or_default())
+        s.serialize_str(crate::decode::utf8(&text[..len]).unwrap_or_default())
     }
 }
 

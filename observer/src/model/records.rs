@@ -396,7 +396,7 @@ impl Serialize for Device {
         text[..colon].copy_from_slice(major);
         text[colon] = b':';
         text[colon + 1..end].copy_from_slice(minor);
-        s.serialize_str(super::ascii_text(&text[..end]).unwrap_or_default())
+        s.serialize_str(crate::decode::utf8(&text[..end]).unwrap_or_default())
     }
 }
 

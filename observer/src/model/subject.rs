@@ -178,17 +178,22 @@ pub fn write_usage_key(
 }
 
 /// A hash of part of what [`write_usage_key`] would write, without writing
-/// it: subjects with one key hash alike. Only the parts that usually tell
-/// usages apart on one host (the credential, the executable, the user, the
-/// container or the pod's service account) are hashed: each hashed text
-/// costs about as much as comparing all of them, and two subjects that
-/// hash alike are told apart by [`same_usage_key`].
+/// it: subjects with one key hash alike. The parts that tell usages apart
+/// on one host are hashed (the credential, the executable, the user, a
+/// terminal, the systemd unit, the container or the pod's service
+/// account), not those that follow from them (the host, the user's name,
+/// the runtime, the namespace): each hashed text costs about as much as
+/// comparing all of them, and two subjects that hash alike are told apart
+/// by [`same_usage_key`] (in a bounded cache, two such usages would push
+/// each other out).
 pub fn hash_usage_key(id: &str, source: Source, c: &Consumer, state: &mut impl std::hash::Hasher) {
     use std::hash::Hash;
     id.hash(state);
     source.hash(state);
     c.executable_path.hash(state);
     c.user_id.hash(state);
+    c.interactive.hash(state);
+    c.systemd_unit.hash(state);
     if c.namespace.is_none() {
         c.container_id.hash(state);
     } else {
