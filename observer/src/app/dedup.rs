@@ -240,7 +240,7 @@ mod tests {
         [Accessed {
             record: CredentialAccess {
                 time: std::time::SystemTime::UNIX_EPOCH,
-                host_name: String::new(),
+                host_name: "".into(),
                 source: crate::model::records::AccessSource::File(Box::default()),
                 record_id: None,
             },

@@ -78,7 +78,7 @@ impl From<Event> for Input {
 }
 
 pub struct Pipeline {
-    host_name: String,
+    host_name: Arc<str>,
     clock: BootClock,
     watch: Arc<WatchList>,
     identity: Identity,
@@ -175,7 +175,7 @@ impl Pipeline {
     ) -> Self {
         let host_name = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
         Self {
-            host_name,
+            host_name: host_name.into(),
             clock: BootClock::new(),
             watch,
             identity: Identity::new(cfg.identity.clone(), stats.clone()),
@@ -316,18 +316,18 @@ impl Pipeline {
                 // The rule by reference (a clone copied its strings per event).
                 let watch = self.watch.clone();
                 let Some(rule) = watch.rule(rule_id) else { return };
-                if rule.kind == crate::identity::k8s::TOKEN_KIND {
+                if *rule.kind == *crate::identity::k8s::TOKEN_KIND {
                     self.identity.token_opened(&ev.task);
                 }
                 if via != Via::Kernel || ev.match_kind == MatchKind::Path {
                     self.learn_inode(ev, rule_id);
                 }
-                let mut access = record::file::file_access(ev, Some((rule.name.as_str(), rule.kind.as_str())));
+                let mut access = record::file::file_access(ev, Some((&rule.name, &rule.kind)));
                 let (workload, consumer) = self.identity.typed_consumer(&ev.task, ev.exe.as_ref(), &mut access.process);
                 access.workload = workload;
                 let base = CredentialAccess {
                     time: self.clock.wall_time(ev.boot_ns),
-                    host_name: self.host_name.clone(),
+                    host_name: Arc::clone(&self.host_name),
                     source: AccessSource::File(access),
                     record_id: None,
                 };
@@ -497,7 +497,7 @@ impl Pipeline {
     /// [`EnvPathsSeen`]).
     fn watch_env_paths(&mut self, task: &crate::decode::Task, boot_ns: u64, paths: Vec<(String, std::path::PathBuf)>) {
         for (rule_name, path) in paths {
-            let Some(rule_id) = self.watch.catalog().rules.iter().find(|r| r.name == rule_name).map(|r| r.id) else {
+            let Some(rule_id) = self.watch.catalog().rules.iter().find(|r| *r.name == *rule_name).map(|r| r.id) else {
                 continue;
             };
             if path.is_absolute() && !self.env_paths_seen.fresh(task.cgroup_id, rule_id, &path, boot_ns) {
@@ -555,7 +555,7 @@ impl Pipeline {
         let s = &self.stats;
         crate::model::records::AgentStats {
             time: Some(std::time::SystemTime::now()),
-            host_name: self.host_name.clone(),
+            host_name: Arc::clone(&self.host_name),
             file_events_emitted: kernel.file_open_emitted,
             file_events_lost: kernel.file_open_reserve_failed,
             file_events_lost_by_process: lost_by_process,
@@ -643,7 +643,7 @@ fn identity_records(
         .map(|i| {
             let mut r = base.clone();
             if let Some(f) = file_part(&mut r) {
-                f.kind = Some(i.kind.clone());
+                f.kind = Some(i.kind.as_str().into());
                 f.identity = Identity { id: Some(i.id.clone()), facts: Facts(i.attributes.clone()) };
             }
             (r, Some(Credential { id: i.id.clone(), kind: i.kind.clone() }))

@@ -171,7 +171,7 @@ pub(super) fn start_scan(
             for found in &report.found {
                 let (Some((dev, ino)), Some(rule)) = (
                     found.kernel_inode(),
-                    catalog.rules.iter().find(|r| r.name == found.rule),
+                    catalog.rules.iter().find(|r| *r.name == *found.rule),
                 ) else {
                     continue;
                 };

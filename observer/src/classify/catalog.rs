@@ -18,7 +18,7 @@
 //!
 //! `/var/run/...` and `/run/...` are the same directory on every modern
 //! distribution; a pattern under either is watched under both.
-use std::{fmt, str::FromStr};
+use std::{fmt, str::FromStr, sync::Arc};
 
 use observer_creds::Format;
 use serde::Deserialize;
@@ -208,9 +208,9 @@ pub struct WatchRule {
     pub id: u32,
     /// Short name, e.g. `aws-shared-credentials`. Several rules (one per
     /// pattern of a catalog entry) share a name.
-    pub name: String,
+    pub name: Arc<str>,
     /// `nhi.kind` of what the file holds, when its parser does not say.
-    pub kind: String,
+    pub kind: Arc<str>,
     pub pattern: PathPattern,
     /// Which parser reads the file.
     pub format: Format,
@@ -308,7 +308,7 @@ impl Catalog {
 
     /// The rule of files found by content ([`CONTENT_RULE`]).
     pub fn content_rule(&self) -> Option<&WatchRule> {
-        self.rules.iter().find(|r| r.name == CONTENT_RULE)
+        self.rules.iter().find(|r| &*r.name == CONTENT_RULE)
     }
 
     /// Adds entries and exclusions (from the config file). Rule ids go on
@@ -318,7 +318,7 @@ impl Catalog {
             self.exclude.push(PathPattern::parse(raw).map_err(CatalogError::Exclude)?);
         }
         for e in entries {
-            if e.name == CONTENT_RULE || self.rules.iter().any(|r| r.name == e.name) {
+            if e.name == CONTENT_RULE || self.rules.iter().any(|r| *r.name == *e.name) {
                 return Err(CatalogError::DuplicateName(e.name));
             }
             let format = match &e.format {
@@ -338,8 +338,8 @@ impl Catalog {
                 let id = u32::try_from(self.rules.len() + 1).unwrap_or(u32::MAX);
                 self.rules.push(WatchRule {
                     id,
-                    name: e.name.clone(),
-                    kind: e.kind.clone().unwrap_or_else(|| "unknown".into()),
+                    name: e.name.as_str().into(),
+                    kind: e.kind.as_deref().unwrap_or("unknown").into(),
                     pattern,
                     format,
                     kernel: e.kernel.unwrap_or(true),
@@ -426,7 +426,7 @@ impl Catalog {
 pub fn test_rule(id: u32, pattern: &str) -> WatchRule {
     WatchRule {
         id,
-        name: format!("r{id}"),
+        name: format!("r{id}").into(),
         kind: "test".into(),
         pattern: PathPattern::parse(pattern).unwrap_or_else(|e| panic!("{pattern}: {e}")),
         format: observer_creds::Format::Auto,
@@ -551,7 +551,7 @@ mod tests {
     #[test]
     fn catalog_matches_paths_like_the_kernel_and_skips_trust_stores() {
         let c = Catalog::builtin().unwrap();
-        let name = |p: &str| c.match_path(p).map(|r| r.name.as_str());
+        let name = |p: &str| c.match_path(p).map(|r| &*r.name);
         assert_eq!(name("/root/.aws/credentials"), Some("aws-shared-credentials"));
         assert_eq!(name("/home/alice/.ssh/id_ed25519"), Some("ssh-private-key"));
         assert_eq!(name("/srv/app/.env"), Some("dotenv"));
@@ -651,7 +651,7 @@ mod tests {
     #[test]
     fn home_relative_rules_match_as_path_suffixes() {
         let c = Catalog::builtin().unwrap();
-        let name = |p: &str| c.match_path(p).map(|r| r.name.as_str());
+        let name = |p: &str| c.match_path(p).map(|r| &*r.name);
         assert_eq!(name("/var/lib/postgresql/.pgpass"), name("/root/.pgpass"));
         assert!(name("/var/lib/postgresql/.pgpass").is_some());
         assert_eq!(name("/var/lib/jenkins/.aws/credentials"), Some("aws-shared-credentials"));

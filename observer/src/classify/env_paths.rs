@@ -102,7 +102,7 @@ pub fn resolve(configured: Vec<EnvPathRule>, catalog: &Catalog) -> Result<Vec<En
         if r.variable.is_empty() || r.variable.contains('=') || r.variable.contains('\0') {
             return Err(EnvPathError::BadVariable(r.variable.clone()));
         }
-        if !catalog.rules.iter().any(|c| c.name == r.rule) {
+        if !catalog.rules.iter().any(|c| *c.name == *r.rule) {
             return Err(EnvPathError::UnknownRule { variable: r.variable.clone(), rule: r.rule.clone() });
         }
     }

@@ -11,7 +11,7 @@
 //! (see [`derive_id`], the classifier's hook) leave the agent; a value never
 //! does. A variable with an empty value is not a credential. When the kernel
 //! had to cut the block, the last (partial) variable is dropped.
-use std::time::SystemTime;
+use std::{sync::Arc, time::SystemTime};
 
 use observer_creds::{Keyed, tokens::SECRET_VALUE_KIND};
 
@@ -251,12 +251,12 @@ pub fn record(
     cred: &EnvCredential,
     kind: &str,
     credential: Option<&Credential>,
-    host_name: &str,
+    host_name: &Arc<str>,
     time: SystemTime,
 ) -> CredentialAccess {
     CredentialAccess {
         time,
-        host_name: host_name.to_owned(),
+        host_name: Arc::clone(host_name),
         source: AccessSource::Env(Box::new(EnvAccess {
             kind: kind.to_owned(),
             id: credential.map(|c| c.id.clone()),

@@ -285,8 +285,8 @@ fn visit(ctx: &Ctx<'_>, reader: &mut Reader, entry: &ignore::DirEntry, out: &mut
             Verdict::Report(parsed) => {
                 let found = Found {
                     path,
-                    rule: rule.name.clone(),
-                    kind: rule.kind.clone(),
+                    rule: rule.name.to_string(),
+                    kind: rule.kind.to_string(),
                     format: rule.format,
                     stat: c.stat,
                     parsed,
@@ -315,8 +315,8 @@ fn special_target(real: &Path, path: &Path, rule: &WatchRule, out: &Out) {
     }
     let found = Found {
         path: path.to_owned(),
-        rule: rule.name.clone(),
-        kind: rule.kind.clone(),
+        rule: rule.name.to_string(),
+        kind: rule.kind.to_string(),
         format: rule.format,
         stat: Some(Stat::of(&meta)),
         parsed: Parsed::unparsed(Unparsed::Unreadable(reader::not_regular(&meta).into())),
@@ -338,8 +338,8 @@ fn by_content(ctx: &Ctx<'_>, real: &Path, path: &Path) -> Result<Found, &'static
     match verdict::judge(&parsed, true) {
         Verdict::Report(parsed) if !parsed.identities.is_empty() => Ok(Found {
             path: path.to_owned(),
-            rule: rule.name.clone(),
-            kind: rule.kind.clone(),
+            rule: rule.name.to_string(),
+            kind: rule.kind.to_string(),
             format: Format::Content,
             stat: Some(Stat::of(&meta)),
             parsed,

@@ -495,7 +495,7 @@ mod tests {
         use crate::model::records::{AccessSource, FileAccess, FileOpen, Identity, Process, Workload};
         CredentialAccess {
             time: SystemTime::now(),
-            host_name: String::new(),
+            host_name: "".into(),
             source: AccessSource::File(Box::new(FileAccess {
                 kind: Some("aws.access_key".into()),
                 open: FileOpen { path: path.into(), create, result: 3, ..FileOpen::default() },
@@ -525,7 +525,7 @@ mod tests {
         let AccessSource::File(access) = access(path, None, false, None).source else { unreachable!() };
         s.append(&mut Rotation {
             time: SystemTime::now(),
-            host_name: String::new(),
+            host_name: "".into(),
             source: "file",
             access: *access,
             change: RotationIds {

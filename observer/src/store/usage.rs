@@ -176,7 +176,7 @@ impl StoredAccess {
             source: access.source(),
             consumer: access.consumer(),
             count: access.count(),
-            host: access.host_name,
+            host: access.host_name.to_string(),
         })
     }
 }
