@@ -282,15 +282,83 @@ pub enum CatalogError {
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
     pub rules: Vec<WatchRule>,
-    /// Paths never treated as credentials (trust stores).
-    pub exclude: Vec<PathPattern>,
+    /// Paths never treated as credentials (trust stores). Private, so that
+    /// [`Catalog::exclude_ends`] always describes them.
+    exclude: Vec<PathPattern>,
+    /// The two bytes each exclusion's spellings start with (exact and
+    /// prefix patterns) or end with (name and suffix ones): a path whose
+    /// two first and two last bytes are not among them is not excluded,
+    /// without a look at each of the ~20 patterns (most confirmed paths).
+    exclude_ends: PairSets,
+}
+
+/// Two sets of byte pairs (hashed to 4,096 bits each): what a path's first
+/// two bytes, and its last two, may be for some pattern to match it.
+#[derive(Debug, Clone)]
+struct PairSets {
+    first: Box<[u64; 64]>,
+    last: Box<[u64; 64]>,
+}
+
+impl Default for PairSets {
+    fn default() -> Self {
+        Self { first: Box::new([0; 64]), last: Box::new([0; 64]) }
+    }
+}
+
+impl PairSets {
+    /// The bit of a pair: its outer byte (first or last), then the one
+    /// next to it, 0 past the end of a one-byte text.
+    fn bit(outer: u8, inner: u8) -> usize {
+        (usize::from(outer) << 4 ^ usize::from(inner)) & 4095
+    }
+
+    fn set(set: &mut [u64; 64], outer: u8, inner: u8) {
+        let b = Self::bit(outer, inner);
+        set[b / 64] |= 1 << (b % 64);
+    }
+
+    fn has(set: &[u64; 64], outer: u8, inner: u8) -> bool {
+        let b = Self::bit(outer, inner);
+        set[b / 64] & (1 << (b % 64)) != 0
+    }
+
+    /// Adds every spelling of a pattern. A one-byte spelling matches a
+    /// path by that byte alone, so it adds every pair it starts (or
+    /// ends); an empty one matches nothing.
+    fn add(&mut self, p: &PathPattern) {
+        for spelling in p.spellings() {
+            let (set, bytes): (&mut [u64; 64], Vec<u8>) = match p.kind {
+                PatternKind::Exact | PatternKind::Prefix => (&mut self.first, spelling.text.bytes().take(2).collect()),
+                PatternKind::Basename | PatternKind::Suffix => (&mut self.last, spelling.text.bytes().rev().take(2).collect()),
+            };
+            match bytes[..] {
+                [outer, inner] => Self::set(set, outer, inner),
+                [outer] => (0..=u8::MAX).for_each(|inner| Self::set(set, outer, inner)),
+                _ => {}
+            }
+        }
+    }
+
+    /// False only when no added pattern matches `normalised`.
+    fn may_match(&self, normalised: &str) -> bool {
+        let b = normalised.as_bytes();
+        match *b {
+            [] => false,
+            [only] => Self::has(&self.first, only, 0) || Self::has(&self.last, only, 0),
+            [a, b2, ..] => {
+                let [.., y, z] = *b else { return true };
+                Self::has(&self.first, a, b2) || Self::has(&self.last, z, y)
+            }
+        }
+    }
 }
 
 impl Catalog {
     /// The built-in catalog.
     pub fn builtin() -> Result<Self, CatalogError> {
         let file: CatalogFile = toml::from_str(BUILTIN).map_err(|e| CatalogError::Builtin(e.to_string()))?;
-        let mut c = Self { rules: Vec::new(), exclude: Vec::new() };
+        let mut c = Self::default();
         c.extend(file.watch, &file.exclude)?;
         // Files the at-rest scan recognised by content, at no catalog
         // path: watched by inode only (the pattern matches no path).
@@ -315,7 +383,7 @@ impl Catalog {
     /// from the last one; names must be new.
     pub fn extend(&mut self, entries: Vec<WatchEntry>, exclude: &[String]) -> Result<(), CatalogError> {
         for raw in exclude {
-            self.exclude.push(PathPattern::parse(raw).map_err(CatalogError::Exclude)?);
+            self.add_exclusion(PathPattern::parse(raw).map_err(CatalogError::Exclude)?);
         }
         for e in entries {
             if e.name == CONTENT_RULE || self.rules.iter().any(|r| *r.name == *e.name) {
@@ -362,13 +430,25 @@ impl Catalog {
     /// Excludes one file by its exact path (never read as a pattern: a
     /// path may hold `*` or end in `/`).
     pub fn exclude_exact(&mut self, path: &str) {
-        self.exclude.push(PathPattern { text: path.to_owned(), kind: PatternKind::Exact });
+        self.add_exclusion(PathPattern { text: path.to_owned(), kind: PatternKind::Exact });
+    }
+
+    fn add_exclusion(&mut self, p: PathPattern) {
+        self.exclude_ends.add(&p);
+        self.exclude.push(p);
+    }
+
+    /// The exclusions, in the order they were added.
+    pub fn exclusions(&self) -> &[PathPattern] {
+        &self.exclude
     }
 
     /// Whether `path` (absolute, as on the host or in the process's mount
     /// namespace) is excluded.
     pub fn excluded(&self, path: &str) -> bool {
-        with_normalised_home(path, |n| self.exclude.iter().any(|p| p.may_match(n) && p.matching_spelling_len(n).is_some()))
+        with_normalised_home(path, |n| {
+            self.exclude_ends.may_match(n) && self.exclude.iter().any(|p| p.may_match(n) && p.matching_spelling_len(n).is_some())
+        })
     }
 
     /// The rule for `path`, as the kernel would pick it: an exact path,
@@ -526,7 +606,7 @@ mod tests {
             .iter()
             .map(|p| PathPattern::parse(p).unwrap())
             .collect();
-        patterns.extend(Catalog::builtin().unwrap().exclude);
+        patterns.extend(Catalog::builtin().unwrap().exclusions().iter().cloned());
         let mut paths: Vec<String> = ["/run/secrets/token", "/var/run/secrets/token", "/var/run/a", "/run/a", "/run/x/y.pem", "~/.kube/config", "/run/secrets/", "/var/run/", "/etc/x/y", "~/a/token", "/", ""]
             .iter()
             .map(|p| p.to_string())
@@ -546,6 +626,26 @@ mod tests {
             }
         }
         assert!(matched > patterns.len(), "the paths match the patterns: {matched}");
+        // The catalog's pairs pass every path a pattern matches, and stop
+        // the common credential paths.
+        let mut ends = PairSets::default();
+        for p in &patterns {
+            ends.add(p);
+        }
+        paths.extend(["/".into(), "t".into(), "m".into(), "/r".into(), "x.pem".into()]);
+        for path in &paths {
+            if patterns.iter().any(|p| p.matching_spelling_len(path).is_some()) {
+                assert!(ends.may_match(path), "{path}");
+            }
+        }
+        let mut builtin = PairSets::default();
+        for p in Catalog::builtin().unwrap().exclusions() {
+            builtin.add(p);
+        }
+        for path in ["~/.aws/credentials", "~/.ssh/id_ed25519", "/var/run/secrets/kubernetes.io/serviceaccount/token"] {
+            assert!(!builtin.may_match(path), "{path}");
+        }
+        assert!(builtin.may_match("/etc/ssl/certs/x.pem") && builtin.may_match("~/x/ca.crt"));
     }
 
     #[test]

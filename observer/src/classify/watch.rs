@@ -351,15 +351,15 @@ mod tests {
     use observer_common::OpenSyscall;
 
     use super::*;
-    use crate::{
-        classify::catalog::PathPattern,
-        decode::{Task, WalkedPath},
-    };
+    use crate::decode::{Task, WalkedPath};
 
     use crate::classify::catalog::test_rule as rule;
 
     fn catalog(rules: Vec<WatchRule>) -> Catalog {
-        Catalog { rules, exclude: vec![PathPattern::parse("/etc/ssl/certs/").unwrap()] }
+        let mut c = Catalog::default();
+        c.rules = rules;
+        c.extend(Vec::new(), &["/etc/ssl/certs/".into()]).unwrap();
+        c
     }
 
     fn event(path: &str, resolved: Option<&str>, how: MatchKind) -> FileOpen {
