@@ -90,7 +90,7 @@ fn one_connection(
     );
     for o in out.drain(..) {
         if let Output::Connection(c) = o {
-            let mut r = record::connection(&c, &Arc::from("bench-host-01"), SystemTime::now());
+            let mut r = record::connection(&c, "bench-host-01", SystemTime::now());
             store.append(&mut r).unwrap();
         }
     }

@@ -47,7 +47,6 @@
 use std::{
     collections::HashMap,
     hint::black_box,
-    sync::Arc,
     time::{Duration, SystemTime},
 };
 
@@ -118,14 +117,14 @@ struct Chain {
     ids: HashMap<u64, Credential>,
     correlator: Correlator,
     heads: correlate::record::Heads,
-    /// The host's name, shared by every record as the agent shares it.
-    host: Arc<str>,
+    /// The host's name, borrowed by every record as the agent's is.
+    host: &'static str,
 }
 
 impl Chain {
     fn new() -> Chain {
         let cfg = Config::resolve(Overrides::default()).expect("built-in config");
-        let rule = cfg.catalog.rules.iter().find(|r| &*r.name == "aws-shared-credentials").expect("aws rule").id;
+        let rule = cfg.catalog.rules.iter().find(|r| r.name == "aws-shared-credentials").expect("aws rule").id;
         let entries: Vec<InodeEntry> = (0..CREDENTIALS)
             .map(|n| InodeEntry::new(DEV as u32, 1_000 + n, rule, INODE_FILE, format!("/home/u{n}/.aws/credentials").into()))
             .collect();
@@ -134,14 +133,14 @@ impl Chain {
             .collect();
         Chain { watch: WatchList::new(cfg.catalog, &entries), ids, correlator: Correlator::new(CorrelatorConfig::default()),
             heads: correlate::record::Heads::new(std::num::NonZeroUsize::new(4096).unwrap()),
-            host: "bench".into(),
+            host: "bench",
         }
     }
 
     /// decode + classify: the record an open becomes, the credential it
     /// names and its consumer (here only what the kernel event carries).
     fn classify(&self, bytes: &[u8]) -> Option<(CredentialAccess, &Credential, Consumer, ProcKey, u64)> {
-        classify(&self.watch, &self.ids, &self.host, bytes)
+        classify(&self.watch, &self.ids, self.host, bytes)
     }
 
     /// decode + classify + correlate, with a connection every fourth open.
@@ -152,7 +151,7 @@ impl Chain {
     /// [`Chain::run`], handing each access record to `then` (the store's
     /// serialisation, in the last benchmark).
     fn run_with(&mut self, i: usize, bytes: &[u8], then: impl FnOnce(CredentialAccess)) {
-        let Some((r, credential, consumer, process, boot_ns)) = classify(&self.watch, &self.ids, &self.host, bytes) else { return };
+        let Some((r, credential, consumer, process, boot_ns)) = classify(&self.watch, &self.ids, self.host, bytes) else { return };
         let subject = Subject { host: "bench", credential, source: Source::File, consumer: &consumer };
         if let Some(head) = self.heads.get(&subject) {
             self.correlator.on_access(Access { head, process, boot_ns, wall: r.time, count: 1 });
@@ -180,14 +179,14 @@ impl Chain {
 fn classify<'a>(
     watch: &WatchList,
     ids: &'a HashMap<u64, Credential>,
-    host: &Arc<str>,
+    host: &'static str,
     bytes: &[u8],
 ) -> Option<(CredentialAccess, &'a Credential, Consumer, ProcKey, u64)> {
     let event = decode::decode(bytes).ok()?;
     let Event::FileOpen(ev) = &event else { return None };
     let (rule_id, _) = watch.confirm(ev)?;
     let rule = watch.rule(rule_id)?;
-    let mut access = nhi_observer::model::file::file_access(ev, Some((&rule.name, &rule.kind)));
+    let mut access = nhi_observer::model::file::file_access(ev, Some((rule.name, rule.kind)));
     // As the agent's `Identity::typed_consumer` makes it: the executable's
     // text copied from the record's process (the same walk).
     let consumer = Consumer {
@@ -200,7 +199,7 @@ fn classify<'a>(
     access.count = Some(1);
     let r = CredentialAccess {
         time: SystemTime::UNIX_EPOCH + Duration::from_nanos(ev.boot_ns),
-        host_name: Arc::clone(host),
+        host_name: host.into(),
         source: AccessSource::File(access),
         record_id: None,
     };
@@ -210,7 +209,7 @@ fn classify<'a>(
 fn bench(c: &mut Criterion) {
     nhi_observer::alloc::tune();
     let chain = Chain::new();
-    let rule = chain.watch.catalog().rules.iter().find(|r| &*r.name == "aws-shared-credentials").map(|r| r.id).unwrap_or(0);
+    let rule = chain.watch.catalog().rules.iter().find(|r| r.name == "aws-shared-credentials").map(|r| r.id).unwrap_or(0);
     let stream: Vec<Vec<u8>> = (0..EVENTS).map(|i| raw_open(i, rule)).collect();
     assert!(chain.classify(&stream[0]).is_some(), "the stream does not classify");
     // Events per iteration: the opens, plus the connections.

@@ -555,7 +555,7 @@ mod tests {
         assert_eq!(c.state_dir, Path::new(DEFAULT_STATE_DIR));
         assert_eq!(c.jsonl, Target::Stdout);
         assert_eq!(c.ring_bytes, DEFAULT_RING_BYTES);
-        assert!(c.catalog.rules.iter().any(|r| &*r.name == "aws-shared-credentials"));
+        assert!(c.catalog.rules.iter().any(|r| r.name == "aws-shared-credentials"));
         assert!(c.scan_at_start);
         assert_eq!(c.max_credential_bytes, DEFAULT_MAX_CREDENTIAL_BYTES);
         assert_eq!(c.dedup, std::time::Duration::from_secs(1));
@@ -577,15 +577,15 @@ mod tests {
     fn file_extends_catalog_and_flags_win() {
         let c = with_file("jsonl = \"/tmp/x.jsonl\"\n[[watch]]\nname = \"vault\"\npath = \"~/.vault-token\"\n").unwrap();
         assert_eq!(c.jsonl, Target::File("/tmp/x.jsonl".into()));
-        let r = c.catalog.rules.iter().find(|r| &*r.name == "vault").unwrap();
-        assert_eq!(&*r.kind, "unknown");
+        let r = c.catalog.rules.iter().find(|r| r.name == "vault").unwrap();
+        assert_eq!(r.kind, "unknown");
         assert_eq!(r.format, observer_creds::Format::Auto);
         assert!(c.catalog.rules.iter().all(|x| x.id != 0));
         let c = with_file(
             "exclude = [\"/srv/x/\"]\nscan_roots = [\"/srv\"]\n[[watch]]\nname = \"app-token\"\nkind = \"app.token\"\npaths = [\"/srv/app/token\", \"*.apptoken\"]\nformat = \"token\"\nkernel = false\n",
         )
         .unwrap();
-        let rules: Vec<_> = c.catalog.rules.iter().filter(|r| &*r.name == "app-token").collect();
+        let rules: Vec<_> = c.catalog.rules.iter().filter(|r| r.name == "app-token").collect();
         assert_eq!(rules.len(), 2);
         assert!(rules.iter().all(|r| r.format == observer_creds::Format::Token && !r.kernel));
         assert_eq!(c.scan_roots, [PathBuf::from("/srv")]);

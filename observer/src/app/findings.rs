@@ -118,7 +118,7 @@ impl Findings {
         };
         Some(Emit::from(crate::model::records::Coverage {
             time: now,
-            host_name: self.host.as_str().into(),
+            host_name: self.host.clone().into(),
             start: rfc3339(from),
             end: rfc3339(now),
             tracked_since: rfc3339(tracked_since),

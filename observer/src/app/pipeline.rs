@@ -78,7 +78,8 @@ impl From<Event> for Input {
 }
 
 pub struct Pipeline {
-    host_name: Arc<str>,
+    /// The host's name, [`crate::model::permanent`]: every record borrows it.
+    host_name: &'static str,
     clock: BootClock,
     watch: Arc<WatchList>,
     identity: Identity,
@@ -175,7 +176,7 @@ impl Pipeline {
     ) -> Self {
         let host_name = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
         Self {
-            host_name: host_name.into(),
+            host_name: crate::model::permanent(&host_name),
             clock: BootClock::new(),
             watch,
             identity: Identity::new(cfg.identity.clone(), stats.clone()),
@@ -242,7 +243,7 @@ impl Pipeline {
 
     /// The usage an access of `credential` by `consumer` counts for.
     fn head(&mut self, credential: Option<&Credential>, source: Source, consumer: &Consumer) -> Option<Arc<UsageHead>> {
-        self.heads.get(&Subject { host: &self.host_name, credential: credential?, source, consumer })
+        self.heads.get(&Subject { host: self.host_name, credential: credential?, source, consumer })
     }
 
     /// Counts a credential access, and feeds the correlator with it when
@@ -322,12 +323,12 @@ impl Pipeline {
                 if via != Via::Kernel || ev.match_kind == MatchKind::Path {
                     self.learn_inode(ev, rule_id);
                 }
-                let mut access = record::file::file_access(ev, Some((&rule.name, &rule.kind)));
+                let mut access = record::file::file_access(ev, Some((rule.name, rule.kind)));
                 let (workload, consumer) = self.identity.typed_consumer(&ev.task, ev.exe.as_ref(), &mut access.process);
                 access.workload = workload;
                 let base = CredentialAccess {
                     time: self.clock.wall_time(ev.boot_ns),
-                    host_name: Arc::clone(&self.host_name),
+                    host_name: self.host_name.into(),
                     source: AccessSource::File(access),
                     record_id: None,
                 };
@@ -343,7 +344,7 @@ impl Pipeline {
                             path: &path,
                             kernel_inode: (ev.ino != 0).then_some((ev.dev, ev.ino)),
                             format: rule.format,
-                            kind: &rule.kind,
+                            kind: rule.kind,
                         };
                         let c = self.reader.classify(&access, &self.keyed);
                         self.stats.count(if c.read { "credential_file_read" } else { "credential_file_cached" });
@@ -419,7 +420,7 @@ impl Pipeline {
                 for cred in &creds {
                     let id = env::derive_id(cred, &creds, &self.keyed);
                     let (kind, credential) = env::credential(cred, id);
-                    let mut rec = env::record(ev, cred, &kind, credential.as_ref(), &self.host_name, time);
+                    let mut rec = env::record(ev, cred, &kind, credential.as_ref(), self.host_name, time);
                     let (process, workload) = rec.process_workload_mut();
                     w.fill_process(process);
                     *workload = w.typed();
@@ -451,7 +452,7 @@ impl Pipeline {
             match o {
                 net::Output::Connection(c) => {
                     let time = self.clock.wall_time(c.boot_ns);
-                    let mut rec = net::record::connection(&c, &self.host_name, time);
+                    let mut rec = net::record::connection(&c, self.host_name, time);
                     let task = &c.socket.task;
                     rec.workload = self.identity.typed_workload(task, &mut rec.process);
                     let process = ProcKey { tgid: task.tgid, start_boot_ns: task.start_boot_ns };
@@ -474,7 +475,7 @@ impl Pipeline {
                 }
                 net::Output::Imds(r) => {
                     let time = self.clock.wall_time(r.boot_ns);
-                    let mut rec = net::record::imds_request(&r, &self.host_name, time);
+                    let mut rec = net::record::imds_request(&r, self.host_name, time);
                     let task = &r.socket.task;
                     let (process, workload) = rec.process_workload_mut();
                     let consumer;
@@ -555,7 +556,7 @@ impl Pipeline {
         let s = &self.stats;
         crate::model::records::AgentStats {
             time: Some(std::time::SystemTime::now()),
-            host_name: Arc::clone(&self.host_name),
+            host_name: self.host_name.into(),
             file_events_emitted: kernel.file_open_emitted,
             file_events_lost: kernel.file_open_reserve_failed,
             file_events_lost_by_process: lost_by_process,
@@ -643,7 +644,7 @@ fn identity_records(
         .map(|i| {
             let mut r = base.clone();
             if let Some(f) = file_part(&mut r) {
-                f.kind = Some(i.kind.as_str().into());
+                f.kind = Some(i.kind.clone().into());
                 f.identity = Identity { id: Some(i.id.clone()), facts: Facts(i.attributes.clone()) };
             }
             (r, Some(Credential { id: i.id.clone(), kind: i.kind.clone() }))

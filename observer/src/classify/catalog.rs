@@ -18,7 +18,7 @@
 //!
 //! `/var/run/...` and `/run/...` are the same directory on every modern
 //! distribution; a pattern under either is watched under both.
-use std::{fmt, str::FromStr, sync::Arc};
+use std::{fmt, str::FromStr};
 
 use observer_creds::Format;
 use serde::Deserialize;
@@ -208,9 +208,9 @@ pub struct WatchRule {
     pub id: u32,
     /// Short name, e.g. `aws-shared-credentials`. Several rules (one per
     /// pattern of a catalog entry) share a name.
-    pub name: Arc<str>,
+    pub name: &'static str,
     /// `nhi.kind` of what the file holds, when its parser does not say.
-    pub kind: Arc<str>,
+    pub kind: &'static str,
     pub pattern: PathPattern,
     /// Which parser reads the file.
     pub format: Format,
@@ -365,8 +365,8 @@ impl Catalog {
         let id = u32::try_from(c.rules.len() + 1).unwrap_or(u32::MAX);
         c.rules.push(WatchRule {
             id,
-            name: CONTENT_RULE.into(),
-            kind: "unknown".into(),
+            name: CONTENT_RULE,
+            kind: "unknown",
             pattern: PathPattern { text: String::new(), kind: PatternKind::Basename },
             format: Format::Content,
             kernel: false,
@@ -376,7 +376,7 @@ impl Catalog {
 
     /// The rule of files found by content ([`CONTENT_RULE`]).
     pub fn content_rule(&self) -> Option<&WatchRule> {
-        self.rules.iter().find(|r| &*r.name == CONTENT_RULE)
+        self.rules.iter().find(|r| r.name == CONTENT_RULE)
     }
 
     /// Adds entries and exclusions (from the config file). Rule ids go on
@@ -406,8 +406,8 @@ impl Catalog {
                 let id = u32::try_from(self.rules.len() + 1).unwrap_or(u32::MAX);
                 self.rules.push(WatchRule {
                     id,
-                    name: e.name.as_str().into(),
-                    kind: e.kind.as_deref().unwrap_or("unknown").into(),
+                    name: crate::model::permanent(&e.name),
+                    kind: crate::model::permanent(e.kind.as_deref().unwrap_or("unknown")),
                     pattern,
                     format,
                     kernel: e.kernel.unwrap_or(true),
@@ -506,8 +506,8 @@ impl Catalog {
 pub fn test_rule(id: u32, pattern: &str) -> WatchRule {
     WatchRule {
         id,
-        name: format!("r{id}").into(),
-        kind: "test".into(),
+        name: crate::model::permanent(&format!("r{id}")),
+        kind: "test",
         pattern: PathPattern::parse(pattern).unwrap_or_else(|e| panic!("{pattern}: {e}")),
         format: observer_creds::Format::Auto,
         kernel: true,
@@ -651,7 +651,7 @@ mod tests {
     #[test]
     fn catalog_matches_paths_like_the_kernel_and_skips_trust_stores() {
         let c = Catalog::builtin().unwrap();
-        let name = |p: &str| c.match_path(p).map(|r| &*r.name);
+        let name = |p: &str| c.match_path(p).map(|r| r.name);
         assert_eq!(name("/root/.aws/credentials"), Some("aws-shared-credentials"));
         assert_eq!(name("/home/alice/.ssh/id_ed25519"), Some("ssh-private-key"));
         assert_eq!(name("/srv/app/.env"), Some("dotenv"));
@@ -751,7 +751,7 @@ mod tests {
     #[test]
     fn home_relative_rules_match_as_path_suffixes() {
         let c = Catalog::builtin().unwrap();
-        let name = |p: &str| c.match_path(p).map(|r| &*r.name);
+        let name = |p: &str| c.match_path(p).map(|r| r.name);
         assert_eq!(name("/var/lib/postgresql/.pgpass"), name("/root/.pgpass"));
         assert!(name("/var/lib/postgresql/.pgpass").is_some());
         assert_eq!(name("/var/lib/jenkins/.aws/credentials"), Some("aws-shared-credentials"));

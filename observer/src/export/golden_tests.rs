@@ -78,7 +78,7 @@ fn file_access(bytes: &[u8]) -> CredentialAccess {
     let decode::Event::FileOpen(ev) = decode::decode(bytes).expect("the fixture decodes") else {
         panic!("a file open")
     };
-    let mut access = crate::model::file::file_access(&ev, Some((&"aws-shared-credentials".into(), &"aws.access_key".into())));
+    let mut access = crate::model::file::file_access(&ev, Some(("aws-shared-credentials", "aws.access_key")));
     access.count = Some(3);
     CredentialAccess {
         time: SystemTime::UNIX_EPOCH + Duration::from_secs(T0),
@@ -209,7 +209,7 @@ fn more_records(read: &CredentialAccess) -> Vec<(&'static str, Emit)> {
         value: crate::secret::Secret::new(b"AKIAGOLDEN0000000001".to_vec()),
     };
     let cred = crate::model::Credential { id: "AKIAGOLDEN0000000001".into(), kind: "aws.access_key".into() };
-    let env = crate::identity::env::record(&exec, &env_cred, "aws.access_key", Some(&cred), &"golden-host".into(), t);
+    let env = crate::identity::env::record(&exec, &env_cred, "aws.access_key", Some(&cred), "golden-host", t);
     let imds = record::imds_request(
         &ImdsRequest {
             socket: socket(),
@@ -220,7 +220,7 @@ fn more_records(read: &CredentialAccess) -> Vec<(&'static str, Emit)> {
             host: Some("169.254.169.254".into()),
             call: Call { provider: "aws", operation: "credentials", kind: Some("aws.iam_role"), id: Some("app-role".into()) },
         },
-        &"golden-host".into(),
+        "golden-host",
         t,
     );
     let conn = |transport, payload, hello: Option<ClientHello>, quic_version| Connection {
@@ -242,11 +242,11 @@ fn more_records(read: &CredentialAccess) -> Vec<(&'static str, Emit)> {
         ..ClientHello::default()
     };
     let tls = conn(ConnTransport::Tcp, Payload::Tls, Some(hello.clone()), None);
-    let tls = record::connection(&tls, &"golden-host".into(), t);
+    let tls = record::connection(&tls, "golden-host", t);
     let quic = conn(ConnTransport::Quic, Payload::Quic, Some(hello), Some(1));
-    let quic = record::connection(&quic, &"golden-host".into(), t);
+    let quic = record::connection(&quic, "golden-host", t);
     let none = conn(ConnTransport::Tcp, Payload::None, None, None);
-    let none = record::connection(&none, &"golden-host".into(), t);
+    let none = record::connection(&none, "golden-host", t);
     let finding = crate::findings::render::record(
         &Finding {
             id: "1221bdc6131d667f254005c5".into(),

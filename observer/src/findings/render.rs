@@ -31,7 +31,7 @@ pub fn workload_attributes(w: &Workload, a: &mut Vec<(&'static str, Value)>) {
 pub fn record(f: &Finding, host: &str, time: SystemTime) -> records::Finding {
     records::Finding {
         time,
-        host_name: host.into(),
+        host_name: host.to_owned().into(),
         id: f.id.clone(),
         finding_type: f.kind.as_str(),
         state: f.state.as_str(),

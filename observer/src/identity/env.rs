@@ -11,7 +11,7 @@
 //! (see [`derive_id`], the classifier's hook) leave the agent; a value never
 //! does. A variable with an empty value is not a credential. When the kernel
 //! had to cut the block, the last (partial) variable is dropped.
-use std::{sync::Arc, time::SystemTime};
+use std::time::SystemTime;
 
 use observer_creds::{Keyed, tokens::SECRET_VALUE_KIND};
 
@@ -251,12 +251,12 @@ pub fn record(
     cred: &EnvCredential,
     kind: &str,
     credential: Option<&Credential>,
-    host_name: &Arc<str>,
+    host_name: &'static str,
     time: SystemTime,
 ) -> CredentialAccess {
     CredentialAccess {
         time,
-        host_name: Arc::clone(host_name),
+        host_name: host_name.into(),
         source: AccessSource::Env(Box::new(EnvAccess {
             kind: kind.to_owned(),
             id: credential.map(|c| c.id.clone()),

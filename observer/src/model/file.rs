@@ -4,8 +4,6 @@
 //! before the workload identity stage adds the rest. Invariant: the path
 //! rule (resolved path, or a failed relative open's directory joined with
 //! the requested name) is decided here only.
-use std::sync::Arc;
-
 use observer_common::MatchKind;
 
 use super::records::{self, AccessSource, CredentialAccess, FileAccess, Process};
@@ -39,7 +37,7 @@ fn text(bytes: &[u8]) -> (String, bool) {
 /// workload. Boxed as a record holds it ([`records::AccessSource`]), and
 /// made in its box: a `FileAccess` made on the stack was then copied
 /// into one (888 bytes).
-pub fn file_access(ev: &FileOpen, rule: Option<(&Arc<str>, &Arc<str>)>) -> Box<FileAccess> {
+pub fn file_access(ev: &FileOpen, rule: Option<(&'static str, &'static str)>) -> Box<FileAccess> {
     use std::os::unix::ffi::OsStrExt;
     // Bytes that are not UTF-8 are shown as `\xNN` (issue 14), and said so.
     let (requested, mut path_escaped) = text(ev.path.as_bytes());
@@ -59,8 +57,8 @@ pub fn file_access(ev: &FileOpen, rule: Option<(&Arc<str>, &Arc<str>)>) -> Box<F
     };
     let known_file = ev.ino != 0;
     let mut access = Box::<FileAccess>::default();
-    access.kind = rule.map(|(_, kind)| Arc::clone(kind));
-    access.rule = rule.map(|(name, _)| Arc::clone(name));
+    access.kind = rule.map(|(_, kind)| kind.into());
+    access.rule = rule.map(|(name, _)| name.into());
     access.open = records::FileOpen {
         path_escaped,
         path,

@@ -53,5 +53,5 @@ pub use record::{
     EVENT_CREDENTIAL_ROTATION, EVENT_FINDING, EVENT_NAMES, EVENT_USAGE, Emit, Record, Stored, Value,
     from_json, rfc3339, typed_json,
 };
-pub use render::render;
+pub use render::{permanent, render};
 pub use subject::{CONSUMER_KEYS, Consumer, Credential, Source};

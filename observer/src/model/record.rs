@@ -674,7 +674,7 @@ mod tests {
             let mut access = samples::accesses().remove(0);
             // Every digit of the fraction.
             access.time = SystemTime::UNIX_EPOCH + std::time::Duration::new(1_764_000_000, 123_456_789);
-            access.host_name = text.as_str().into();
+            access.host_name = text.clone().into();
             if let AccessSource::File(f) = &mut access.source {
                 f.open.path = text.clone();
                 f.open.inode = Some(Inode(u64::MAX));

@@ -14,7 +14,7 @@
 //! attributes, rendered once by [`super::render`]. Invariant: field order
 //! is the attribute order the outputs have always had; a key is absent
 //! when its value is unknown (`skip_serializing_if`), never null.
-use std::{borrow::Cow, sync::Arc, time::SystemTime};
+use std::{borrow::Cow, time::SystemTime};
 
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize, Serializer, ser::SerializeStruct};
@@ -456,10 +456,10 @@ pub struct FileContent {
 pub struct FileAccess {
     /// The catalog rule's credential kind, or the identity's own, more precise kind (`aws.session_key`, `github.pat`, ...).
     #[serde(rename = "nhi.kind", skip_serializing_if = "Option::is_none")]
-    pub kind: Option<Arc<str>>,
+    pub kind: Option<Cow<'static, str>>,
     /// The catalog rule that matched (`content` for files found by content).
     #[serde(rename = "nhi.rule", skip_serializing_if = "Option::is_none")]
-    pub rule: Option<Arc<str>>,
+    pub rule: Option<Cow<'static, str>>,
     /// The open.
     #[serde(flatten)]
     pub open: FileOpen,
@@ -644,7 +644,7 @@ pub struct CredentialAccess {
     pub time: SystemTime,
     /// The host the agent runs on.
     #[serde(rename = "host.name")]
-    pub host_name: Arc<str>,
+    pub host_name: Cow<'static, str>,
     /// How the credential was obtained: `file`, `env` or `imds`.
     #[serde(flatten)]
     pub source: AccessSource,
@@ -670,7 +670,7 @@ pub struct Rotation {
     pub time: SystemTime,
     /// The host the agent runs on.
     #[serde(rename = "host.name")]
-    pub host_name: Arc<str>,
+    pub host_name: Cow<'static, str>,
     /// `file`.
     #[serde(rename = "nhi.source")]
     #[serde(deserialize_with = "de::static_str")]
@@ -747,7 +747,7 @@ pub struct Connection {
     pub time: SystemTime,
     /// The host the agent runs on.
     #[serde(rename = "host.name")]
-    pub host_name: Arc<str>,
+    pub host_name: Cow<'static, str>,
     /// `tcp` or `quic`.
     #[serde(rename = "network.transport")]
     #[serde(deserialize_with = "de::static_str")]
@@ -908,7 +908,7 @@ pub struct Usage {
     pub time: SystemTime,
     /// The host the agent runs on.
     #[serde(rename = "host.name")]
-    pub host_name: Arc<str>,
+    pub host_name: Cow<'static, str>,
     /// The credential.
     #[serde(rename = "nhi.id")]
     pub id: String,
@@ -1035,7 +1035,7 @@ pub struct Finding {
     pub time: SystemTime,
     /// The host the agent runs on.
     #[serde(rename = "host.name")]
-    pub host_name: Arc<str>,
+    pub host_name: Cow<'static, str>,
     /// Stable hex id: a hash of the type, `nhi.id` and subject (the consumer, destination, path or check).
     #[serde(rename = "nhi.finding.id")]
     pub id: String,
@@ -1124,7 +1124,7 @@ pub struct Coverage {
     pub time: SystemTime,
     /// The host the agent runs on.
     #[serde(rename = "host.name")]
-    pub host_name: Arc<str>,
+    pub host_name: Cow<'static, str>,
     /// The start of the interval this record covers (RFC 3339; consecutive records are contiguous).
     #[serde(rename = "nhi.coverage.start")]
     pub start: String,
@@ -1161,7 +1161,7 @@ pub struct AgentStats {
     pub time: Option<SystemTime>,
     /// The host the agent runs on.
     #[serde(rename = "host.name")]
-    pub host_name: Arc<str>,
+    pub host_name: Cow<'static, str>,
     /// File events the kernel sent.
     #[serde(rename = "nhi.file.events.emitted")]
     pub file_events_emitted: u64,

@@ -71,7 +71,7 @@ pub(super) fn intern(key: &str) -> &'static str {
         let name = match names.all.get(key) {
             Some(k) => *k,
             None => {
-                let k: &'static str = Box::leak(key.to_owned().into_boxed_str());
+                let k = permanent(key);
                 names.all.insert(k);
                 k
             }
@@ -79,6 +79,26 @@ pub(super) fn intern(key: &str) -> &'static str {
         names.by_address[slot] = (address, name);
         name
     })
+}
+
+/// A text kept for the process's life, once per distinct text: the
+/// catalog's rule names and kinds, the host's name, attribute names (the
+/// slow path of [`intern`]). Records then hold these as `&'static str`
+/// (in a `Cow`): no copy per record, and no reference count either (an
+/// `Arc<str>` per rule name, kind and host name made the chain slower in
+/// wall-clock though fewer in instructions: each count is an atomic
+/// read-modify-write, docs/design.md "Pipeline"). Bounded: a reload adds
+/// only names not seen before.
+pub fn permanent(text: &str) -> &'static str {
+    static TEXTS: std::sync::Mutex<Option<HashSet<&'static str>>> = std::sync::Mutex::new(None);
+    let mut texts = TEXTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let texts = texts.get_or_insert_with(HashSet::new);
+    if let Some(t) = texts.get(text) {
+        return t;
+    }
+    let t: &'static str = Box::leak(text.to_owned().into_boxed_str());
+    texts.insert(t);
+    t
 }
 
 /// A record that cannot be rendered (here, or as JSON text by
@@ -504,6 +524,19 @@ impl ser::SerializeSeq for Strings {
 mod tests {
     use super::*;
     use crate::model::records::samples;
+
+    /// One copy per distinct text, whoever asks and from which thread.
+    #[test]
+    fn permanent_texts_are_kept_once() {
+        let a = permanent(&String::from("permanent-test-rule"));
+        let b = std::thread::spawn(|| permanent(&String::from("permanent-test-rule"))).join().unwrap();
+        let c = permanent("permanent-test-other");
+        assert_eq!((a, c), ("permanent-test-rule", "permanent-test-other"));
+        assert!(std::ptr::eq(a, b), "a second copy");
+        assert!(!std::ptr::eq(a, c));
+        // The attribute-name interner leaks through it too.
+        assert!(std::ptr::eq(intern(&String::from("permanent-test-rule")), a));
+    }
 
     #[test]
     fn values_keep_their_types_and_absent_keys_are_left_out() {

@@ -1,6 +1,6 @@
 //! Network outputs as records, in the data contract's attribute names
 //! (OpenTelemetry semantic conventions where one exists, `nhi.*` otherwise).
-use std::{net::SocketAddr, sync::Arc, time::SystemTime};
+use std::{net::SocketAddr, time::SystemTime};
 
 use observer_common::AF_INET6;
 
@@ -64,11 +64,11 @@ fn server(c: &Connection) -> Server {
 /// attempt; the workload identity stage adds the workload. Its
 /// `server.address` and `server.port` are the [`Server`] the correlator
 /// links to.
-pub fn connection(c: &Connection, host_name: &Arc<str>, time: SystemTime) -> records::Connection {
+pub fn connection(c: &Connection, host_name: &'static str, time: SystemTime) -> records::Connection {
     let server = server(c);
     records::Connection {
         time,
-        host_name: Arc::clone(host_name),
+        host_name: host_name.into(),
         transport: match c.transport {
             ConnTransport::Tcp => "tcp",
             ConnTransport::Quic => "quic",
@@ -104,10 +104,10 @@ pub fn connection(c: &Connection, host_name: &Arc<str>, time: SystemTime) -> rec
 
 /// `nhi.credential.access` from a metadata service (`nhi.source` = `imds`);
 /// the workload identity stage adds the workload.
-pub fn imds_request(r: &ImdsRequest, host_name: &Arc<str>, time: SystemTime) -> CredentialAccess {
+pub fn imds_request(r: &ImdsRequest, host_name: &'static str, time: SystemTime) -> CredentialAccess {
     CredentialAccess {
         time,
-        host_name: Arc::clone(host_name),
+        host_name: host_name.into(),
         source: AccessSource::Imds(Box::new(ImdsAccess {
             kind: r.call.kind,
             id: r.call.id.clone(),
@@ -180,7 +180,7 @@ mod tests {
         for (c, address, source) in cases {
             let s = server(&c);
             assert_eq!((s.address.as_str(), s.port, s.name_source), (address, 8443, source));
-            let r = crate::model::render(&connection(&c, &"h".into(), SystemTime::UNIX_EPOCH));
+            let r = crate::model::render(&connection(&c, "h", SystemTime::UNIX_EPOCH));
             let get = |k: &str| r.attributes.iter().find(|(x, _)| *x == k).map(|(_, v)| v.clone());
             assert_eq!(get("server.address"), Some(address.into()));
             assert_eq!(get("server.port"), Some(8443u32.into()));

@@ -279,7 +279,7 @@ fn visit(ctx: &Ctx<'_>, reader: &mut Reader, entry: &ignore::DirEntry, out: &mut
     let mut counted = None;
     if let Some(rule) = rule {
         let pid = if ctx.host_root.is_some() { 1 } else { 0 };
-        let access = Access { pid, path: &path, kernel_inode: None, format: rule.format, kind: &rule.kind };
+        let access = Access { pid, path: &path, kernel_inode: None, format: rule.format, kind: rule.kind };
         let c = reader.classify(&access, ctx.keyed);
         match verdict::judge(&c.parsed, verdict::broad(rule)) {
             Verdict::Report(parsed) => {
@@ -334,7 +334,7 @@ fn by_content(ctx: &Ctx<'_>, real: &Path, path: &Path) -> Result<Found, &'static
         return Err("too_large");
     }
     let bytes = reader::read_bounded(file, meta.len(), ctx.opts.max_bytes).map_err(|u| u.reason())?;
-    let parsed = observer_creds::parse(Format::Content, &bytes, &rule.kind, ctx.keyed);
+    let parsed = observer_creds::parse(Format::Content, &bytes, rule.kind, ctx.keyed);
     match verdict::judge(&parsed, true) {
         Verdict::Report(parsed) if !parsed.identities.is_empty() => Ok(Found {
             path: path.to_owned(),

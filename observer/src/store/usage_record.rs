@@ -69,7 +69,7 @@ pub fn usage_record(u: &UsageRow) -> Usage {
         });
     Usage {
         time: u.last_seen.max(SystemTime::UNIX_EPOCH),
-        host_name: u.host.as_str().into(),
+        host_name: u.host.clone().into(),
         id: u.nhi_id.clone(),
         kind: u.kind.clone(),
         source: u.source.clone(),
