@@ -43,6 +43,11 @@
 //! (docs/design.md, "The chain a quarter shorter"); wall-clock with the
 //! serialisation 600 k-1.02 M events/s on the noisy host.
 //!
+//! 2026-12-03, tenth session: 9,945 -> 9,177 instructions per access with
+//! the serialisation, but no faster in wall-clock (docs/design.md, "Fewer
+//! instructions, not fewer cycles", which also gives the way to compare
+//! two builds on this host: both at once, each pinned to a core).
+//!
 //! `cargo bench -p nhi-observer --bench pipeline`, or `cargo xtask bench pipeline`.
 use std::{
     collections::HashMap,

@@ -79,6 +79,12 @@ enum Cmd {
         /// the release one here (to compare two builds).
         #[arg(long)]
         agent: Option<std::path::PathBuf>,
+        /// `pipeline`: compare this tree with the benchmark built from this
+        /// git revision, both running at once on one core each, `--rounds`
+        /// times (cores swapped each round): the median of the ratios. The
+        /// way to rank two builds on a noisy host.
+        #[arg(long)]
+        base: Option<String>,
     },
     /// Regenerate the records' field tables (README.md, docs/design.md,
     /// between `<!-- generated:fields RECORD -->` markers) and
@@ -110,8 +116,8 @@ fn main() -> ExitCode {
         Cmd::Test { no_lint, no_fuzz, args } => tasks::test(!no_lint, &args).and_then(|()| {
             if no_fuzz { Ok(()) } else { fuzz::run(fuzz::SMOKE_SECONDS, None) }
         }),
-        Cmd::Bench { name, rounds, iterations, quick, agent } => {
-            setup::ensure().and_then(|()| bench::run(&name, rounds, iterations, quick, agent))
+        Cmd::Bench { name, rounds, iterations, quick, agent, base } => {
+            setup::ensure().and_then(|()| bench::run(&name, rounds, iterations, quick, agent, base.as_deref()))
         }
         Cmd::Docs { check } => docs::run(check),
         Cmd::Fuzz { seconds, filter } => fuzz::run(seconds, filter.as_deref()),

@@ -16,6 +16,7 @@ pub mod burst;
 pub mod files;
 pub mod idle;
 pub mod memory;
+mod pair;
 pub mod peer;
 pub mod process;
 pub mod scan;
@@ -166,12 +167,19 @@ pub fn run(
     iterations: u32,
     quick: bool,
     agent: Option<std::path::PathBuf>,
+    base: Option<&str>,
 ) -> anyhow::Result<()> {
+    if base.is_some() && name != "pipeline" {
+        bail!("--base compares builds of `pipeline` only");
+    }
     match name {
         "files" => files::run(rounds, agent).map(|_| ()),
         "process" => crate::tasks::bench_process(iterations, rounds, agent),
         "tls" => tls::run(&tls::Args { agent, ..tls::Args::with_rounds(rounds) }),
-        "pipeline" => pipeline(),
+        "pipeline" => match base {
+            Some(rev) => pair::run(rev, rounds),
+            None => pipeline(),
+        },
         "memory" => crate::tasks::bench_memory(),
         "scan" => crate::tasks::bench_scan(rounds),
         "idle" => crate::tasks::bench_idle(),
