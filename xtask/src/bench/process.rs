@@ -10,7 +10,10 @@
 //! of the rounds' ratios. Workloads: fork+exec+wait of `/bin/true`
 //! (every exec is copied and decoded: argv, environment, executable, tty),
 //! and the same with credential variables in the environment (each one
-//! becomes a record). Numbers are only comparable on a quiet machine.
+//! becomes a record). `/bin/true` gets this process's environment without
+//! the library directories `cargo xtask` adds to `LD_LIBRARY_PATH`, so it
+//! execs as it would on the host (see [`host_library_path`]). Numbers are
+//! only comparable on a quiet machine.
 //! With the agent running, a second pass with the kernel's BPF statistics
 //! on gives each process program's run time per process, against its
 //! target: CPU time of the programs, meaningful on a busy machine too.
@@ -45,14 +48,46 @@ const WORKLOADS: &[Workload] = &[
 const PROGRAM_TARGETS: &[(&str, f64)] = &[("proc_fork", 2000.0), ("proc_exec", 2000.0), ("proc_exit", 1000.0)];
 
 fn run_workload(w: &Workload, iterations: u32) -> anyhow::Result<Duration> {
+    let library_path = host_library_path();
     let start = Instant::now();
     for _ in 0..iterations {
-        let st = Command::new("/bin/true").envs(w.env.iter().copied()).status().context("running /bin/true")?;
+        let mut cmd = Command::new("/bin/true");
+        match &library_path {
+            Some(p) => cmd.env("LD_LIBRARY_PATH", p),
+            None => cmd.env_remove("LD_LIBRARY_PATH"),
+        };
+        let st = cmd.envs(w.env.iter().copied()).status().context("running /bin/true")?;
         if !st.success() {
             bail!("/bin/true failed: {st}");
         }
     }
     Ok(start.elapsed())
+}
+
+/// `LD_LIBRARY_PATH` without what `cargo run` (`cargo xtask`) puts in
+/// front of it for its own binaries: the workspace's `target` directories
+/// and the toolchain's. With them every exec of `/bin/true` first looks
+/// for `libc.so.6` in each of those directories and their `glibc-hwcaps`
+/// and `tls` subdirectories, about 57 failed `openat` and as many `stat`
+/// calls per process that a host's `/bin/true` never makes (and every
+/// failed open runs the file sensor's costliest path, the requested
+/// string read from the process's memory). `None`: unset.
+fn host_library_path() -> Option<String> {
+    let value = std::env::var("LD_LIBRARY_PATH").ok()?;
+    let rustup = std::env::var_os("RUSTUP_HOME").map(std::path::PathBuf::from);
+    without_cargo_dirs(&value, &crate::tasks::workspace_root().join("target"), rustup.as_deref())
+}
+
+/// `value` (a `:`-separated list) without the directories under `target`
+/// or a rustup toolchain (`rustup`'s, or any `.rustup/toolchains`); `None`
+/// when nothing is left.
+fn without_cargo_dirs(value: &str, target: &Path, rustup: Option<&Path>) -> Option<String> {
+    let toolchain = |d: &str| {
+        rustup.is_some_and(|r| Path::new(d).starts_with(r.join("toolchains"))) || d.contains("/.rustup/toolchains/")
+    };
+    let kept: Vec<&str> =
+        value.split(':').filter(|d| !d.is_empty() && !Path::new(d).starts_with(target) && !toolchain(d)).collect();
+    (!kept.is_empty()).then(|| kept.join(":"))
 }
 
 /// What one workload of `bench process` measured.
@@ -270,4 +305,25 @@ pub fn bench(bin: &Path, iterations: u32, rounds: usize) -> anyhow::Result<Vec<F
     }
     let _ = std::fs::remove_dir_all(&state);
     Ok(figures)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cargo_library_dirs_are_left_out() {
+        let target = Path::new("/src/ws/target");
+        let cargo = "/src/ws/target/release/build/aws-lc-sys-1/out:/src/ws/target/release:/src/ws/target/release/deps:\
+                     /root/.rustup/toolchains/stable-x86_64-unknown-linux-gnu/lib/rustlib/x86_64-unknown-linux-gnu/lib:\
+                     /opt/rust/toolchains/nightly/lib";
+        assert_eq!(without_cargo_dirs(cargo, target, Some(Path::new("/opt/rust"))), None);
+        let mixed = format!("{cargo}:/opt/vendor/lib::/usr/local/lib");
+        assert_eq!(
+            without_cargo_dirs(&mixed, target, Some(Path::new("/opt/rust"))).as_deref(),
+            Some("/opt/vendor/lib:/usr/local/lib")
+        );
+        // A directory that only starts with the same letters stays.
+        assert_eq!(without_cargo_dirs("/src/ws/target2/lib", target, None).as_deref(), Some("/src/ws/target2/lib"));
+    }
 }
