@@ -71,8 +71,6 @@ impl Background {
         Ok(Self { child, stdin })
     }
 
-    /// Closes stdin (the floor program exits on that), then sends SIGTERM
-    /// (the agent's clean shutdown) if it is still running.
     /// Run time and run count of the BPF programs this process holds
     /// (kernel BPF statistics, from its fds' fdinfo).
     pub fn prog_stats(&self) -> (u64, u64) {
@@ -83,23 +81,61 @@ impl Background {
         self.child.id()
     }
 
-    pub fn stop(mut self) -> anyhow::Result<()> {
+    /// Closes stdin (the floor program exits on that), then, while it is
+    /// still running, sends SIGTERM (the agent's clean shutdown), then
+    /// SIGINT (bpftrace's Ctrl-C: bpftrace 0.17 once caught a SIGTERM
+    /// here and went on running), each given [`STOP_WAIT`]; a process
+    /// that outlives both is killed and reported as an error, never
+    /// waited for without end.
+    pub fn stop(self) -> anyhow::Result<()> {
+        self.stop_waiting(STOP_WAIT)
+    }
+
+    fn stop_waiting(mut self, wait: Duration) -> anyhow::Result<()> {
         drop(self.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while self.child.try_wait()?.is_none() && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(10));
-        }
-        if self.child.try_wait()?.is_none() {
+        let mut exited = self.wait_for(Duration::from_secs(2))?;
+        for signal in [libc::SIGTERM, libc::SIGINT] {
+            if exited.is_some() {
+                break;
+            }
             // SAFETY: plain kill(2) on our own, still running, child.
-            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            unsafe { libc::kill(self.child.id() as i32, signal) };
+            exited = self.wait_for(wait)?;
         }
-        let status = self.child.wait()?;
+        let Some(status) = exited else {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            bail!(
+                "background process {} did not exit on SIGTERM or SIGINT within {} s each; killed",
+                self.child.id(),
+                wait.as_secs_f64()
+            );
+        };
         if !status.success() {
             return Err(anyhow!("background process exited with {status}"));
         }
         Ok(())
     }
 }
+
+impl Background {
+    /// The exit status, if the process exits within `limit`.
+    fn wait_for(&mut self, limit: Duration) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(Some(status));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// How long [`Background::stop`] waits after each signal.
+const STOP_WAIT: Duration = Duration::from_secs(10);
 
 impl Drop for Background {
     fn drop(&mut self) {
@@ -399,5 +435,33 @@ impl Drop for JsonAgent {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shell(script: &str) -> Background {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", script]);
+        Background::start(cmd, "ready").unwrap()
+    }
+
+    #[test]
+    fn stop_falls_back_to_sigint_when_sigterm_is_caught() {
+        // Like bpftrace that once went on after a SIGTERM: ignores TERM,
+        // exits cleanly on INT.
+        let bg = shell("trap '' TERM; trap 'exit 0' INT; echo ready; while :; do sleep 0.05; done");
+        bg.stop_waiting(Duration::from_secs(5)).unwrap();
+    }
+
+    #[test]
+    fn stop_kills_what_outlives_both_signals_and_says_so() {
+        let bg = shell("trap '' TERM INT; echo ready; while :; do sleep 0.05; done");
+        let pid = bg.child_id();
+        let err = bg.stop_waiting(Duration::from_millis(300)).unwrap_err().to_string();
+        assert!(err.contains("did not exit on SIGTERM or SIGINT") && err.contains("killed"), "{err}");
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "process {pid} still there");
     }
 }
