@@ -293,6 +293,65 @@ fn short_lived_process_keeps_its_identity() {
     assert!(!serde_json::to_string(&records).unwrap().contains("short/lived/SECRET"));
 }
 
+/// The exec record's identity of the new process, which the exec and fork
+/// programs load from the tracepoints' typed task (not through the
+/// identity helpers): pid, parent, uid and gid (not root's, and not equal
+/// to each other), cgroup (the test's own) and the kernel's name of the
+/// process, which after exec is the name it was run by (a link named
+/// unlike its target), not the executable's.
+#[test]
+fn exec_records_carry_the_new_process_task_fields() {
+    use std::os::unix::{fs::PermissionsExt as _, process::CommandExt as _};
+    if !bpf_available("exec_records_carry_the_new_process_task_fields") {
+        return;
+    }
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    // 15 bytes: the whole of what the kernel keeps of a process's name.
+    let link = dir.path().join("nhi-e2e-renamed");
+    std::os::unix::fs::symlink(which("sleep"), &link).unwrap();
+    let root = unique("nhi-e2e-task");
+    let cg = TestCgroup::new(&root, "system.slice/nhi-e2e-task.service");
+    let agent = Agent::start(&[]);
+    let mut sh = Command::new(which("sh"));
+    sh.arg("-c")
+        .arg(format!("read _; exec '{}' 0.2", link.display()))
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("GITHUB_TOKEN", "ghp_e2eTaskFields0000000000000000000000")
+        .uid(65534)
+        .gid(65533)
+        .stdin(Stdio::piped());
+    let mut sh = sh.spawn().unwrap();
+    let pid = sh.id();
+    cg.add(pid);
+    writeln!(sh.stdin.as_mut().unwrap()).unwrap();
+    agent.wait_for_record(Duration::from_secs(10), |_| !records_of(&agent.records(), pid, "env").is_empty());
+    sh.wait().unwrap();
+    let (status, records, stderr) = agent.stop(Signal::SIGTERM);
+    assert!(status.success(), "{}", stderr.join("\n"));
+    // Two execs of one pid, each with the variable: `sh`, before it was
+    // moved into the cgroup, then the link.
+    let sleep = which("sleep").canonicalize().unwrap();
+    let env = records_of(&records, pid, "env");
+    let (linked, first): (Vec<&Value>, Vec<&Value>) =
+        env.iter().partition(|r| str_attr(r, "process.executable.path") == sleep.to_str());
+    assert_eq!((linked.len(), first.len()), (1, 1), "{env:#?}");
+    let sh_name = which("sh").file_name().unwrap().to_str().unwrap().to_owned();
+    assert_eq!(str_attr(first[0], "process.command"), Some(sh_name.as_str()), "{:#}", first[0]);
+    assert_ne!(str_attr(first[0], "nhi.cgroup.path"), Some(cg.path.as_str()), "{:#}", first[0]);
+    let r = linked[0];
+    assert_eq!(str_attr(r, "nhi.env.name"), Some("GITHUB_TOKEN"));
+    assert_eq!(int_attr(r, "process.pid"), Some(i64::from(pid)));
+    assert_eq!(int_attr(r, "process.parent_pid"), Some(i64::from(std::process::id())));
+    assert_eq!(int_attr(r, "process.user.id"), Some(65534), "{r:#}");
+    assert_eq!(int_attr(r, "nhi.process.group.id"), Some(65533), "{r:#}");
+    assert_eq!(str_attr(r, "process.command"), Some("nhi-e2e-renamed"), "{r:#}");
+    assert_eq!(str_attr(r, "nhi.cgroup.path"), Some(cg.path.as_str()), "{r:#}");
+    assert_eq!(str_attr(r, "nhi.systemd.unit"), Some("nhi-e2e-task.service"), "{r:#}");
+}
+
 /// A pid reused by a second process, both seen only after they are gone:
 /// two records, each with its own program, arguments, cgroup and start
 /// time; nothing of the first process leaks onto the second.

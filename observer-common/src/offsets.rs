@@ -84,5 +84,15 @@ pub struct KernelOffsets {
     /// (the network programs' executable cache is valid for one exec). 0
     /// when unknown: no cache, every connect walks the path.
     pub task_self_exec_id: u32,
+
+    /// A process's identity by plain loads from a typed `current`
+    /// (`kernel::current_task_info_typed`): `task_struct::comm` and
+    /// `::cred`, `cred::uid` and `::gid`. `task_ident_valid == 0` when
+    /// any is missing: the programs then call the identity helpers.
+    pub task_ident_valid: u32,
+    pub task_comm: u32,
+    pub task_cred: u32,
+    pub cred_uid: u32,
+    pub cred_gid: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 54 * 4);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 59 * 4);

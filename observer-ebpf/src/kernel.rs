@@ -72,6 +72,11 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     cgroup_root_hierarchy_id: 0,
     kernfs_node_id: 0,
     task_self_exec_id: 0,
+    task_ident_valid: 0,
+    task_comm: 0,
+    task_cred: 0,
+    cred_uid: 0,
+    cred_gid: 0,
 };
 
 /// One field of [`OFFSETS`], loaded so that the verifier sees its value.
@@ -133,6 +138,51 @@ pub fn process_start_ns() -> u64 {
 /// Fills `info` with the current task's identity.
 #[inline(always)]
 pub fn current_task_info(info: &mut TaskInfo) {
+    current_task_info_of(info, task_btf);
+}
+
+/// [`current_task_info`] from `task`, a BTF-typed pointer to `current`
+/// (the `sched_process_exec` and `sched_process_fork` hooks hand it over):
+/// plain loads instead of the helpers for the task pointer, pid and tgid,
+/// uid and gid, cgroup and name, each a call that pays this kind of
+/// host's return-thunk mitigation (docs/design.md, "Process sensor cost").
+/// The same values: the helpers read these fields of `current` (the uid
+/// and gid as `from_kuid(&init_user_ns, ..)`, the identity). Without the
+/// offsets for them, the helpers.
+#[inline(always)]
+pub fn current_task_info_typed(info: &mut TaskInfo, task: u64) {
+    if off!(valid) == 0 || off!(process_valid) == 0 || off!(task_ident_valid) == 0 {
+        current_task_info_of(info, || task);
+        return;
+    }
+    info.pid = ld::<u32>(task, off!(task_pid));
+    info.tgid = ld::<u32>(task, off!(task_tgid));
+    let cred: u64 = ld(task, off!(task_cred));
+    info.uid = ld::<u32>(cred, off!(cred_uid));
+    info.gid = ld::<u32>(cred, off!(cred_gid));
+    info._pad0 = 0;
+    let css_set: u64 = ld(task, off!(task_cgroups));
+    let cgroup: u64 = ld(css_set, off!(css_set_dfl_cgrp));
+    let kn: u64 = ld(cgroup, off!(cgroup_kn));
+    info.cgroup_id = ld::<u64>(kn, off!(kernfs_node_id));
+    // `comm` is 16 bytes, NUL-padded by the kernel (`strscpy_pad`): two
+    // words, as `bpf_get_current_comm` would copy them.
+    let words = [ld::<u64>(task, off!(task_comm)), ld::<u64>(task, off!(task_comm) + 8)];
+    // SAFETY: 16 bytes into the 16-byte `comm`, unaligned writes.
+    unsafe {
+        core::ptr::write_unaligned(info.comm.as_mut_ptr().cast::<u64>(), words[0]);
+        core::ptr::write_unaligned(info.comm.as_mut_ptr().add(8).cast::<u64>(), words[1]);
+    }
+    let parent: u64 = ld(task, off!(task_real_parent));
+    info.ppid = ld::<u32>(parent, off!(task_tgid));
+    let leader: u64 = ld(task, off!(task_group_leader));
+    info.start_boot_ns = ld::<u64>(leader, off!(task_start_boottime));
+}
+
+/// [`current_task_info`] with `current` as a typed task pointer from
+/// `task` (called only with the kernel offsets).
+#[inline(always)]
+pub fn current_task_info_of(info: &mut TaskInfo, task: impl FnOnce() -> u64) {
     let pid_tgid = bpf_get_current_pid_tgid();
     info.tgid = (pid_tgid >> 32) as u32;
     info.pid = pid_tgid as u32;
@@ -150,8 +200,8 @@ pub fn current_task_info(info: &mut TaskInfo) {
     info.ppid = 0;
     info.start_boot_ns = 0;
     if off!(valid) != 0 {
-        // One helper call for the task pointer, shared by both reads.
-        let task = task_btf();
+        // One task pointer, shared by both reads.
+        let task = task();
         let parent: u64 = ld(task, off!(task_real_parent));
         info.ppid = ld::<u32>(parent, off!(task_tgid));
         let leader: u64 = ld(task, off!(task_group_leader));
@@ -445,10 +495,17 @@ pub fn mask_words(words: &mut [u64; 8], len: u32) {
 /// The current task's executable file (`mm->exe_file`), typed.
 #[inline(always)]
 pub fn current_exe_file() -> Option<u64> {
+    exe_file_of(task_btf())
+}
+
+/// `task`'s executable file (`mm->exe_file`); `task` is a typed task
+/// pointer.
+#[inline(always)]
+pub fn exe_file_of(task: u64) -> Option<u64> {
     if off!(valid) == 0 {
         return None;
     }
-    let mm: u64 = ld(task_btf(), off!(task_mm));
+    let mm: u64 = ld(task, off!(task_mm));
     if mm == 0 {
         return None;
     }

@@ -69,16 +69,20 @@ pub(crate) fn submit_flags() -> u64 {
 // both read `sched_process_e` in its statistics (`cargo xtask bench process`).
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn proc_exec(ctx: BtfTracePointContext) -> i32 {
+    // `p` is `current` (exec_binprm passes it), BTF-typed like `bprm`.
+    let task: u64 = ctx.arg(0);
     let old_pid: u32 = ctx.arg(1);
     let bprm: u64 = ctx.arg(2);
-    let _ = on_exec(old_pid, bprm);
+    let _ = on_exec(task, old_pid, bprm);
     0
 }
 
 #[btf_tracepoint(function = "sched_process_fork")]
 pub fn proc_fork(ctx: BtfTracePointContext) -> i32 {
+    // `parent` is `current` (kernel_clone's caller context), BTF-typed.
+    let parent: u64 = ctx.arg(0);
     let child: u64 = ctx.arg(1);
-    let _ = on_fork(child);
+    let _ = on_fork(parent, child);
     0
 }
 
@@ -104,18 +108,16 @@ fn boot_ns() -> u64 {
 }
 
 #[inline(always)]
-fn on_exec(old_pid: u32, bprm: u64) -> Option<()> {
+fn on_exec(task: u64, old_pid: u32, bprm: u64) -> Option<()> {
     let scratch = EXEC_SCRATCH.get_ptr_mut(0)?;
     // SAFETY: the per-CPU value is ours alone for this program run.
     let s = unsafe { &mut *scratch };
     let mut flags = 0;
     s.ev.header = EventHeader { kind: EventKind::ProcessExec as u32, size: 0, boot_ns: boot_ns() };
-    kernel::current_task_info(&mut s.ev.task);
+    // `task` is `current`, typed: plain loads, no helper call for it.
+    kernel::current_task_info_typed(&mut s.ev.task, task);
     s.ev.old_pid = old_pid;
     s.ev._pad1 = 0;
-    // `current` as a typed task, fetched once (a helper call) for the
-    // terminal and the memory layout below.
-    let task = kernel::task_btf();
 
     // The data: exec path, executable, argv, environment, each with only
     // the bytes used (see observer_common::process). `pos` is where the
@@ -142,7 +144,7 @@ fn on_exec(old_pid: u32, bprm: u64) -> Option<()> {
     s.ev.filename_len = pos as u16;
 
     s.ev.exe_len = 0;
-    if let Some(exe) = kernel::current_exe_file() {
+    if let Some(exe) = kernel::exe_file_of(task) {
         // The walk writes straight after the exec path, no copy: its window
         // (`WALK_BUF_LEN` bytes from `pos < PATH_LEN`) lies inside `data`.
         // SAFETY: see above; `data` is plain bytes.
@@ -296,7 +298,7 @@ fn copy_args_env(task: u64, data: &mut [u8; EXEC_DATA_LEN], base: usize, flags: 
 }
 
 #[inline(always)]
-fn on_fork(child: u64) -> Option<()> {
+fn on_fork(parent: u64, child: u64) -> Option<()> {
     let o = kernel::offsets();
     if o.process_valid == 0 || o.valid == 0 {
         return None;
@@ -320,7 +322,7 @@ fn on_fork(child: u64) -> Option<()> {
             size: core::mem::size_of::<ProcessForkEvent>() as u32,
             boot_ns: boot_ns(),
         };
-        kernel::current_task_info(&mut (*ev).parent);
+        kernel::current_task_info_typed(&mut (*ev).parent, parent);
         (*ev).child_tgid = tgid;
         (*ev)._pad0 = 0;
         // A new process is its own group leader.

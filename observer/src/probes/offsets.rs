@@ -323,6 +323,10 @@ pub fn resolve(blob: &[u8]) -> Result<KernelBtf, OffsetsError> {
         task_self_exec_id: off("task_struct", "self_exec_id").unwrap_or(0),
         ..KernelOffsets::default()
     };
+    match resolve_task_ident(&types, &mut offsets) {
+        Ok(()) => offsets.task_ident_valid = 1,
+        Err(e) => tracing::info!(error = %e, "task identity offsets unavailable: the process programs use the identity helpers"),
+    }
     match resolve_process(&types, &mut offsets) {
         Ok(()) => offsets.process_valid = 1,
         Err(e) => tracing::warn!(
@@ -368,6 +372,18 @@ fn field_of(types: &Types, ty: &'static str, field: &'static str) -> Result<(u32
         Ok((Offset::Bits, _)) => Err(OffsetsError::BitField { ty, field }),
         Err(err) => Err(OffsetsError::NoField { ty, field, err }),
     }
+}
+
+/// A task's identity fields (pid and tgid are in the main section, the
+/// cgroup in the process section). Optional: without them the programs
+/// call the identity helpers.
+fn resolve_task_ident(types: &Types, o: &mut KernelOffsets) -> Result<(), OffsetsError> {
+    let off = |ty, field| field_of(types, ty, field).map(|(o, _)| o);
+    o.task_comm = off("task_struct", "comm")?;
+    o.task_cred = off("task_struct", "cred")?;
+    o.cred_uid = off("cred", "uid")?;
+    o.cred_gid = off("cred", "gid")?;
+    Ok(())
 }
 
 /// The process section (probes/process.rs). Optional: without it the file
@@ -430,6 +446,9 @@ mod tests {
         assert_eq!(o.mm_arg_end, o.mm_arg_start + 8, "mm_struct keeps arg_start, arg_end adjacent");
         assert_eq!(o.mm_env_end, o.mm_env_start + 8);
         assert!(o.task_pid + 4 == o.task_tgid, "task_struct: pid then tgid");
+        assert_eq!(o.task_ident_valid, 1, "task identity offsets resolve on this kernel");
+        assert!(o.task_comm > 0 && o.task_cred > 0 && o.task_comm != o.task_cred);
+        assert_eq!(o.cred_gid, o.cred_uid + 4, "struct cred keeps uid, gid adjacent");
         // io_uring: `struct io_open` at the start of the request (uapi-
         // independent, but stable since 5.19), `open_how` as in the uapi.
         let io = btf.iouring;
