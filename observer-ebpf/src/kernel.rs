@@ -173,6 +173,13 @@ pub fn current_task_info_typed(info: &mut TaskInfo, task: u64) {
         core::ptr::write_unaligned(info.comm.as_mut_ptr().cast::<u64>(), words[0]);
         core::ptr::write_unaligned(info.comm.as_mut_ptr().add(8).cast::<u64>(), words[1]);
     }
+    lineage(info, task);
+}
+
+/// The parent's tgid and the process's start time (its group leader's)
+/// from a typed task pointer.
+#[inline(always)]
+fn lineage(info: &mut TaskInfo, task: u64) {
     let parent: u64 = ld(task, off!(task_real_parent));
     info.ppid = ld::<u32>(parent, off!(task_tgid));
     let leader: u64 = ld(task, off!(task_group_leader));
@@ -200,12 +207,7 @@ pub fn current_task_info_of(info: &mut TaskInfo, task: impl FnOnce() -> u64) {
     info.ppid = 0;
     info.start_boot_ns = 0;
     if off!(valid) != 0 {
-        // One task pointer, shared by both reads.
-        let task = task();
-        let parent: u64 = ld(task, off!(task_real_parent));
-        info.ppid = ld::<u32>(parent, off!(task_tgid));
-        let leader: u64 = ld(task, off!(task_group_leader));
-        info.start_boot_ns = ld::<u64>(leader, off!(task_start_boottime));
+        lineage(info, task());
     }
 }
 
