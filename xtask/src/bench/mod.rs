@@ -4,6 +4,7 @@
 //! against the baseline of the same run (never absolute timings).
 use std::{
     io::{BufRead, BufReader},
+    os::unix::process::CommandExt as _,
     process::{Child, ChildStdin, Command, Stdio},
     sync::mpsc,
     thread,
@@ -31,8 +32,20 @@ pub struct Background {
 
 impl Background {
     /// Spawns `cmd` and waits for a line containing `ready` on its stdout or
-    /// stderr.
+    /// stderr. The child starts with SIGINT and SIGTERM at their defaults:
+    /// a benchmark started as a background job of a shell (`cmd &`, CI)
+    /// inherits SIGINT ignored, and a shell child cannot trap a signal
+    /// ignored on entry, so [`Background::stop`] could not end it.
     pub fn start(mut cmd: Command, ready: &str) -> anyhow::Result<Self> {
+        // SAFETY: only sigaction(2), async-signal-safe, between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                for signal in [libc::SIGINT, libc::SIGTERM] {
+                    libc::signal(signal, libc::SIG_DFL);
+                }
+                Ok(())
+            });
+        }
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
