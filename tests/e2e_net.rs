@@ -327,6 +327,60 @@ fn connections_after_exec_in_the_same_pid_name_the_new_executable() {
     }
 }
 
+/// The connecting task's fields as the connect program reads them: a
+/// process running as uid 65534 / gid 65533 in a cgroup of its own, named
+/// after a link that differs from its target, connects. Pid, parent, user
+/// id, name, cgroup (and so the unit) and executable of the record come
+/// from the connect event (`current_identity` in probes/net.rs); a field
+/// taken from the wrong place fails here. (The group id comes from the
+/// process table, which the exec record filled.)
+#[test]
+fn connection_records_carry_the_connecting_task_fields() {
+    use std::{
+        io::Write as _,
+        os::unix::{fs::PermissionsExt as _, process::CommandExt as _},
+        process::Stdio,
+    };
+    if !bpf_available("connection_records_carry_the_connecting_task_fields") {
+        return;
+    }
+    let _serial = serial();
+    let listener = TcpListener::bind(loopback4()).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // 15 bytes: the whole of what the kernel keeps of a process's name.
+    let link = dir.path().join("nhi-e2e-netconn");
+    std::os::unix::fs::symlink(which("bash"), &link).unwrap();
+    let root = unique("nhi-e2e-netid");
+    let cg = TestCgroup::new(&root, "system.slice/nhi-e2e-netid.service");
+    let agent = Agent::start(&[]);
+    let mut sh = Command::new(which("sh"));
+    sh.arg("-c")
+        .arg(format!("read _; exec '{}' -c 'exec 3<>/dev/tcp/127.0.0.1/{port}'", link.display()))
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .uid(65534)
+        .gid(65533)
+        .stdin(Stdio::piped());
+    let mut sh = sh.spawn().unwrap();
+    let pid = sh.id();
+    cg.add(pid);
+    writeln!(sh.stdin.as_mut().unwrap()).unwrap();
+    assert!(sh.wait().unwrap().success());
+    let (r, _) = connection_of(agent, pid);
+    assert_eq!(int_attr(&r, "network.peer.port"), Some(i64::from(port)), "{r:#}");
+    assert_eq!(int_attr(&r, "process.pid"), Some(i64::from(pid)), "{r:#}");
+    assert_eq!(int_attr(&r, "process.parent_pid"), Some(i64::from(std::process::id())), "{r:#}");
+    assert_eq!(int_attr(&r, "process.user.id"), Some(65534), "{r:#}");
+    assert_eq!(int_attr(&r, "nhi.process.group.id"), Some(65533), "{r:#}");
+    assert_eq!(str_attr(&r, "process.command"), Some("nhi-e2e-netconn"), "{r:#}");
+    assert_eq!(str_attr(&r, "process.executable.path"), which("bash").canonicalize().unwrap().to_str(), "{r:#}");
+    assert_eq!(str_attr(&r, "nhi.cgroup.path"), Some(cg.path.as_str()), "{r:#}");
+    assert_eq!(str_attr(&r, "nhi.systemd.unit"), Some("nhi-e2e-netid.service"), "{r:#}");
+    drop(listener);
+}
+
 #[test]
 fn plain_tcp_connection_copies_nothing() {
     if !bpf_available("plain_tcp_connection_copies_nothing") {

@@ -94,5 +94,11 @@ pub struct KernelOffsets {
     pub task_cred: u32,
     pub cred_uid: u32,
     pub cred_gid: u32,
+
+    /// BTF type id of `struct task_struct`: the file sensor's cast of the
+    /// task its `task_switch` program last saw switched in on this CPU
+    /// (`kernel::files_task`). 0 without `bpf_rdonly_cast` (before 6.2):
+    /// the sensor then calls `bpf_get_current_task_btf` at every open.
+    pub btf_task: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 59 * 4);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 60 * 4);

@@ -77,6 +77,7 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     task_cred: 0,
     cred_uid: 0,
     cred_gid: 0,
+    btf_task: 0,
 };
 
 /// One field of [`OFFSETS`], loaded so that the verifier sees its value.
@@ -219,6 +220,20 @@ pub fn current_task_info_of(info: &mut TaskInfo, task: impl FnOnce() -> u64) {
 pub enum FileRef {
     Typed(u64),
     Untyped(u64),
+}
+
+/// `current` as a typed pointer for program types that cannot count on
+/// `bpf_get_current_task_btf` (the network sensor's cgroup hooks: it is a
+/// tracing helper on older kernels): `bpf_get_current_task()` cast with
+/// `bpf_rdonly_cast`. `None` without the kfunc or the identity offsets
+/// (load-time constants: the verifier walks one branch only); callers
+/// then take the helper path ([`current_task_info_untyped`]).
+#[inline(always)]
+pub fn current_task_cast() -> Option<u64> {
+    if off!(btf_task) == 0 || off!(valid) == 0 || off!(process_valid) == 0 || off!(task_ident_valid) == 0 {
+        return None;
+    }
+    Some(rdonly_cast(current_task(), off!(btf_task)))
 }
 
 /// [`current_task_info`] through helper reads only, for program types

@@ -148,11 +148,14 @@ static EXE_STAGING: PerCpuArray<ExeCache> = PerCpuArray::with_max_entries(1, 0);
 
 /// The current task's executable path into `buf`: from [`EXE_CACHE`] when
 /// it holds this process's current exec, else walked (and cached).
+/// `typed`: `current` from [`kernel::current_task_cast`], if any.
 #[inline(always)]
-fn exe_path(file: u64, task: &TaskInfo, buf: &mut [u8; WALK_BUF_LEN]) -> kernel::Walk {
-    let o = kernel::offsets();
-    let exec_id = if o.task_self_exec_id != 0 && task.start_boot_ns != 0 {
-        kernel::read::<u64>(kernel::current_task(), o.task_self_exec_id)
+fn exe_path(file: u64, task: &TaskInfo, typed: Option<u64>, buf: &mut [u8; WALK_BUF_LEN]) -> kernel::Walk {
+    let exec_id = if kernel::off!(task_self_exec_id) != 0 && task.start_boot_ns != 0 {
+        match typed {
+            Some(current) => Some(kernel::ld::<u64>(current, kernel::off!(task_self_exec_id))),
+            None => kernel::read::<u64>(kernel::current_task(), kernel::off!(task_self_exec_id)),
+        }
     } else {
         None
     };
@@ -275,13 +278,31 @@ fn on_sock_addr(ctx: &SockAddrContext, hook: NetHook) -> Option<()> {
         announced: 0,
     };
     if protocol == IPPROTO_UDP {
-        kernel::current_task_info_untyped(&mut flow.task, &kernel::offsets());
+        current_identity(&mut flow.task);
         flow.state = state::UDP;
         return FLOWS.insert(cookie, flow, 0).ok();
     }
     emit_connect(&flow, cookie, true);
     flow.plain_ok = u32::from(METADATA_DESTS.get_ptr(addr).is_some());
     FLOWS.insert(cookie, flow, 0).ok()
+}
+
+/// The connecting task's identity into `info`: by plain loads from a
+/// typed `current` where the kernel allows it (no helper calls; each costs
+/// this kind of host's return-thunk mitigation), else through the helpers.
+/// Returns the typed `current`, if any.
+#[inline(always)]
+fn current_identity(info: &mut TaskInfo) -> Option<u64> {
+    match kernel::current_task_cast() {
+        Some(task) => {
+            kernel::current_task_info_typed(info, task);
+            Some(task)
+        }
+        None => {
+            kernel::current_task_info_untyped(info, &kernel::offsets());
+            None
+        }
+    }
 }
 
 /// Sends a [`NetConnectEvent`]. `current`: in the connecting task's context
@@ -301,11 +322,12 @@ fn emit_connect(flow: &Flow, cookie: u64, current: bool) -> Option<()> {
             size: core::mem::size_of::<NetConnectEvent>() as u32,
             boot_ns: generated::bpf_ktime_get_boot_ns(),
         };
-        if current {
-            kernel::current_task_info_untyped(&mut (*ev).task, &kernel::offsets());
+        let typed = if current {
+            current_identity(&mut (*ev).task)
         } else {
             (*ev).task = flow.task;
-        }
+            None
+        };
         (*ev).cookie = cookie;
         (*ev).addr = flow.addr;
         (*ev).port = flow.port;
@@ -316,8 +338,13 @@ fn emit_connect(flow: &Flow, cookie: u64, current: bool) -> Option<()> {
         (*ev)._pad1 = 0;
         (*ev).exe_len = 0;
         let mut flags = 0;
-        if current && let Some(exe) = kernel::current_exe_file_untyped(&kernel::offsets()) {
-            let walk = exe_path(exe, &(*ev).task, &mut (*ev).exe);
+        let exe = match typed {
+            Some(task) => kernel::exe_file_of(task),
+            None if current => kernel::current_exe_file_untyped(&kernel::offsets()),
+            None => None,
+        };
+        if let Some(exe) = exe {
+            let walk = exe_path(exe, &(*ev).task, typed, &mut (*ev).exe);
             (*ev).exe_len = walk.len;
             flags |= net_flags::EXE_VALID;
             if !walk.complete {

@@ -338,6 +338,11 @@ pub fn resolve(blob: &[u8]) -> Result<KernelBtf, OffsetsError> {
         tracing::warn!(error = %e, "io_uring offsets unavailable: opens through io_uring are not seen");
         IoUringOffsets::default()
     });
+    // The file sensor's cached task is read through `bpf_rdonly_cast`:
+    // without the kfunc it stays 0 and the sensor calls the helper.
+    if rdonly_cast.is_some() {
+        offsets.btf_task = types.id_of("task_struct", &[kind::STRUCT]).unwrap_or(0);
+    }
     Ok(KernelBtf { offsets, rdonly_cast, iouring })
 }
 
@@ -442,6 +447,7 @@ mod tests {
         assert!(o.dname_inline_len >= 32 && o.dname_inline_len.is_multiple_of(8), "{}", o.dname_inline_len);
         assert!(o.btf_kiocb > 0);
         assert!(o.btf_mount > 0, "struct mount is in the kernel BTF");
+        assert!(o.btf_task > 0 && btf.rdonly_cast.is_some(), "struct task_struct and bpf_rdonly_cast are in the kernel BTF");
         assert_eq!(o.process_valid, 1, "process offsets resolve on this kernel");
         assert_eq!(o.mm_arg_end, o.mm_arg_start + 8, "mm_struct keeps arg_start, arg_end adjacent");
         assert_eq!(o.mm_env_end, o.mm_env_start + 8);
