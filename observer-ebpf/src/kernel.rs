@@ -136,10 +136,11 @@ pub fn process_start_ns() -> u64 {
     ld::<u64>(leader, off!(task_start_boottime))
 }
 
-/// Fills `info` with the current task's identity.
+/// Fills `info` with the current task's identity: plain loads from the
+/// typed `current` ([`current_task_info_typed`]).
 #[inline(always)]
 pub fn current_task_info(info: &mut TaskInfo) {
-    current_task_info_of(info, task_btf);
+    current_task_info_typed(info, task_btf());
 }
 
 /// [`current_task_info`] from `task`, a BTF-typed pointer to `current`
