@@ -329,7 +329,7 @@ fn connections_after_exec_in_the_same_pid_name_the_new_executable() {
 
 /// The connecting task's fields as the connect program reads them: a
 /// process running as uid 65534 / gid 65533 in a cgroup of its own, named
-/// after a link that differs from its target, connects. Pid, parent, user
+/// after a link that differs from its target, connects twice. Pid, parent, user
 /// id, name, cgroup (and so the unit) and executable of the record come
 /// from the connect event (`current_identity` in probes/net.rs); a field
 /// taken from the wrong place fails here. (The group id comes from the
@@ -357,7 +357,7 @@ fn connection_records_carry_the_connecting_task_fields() {
     let agent = Agent::start(&[]);
     let mut sh = Command::new(which("sh"));
     sh.arg("-c")
-        .arg(format!("read _; exec '{}' -c 'exec 3<>/dev/tcp/127.0.0.1/{port}'", link.display()))
+        .arg(format!("read _; exec '{}' -c 'exec 3<>/dev/tcp/127.0.0.1/{port} 4<>/dev/tcp/127.0.0.1/{port}'", link.display()))
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
         .uid(65534)
@@ -368,16 +368,24 @@ fn connection_records_carry_the_connecting_task_fields() {
     cg.add(pid);
     writeln!(sh.stdin.as_mut().unwrap()).unwrap();
     assert!(sh.wait().unwrap().success());
-    let (r, _) = connection_of(agent, pid);
-    assert_eq!(int_attr(&r, "network.peer.port"), Some(i64::from(port)), "{r:#}");
-    assert_eq!(int_attr(&r, "process.pid"), Some(i64::from(pid)), "{r:#}");
-    assert_eq!(int_attr(&r, "process.parent_pid"), Some(i64::from(std::process::id())), "{r:#}");
-    assert_eq!(int_attr(&r, "process.user.id"), Some(65534), "{r:#}");
-    assert_eq!(int_attr(&r, "nhi.process.group.id"), Some(65533), "{r:#}");
-    assert_eq!(str_attr(&r, "process.command"), Some("nhi-e2e-netconn"), "{r:#}");
-    assert_eq!(str_attr(&r, "process.executable.path"), which("bash").canonicalize().unwrap().to_str(), "{r:#}");
-    assert_eq!(str_attr(&r, "nhi.cgroup.path"), Some(cg.path.as_str()), "{r:#}");
-    assert_eq!(str_attr(&r, "nhi.systemd.unit"), Some("nhi-e2e-netid.service"), "{r:#}");
+    agent.wait_for_record(WAIT, |_| connections_of(&agent.records(), pid).len() >= 2);
+    let (status, records, stderr) = agent.stop(Signal::SIGTERM);
+    assert!(status.success(), "agent exit {status}; stderr:\n{}", stderr.join("\n"));
+    // Two connections: the second takes the executable from the kernel's
+    // cache (`EXE_CACHE`), the first walked it.
+    let mine = connections_of(&records, pid);
+    assert_eq!(mine.len(), 2, "{mine:#?}");
+    for r in mine {
+        assert_eq!(int_attr(r, "network.peer.port"), Some(i64::from(port)), "{r:#}");
+        assert_eq!(int_attr(r, "process.pid"), Some(i64::from(pid)), "{r:#}");
+        assert_eq!(int_attr(r, "process.parent_pid"), Some(i64::from(std::process::id())), "{r:#}");
+        assert_eq!(int_attr(r, "process.user.id"), Some(65534), "{r:#}");
+        assert_eq!(int_attr(r, "nhi.process.group.id"), Some(65533), "{r:#}");
+        assert_eq!(str_attr(r, "process.command"), Some("nhi-e2e-netconn"), "{r:#}");
+        assert_eq!(str_attr(r, "process.executable.path"), which("bash").canonicalize().unwrap().to_str(), "{r:#}");
+        assert_eq!(str_attr(r, "nhi.cgroup.path"), Some(cg.path.as_str()), "{r:#}");
+        assert_eq!(str_attr(r, "nhi.systemd.unit"), Some("nhi-e2e-netid.service"), "{r:#}");
+    }
     drop(listener);
 }
 

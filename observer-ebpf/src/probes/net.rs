@@ -97,6 +97,7 @@ pub struct Flow {
     pub announced: u32,
 }
 const _: () = assert!(core::mem::size_of::<Flow>() == 56 + 16 + 4 + 4 * 9);
+const _: () = assert!(core::mem::size_of::<Flow>().is_multiple_of(8) && core::mem::align_of::<Flow>() == 8);
 
 #[map]
 static FLOWS: LruHashMap<u64, Flow> = LruHashMap::with_max_entries(NET_MAX_FLOWS, 0);
@@ -167,12 +168,21 @@ fn exe_path(file: u64, task: &TaskInfo, typed: Option<u64>, buf: &mut [u8; WALK_
         // of the same entry (another thread of the process) writes the
         // same path.
         unsafe {
-            if (*c).start_boot_ns == task.start_boot_ns
-                && (*c).exec_id == exec_id
-                && (*c).exe_file == file
-                && aya_ebpf::helpers::bpf_probe_read_kernel_buf((*c).path.as_ptr(), buf).is_ok()
-            {
-                return kernel::Walk { len: (*c).len, complete: (*c).complete != 0 };
+            if (*c).start_boot_ns == task.start_boot_ns && (*c).exec_id == exec_id && (*c).exe_file == file {
+                // The walk's bytes only (`len` from 0, whole words), by
+                // plain loads and stores from the map value: no helper
+                // call, and not the whole buffer.
+                let len = (*c).len;
+                let words = usize::from(len).div_ceil(8);
+                let src = (*c).path.as_ptr().cast::<u64>();
+                let dst = buf.as_mut_ptr().cast::<u64>();
+                for i in 0..WALK_BUF_LEN / 8 {
+                    if i >= words {
+                        break;
+                    }
+                    dst.add(i).write_unaligned(src.add(i).read_unaligned());
+                }
+                return kernel::Walk { len, complete: (*c).complete != 0 };
             }
         }
     }
@@ -221,13 +231,19 @@ pub fn net_sendmsg6(ctx: SockAddrContext) -> i32 {
     1
 }
 
+/// An address as the two little-endian words of its 16 bytes: an IPv4
+/// address (network order, as the context holds it) v4-mapped
+/// (`::ffff:a.b.c.d`).
 #[inline(always)]
-fn v4_mapped(ip4_be: u32) -> NetAddr {
-    let b = ip4_be.to_ne_bytes();
-    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, b[0], b[1], b[2], b[3]]
+fn v4_mapped(ip4_be: u32) -> [u64; 2] {
+    [0, 0xffff_0000 | (u64::from(ip4_be) << 32)]
 }
 
 #[inline(always)]
+#[allow(
+    clippy::needless_borrows_for_generic_args,
+    reason = "the flow goes to the map by reference: by value it would be copied first"
+)]
 fn on_sock_addr(ctx: &SockAddrContext, hook: NetHook) -> Option<()> {
     let sa = ctx.sock_addr;
     // SAFETY: `sa` is the program's context; the verifier checks each
@@ -256,35 +272,42 @@ fn on_sock_addr(ctx: &SockAddrContext, hook: NetHook) -> Option<()> {
         NetHook::Connect6 | NetHook::Sendmsg6 => {
             // SAFETY: as above; user_ip6 is read as four u32 loads.
             let w = unsafe { [(*sa).user_ip6[0], (*sa).user_ip6[1], (*sa).user_ip6[2], (*sa).user_ip6[3]] };
-            let (a, b, c, d) = (w[0].to_ne_bytes(), w[1].to_ne_bytes(), w[2].to_ne_bytes(), w[3].to_ne_bytes());
-            [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3], c[0], c[1], c[2], c[3], d[0], d[1], d[2], d[3]]
+            [u64::from(w[0]) | (u64::from(w[1]) << 32), u64::from(w[2]) | (u64::from(w[3]) << 32)]
         }
     };
     let port = u16::from_be(user_port as u16);
-    let mut flow = Flow {
-        // SAFETY: TaskInfo is plain integers; filled right below.
-        task: unsafe { core::mem::zeroed() },
-        addr,
-        port,
-        _pad0: 0,
-        family,
-        protocol,
-        hook: hook as u32,
-        state: state::NEW,
-        copied: 0,
-        limit: 0,
-        segments: 0,
-        plain_ok: 0,
-        announced: 0,
+    // Zeroed a word at a time, then the fields that are not zero, and used
+    // in place: a zero-initialised `Flow` (or a byte array literal, or a
+    // copy out of this one) becomes calls of a byte-at-a-time `memset`
+    // subprogram, about 90 stores a connect.
+    let mut slot = core::mem::MaybeUninit::<Flow>::uninit();
+    let f = slot.as_mut_ptr();
+    // SAFETY: `Flow` is plain integers, 8-byte aligned, a whole number of
+    // words (asserted at `Flow`): once every word is written, `*f` is a
+    // valid `Flow`, used only through `f` while `slot` lives.
+    let flow = unsafe {
+        let words = f.cast::<u64>();
+        for i in 0..core::mem::size_of::<Flow>() / 8 {
+            core::ptr::write_volatile(words.add(i), 0);
+        }
+        let a = (&raw mut (*f).addr).cast::<u64>();
+        a.write(addr[0]);
+        a.add(1).write(addr[1]);
+        (*f).port = port;
+        (*f).family = family;
+        (*f).protocol = protocol;
+        (*f).hook = hook as u32;
+        (*f).state = state::NEW;
+        &mut *f
     };
     if protocol == IPPROTO_UDP {
         current_identity(&mut flow.task);
         flow.state = state::UDP;
-        return FLOWS.insert(cookie, flow, 0).ok();
+        return FLOWS.insert(cookie, &*flow, 0).ok();
     }
-    emit_connect(&flow, cookie, true);
-    flow.plain_ok = u32::from(METADATA_DESTS.get_ptr(addr).is_some());
-    FLOWS.insert(cookie, flow, 0).ok()
+    emit_connect(flow, cookie, true);
+    flow.plain_ok = u32::from(METADATA_DESTS.get_ptr(flow.addr).is_some());
+    FLOWS.insert(cookie, &*flow, 0).ok()
 }
 
 /// The connecting task's identity into `info`: by plain loads from a
