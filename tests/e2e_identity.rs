@@ -301,32 +301,18 @@ fn short_lived_process_keeps_its_identity() {
 /// unlike its target), not the executable's.
 #[test]
 fn exec_records_carry_the_new_process_task_fields() {
-    use std::os::unix::{fs::PermissionsExt as _, process::CommandExt as _};
     if !bpf_available("exec_records_carry_the_new_process_task_fields") {
         return;
     }
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    // 15 bytes: the whole of what the kernel keeps of a process's name.
-    let link = dir.path().join("nhi-e2e-renamed");
-    std::os::unix::fs::symlink(which("sleep"), &link).unwrap();
+    let link = renamed_link(dir.path(), "nhi-e2e-renamed", &which("sleep"));
     let root = unique("nhi-e2e-task");
     let cg = TestCgroup::new(&root, "system.slice/nhi-e2e-task.service");
     let agent = Agent::start(&[]);
-    let mut sh = Command::new(which("sh"));
-    sh.arg("-c")
-        .arg(format!("read _; exec '{}' 0.2", link.display()))
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("GITHUB_TOKEN", "ghp_e2eTaskFields0000000000000000000000")
-        .uid(65534)
-        .gid(65533)
-        .stdin(Stdio::piped());
-    let mut sh = sh.spawn().unwrap();
+    let script = format!("exec '{}' 0.2", link.display());
+    let mut sh = nobody_shell_in(&cg, &script, &[("GITHUB_TOKEN", "ghp_e2eTaskFields0000000000000000000000")]);
     let pid = sh.id();
-    cg.add(pid);
-    writeln!(sh.stdin.as_mut().unwrap()).unwrap();
     // Both execs' records (see below).
     agent.wait_for_record(Duration::from_secs(10), |_| records_of(&agent.records(), pid, "env").len() >= 2);
     sh.wait().unwrap();

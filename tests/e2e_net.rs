@@ -336,11 +336,6 @@ fn connections_after_exec_in_the_same_pid_name_the_new_executable() {
 /// process table, which the exec record filled.)
 #[test]
 fn connection_records_carry_the_connecting_task_fields() {
-    use std::{
-        io::Write as _,
-        os::unix::{fs::PermissionsExt as _, process::CommandExt as _},
-        process::Stdio,
-    };
     if !bpf_available("connection_records_carry_the_connecting_task_fields") {
         return;
     }
@@ -348,25 +343,13 @@ fn connection_records_carry_the_connecting_task_fields() {
     let listener = TcpListener::bind(loopback4()).unwrap();
     let port = listener.local_addr().unwrap().port();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    // 15 bytes: the whole of what the kernel keeps of a process's name.
-    let link = dir.path().join("nhi-e2e-netconn");
-    std::os::unix::fs::symlink(which("bash"), &link).unwrap();
+    let link = renamed_link(dir.path(), "nhi-e2e-netconn", &which("bash"));
     let root = unique("nhi-e2e-netid");
     let cg = TestCgroup::new(&root, "system.slice/nhi-e2e-netid.service");
     let agent = Agent::start(&[]);
-    let mut sh = Command::new(which("sh"));
-    sh.arg("-c")
-        .arg(format!("read _; exec '{}' -c 'exec 3<>/dev/tcp/127.0.0.1/{port} 4<>/dev/tcp/127.0.0.1/{port}'", link.display()))
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .uid(65534)
-        .gid(65533)
-        .stdin(Stdio::piped());
-    let mut sh = sh.spawn().unwrap();
+    let script = format!("exec '{}' -c 'exec 3<>/dev/tcp/127.0.0.1/{port} 4<>/dev/tcp/127.0.0.1/{port}'", link.display());
+    let mut sh = nobody_shell_in(&cg, &script, &[]);
     let pid = sh.id();
-    cg.add(pid);
-    writeln!(sh.stdin.as_mut().unwrap()).unwrap();
     assert!(sh.wait().unwrap().success());
     agent.wait_for_record(WAIT, |_| connections_of(&agent.records(), pid).len() >= 2);
     let (status, records, stderr) = agent.stop(Signal::SIGTERM);

@@ -564,6 +564,37 @@ impl Drop for TestCgroup {
     }
 }
 
+/// A link named `name` to `target` in `dir`, which every user may then
+/// enter: a process run through it is named `name` (15 bytes at most are
+/// what the kernel keeps of a process's name), unlike its executable.
+pub fn renamed_link(dir: &Path, name: &str, target: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod link dir");
+    let link = dir.join(name);
+    std::os::unix::fs::symlink(target, &link).expect("symlink");
+    link
+}
+
+/// Starts `sh -c "read _; <script>"` as uid 65534 / gid 65533, with only
+/// `PATH` and `env` in its environment, moves it into `cg`, then lets it
+/// go on: everything after `read` runs inside the cgroup.
+pub fn nobody_shell_in(cg: &TestCgroup, script: &str, env: &[(&str, &str)]) -> Child {
+    use std::{io::Write as _, os::unix::process::CommandExt as _};
+    let mut sh = Command::new(which("sh"));
+    sh.arg("-c")
+        .arg(format!("read _; {script}"))
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .envs(env.iter().copied())
+        .uid(65534)
+        .gid(65533)
+        .stdin(Stdio::piped());
+    let mut sh = sh.spawn().expect("spawn sh");
+    cg.add(sh.id());
+    writeln!(sh.stdin.as_mut().expect("stdin")).expect("release sh");
+    sh
+}
+
 /// A name no other test run on this host uses.
 pub fn unique(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
