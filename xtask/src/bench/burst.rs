@@ -19,6 +19,14 @@
 //!    record, 1 s of the burst): what the ring, reader and sink hold without
 //!    the kernel's folding. Reported, and the count must be exact here too;
 //!    no loss target (de-duplication is on by default).
+//! 4. A connection storm at the default settings: [`WORKERS`] threads each
+//!    connect to a loopback listener of their own, accept and close, as
+//!    fast as they go, [`STORM_CONNECTIONS`] in all (two ring records each,
+//!    the connect and the close: some 60,000 records per second here). Every
+//!    connection must have its `nhi.connection` record and the kernel's
+//!    loss counters stay 0. Until the fourteenth session the reader, once
+//!    polling and behind, took one batch (512 records) per 10 ms poll and
+//!    lost a third of such a storm.
 use std::{
     path::{Path, PathBuf},
     sync::{
@@ -41,6 +49,9 @@ const WORKERS: usize = 2;
 /// Opens in the too-small-ring run (paced at the same rate).
 const SMALL_RING_OPENS: u64 = 20_000;
 const SMALL_RING_BYTES: u32 = 16 * 1024;
+/// Connections in the connection storm, all workers together.
+const STORM_CONNECTIONS: u64 = 100_000;
+const CONNECTION: &str = "nhi.connection";
 
 pub struct Args {
     /// Opens per second, all workers together.
@@ -71,6 +82,13 @@ pub struct Figures {
     pub nodedup_lost: u64,
     /// The machine-wide loss counter.
     pub nodedup_lost_all: u64,
+    /// Connection storm: connections made, the rate reached, this
+    /// process's `nhi.connection` records, and the kernel's loss counters
+    /// for connect and close records (machine-wide).
+    pub storm_connections: u64,
+    pub storm_rate: f64,
+    pub storm_records: u64,
+    pub storm_lost: u64,
 }
 
 impl Figures {
@@ -94,6 +112,11 @@ impl Figures {
     /// Without de-duplication, arrived + counted loss is every open.
     pub fn nodedup_exact(&self) -> bool {
         self.nodedup_arrived + self.nodedup_lost == self.nodedup_opens
+    }
+
+    /// Every connection of the storm has its record, and nothing was lost.
+    pub fn storm_complete(&self) -> bool {
+        self.storm_records == self.storm_connections && self.storm_lost == 0
     }
 }
 
@@ -145,6 +168,11 @@ pub fn measure(bin: &Path, args: &Args) -> anyhow::Result<Figures> {
         nd.lost,
         nd.others
     );
+    let st = storm(bin, &scratch.join("storm"))?;
+    println!(
+        "bench burst: connection storm, default ring: {} loopback connections at {:.0}/s; {} recorded, kernel loss counters (connect + close) {}",
+        st.connections, st.rate, st.records, st.lost
+    );
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(Figures {
         opens: d.opens,
@@ -159,7 +187,67 @@ pub fn measure(bin: &Path, args: &Args) -> anyhow::Result<Figures> {
         nodedup_arrived: nd.counted,
         nodedup_lost: nd.lost_mine,
         nodedup_lost_all: nd.lost,
+        storm_connections: st.connections,
+        storm_rate: st.rate,
+        storm_records: st.records,
+        storm_lost: st.lost,
     })
+}
+
+/// The connection storm's figures.
+struct Storm {
+    connections: u64,
+    rate: f64,
+    records: u64,
+    lost: u64,
+}
+
+/// This process's `nhi.connection` records in the agent's JSON lines
+/// (matched as text: the file grows to about 100 MB, parsed once at the end).
+fn connection_lines(text: &str, pid: u32) -> u64 {
+    let pid = format!("\"process.pid\":{pid},");
+    text.lines().filter(|l| l.contains(CONNECTION) && l.contains(&pid)).count() as u64
+}
+
+/// Run 4: the agent at its defaults; [`WORKERS`] threads connect, accept
+/// and close on loopback as fast as they go. The accepted end closes first,
+/// so the connecting ports do not linger in TIME_WAIT.
+fn storm(bin: &Path, state: &Path) -> anyhow::Result<Storm> {
+    std::fs::create_dir_all(state)?;
+    let agent = JsonAgent::start(bin, state, &[])?;
+    let per_thread = STORM_CONNECTIONS / WORKERS as u64;
+    let start = Instant::now();
+    let threads: Vec<_> = (0..WORKERS)
+        .map(|_| {
+            thread::spawn(move || -> std::io::Result<u64> {
+                let listener = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))?;
+                let addr = listener.local_addr()?;
+                for _ in 0..per_thread {
+                    let client = std::net::TcpStream::connect(addr)?;
+                    let (server, _) = listener.accept()?;
+                    drop(server);
+                    drop(client);
+                }
+                Ok(per_thread)
+            })
+        })
+        .collect();
+    let mut connections = 0;
+    for t in threads {
+        connections += t.join().map_err(|_| anyhow!("connecting thread panicked"))??;
+    }
+    let elapsed = start.elapsed();
+    let pid = std::process::id();
+    let jsonl = state.join("out.jsonl");
+    let count = || connection_lines(&std::fs::read_to_string(&jsonl).unwrap_or_default(), pid);
+    agent.wait_for(connections, count);
+    let stats = agent.stop()?;
+    let records = count();
+    let counter = |name: &str| {
+        stats[name].as_u64().ok_or_else(|| anyhow!("no {name} in the agent's stats: {stats}"))
+    };
+    let lost = counter("nhi.net.connect.lost")? + counter("nhi.net.close.lost")?;
+    Ok(Storm { connections, rate: connections as f64 / elapsed.as_secs_f64(), records, lost })
 }
 
 /// One agent run's figures.

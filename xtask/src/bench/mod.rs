@@ -235,12 +235,15 @@ pub fn run(
         "targets" | "all" => targets::run(quick),
         "burst" => {
             let f = burst::measure(&release_agent()?, &burst::Args { rate: 100_000, seconds: 5 })?;
-            if f.lost() > 0 || f.over() > 0 || !f.small_ring_exact() {
+            if f.lost() > 0 || f.over() > 0 || !f.small_ring_exact() || !f.storm_complete() {
                 bail!(
-                    "burst: {} opens unaccounted and {} counted twice at the default ring; small ring exact: {}",
+                    "burst: {} opens unaccounted and {} counted twice at the default ring; small ring exact: {}; connection storm: {} of {} recorded, {} lost",
                     f.lost(),
                     f.over(),
-                    f.small_ring_exact()
+                    f.small_ring_exact(),
+                    f.storm_records,
+                    f.storm_connections,
+                    f.storm_lost
                 );
             }
             Ok(())

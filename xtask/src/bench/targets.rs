@@ -171,6 +171,16 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
         b.nodedup_exact(),
     ));
 
+    rows.push(row(
+        "6. connection storm, default ring",
+        "0 lost",
+        format!(
+            "{} recorded of {}, {} lost ({:.0}/s reached)",
+            b.storm_records, b.storm_connections, b.storm_lost, b.storm_rate
+        ),
+        b.storm_complete(),
+    ));
+
     print_table(&rows, quick, started.elapsed());
     Ok(())
 }
