@@ -7,7 +7,8 @@
 //! peer), `tls` (handshakes per second and missed connections), `files`
 //! (the file program over the floor program, and the peer on the open loop
 //! and the tree read), `idle` (CPU and wake-ups with no workload) and
-//! `burst` (100k credential opens per second). `--quick` shortens every run
+//! `burst` (100k credential opens per second, then a storm of 100,000
+//! loopback connections). `--quick` shortens every run
 //! for a smoke check (its figures are not the ones to quote); the full run
 //! took about 6 minutes on a busy 2-core machine.
 use std::time::Duration;
