@@ -51,7 +51,8 @@ const SMALL_RING_OPENS: u64 = 20_000;
 const SMALL_RING_BYTES: u32 = 16 * 1024;
 /// Connections in the connection storm, all workers together.
 const STORM_CONNECTIONS: u64 = 100_000;
-const CONNECTION: &str = "nhi.connection";
+/// A connection record's event name as the JSON lines spell it.
+const CONNECTION: &str = "\"event.name\":\"nhi.connection\"";
 
 pub struct Args {
     /// Opens per second, all workers together.
