@@ -56,11 +56,14 @@ impl Args {
 }
 
 /// What one `bench tls` invocation measured.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Figures {
     /// Median handshakes/s without and with the agent.
     pub baseline: f64,
     pub with_agent: f64,
+    /// Each round's handshakes/s with the agent over its own baseline (the
+    /// mean of the runs just before and just after), in round order.
+    pub round_ratios: Vec<f64>,
     /// Connections made with the agent attached that have no record, plus
     /// the kernel's ring reserve failures for network records.
     pub missed: u64,
@@ -76,8 +79,24 @@ pub struct Figures {
 }
 
 impl Figures {
+    /// The median of the rounds' own ratios: each round's agent run
+    /// against the baselines around it, so the host's drift between rounds
+    /// (its baselines moved 2,197-2,427/s in one run) cancels, as in `bench
+    /// process`. Until 2026-12-04 the target row showed the ratio of the
+    /// medians ([`Self::ratio_of_medians`]), which mixes rounds.
     pub fn ratio(&self) -> f64 {
+        super::median(&mut self.round_ratios.clone())
+    }
+
+    pub fn ratio_of_medians(&self) -> f64 {
         self.with_agent / self.baseline
+    }
+
+    /// The lowest and highest round ratio.
+    pub fn round_range(&self) -> (f64, f64) {
+        let lo = self.round_ratios.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = self.round_ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (lo, hi)
     }
 }
 
@@ -101,10 +120,11 @@ pub fn measure(args: &Args) -> anyhow::Result<Figures> {
         args.clients, args.seconds, args.rounds, server.addr
     );
     println!(
-        "{:<7} {:>12} {:>12} {:>10} {:>10} {:>9} {:>14} {:>12}",
-        "round", "baseline/s", "agent/s", "made", "recorded", "lost(k)", "agent CPU/conn", "BPF/conn"
+        "{:<7} {:>12} {:>12} {:>7} {:>10} {:>10} {:>9} {:>14} {:>12}",
+        "round", "baseline/s", "agent/s", "ratio", "made", "recorded", "lost(k)", "agent CPU/conn", "BPF/conn"
     );
     let (mut base, mut with, mut missed_total, mut made) = (Vec::new(), Vec::new(), 0u64, 0u64);
+    let mut round_ratios = Vec::new();
     let (mut cpu, mut bpf, mut threads) = (Vec::new(), Vec::new(), std::collections::BTreeMap::<String, u64>::new());
     let mut progs = std::collections::BTreeMap::<String, Vec<f64>>::new();
     let mut wakeups = Vec::new();
@@ -153,9 +173,10 @@ pub fn measure(args: &Args) -> anyhow::Result<Figures> {
         }
         let cpu_us = ticks as f64 * 1e6 / super::clock_ticks() / w.handshakes.max(1) as f64;
         println!(
-            "{round:<7} {:>12.0} {:>12.0} {:>10} {:>10} {:>9} {:>11.1} us {:>9.1} us",
+            "{round:<7} {:>12.0} {:>12.0} {:>7.3} {:>10} {:>10} {:>9} {:>11.1} us {:>9.1} us",
             base_rate,
             w.rate(),
+            w.rate() / base_rate,
             want,
             recorded,
             lost,
@@ -164,6 +185,7 @@ pub fn measure(args: &Args) -> anyhow::Result<Figures> {
         );
         base.push(base_rate);
         with.push(w.rate());
+        round_ratios.push(w.rate() / base_rate);
         cpu.push(cpu_us);
         bpf.push(bpf_ns / 1e3);
         let _ = std::fs::remove_dir_all(&state);
@@ -174,6 +196,7 @@ pub fn measure(args: &Args) -> anyhow::Result<Figures> {
     let figures = Figures {
         baseline: super::median(&mut base),
         with_agent: super::median(&mut with),
+        round_ratios,
         missed: missed_total,
         made,
         agent_cpu_us: super::median(&mut cpu),
@@ -181,7 +204,12 @@ pub fn measure(args: &Args) -> anyhow::Result<Figures> {
     };
     let (mb, mw) = (figures.baseline, figures.with_agent);
     println!("median: baseline {mb:.0} handshakes/s, with agent {mw:.0} handshakes/s");
-    println!("ratio (with agent / baseline): {:.3}", figures.ratio());
+    let (lo, hi) = figures.round_range();
+    println!(
+        "ratio (with agent / baseline, median of the rounds' own ratios): {:.3} (rounds {lo:.3}-{hi:.3}); ratio of the medians: {:.3}",
+        figures.ratio(),
+        figures.ratio_of_medians()
+    );
     println!("missed connections: {missed_total} of {made}");
     println!(
         "agent CPU per connection (timed runs, all threads, /proc): {:.1} us; BPF run time per connection (all programs, machine-wide): {:.1} us",
